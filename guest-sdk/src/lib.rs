@@ -1,0 +1,70 @@
+//! Write [Warden](https://example.invalid/warden) agents in Rust.
+//!
+//! An agent is a WebAssembly component of the `warden:agent/agent` world. With
+//! this crate it is a plain function over serde types:
+//!
+//! ```ignore
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct Input { name: String }
+//!
+//! #[derive(Serialize)]
+//! struct Output { greeting: String }
+//!
+//! #[warden_sdk::agent]
+//! fn run(input: Input) -> Result<Output, warden_sdk::Error> {
+//!     warden_sdk::log::info(format!("greeting {}", input.name));
+//!     Ok(Output { greeting: format!("hello, {}", input.name) })
+//! }
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (the crate
+//! type is `cdylib`) and run it with `warden run target/wasm32-wasip2/release/NAME.wasm`.
+//!
+//! The agent reaches the world only through what the run was granted:
+//! [`llm`] (chat with tools, embeddings), [`http`] (GET/POST over
+//! `wasi:http`), [`kv`] (key-value storage in the agent's own namespace),
+//! [`config`], [`log`] and [`context`]. Anything not granted returns an
+//! error the agent can handle.
+
+mod error;
+pub mod config;
+pub mod context;
+pub mod http;
+pub mod kv;
+pub mod llm;
+pub mod log;
+
+pub use error::{Error, Result};
+pub use warden_sdk_macros::agent;
+
+/// Generated bindings and the glue the `agent` macro expands to. Not API.
+#[doc(hidden)]
+pub mod __private {
+    #![allow(unsafe_code, unreachable_pub, missing_docs, clippy::all)]
+
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "warden:agent/agent",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "warden_sdk::__private",
+        generate_all,
+    });
+
+    pub use self::Guest;
+
+    /// Decodes the JSON input, calls the agent, encodes its output.
+    pub fn invoke<I, O, E>(input: &str, f: fn(I) -> Result<O, E>) -> Result<String, String>
+    where
+        I: serde::de::DeserializeOwned,
+        O: serde::Serialize,
+        E: core::fmt::Display,
+    {
+        let text = if input.trim().is_empty() { "null" } else { input };
+        let input: I = serde_json::from_str(text).map_err(|e| format!("invalid input: {e}"))?;
+        let output = f(input).map_err(|e| e.to_string())?;
+        serde_json::to_string(&output).map_err(|e| format!("cannot encode the output as JSON: {e}"))
+    }
+}

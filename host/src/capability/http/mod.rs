@@ -1,0 +1,50 @@
+//! Outgoing HTTP through `wasi:http/outgoing-handler`, with our policy in the
+//! `send_request` hook of `wasmtime-wasi-http`: [`HttpHooks`].
+//!
+//! Per request: the URL must match the run's allow-list ([`HttpPolicy`]); the
+//! request counts against the run's budget; the host name is resolved here
+//! and every address checked, and the connection goes to the address that
+//! was checked (no second lookup a rebinding DNS server could answer
+//! differently). wasi:http does not follow redirects: a redirect comes back
+//! to the guest as a 3xx, and following it is a new request, checked again.
+//! Response bodies count against the run's byte budget as they stream.
+
+mod policy;
+mod send;
+
+pub use policy::{Denied, HostPattern, HttpPolicy, PatternError, special_range};
+
+use crate::budget::RunMeter;
+use std::sync::Arc;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The wasi-http hooks of one run: policy and meter.
+pub struct HttpHooks {
+    policy: Arc<HttpPolicy>,
+    meter: Arc<RunMeter>,
+}
+
+impl HttpHooks {
+    pub fn new(policy: HttpPolicy, meter: Arc<RunMeter>) -> Self {
+        HttpHooks {
+            policy: Arc::new(policy),
+            meter,
+        }
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>
+    {
+        let policy = self.policy.clone();
+        let meter = self.meter.clone();
+        Box::new(send::send(policy, meter, request, options))
+    }
+}

@@ -1,0 +1,290 @@
+//! The sandbox engine: [`AgentEngine`] owns a wasmtime `Engine` configured
+//! for untrusted agents (async, pooling allocator, epoch interruption with
+//! one ticker thread, optional fuel, bounded stack, proposals agents don't
+//! need turned off), the `Linker` with every capability, and the compile
+//! cache. [`AgentEngine::load`] turns component bytes into an
+//! [`AgentComponent`]: validated, compiled (or loaded from the cache) and
+//! pre-instantiated, so a run only instantiates.
+
+use crate::bindings::AgentPre;
+use crate::cache::{ComponentCache, sha256_hex};
+use crate::config::EngineConfig;
+use crate::store::RunState;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch ticks: the resolution of wall-time deadlines and of
+/// cooperative yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a component cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("engine: {0}")]
+    Host(String),
+}
+
+/// A component ready to run.
+#[derive(Clone)]
+pub struct AgentComponent {
+    pub(crate) pre: AgentPre<RunState>,
+    /// sha256 of the component bytes, hex.
+    pub digest: String,
+    /// Size of the component, in bytes.
+    pub size: usize,
+}
+
+impl std::fmt::Debug for AgentComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentComponent")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// Where a component came from on load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadSource {
+    /// Compiled now (and written to the cache, if there is one).
+    Compiled,
+    /// Loaded from the on-disk cache.
+    Cache,
+}
+
+/// Told about a slow load before it starts.
+pub trait LoadProgress {
+    /// A component of `size` bytes is about to be compiled.
+    fn compiling(&self, size: usize);
+    fn done(&self);
+}
+
+/// No progress output.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl LoadProgress for Quiet {
+    fn compiling(&self, _size: usize) {}
+    fn done(&self) {}
+}
+
+/// Stops the epoch ticker thread when the engine is dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<RunState>,
+    cache: Option<ComponentCache>,
+    config: EngineConfig,
+    max_memory_bytes: u64,
+    _ticker: EpochTicker,
+}
+
+/// The engine, linker and cache shared by every run on a node. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct AgentEngine {
+    inner: Arc<Inner>,
+}
+
+impl AgentEngine {
+    /// Builds the engine. `max_memory_bytes` is the node's memory maximum
+    /// per run (the pooling allocator's slot size); `cache_dir` enables the
+    /// on-disk compile cache.
+    pub fn new(
+        config: &EngineConfig,
+        max_memory_bytes: u64,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self, LoadError> {
+        let host = |e: wasmtime::Error| LoadError::Host(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = config.pool_slots.max(1);
+        pool.total_component_instances(slots)
+            // wit-component adds a few small core instances (shims) per component.
+            .max_core_instances_per_component(16)
+            .total_core_instances(slots * 16)
+            .max_memories_per_component(4)
+            .total_memories(slots * 2)
+            .max_tables_per_component(8)
+            .total_tables(slots * 8)
+            .total_stacks(slots)
+            .max_memory_size(usize::try_from(max_memory_bytes).unwrap_or(usize::MAX))
+            // Keep a few pages resident on reuse: fresh instances start fast.
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(64 << 10);
+
+        let mut wasm = Config::new();
+        // Threads, GC, stack switching and component-model async are not
+        // compiled into this wasmtime at all (Cargo features); memory64 is
+        // turned off here.
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .consume_fuel(config.fuel)
+            .max_wasm_stack(config.max_wasm_stack)
+            .async_stack_size(config.max_wasm_stack + (1 << 20))
+            .wasm_memory64(false)
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .parallel_compilation(true);
+        let engine = Engine::new(&wasm).map_err(host)?;
+
+        let mut linker = Linker::new(&engine);
+        crate::store::add_to_linker(&mut linker).map_err(host)?;
+
+        let cache = match cache_dir {
+            Some(dir) => Some(ComponentCache::new(dir.clone(), &engine).map_err(|e| {
+                LoadError::Host(format!("cannot create compile cache {}: {e}", dir.display()))
+            })?),
+            None => None,
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("warden-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Host(format!("cannot start the epoch thread: {e}")))?
+        };
+
+        Ok(AgentEngine {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache,
+                config: config.clone(),
+                max_memory_bytes,
+                _ticker: EpochTicker {
+                    stop,
+                    thread: Some(thread),
+                },
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn fuel_enabled(&self) -> bool {
+        self.inner.config.fuel
+    }
+
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.inner.max_memory_bytes
+    }
+
+    /// Validates, compiles (or loads from the cache) and pre-instantiates a
+    /// component. `name` is only used in messages.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        progress: &dyn LoadProgress,
+    ) -> Result<(AgentComponent, LoadSource), LoadError> {
+        check_is_component(name, bytes)?;
+        let digest = sha256_hex(bytes);
+        let inner = &self.inner;
+        let cached = inner
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&inner.engine, &digest));
+        let (component, source) = match cached {
+            Some(c) => (c, LoadSource::Cache),
+            None => {
+                progress.compiling(bytes.len());
+                let compiled = Component::new(&inner.engine, bytes);
+                progress.done();
+                let c = compiled.map_err(|e| {
+                    LoadError::Invalid(format!("{name} does not compile: {}", root_cause(&e)))
+                })?;
+                if let Some(cache) = &inner.cache
+                    && let Err(e) = cache.store(&digest, &c)
+                {
+                    tracing::warn!(error = %e, "cannot write the compile cache; continuing without it");
+                }
+                (c, LoadSource::Compiled)
+            }
+        };
+        let pre = self.pre_instantiate(name, &component)?;
+        Ok((
+            AgentComponent {
+                pre,
+                digest,
+                size: bytes.len(),
+            },
+            source,
+        ))
+    }
+
+    fn pre_instantiate(
+        &self,
+        name: &str,
+        component: &Component,
+    ) -> Result<AgentPre<RunState>, LoadError> {
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| {
+                LoadError::Invalid(format!(
+                    "{name} is not a warden:agent/agent component: {}",
+                    root_cause(&e)
+                ))
+            })?;
+        AgentPre::new(instance_pre).map_err(|e| {
+            LoadError::Invalid(format!(
+                "{name} is not a warden:agent/agent component: {}",
+                root_cause(&e)
+            ))
+        })
+    }
+}
+
+/// The innermost message of an error chain, which names the import or
+/// export at fault.
+fn root_cause(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+/// Fails with a clear message unless `bytes` is a component binary.
+fn check_is_component(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::Invalid(format!(
+            "{name} is not a WebAssembly file (it does not start with the \\0asm header)"
+        )));
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(LoadError::Invalid(format!(
+            "{name} is a core WebAssembly module, not a component: build it with \
+             `cargo build --target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+        ))),
+        _ => Err(LoadError::Invalid(format!(
+            "{name} is a WebAssembly binary of an unsupported version or layer"
+        ))),
+    }
+}

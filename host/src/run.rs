@@ -1,0 +1,323 @@
+//! [`Sandbox`]: runs agents. One run is a fresh store and instance from the
+//! component's `InstancePre`, with the run's grant and budget, dropped at the
+//! end; the outcome is a [`RunOutcome`] (result, usage, logs).
+//!
+//! Wall time is enforced twice: the epoch callback traps guest code at the
+//! deadline (and yields to the executor every tick so a spinning guest
+//! never starves other runs), and a host-side timeout around the whole call
+//! covers time spent inside host calls such as a slow LLM request.
+
+use crate::budget::{RunBudget, RunMeter, Usage};
+use crate::capability::Grant;
+use crate::capability::config::ConfigCtx;
+use crate::capability::context::ContextCtx;
+use crate::capability::fs::ScratchDir;
+use crate::capability::http::{HttpHooks, HttpPolicy};
+use crate::capability::kv::{KvCtx, KvStore, MemoryStore, SqliteStore};
+use crate::capability::llm::{LlmCtx, LlmService};
+use crate::capability::logging::{LogLine, LogSource, RunLog};
+use crate::config::{KvBackend, NodeConfig};
+use crate::engine::{AgentComponent, AgentEngine};
+use crate::failure::{BudgetTrap, FailureKind, RunFailure};
+use crate::store::{MemoryLimiter, RunState};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+/// One run to perform.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The agent's name: its key-value namespace and its name in logs.
+    pub agent_name: String,
+    /// JSON text, by convention.
+    pub input: String,
+    /// Clamped to the node's limits.
+    pub budget: RunBudget,
+    pub grant: Grant,
+    pub run_id: String,
+    pub attempt: u32,
+    /// Print log lines to stderr as they arrive.
+    pub echo_logs: bool,
+}
+
+impl RunRequest {
+    pub fn new(agent_name: impl Into<String>, input: impl Into<String>) -> Self {
+        RunRequest {
+            agent_name: agent_name.into(),
+            input: input.into(),
+            budget: RunBudget::default(),
+            grant: Grant::default(),
+            run_id: new_run_id(),
+            attempt: 1,
+            echo_logs: false,
+        }
+    }
+}
+
+/// A random run id (128 bits, hex).
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = String::with_capacity(32);
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        id.push_str(&format!("{:016x}", h.finish()));
+    }
+    id
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The agent's output, or why it failed.
+    pub result: Result<String, RunFailure>,
+    pub usage: Usage,
+    pub logs: Vec<LogLine>,
+}
+
+/// What a node offers every run, built once.
+#[derive(Clone)]
+pub struct HostServices {
+    pub kv: Arc<dyn KvStore>,
+    pub llm: LlmService,
+    /// Parent of per-run scratch directories.
+    pub scratch_root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Engine(#[from] crate::engine::LoadError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kv(#[from] crate::capability::kv::KvError),
+    #[error("LLM provider: {0}")]
+    Llm(String),
+}
+
+/// Runs agents under budgets and grants.
+#[derive(Clone)]
+pub struct Sandbox {
+    engine: AgentEngine,
+    services: HostServices,
+    limits: RunBudget,
+}
+
+impl Sandbox {
+    /// A sandbox as `config` describes it: engine, compile cache, kv
+    /// backend and LLM provider.
+    pub fn from_config(config: &NodeConfig) -> Result<Self, SandboxError> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data).map_err(|source| SandboxError::DataDir {
+            path: data.clone(),
+            source,
+        })?;
+        let cache_dir = config.engine.cache.then(|| data.join("cache"));
+        let engine = AgentEngine::new(&config.engine, config.limits.max_memory_bytes, cache_dir)?;
+        let kv: Arc<dyn KvStore> = match config.kv.backend {
+            KvBackend::Sqlite => Arc::new(SqliteStore::open(&data.join("kv.sqlite3"))?),
+            KvBackend::Memory => Arc::new(MemoryStore::default()),
+        };
+        let llm = LlmService::from_config(&config.llm).map_err(|e| SandboxError::Llm(e.to_string()))?;
+        Ok(Sandbox::new(
+            engine,
+            HostServices {
+                kv,
+                llm,
+                scratch_root: data.join("scratch"),
+            },
+            config.limits.clone(),
+        ))
+    }
+
+    pub fn new(engine: AgentEngine, services: HostServices, limits: RunBudget) -> Self {
+        Sandbox {
+            engine,
+            services,
+            limits,
+        }
+    }
+
+    pub fn engine(&self) -> &AgentEngine {
+        &self.engine
+    }
+
+    /// The node's maxima.
+    pub fn limits(&self) -> &RunBudget {
+        &self.limits
+    }
+
+    /// Runs `agent` once. Never panics on guest behaviour: every way a
+    /// guest can fail is a [`RunFailure`] in the outcome.
+    #[tracing::instrument(name = "run", skip_all, fields(agent = %req.agent_name, run_id = %req.run_id, attempt = req.attempt))]
+    pub async fn run(&self, agent: &AgentComponent, req: RunRequest) -> RunOutcome {
+        let started = Instant::now();
+        let mut budget = req.budget.clamp_to(&self.limits);
+        budget.max_memory_bytes = budget.max_memory_bytes.min(self.engine.max_memory_bytes());
+        let meter = Arc::new(RunMeter::new(budget.clone()));
+        let log = RunLog::new(meter.clone(), req.echo_logs);
+        let fail = |kind, message: String, fuel: Option<u64>| RunOutcome {
+            result: Err(RunFailure::new(kind, message)),
+            usage: meter.usage(started.elapsed(), fuel),
+            logs: log.lines(),
+        };
+
+        let mut store = match self.new_store(&req, &budget, meter.clone(), log.clone(), started) {
+            Ok(store) => store,
+            Err(failure) => return fail(failure.kind, failure.message, None),
+        };
+        let fuel_start = if self.engine.fuel_enabled() {
+            let fuel = budget.fuel.unwrap_or(u64::MAX);
+            if let Err(e) = store.set_fuel(fuel) {
+                return fail(FailureKind::HostError, format!("cannot set fuel: {e}"), None);
+            }
+            Some(fuel)
+        } else {
+            None
+        };
+
+        let call = async {
+            let instance = agent.pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, &req.input).await
+        };
+        let result = tokio::time::timeout(budget.timeout, call).await;
+        let fuel_used = fuel_start.and_then(|start| store.get_fuel().ok().map(|left| start - left));
+        let stdout = store.data().log.pipe(LogSource::Stdout);
+        stdout.finish();
+
+        let result = match result {
+            Err(_elapsed) => Err(RunFailure::new(
+                FailureKind::Timeout,
+                BudgetTrap::Timeout(budget.timeout).to_string(),
+            )),
+            Ok(Err(e)) => Err(classify(&e, &log)),
+            Ok(Ok(Err(guest))) => Err(RunFailure::new(FailureKind::GuestError, guest)),
+            Ok(Ok(Ok(output))) if output.len() as u64 > budget.max_output_bytes => {
+                Err(RunFailure::new(
+                    FailureKind::OutputTooLarge,
+                    format!(
+                        "output is {} bytes; the budget is {} bytes",
+                        output.len(),
+                        budget.max_output_bytes
+                    ),
+                ))
+            }
+            Ok(Ok(Ok(output))) => Ok(output),
+        };
+        drop(store);
+        RunOutcome {
+            result,
+            usage: meter.usage(started.elapsed(), fuel_used),
+            logs: log.lines(),
+        }
+    }
+
+    fn new_store(
+        &self,
+        req: &RunRequest,
+        budget: &RunBudget,
+        meter: Arc<RunMeter>,
+        log: RunLog,
+        started: Instant,
+    ) -> Result<Store<RunState>, RunFailure> {
+        let policy = HttpPolicy::new(&req.grant.http)
+            .map_err(|e| RunFailure::new(FailureKind::CapabilityDenied, e.to_string()))?;
+
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.pipe(LogSource::Stdout))
+            .stderr(log.pipe(LogSource::Stderr))
+            .arg(&req.agent_name);
+        let scratch = if req.grant.scratch_dir {
+            let dir = ScratchDir::create(&self.services.scratch_root).map_err(|e| {
+                RunFailure::new(
+                    FailureKind::HostError,
+                    format!("cannot create a scratch dir: {e}"),
+                )
+            })?;
+            dir.preopen(&mut wasi).map_err(|e| {
+                RunFailure::new(
+                    FailureKind::HostError,
+                    format!("cannot preopen the scratch dir: {e}"),
+                )
+            })?;
+            Some(dir)
+        } else {
+            None
+        };
+
+        let deadline = started + budget.timeout;
+        let state = RunState {
+            wasi: wasi.build(),
+            table: wasmtime::component::ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: HttpHooks::new(policy, meter.clone()),
+            limiter: MemoryLimiter {
+                max_memory_bytes: usize::try_from(budget.max_memory_bytes).unwrap_or(usize::MAX),
+                meter: meter.clone(),
+            },
+            llm: LlmCtx::new(
+                self.services.llm.clone(),
+                req.grant.models.clone(),
+                meter.clone(),
+            ),
+            kv: KvCtx::new(
+                self.services.kv.clone(),
+                req.grant.kv.then(|| req.agent_name.clone()),
+            ),
+            config: ConfigCtx::new(req.grant.config.clone()),
+            log,
+            context: ContextCtx {
+                run_id: req.run_id.clone(),
+                attempt: req.attempt,
+                deadline,
+                meter,
+            },
+            _scratch: scratch,
+        };
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        let timeout = budget.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(BudgetTrap::Timeout(timeout).into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+}
+
+/// Names the failure behind a trap or host error.
+fn classify(e: &wasmtime::Error, log: &RunLog) -> RunFailure {
+    if let Some(trap) = e.downcast_ref::<BudgetTrap>() {
+        return RunFailure::new(trap.kind(), trap.to_string());
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => RunFailure::new(FailureKind::FuelExhausted, "fuel budget exhausted"),
+            Trap::StackOverflow => RunFailure::new(FailureKind::Trap, "stack overflow: the guest recursed too deeply"),
+            other => {
+                let mut message = format!("wasm trap: {other}");
+                if let Some(stderr) = log.last(LogSource::Stderr) {
+                    message.push_str("; guest stderr: ");
+                    message.push_str(&stderr);
+                }
+                RunFailure::new(FailureKind::Trap, message)
+            }
+        };
+    }
+    RunFailure::new(FailureKind::HostError, format!("{e:#}"))
+}
