@@ -53,8 +53,6 @@ pub mod __private {
         generate_all,
     });
 
-    pub use self::Guest;
-
     /// Decodes the JSON input, calls the agent, encodes its output.
     pub fn invoke<I, O, E>(input: &str, f: fn(I) -> Result<O, E>) -> Result<String, String>
     where

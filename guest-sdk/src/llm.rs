@@ -18,9 +18,33 @@
 use crate::__private::warden::agent::llm;
 use core::fmt;
 
-pub use llm::{
-    ChatRequest, ChatResponse, Error as LlmError, FinishReason, Message, Role, Tool, ToolCall, Usage,
-};
+pub use llm::{ChatRequest, ChatResponse, FinishReason, Message, Role, Tool, ToolCall, Usage};
+
+/// Why an LLM call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmError {
+    /// The model is not on the run's allow-list (or no LLM was granted).
+    ModelNotAllowed(String),
+    /// The run's token or cost budget is spent: finish with what you have.
+    BudgetExhausted,
+    RateLimited,
+    InvalidRequest(String),
+    Provider(String),
+    Timeout,
+}
+
+impl From<llm::Error> for LlmError {
+    fn from(e: llm::Error) -> Self {
+        match e {
+            llm::Error::ModelNotAllowed(m) => LlmError::ModelNotAllowed(m),
+            llm::Error::BudgetExhausted => LlmError::BudgetExhausted,
+            llm::Error::RateLimited => LlmError::RateLimited,
+            llm::Error::InvalidRequest(m) => LlmError::InvalidRequest(m),
+            llm::Error::Provider(m) => LlmError::Provider(m),
+            llm::Error::Timeout => LlmError::Timeout,
+        }
+    }
+}
 
 impl Message {
     fn new(role: Role, content: impl Into<String>) -> Self {
@@ -131,10 +155,10 @@ impl std::error::Error for LlmError {}
 
 /// One chat completion.
 pub fn chat(req: &ChatRequest) -> Result<ChatResponse, LlmError> {
-    llm::chat(req)
+    Ok(llm::chat(req)?)
 }
 
 /// Embeddings of `inputs`, one vector each.
 pub fn embed(model: Option<&str>, inputs: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
-    llm::embed(model, inputs)
+    Ok(llm::embed(model, inputs)?)
 }

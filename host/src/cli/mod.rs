@@ -1,0 +1,80 @@
+//! `warden` subcommands. Errors are reported here, at the edge, with
+//! `anyhow`; library crates return typed errors.
+
+mod output;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Warden: a WebAssembly sandbox host for AI agents.
+///
+/// Runs untrusted agent components (wasm32-wasip2, world warden:agent/agent)
+/// under hard budgets (time, fuel, memory, LLM tokens and cost, HTTP, output)
+/// with only the capabilities you grant.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about, long_about)]
+struct Cli {
+    /// Log format for Warden's own diagnostics (agent logs are separate).
+    #[arg(long, global = true, value_enum, default_value = "pretty", env = "WARDEN_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+}
+
+/// Exit code for a run that failed (any failure kind).
+const EXIT_RUN_FAILED: u8 = 1;
+/// Exit code for a request that could not start: bad flags, unreadable
+/// files, invalid input JSON, bad config.
+const EXIT_USAGE: u8 = 2;
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.compact().init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,93 @@
+//! How a run's outcome is shown: one JSON object (`--json`) or a human
+//! summary.
+
+use serde::Serialize;
+use warden_host::capability::logging::LogLine;
+use warden_host::{RunOutcome, Usage};
+
+#[derive(Serialize)]
+struct JsonError<'a> {
+    kind: &'a str,
+    message: &'a str,
+    retryable: bool,
+}
+
+#[derive(Serialize)]
+struct JsonOutcome<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<JsonError<'a>>,
+    usage: &'a Usage,
+    logs: &'a [LogLine],
+}
+
+/// The `--json` document for an outcome. Output that is JSON text is
+/// embedded as JSON; anything else as a string.
+pub(crate) fn json(outcome: &RunOutcome) -> String {
+    let doc = JsonOutcome {
+        status: if outcome.result.is_ok() { "ok" } else { "failed" },
+        output: outcome.result.as_ref().ok().map(|text| {
+            serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone()))
+        }),
+        error: outcome.result.as_ref().err().map(|f| JsonError {
+            kind: f.kind.as_str(),
+            message: &f.message,
+            retryable: f.kind.retryable(),
+        }),
+        usage: &outcome.usage,
+        logs: &outcome.logs,
+    };
+    serde_json::to_string(&doc).expect("outcome serializes")
+}
+
+/// The output, pretty-printed when it is JSON.
+pub(crate) fn pretty_output(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| text.to_string()),
+        Err(_) => text.to_string(),
+    }
+}
+
+/// One line of usage for humans.
+pub(crate) fn usage_line(u: &Usage) -> String {
+    let mut parts = vec![format!("{:.1} ms", u.wall_time_ms)];
+    if let Some(fuel) = u.fuel_used {
+        parts.push(format!("fuel {}", si(fuel)));
+    }
+    parts.push(format!("mem {}", bytes(u.peak_memory_bytes)));
+    if u.llm_calls > 0 {
+        parts.push(format!(
+            "llm {} calls, {} tokens, ${:.6}",
+            u.llm_calls,
+            u.total_tokens(),
+            u.cost_usd
+        ));
+    }
+    if u.http_requests > 0 {
+        parts.push(format!(
+            "http {} req, {}",
+            u.http_requests,
+            bytes(u.http_response_bytes)
+        ));
+    }
+    parts.join(" · ")
+}
+
+fn si(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.1}G", n as f64 / 1e9),
+    }
+}
+
+pub(crate) fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
