@@ -13,6 +13,7 @@ pub mod bindings;
 pub mod budget;
 pub mod cache;
 pub mod capability;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod failure;

@@ -1,7 +1,5 @@
-//! The `warden` command line.
-
-mod cli;
+//! The `warden` command line; see `warden --help`.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    warden_host::cli::main()
 }

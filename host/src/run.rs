@@ -310,7 +310,12 @@ fn classify(e: &wasmtime::Error, log: &RunLog) -> RunFailure {
             Trap::OutOfFuel => RunFailure::new(FailureKind::FuelExhausted, "fuel budget exhausted"),
             Trap::StackOverflow => RunFailure::new(FailureKind::Trap, "stack overflow: the guest recursed too deeply"),
             other => {
-                let mut message = format!("wasm trap: {other}");
+                let mut message = other.to_string();
+                if matches!(other, Trap::MemoryOutOfBounds) {
+                    // Rust and C keep a shadow stack at the bottom of linear
+                    // memory; running off it is an out-of-bounds access.
+                    message.push_str(" (a guest stack overflow or memory bug)");
+                }
                 if let Some(stderr) = log.last(LogSource::Stderr) {
                     message.push_str("; guest stderr: ");
                     message.push_str(&stderr);

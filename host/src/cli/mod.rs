@@ -40,7 +40,8 @@ const EXIT_RUN_FAILED: u8 = 1;
 /// files, invalid input JSON, bad config.
 const EXIT_USAGE: u8 = 2;
 
-pub(crate) fn main() -> ExitCode {
+/// Parses the command line, runs the command, returns the exit code.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

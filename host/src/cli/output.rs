@@ -2,8 +2,8 @@
 //! summary.
 
 use serde::Serialize;
-use warden_host::capability::logging::LogLine;
-use warden_host::{RunOutcome, Usage};
+use crate::capability::logging::LogLine;
+use crate::{RunOutcome, Usage};
 
 #[derive(Serialize)]
 struct JsonError<'a> {

@@ -7,9 +7,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use warden_host::config::{NodeConfig, parse_bytes};
-use warden_host::engine::LoadProgress;
-use warden_host::{FailureKind, Grant, RunBudget, RunFailure, RunOutcome, RunRequest, Sandbox, Usage};
+use crate::config::{NodeConfig, parse_bytes};
+use crate::engine::LoadProgress;
+use crate::{FailureKind, Grant, RunBudget, RunFailure, RunOutcome, RunRequest, Sandbox, Usage};
 
 /// Run an agent component once, locally, and print its output.
 ///
@@ -178,7 +178,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config: args.config.iter().cloned().collect(),
     };
     // Reject bad patterns before anything runs.
-    warden_host::capability::http::HttpPolicy::new(&grant.http)?;
+    crate::capability::http::HttpPolicy::new(&grant.http)?;
 
     let mut config = NodeConfig::load(args.node_config.as_deref())?;
     if let Some(dir) = &args.data_dir {
@@ -212,7 +212,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             req.echo_logs = !args.json;
             sandbox.run(&agent, req).await
         }
-        Err(warden_host::engine::LoadError::Invalid(message)) => RunOutcome {
+        Err(crate::engine::LoadError::Invalid(message)) => RunOutcome {
             result: Err(RunFailure::new(FailureKind::InvalidComponent, message)),
             usage: Usage::default(),
             logs: Vec::new(),

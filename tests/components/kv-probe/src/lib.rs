@@ -1,0 +1,24 @@
+//! Key-value operations: {"op": "get"|"set"|"incr"|"keys", "key", "value"}.
+use serde_json::{Value, json};
+use warden_sdk::kv::Bucket;
+
+#[derive(serde::Deserialize)]
+struct Input {
+    op: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[warden_sdk::agent]
+fn run(input: Input) -> Result<Value, warden_sdk::Error> {
+    let bucket = Bucket::open("default")?;
+    Ok(match input.op.as_str() {
+        "get" => json!(bucket.get(&input.key)?.map(|v| String::from_utf8_lossy(&v).into_owned())),
+        "set" => json!(bucket.set(&input.key, input.value.as_bytes())?),
+        "incr" => json!(bucket.increment(&input.key, 1)?),
+        "keys" => json!(bucket.keys()?),
+        other => return Err(warden_sdk::Error::msg(format!("unknown op {other}"))),
+    })
+}

@@ -1,0 +1,50 @@
+//! Key-value storage: persistence in SQLite, isolation between agents.
+
+use crate::output;
+use warden_host::{Grant, RunRequest, Sandbox};
+use warden_tests::{components, load, sandbox};
+
+async fn kv(sb: &Sandbox, agent: &str, input: &str) -> serde_json::Value {
+    let probe = load(sb, components::KV_PROBE);
+    let mut req = RunRequest::new(agent, input);
+    req.grant = Grant {
+        kv: true,
+        ..Grant::default()
+    };
+    output(&sb.run(&probe, req).await)
+}
+
+#[tokio::test]
+async fn values_persist_across_runs_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let sb = sandbox(dir.path(), None);
+        assert_eq!(kv(&sb, "counter", r#"{"op":"incr","key":"n"}"#).await, 1);
+        assert_eq!(kv(&sb, "counter", r#"{"op":"incr","key":"n"}"#).await, 2);
+    }
+    // A new sandbox (as after a restart) on the same data dir.
+    let sb = sandbox(dir.path(), None);
+    assert_eq!(kv(&sb, "counter", r#"{"op":"incr","key":"n"}"#).await, 3);
+    assert!(dir.path().join("kv.sqlite3").exists());
+}
+
+#[tokio::test]
+async fn agents_cannot_see_each_others_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    kv(&sb, "alice", r#"{"op":"set","key":"secret","value":"a"}"#).await;
+    assert_eq!(kv(&sb, "bob", r#"{"op":"get","key":"secret"}"#).await, serde_json::Value::Null);
+    assert_eq!(kv(&sb, "bob", r#"{"op":"keys"}"#).await, serde_json::json!([]));
+    assert_eq!(kv(&sb, "alice", r#"{"op":"get","key":"secret"}"#).await, "a");
+}
+
+#[tokio::test]
+async fn kv_is_denied_unless_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let probe = load(&sb, components::KV_PROBE);
+    let outcome = sb.run(&probe, RunRequest::new("x", r#"{"op":"keys"}"#)).await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, warden_host::FailureKind::GuestError);
+    assert!(failure.message.contains("not granted"), "{}", failure.message);
+}

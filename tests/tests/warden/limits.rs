@@ -1,0 +1,158 @@
+//! Every budget produces its failure kind, and the host survives it.
+
+use crate::{failure_kind, output};
+use std::time::{Duration, Instant};
+use warden_host::{FailureKind, RunBudget, RunRequest};
+use warden_tests::{components, examples, load, sandbox};
+
+fn budget(edit: impl FnOnce(&mut RunBudget)) -> RunBudget {
+    let mut b = RunBudget::default();
+    edit(&mut b);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guest_times_out_and_others_keep_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let spin = load(&sb, components::SPIN);
+    let hello = load(&sb, examples::HELLO);
+
+    let started = Instant::now();
+    let spinning = {
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            let mut req = RunRequest::new("spin", "null");
+            req.budget = budget(|b| b.timeout = Duration::from_secs(1));
+            let outcome = sb.run(&spin, req).await;
+            (outcome, started.elapsed())
+        })
+    };
+    // While the guest spins, other runs are served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..20 {
+        let out = sb.run(&hello, RunRequest::new("hello", format!("{{\"i\":{i}}}"))).await;
+        assert_eq!(output(&out)["echo"]["i"], i);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "hello runs waited for the spinning guest"
+    );
+    let (outcome, elapsed) = spinning.await.unwrap();
+    assert_eq!(failure_kind(&outcome), FailureKind::Timeout);
+    assert!(elapsed >= Duration::from_secs(1), "stopped early: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn fuel_budget_stops_cpu_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let burn = load(&sb, components::FUEL_BURN);
+
+    let mut req = RunRequest::new("burn", r#"{"iterations": 100000000}"#);
+    req.budget = budget(|b| b.fuel = Some(1_000_000));
+    let outcome = sb.run(&burn, req).await;
+    assert_eq!(failure_kind(&outcome), FailureKind::FuelExhausted);
+    assert_eq!(outcome.usage.fuel_used, Some(1_000_000));
+
+    let mut req = RunRequest::new("burn", r#"{"iterations": 1000}"#);
+    req.budget = budget(|b| b.fuel = Some(1_000_000));
+    let outcome = sb.run(&burn, req).await;
+    assert_eq!(output(&outcome), 499_500);
+    let used = outcome.usage.fuel_used.unwrap();
+    assert!(used > 1000 && used < 1_000_000, "fuel used: {used}");
+}
+
+/// Peak resident memory of this process, from /proc.
+fn vm_hwm_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn memory_bomb_hits_the_limit_without_growing_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let bomb = load(&sb, components::MEMORY_BOMB);
+    let cap: u64 = 32 << 20;
+    let before = vm_hwm_bytes();
+
+    let mut req = RunRequest::new("bomb", "null");
+    req.budget = budget(|b| b.max_memory_bytes = cap);
+    let outcome = sb.run(&bomb, req).await;
+    assert_eq!(failure_kind(&outcome), FailureKind::MemoryLimit);
+    assert!(outcome.usage.peak_memory_bytes <= cap);
+    assert!(outcome.usage.peak_memory_bytes > cap / 2, "the bomb grew memory");
+
+    let grown = vm_hwm_bytes().saturating_sub(before);
+    assert!(
+        grown < cap + (16 << 20),
+        "host peak memory grew by {grown} bytes for a {cap}-byte cap"
+    );
+}
+
+#[tokio::test]
+async fn oversized_output_and_logs_fail_as_output_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let big = load(&sb, components::BIG_OUTPUT);
+
+    let mut req = RunRequest::new("big", r#"{"bytes": 5000}"#);
+    req.budget = budget(|b| b.max_output_bytes = 4096);
+    let outcome = sb.run(&big, req).await;
+    assert_eq!(failure_kind(&outcome), FailureKind::OutputTooLarge);
+
+    let mut req = RunRequest::new("big", r#"{"log_lines": 1000}"#);
+    req.budget = budget(|b| b.max_log_bytes = 10_000);
+    let outcome = sb.run(&big, req).await;
+    assert_eq!(failure_kind(&outcome), FailureKind::OutputTooLarge);
+    assert!(outcome.usage.log_bytes <= 10_000);
+
+    // Within budget, output and logs come back whole.
+    let outcome = sb
+        .run(&big, RunRequest::new("big", r#"{"bytes": 3000, "log_lines": 3}"#))
+        .await;
+    assert_eq!(output(&outcome).as_str().unwrap().len(), 3000);
+    assert_eq!(outcome.logs.len(), 3);
+    assert!(outcome.logs[2].message.starts_with("log line 2"));
+}
+
+#[tokio::test]
+async fn traps_are_reported_with_a_message_and_the_host_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let deep = load(&sb, components::DEEP_RECURSION);
+    let panic = load(&sb, components::PANIC);
+    let hello = load(&sb, examples::HELLO);
+
+    let native = sb.run(&deep, RunRequest::new("deep", "\"native\"")).await;
+    let f = native.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Trap);
+    assert!(f.message.contains("stack overflow"), "{}", f.message);
+
+    let shadow = sb.run(&deep, RunRequest::new("deep", "\"shadow\"")).await;
+    let f = shadow.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Trap);
+    assert!(f.message.contains("out of bounds"), "{}", f.message);
+
+    let panicked = sb.run(&panic, RunRequest::new("panic", "42")).await;
+    let f = panicked.result.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Trap);
+    assert!(f.message.contains("agent gave up on 42"), "{}", f.message);
+
+    let guest_error = load(&sb, components::GUEST_ERROR);
+    let failed = sb.run(&guest_error, RunRequest::new("e", "\"no luck\"")).await;
+    assert_eq!(
+        failed.result.unwrap_err(),
+        warden_host::RunFailure::new(FailureKind::GuestError, "no luck")
+    );
+
+    let ok = sb.run(&hello, RunRequest::new("hello", r#"{"name":"after"}"#)).await;
+    assert_eq!(output(&ok)["greeting"], "hello, after");
+}
