@@ -30,17 +30,28 @@ fn main() {
             "/// Guest components built from `{}`.\npub mod {module} {{\n",
             workspace.strip_prefix(&root).unwrap().display()
         ));
+        let mut all = String::from(
+            "    /// Every component of this module: (constant name, path).\n    pub const ALL: &[(&str, &str)] = &[\n",
+        );
         for name in crate_names(&workspace) {
             let file = name.replace('-', "_");
-            let path = target_dir.join("wasm32-wasip2/release").join(format!("{file}.wasm"));
+            let path = target_dir
+                .join("wasm32-wasip2/release")
+                .join(format!("{file}.wasm"));
             assert!(path.exists(), "{} was not built", path.display());
             code.push_str(&format!(
                 "    /// `{name}`\n    pub const {}: &str = {:?};\n",
                 file.to_uppercase(),
                 path.display().to_string()
             ));
+            all.push_str(&format!(
+                "        ({:?}, {}),\n",
+                file.to_uppercase(),
+                file.to_uppercase()
+            ));
         }
-        code.push_str("}\n");
+        code.push_str(&all);
+        code.push_str("    ];\n}\n");
     }
     std::fs::write(out.join("guests.rs"), code).unwrap();
 }
@@ -61,7 +72,13 @@ fn build(workspace: &Path, target_dir: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(target_dir);
     // What the outer build sets for its own compilation must not leak into
     // the guest build (clippy's wrapper, host RUSTFLAGS, the host toolchain).

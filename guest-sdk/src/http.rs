@@ -97,7 +97,12 @@ pub fn get(url: &str) -> Result<Response, HttpError> {
 /// `POST url` with `body` as JSON.
 pub fn post_json<T: serde::Serialize>(url: &str, body: &T) -> Result<Response, HttpError> {
     let bytes = serde_json::to_vec(body).map_err(|e| HttpError::new(e.to_string()))?;
-    send("POST", url, &[("content-type", "application/json")], Some(&bytes))
+    send(
+        "POST",
+        url,
+        &[("content-type", "application/json")],
+        Some(&bytes),
+    )
 }
 
 struct Url<'a> {
@@ -152,7 +157,8 @@ pub fn send(
     };
     let invalid = |what: &str| HttpError::new(format!("invalid {what}"));
     req.set_method(&method).map_err(|_| invalid("method"))?;
-    req.set_scheme(Some(&url.scheme)).map_err(|_| invalid("scheme"))?;
+    req.set_scheme(Some(&url.scheme))
+        .map_err(|_| invalid("scheme"))?;
     req.set_authority(Some(url.authority))
         .map_err(|_| invalid("host"))?;
     req.set_path_with_query(Some(url.path))
@@ -197,7 +203,9 @@ pub fn send(
                 Err(StreamError::LastOperationFailed(e)) => {
                     let detail = crate::__private::wasi::http::types::http_error_code(&e)
                         .map_or_else(|| e.to_debug_string(), |code| describe(&code));
-                    return Err(HttpError::new(format!("reading the response failed: {detail}")));
+                    return Err(HttpError::new(format!(
+                        "reading the response failed: {detail}"
+                    )));
                 }
             }
         }

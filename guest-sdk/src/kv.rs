@@ -97,7 +97,10 @@ impl Bucket {
     }
 
     /// The value at `key`, decoded from JSON.
-    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, KvError> {
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, KvError> {
         match self.get(key)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)

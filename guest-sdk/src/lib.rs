@@ -28,9 +28,9 @@
 //! [`config`], [`log`] and [`context`]. Anything not granted returns an
 //! error the agent can handle.
 
-mod error;
 pub mod config;
 pub mod context;
+mod error;
 pub mod http;
 pub mod kv;
 pub mod llm;
@@ -60,7 +60,11 @@ pub mod __private {
         O: serde::Serialize,
         E: core::fmt::Display,
     {
-        let text = if input.trim().is_empty() { "null" } else { input };
+        let text = if input.trim().is_empty() {
+            "null"
+        } else {
+            input
+        };
         let input: I = serde_json::from_str(text).map_err(|e| format!("invalid input: {e}"))?;
         let output = f(input).map_err(|e| e.to_string())?;
         serde_json::to_string(&output).map_err(|e| format!("cannot encode the output as JSON: {e}"))

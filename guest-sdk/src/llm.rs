@@ -88,7 +88,11 @@ impl Message {
 
 impl Tool {
     /// A tool the model may call; `parameters` is a JSON Schema.
-    pub fn new(name: impl Into<String>, description: impl Into<String>, parameters: serde_json::Value) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        parameters: serde_json::Value,
+    ) -> Self {
         Tool {
             name: name.into(),
             description: description.into(),

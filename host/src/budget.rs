@@ -201,16 +201,6 @@ impl RunMeter {
         l.calls += 1;
     }
 
-    /// Records usage of a call made without a reservation (embeddings), and
-    /// says whether the budget had room before it.
-    pub fn check_llm_room(&self) -> Result<(), BudgetExhausted> {
-        match (self.tokens_left(), self.cost_left()) {
-            (Some(0), _) => Err(BudgetExhausted),
-            (_, Some(c)) if c <= 0.0 => Err(BudgetExhausted),
-            _ => Ok(()),
-        }
-    }
-
     /// Counts one outgoing HTTP request; false when over the budget.
     pub fn try_http_request(&self) -> bool {
         let n = self.http_requests.fetch_add(1, Relaxed) + 1;
@@ -319,7 +309,10 @@ mod tests {
         let r = m.reserve_llm(Some(500), 512, 0, &price).unwrap();
         assert_eq!(r.max_tokens, 10);
         m.settle_llm(r, 0, 10, 0.01);
-        assert_eq!(m.reserve_llm(Some(500), 512, 0, &price), Err(BudgetExhausted));
+        assert_eq!(
+            m.reserve_llm(Some(500), 512, 0, &price),
+            Err(BudgetExhausted)
+        );
     }
 
     #[test]

@@ -56,11 +56,13 @@ impl ComponentCache {
     }
 
     fn artifact_path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     fn checksum_path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm.sha256", self.engine_hash))
+        self.dir
+            .join(format!("{digest}-{}.cwasm.sha256", self.engine_hash))
     }
 
     /// The cached component for `digest`, if an intact entry exists.
@@ -82,7 +84,10 @@ impl ComponentCache {
         // engine configuration (the file name carries the engine hash) and
         // match the checksum written with them, so they are an artifact
         // wasmtime produced, unmodified. They are not read from disk again.
-        #[expect(unsafe_code, reason = "deserializing our own, integrity-checked artifact")]
+        #[expect(
+            unsafe_code,
+            reason = "deserializing our own, integrity-checked artifact"
+        )]
         let component = unsafe { Component::deserialize(engine, &bytes) };
         match component {
             Ok(c) => Some(c),

@@ -150,7 +150,10 @@ impl AgentEngine {
 
         let cache = match cache_dir {
             Some(dir) => Some(ComponentCache::new(dir.clone(), &engine).map_err(|e| {
-                LoadError::Host(format!("cannot create compile cache {}: {e}", dir.display()))
+                LoadError::Host(format!(
+                    "cannot create compile cache {}: {e}",
+                    dir.display()
+                ))
             })?),
             None => None,
         };
@@ -245,16 +248,12 @@ impl AgentEngine {
         name: &str,
         component: &Component,
     ) -> Result<AgentPre<RunState>, LoadError> {
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| {
-                LoadError::Invalid(format!(
-                    "{name} is not a warden:agent/agent component: {}",
-                    root_cause(&e)
-                ))
-            })?;
+        let instance_pre = self.inner.linker.instantiate_pre(component).map_err(|e| {
+            LoadError::Invalid(format!(
+                "{name} is not a warden:agent/agent component: {}",
+                root_cause(&e)
+            ))
+        })?;
         AgentPre::new(instance_pre).map_err(|e| {
             LoadError::Invalid(format!(
                 "{name} is not a warden:agent/agent component: {}",

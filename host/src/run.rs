@@ -129,7 +129,8 @@ impl Sandbox {
             KvBackend::Sqlite => Arc::new(SqliteStore::open(&data.join("kv.sqlite3"))?),
             KvBackend::Memory => Arc::new(MemoryStore::default()),
         };
-        let llm = LlmService::from_config(&config.llm).map_err(|e| SandboxError::Llm(e.to_string()))?;
+        let llm =
+            LlmService::from_config(&config.llm).map_err(|e| SandboxError::Llm(e.to_string()))?;
         Ok(Sandbox::new(
             engine,
             HostServices {
@@ -180,7 +181,11 @@ impl Sandbox {
         let fuel_start = if self.engine.fuel_enabled() {
             let fuel = budget.fuel.unwrap_or(u64::MAX);
             if let Err(e) = store.set_fuel(fuel) {
-                return fail(FailureKind::HostError, format!("cannot set fuel: {e}"), None);
+                return fail(
+                    FailureKind::HostError,
+                    format!("cannot set fuel: {e}"),
+                    None,
+                );
             }
             Some(fuel)
         } else {
@@ -308,7 +313,10 @@ fn classify(e: &wasmtime::Error, log: &RunLog) -> RunFailure {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
             Trap::OutOfFuel => RunFailure::new(FailureKind::FuelExhausted, "fuel budget exhausted"),
-            Trap::StackOverflow => RunFailure::new(FailureKind::Trap, "stack overflow: the guest recursed too deeply"),
+            Trap::StackOverflow => RunFailure::new(
+                FailureKind::Trap,
+                "stack overflow: the guest recursed too deeply",
+            ),
             other => {
                 let mut message = other.to_string();
                 if matches!(other, Trap::MemoryOutOfBounds) {

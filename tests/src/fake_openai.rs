@@ -90,7 +90,11 @@ fn chat(body: &Value) -> Value {
     let prompt: u64 = messages
         .iter()
         .map(|m| estimate(m["content"].as_str().unwrap_or("")))
-        .chain(tools.iter().map(|t| estimate(&t["function"]["parameters"].to_string())))
+        .chain(
+            tools
+                .iter()
+                .map(|t| estimate(&t["function"]["parameters"].to_string())),
+        )
         .sum();
     let max_tokens = body["max_tokens"].as_u64().unwrap_or(1024);
     let model = body["model"].as_str().unwrap_or("fake");
@@ -108,7 +112,11 @@ fn chat(body: &Value) -> Value {
             .and_then(|m| m["content"].as_str())
             .unwrap_or("");
         let words: Vec<&str> = last_user.split_whitespace().take(12).collect();
-        (format!("Summary: {}", words.join(" ")), None, max_tokens.min(50))
+        (
+            format!("Summary: {}", words.join(" ")),
+            None,
+            max_tokens.min(50),
+        )
     } else {
         let has_tool = |name: &str| tools.iter().any(|t| t["function"]["name"] == name);
         let url = messages

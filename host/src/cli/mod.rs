@@ -16,7 +16,13 @@ use std::process::ExitCode;
 #[command(name = "warden", version, about, long_about)]
 struct Cli {
     /// Log format for Warden's own diagnostics (agent logs are separate).
-    #[arg(long, global = true, value_enum, default_value = "pretty", env = "WARDEN_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "pretty",
+        env = "WARDEN_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 
     #[command(subcommand)]

@@ -1,9 +1,9 @@
 //! How a run's outcome is shown: one JSON object (`--json`) or a human
 //! summary.
 
-use serde::Serialize;
 use crate::capability::logging::LogLine;
 use crate::{RunOutcome, Usage};
+use serde::Serialize;
 
 #[derive(Serialize)]
 struct JsonError<'a> {
@@ -27,7 +27,11 @@ struct JsonOutcome<'a> {
 /// embedded as JSON; anything else as a string.
 pub(crate) fn json(outcome: &RunOutcome) -> String {
     let doc = JsonOutcome {
-        status: if outcome.result.is_ok() { "ok" } else { "failed" },
+        status: if outcome.result.is_ok() {
+            "ok"
+        } else {
+            "failed"
+        },
         output: outcome.result.as_ref().ok().map(|text| {
             serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone()))
         }),

@@ -1,15 +1,15 @@
 //! `warden run`: run one agent component locally, once.
 
 use super::{EXIT_RUN_FAILED, output};
+use crate::config::{NodeConfig, parse_bytes};
+use crate::engine::LoadProgress;
+use crate::{FailureKind, Grant, RunBudget, RunFailure, RunOutcome, RunRequest, Sandbox, Usage};
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use crate::config::{NodeConfig, parse_bytes};
-use crate::engine::LoadProgress;
-use crate::{FailureKind, Grant, RunBudget, RunFailure, RunOutcome, RunRequest, Sandbox, Usage};
 
 /// Run an agent component once, locally, and print its output.
 ///
@@ -118,7 +118,9 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn read_input(arg: &str) -> anyhow::Result<String> {
     let text = match arg.strip_prefix('@') {
-        Some("-") => std::io::read_to_string(std::io::stdin()).context("cannot read input from stdin")?,
+        Some("-") => {
+            std::io::read_to_string(std::io::stdin()).context("cannot read input from stdin")?
+        }
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read input file {path}"))?,
         None => arg.to_string(),
@@ -138,7 +140,9 @@ struct Spinner {
 impl LoadProgress for Spinner {
     fn compiling(&self, size: usize) {
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+        );
         bar.set_message(format!(
             "compiling {} ({}) for this machine; cached for next time",
             self.name,

@@ -31,7 +31,10 @@ fn json(out: &Output) -> serde_json::Value {
 #[test]
 fn a_good_run_exits_zero_with_json() {
     let dir = tempfile::tempdir().unwrap();
-    let out = warden(dir.path(), &[examples::HELLO, "--input", r#"{"name":"cli"}"#, "--json"]);
+    let out = warden(
+        dir.path(),
+        &[examples::HELLO, "--input", r#"{"name":"cli"}"#, "--json"],
+    );
     assert_eq!(out.status.code(), Some(0));
     let doc = json(&out);
     assert_eq!(doc["status"], "ok");
@@ -50,8 +53,14 @@ fn invalid_components_fail_with_a_named_reason() {
 
     for (file, expected) in [
         (not_wasm.to_str().unwrap(), "not a WebAssembly file"),
-        (core.to_str().unwrap(), "core WebAssembly module, not a component"),
-        (components::WRONG_WORLD, "not a warden:agent/agent component"),
+        (
+            core.to_str().unwrap(),
+            "core WebAssembly module, not a component",
+        ),
+        (
+            components::WRONG_WORLD,
+            "not a warden:agent/agent component",
+        ),
     ] {
         let out = warden(dir.path(), &[file, "--json"]);
         assert_eq!(out.status.code(), Some(1), "{file}");
@@ -68,12 +77,27 @@ fn requests_that_cannot_start_exit_two_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.wasm");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec![examples::HELLO, "--input", "{not json"], "not valid JSON"),
-        (vec![examples::HELLO, "--input", "@/nonexistent/input.json"], "cannot read input file"),
-        (vec![missing.to_str().unwrap()], "cannot read agent component"),
-        (vec![examples::HELLO, "--allow-http", "example.com"], "invalid HTTP allow pattern"),
+        (
+            vec![examples::HELLO, "--input", "{not json"],
+            "not valid JSON",
+        ),
+        (
+            vec![examples::HELLO, "--input", "@/nonexistent/input.json"],
+            "cannot read input file",
+        ),
+        (
+            vec![missing.to_str().unwrap()],
+            "cannot read agent component",
+        ),
+        (
+            vec![examples::HELLO, "--allow-http", "example.com"],
+            "invalid HTTP allow pattern",
+        ),
         (vec![examples::HELLO, "--max-memory", "lots"], "not a size"),
-        (vec![examples::HELLO, "--node-config", "/nonexistent/warden.toml"], "cannot read config file"),
+        (
+            vec![examples::HELLO, "--node-config", "/nonexistent/warden.toml"],
+            "cannot read config file",
+        ),
     ];
     for (args, expected) in cases {
         let out = warden(dir.path(), &args);
@@ -86,7 +110,10 @@ fn requests_that_cannot_start_exit_two_with_a_message() {
 #[test]
 fn a_failed_run_exits_one_and_names_its_kind() {
     let dir = tempfile::tempdir().unwrap();
-    let out = warden(dir.path(), &[components::SPIN, "--timeout", "200ms", "--json"]);
+    let out = warden(
+        dir.path(),
+        &[components::SPIN, "--timeout", "200ms", "--json"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)["error"]["kind"], "timeout");
 

@@ -60,9 +60,17 @@ async fn special_addresses_are_refused_without_connecting() {
     assert!(out["error"].as_str().unwrap().contains("address"), "{out}");
 
     let started = std::time::Instant::now();
-    let out = fetch(&sb, "http://169.254.169.254/latest/meta-data/", &["http://*"]).await;
+    let out = fetch(
+        &sb,
+        "http://169.254.169.254/latest/meta-data/",
+        &["http://*"],
+    )
+    .await;
     assert_eq!(out["denied"], true, "{out}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "it tried to connect");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "it tried to connect"
+    );
 
     // A name on the allow-list that resolves to loopback is refused too.
     let out = fetch(

@@ -33,9 +33,18 @@ async fn agents_cannot_see_each_others_keys() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path(), None);
     kv(&sb, "alice", r#"{"op":"set","key":"secret","value":"a"}"#).await;
-    assert_eq!(kv(&sb, "bob", r#"{"op":"get","key":"secret"}"#).await, serde_json::Value::Null);
-    assert_eq!(kv(&sb, "bob", r#"{"op":"keys"}"#).await, serde_json::json!([]));
-    assert_eq!(kv(&sb, "alice", r#"{"op":"get","key":"secret"}"#).await, "a");
+    assert_eq!(
+        kv(&sb, "bob", r#"{"op":"get","key":"secret"}"#).await,
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        kv(&sb, "bob", r#"{"op":"keys"}"#).await,
+        serde_json::json!([])
+    );
+    assert_eq!(
+        kv(&sb, "alice", r#"{"op":"get","key":"secret"}"#).await,
+        "a"
+    );
 }
 
 #[tokio::test]
@@ -43,8 +52,14 @@ async fn kv_is_denied_unless_granted() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path(), None);
     let probe = load(&sb, components::KV_PROBE);
-    let outcome = sb.run(&probe, RunRequest::new("x", r#"{"op":"keys"}"#)).await;
+    let outcome = sb
+        .run(&probe, RunRequest::new("x", r#"{"op":"keys"}"#))
+        .await;
     let failure = outcome.result.unwrap_err();
     assert_eq!(failure.kind, warden_host::FailureKind::GuestError);
-    assert!(failure.message.contains("not granted"), "{}", failure.message);
+    assert!(
+        failure.message.contains("not granted"),
+        "{}",
+        failure.message
+    );
 }

@@ -31,7 +31,9 @@ async fn spinning_guest_times_out_and_others_keep_running() {
     // While the guest spins, other runs are served.
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..20 {
-        let out = sb.run(&hello, RunRequest::new("hello", format!("{{\"i\":{i}}}"))).await;
+        let out = sb
+            .run(&hello, RunRequest::new("hello", format!("{{\"i\":{i}}}")))
+            .await;
         assert_eq!(output(&out)["echo"]["i"], i);
     }
     assert!(
@@ -40,7 +42,10 @@ async fn spinning_guest_times_out_and_others_keep_running() {
     );
     let (outcome, elapsed) = spinning.await.unwrap();
     assert_eq!(failure_kind(&outcome), FailureKind::Timeout);
-    assert!(elapsed >= Duration::from_secs(1), "stopped early: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "stopped early: {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
 }
 
@@ -88,7 +93,10 @@ async fn memory_bomb_hits_the_limit_without_growing_the_host() {
     let outcome = sb.run(&bomb, req).await;
     assert_eq!(failure_kind(&outcome), FailureKind::MemoryLimit);
     assert!(outcome.usage.peak_memory_bytes <= cap);
-    assert!(outcome.usage.peak_memory_bytes > cap / 2, "the bomb grew memory");
+    assert!(
+        outcome.usage.peak_memory_bytes > cap / 2,
+        "the bomb grew memory"
+    );
 
     let grown = vm_hwm_bytes().saturating_sub(before);
     assert!(
@@ -116,7 +124,10 @@ async fn oversized_output_and_logs_fail_as_output_too_large() {
 
     // Within budget, output and logs come back whole.
     let outcome = sb
-        .run(&big, RunRequest::new("big", r#"{"bytes": 3000, "log_lines": 3}"#))
+        .run(
+            &big,
+            RunRequest::new("big", r#"{"bytes": 3000, "log_lines": 3}"#),
+        )
         .await;
     assert_eq!(output(&outcome).as_str().unwrap().len(), 3000);
     assert_eq!(outcome.logs.len(), 3);
@@ -147,12 +158,16 @@ async fn traps_are_reported_with_a_message_and_the_host_goes_on() {
     assert!(f.message.contains("agent gave up on 42"), "{}", f.message);
 
     let guest_error = load(&sb, components::GUEST_ERROR);
-    let failed = sb.run(&guest_error, RunRequest::new("e", "\"no luck\"")).await;
+    let failed = sb
+        .run(&guest_error, RunRequest::new("e", "\"no luck\""))
+        .await;
     assert_eq!(
         failed.result.unwrap_err(),
         warden_host::RunFailure::new(FailureKind::GuestError, "no luck")
     );
 
-    let ok = sb.run(&hello, RunRequest::new("hello", r#"{"name":"after"}"#)).await;
+    let ok = sb
+        .run(&hello, RunRequest::new("hello", r#"{"name":"after"}"#))
+        .await;
     assert_eq!(output(&ok)["greeting"], "hello, after");
 }

@@ -25,7 +25,10 @@ async fn max_tokens_is_clamped_and_budget_exhaustion_is_reported() {
     let sb = sandbox(dir.path(), Some(fake.base_url()));
     let probe = load(&sb, components::LLM_PROBE);
 
-    let mut req = RunRequest::new("probe", r#"{"calls": 10, "max_tokens": 1000, "model": "small"}"#);
+    let mut req = RunRequest::new(
+        "probe",
+        r#"{"calls": 10, "max_tokens": 1000, "model": "small"}"#,
+    );
     req.grant = grant(&["small"]);
     req.budget = RunBudget {
         max_tokens: Some(100),
@@ -39,12 +42,19 @@ async fn max_tokens_is_clamped_and_budget_exhaustion_is_reported() {
     assert!(!seen.is_empty());
     assert_eq!(seen[0].body["model"], "small");
     let first = seen[0].body["max_tokens"].as_u64().unwrap();
-    assert!(first < 100, "first max_tokens {first} not clamped below the budget");
+    assert!(
+        first < 100,
+        "first max_tokens {first} not clamped below the budget"
+    );
     for r in &seen {
         assert!(r.body["max_tokens"].as_u64().unwrap() <= 100);
     }
     assert_eq!(calls.last().unwrap(), "budget_exhausted", "{calls:?}");
-    assert_eq!(seen.len(), calls.len() - 1, "the exhausted call never reached the provider");
+    assert_eq!(
+        seen.len(),
+        calls.len() - 1,
+        "the exhausted call never reached the provider"
+    );
     let used = outcome.usage.total_tokens();
     assert!(used <= 100 && used > 50, "used {used} tokens of 100");
     assert_eq!(outcome.usage.llm_calls, seen.len() as u64);
@@ -60,11 +70,17 @@ async fn models_not_granted_are_refused_before_the_provider() {
     let mut req = RunRequest::new("probe", r#"{"calls": 1, "model": "big"}"#);
     req.grant = grant(&["small"]);
     let calls = output(&sb.run(&probe, req).await);
-    assert!(calls[0].as_str().unwrap().contains("ModelNotAllowed"), "{calls}");
+    assert!(
+        calls[0].as_str().unwrap().contains("ModelNotAllowed"),
+        "{calls}"
+    );
 
     let req = RunRequest::new("probe", r#"{"calls": 1, "model": "small"}"#);
     let calls = output(&sb.run(&probe, req).await);
-    assert!(calls[0].as_str().unwrap().contains("ModelNotAllowed"), "{calls}");
+    assert!(
+        calls[0].as_str().unwrap().contains("ModelNotAllowed"),
+        "{calls}"
+    );
     assert!(fake.requests().is_empty());
 }
 
@@ -109,8 +125,16 @@ async fn cost_budget_uses_the_price_table_and_the_key_stays_in_the_host() {
     let calls: Vec<String> = serde_json::from_value(output(&outcome)).unwrap();
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert_eq!(calls.last().unwrap(), "budget_exhausted", "{calls:?}");
-    assert!(outcome.usage.cost_usd <= 1.0, "spent {}", outcome.usage.cost_usd);
-    assert!(outcome.usage.cost_usd > 0.9, "spent {}", outcome.usage.cost_usd);
+    assert!(
+        outcome.usage.cost_usd <= 1.0,
+        "spent {}",
+        outcome.usage.cost_usd
+    );
+    assert!(
+        outcome.usage.cost_usd > 0.9,
+        "spent {}",
+        outcome.usage.cost_usd
+    );
     let seen = fake.requests();
     assert_eq!(seen[0].authorization.as_deref(), Some("Bearer test-key"));
 }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cache;
+mod examples;
 mod http;
 mod kv;
 mod limits;

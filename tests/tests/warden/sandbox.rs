@@ -27,7 +27,9 @@ async fn a_run_sees_its_grant_and_nothing_else() {
     assert!(out["time_left_ms"].as_u64().unwrap() > 0);
 
     // The scratch dir is gone after the run.
-    let left: Vec<_> = std::fs::read_dir(dir.path().join("scratch")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("scratch"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "scratch dirs left behind: {left:?}");
 }
 

@@ -28,11 +28,7 @@ impl ScratchDir {
 
     /// Preopens the directory in the guest's WASI context.
     pub fn preopen(&self, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
-        wasi.preopened_dir(
-            self.dir.path(),
-            SCRATCH_GUEST_PATH,
-            FsPerms::ReadWrite,
-        )?;
+        wasi.preopened_dir(self.dir.path(), SCRATCH_GUEST_PATH, FsPerms::ReadWrite)?;
         Ok(())
     }
 }

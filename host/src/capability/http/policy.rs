@@ -83,7 +83,10 @@ impl std::str::FromStr for HostPattern {
                 SchemeMatch::Any => None,
             },
             Some("*") => None,
-            Some(p) => Some(p.parse().map_err(|_| err("the port must be a number or *"))?),
+            Some(p) => Some(
+                p.parse()
+                    .map_err(|_| err("the port must be a number or *"))?,
+            ),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -97,7 +100,9 @@ impl std::str::FromStr for HostPattern {
             }
             HostMatch::Subdomains(format!(".{}", suffix.to_ascii_lowercase()))
         } else if host.contains('*') {
-            return Err(err("a wildcard is only allowed as the first label (*.example.com)"));
+            return Err(err(
+                "a wildcard is only allowed as the first label (*.example.com)",
+            ));
         } else if let Ok(ip) = host.parse::<IpAddr>() {
             HostMatch::Net(IpNet::from(ip))
         } else if let Ok(net) = host.parse::<IpNet>() {
@@ -323,7 +328,10 @@ mod tests {
         assert!(p.check_url("http", "localhost", 8080).is_ok());
         assert!(matches!(
             p.check_ip("http", "localhost", 8080, lo),
-            Err(Denied::ForbiddenAddress { range: "loopback", .. })
+            Err(Denied::ForbiddenAddress {
+                range: "loopback",
+                ..
+            })
         ));
         for ip in [
             "169.254.169.254",
@@ -338,13 +346,20 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(p.check_ip("http", "h", 80, ip).is_err(), "{ip} allowed");
         }
-        assert!(p.check_ip("http", "h", 80, "93.184.216.34".parse().unwrap()).is_ok());
+        assert!(
+            p.check_ip("http", "h", 80, "93.184.216.34".parse().unwrap())
+                .is_ok()
+        );
 
         let named = policy(&["http://127.0.0.1:8080", "http://10.0.0.0/8:*"]);
         assert!(named.check_url("http", "127.0.0.1", 8080).is_ok());
         assert!(named.check_ip("http", "127.0.0.1", 8080, lo).is_ok());
         assert!(named.check_ip("http", "127.0.0.1", 9090, lo).is_err());
-        assert!(named.check_ip("http", "10.9.9.9", 1, "10.9.9.9".parse().unwrap()).is_ok());
+        assert!(
+            named
+                .check_ip("http", "10.9.9.9", 1, "10.9.9.9".parse().unwrap())
+                .is_ok()
+        );
     }
 
     impl HostPattern {

@@ -27,7 +27,10 @@ pub(super) async fn send(
 ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
     let uri = request.uri().clone();
     let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-    let host = uri.host().ok_or(HttpError::HttpRequestUriInvalid)?.to_string();
+    let host = uri
+        .host()
+        .ok_or(HttpError::HttpRequestUriInvalid)?
+        .to_string();
     let tls = match scheme.as_str() {
         "https" => true,
         "http" => false,
@@ -69,10 +72,16 @@ pub(super) async fn send(
             .await
             .map_err(HttpError::Tls)?;
         let (sender, conn) = handshake(TokioIo::new(stream), connect_timeout).await?;
-        (sender, tokio::spawn(async move { conn.await.map_err(HttpError::from) }))
+        (
+            sender,
+            tokio::spawn(async move { conn.await.map_err(HttpError::from) }),
+        )
     } else {
         let (sender, conn) = handshake(TokioIo::new(tcp), connect_timeout).await?;
-        (sender, tokio::spawn(async move { conn.await.map_err(HttpError::from) }))
+        (
+            sender,
+            tokio::spawn(async move { conn.await.map_err(HttpError::from) }),
+        )
     };
 
     let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))

@@ -93,7 +93,11 @@ impl kv_store::HostBucket for KvCtx {
     }
 
     #[tracing::instrument(name = "kv.list_keys", skip(self, bucket))]
-    fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<KeyResponse> {
+    fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> KvResult<KeyResponse> {
         let (namespace, name) = self.resolve(&bucket)?;
         let offset = cursor.unwrap_or(0);
         Ok(self

@@ -117,13 +117,21 @@ mod tests {
         assert!(!store.exists(b).unwrap(), "namespaces must not leak");
         assert_eq!(store.increment(KvKey { key: "n", ..a }, 2).unwrap(), 2);
         assert_eq!(store.increment(KvKey { key: "n", ..a }, 3).unwrap(), 5);
-        assert!(matches!(store.increment(a, 1), Err(KvError::NotACounter(_))));
+        assert!(matches!(
+            store.increment(a, 1),
+            Err(KvError::NotACounter(_))
+        ));
         assert_eq!(
             store.list_keys("agent-a", "default", 0, 10).unwrap(),
             ["k", "n"]
         );
         assert_eq!(store.list_keys("agent-a", "default", 1, 10).unwrap(), ["n"]);
-        assert!(store.list_keys("agent-b", "default", 0, 10).unwrap().is_empty());
+        assert!(
+            store
+                .list_keys("agent-b", "default", 0, 10)
+                .unwrap()
+                .is_empty()
+        );
         store.delete(a).unwrap();
         assert_eq!(store.get(a).unwrap(), None);
     }

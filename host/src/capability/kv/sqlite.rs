@@ -50,7 +50,9 @@ impl KvStore for SqliteStore {
         self.conn
             .lock()
             .unwrap()
-            .prepare_cached("SELECT value FROM kv WHERE namespace = ?1 AND bucket = ?2 AND key = ?3")
+            .prepare_cached(
+                "SELECT value FROM kv WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+            )
             .and_then(|mut s| {
                 s.query_row(params![at.namespace, at.bucket, at.key], |r| r.get(0))
                     .optional()
@@ -121,7 +123,12 @@ impl KvStore for SqliteStore {
         tx.execute(
             "INSERT INTO kv (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-            params![at.namespace, at.bucket, at.key, next.to_string().into_bytes()],
+            params![
+                at.namespace,
+                at.bucket,
+                at.key,
+                next.to_string().into_bytes()
+            ],
         )
         .map_err(backend)?;
         tx.commit().map_err(backend)?;

@@ -63,8 +63,12 @@ impl llm::Host for LlmCtx {
         };
         span.record("gen_ai.usage.input_tokens", prompt);
         span.record("gen_ai.usage.output_tokens", completion);
-        self.meter
-            .settle_llm(reservation, prompt, completion, price.cost(prompt, completion));
+        self.meter.settle_llm(
+            reservation,
+            prompt,
+            completion,
+            price.cost(prompt, completion),
+        );
         Ok(result)
     }
 

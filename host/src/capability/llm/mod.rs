@@ -41,7 +41,8 @@ pub struct Embeddings {
 /// A chat/embeddings backend. Errors are the guest-visible WIT variants.
 pub trait LlmProvider: Send + Sync {
     fn chat(&self, req: ProviderChat) -> BoxFuture<'_, Result<ChatResponse, Error>>;
-    fn embed(&self, model: String, inputs: Vec<String>) -> BoxFuture<'_, Result<Embeddings, Error>>;
+    fn embed(&self, model: String, inputs: Vec<String>)
+    -> BoxFuture<'_, Result<Embeddings, Error>>;
 }
 
 /// What the node knows about LLMs, shared by all runs.
@@ -59,8 +60,10 @@ impl LlmService {
         let provider = match &config.base_url {
             Some(url) => {
                 let key = std::env::var(&config.api_key_env).ok();
-                Some(Arc::new(OpenAiProvider::new(url, key, config.request_timeout)?)
-                    as Arc<dyn LlmProvider>)
+                Some(
+                    Arc::new(OpenAiProvider::new(url, key, config.request_timeout)?)
+                        as Arc<dyn LlmProvider>,
+                )
             }
             None => None,
         };
@@ -113,9 +116,11 @@ impl LlmCtx {
     fn price(&self, model: &str) -> Result<ModelPrice, Error> {
         match self.service.prices.get(model) {
             Some(p) => Ok(*p),
-            None if self.meter.budget().max_cost_usd.is_some() => Err(Error::InvalidRequest(
-                format!("model {model} has no price in the node's price table, so the run's cost budget cannot be enforced"),
-            )),
+            None if self.meter.budget().max_cost_usd.is_some() => {
+                Err(Error::InvalidRequest(format!(
+                    "model {model} has no price in the node's price table, so the run's cost budget cannot be enforced"
+                )))
+            }
             None => Ok(ModelPrice::default()),
         }
     }

@@ -23,7 +23,11 @@ impl std::fmt::Debug for OpenAiProvider {
 
 impl OpenAiProvider {
     /// `base_url` includes the version path, e.g. `https://api.openai.com/v1`.
-    pub fn new(base_url: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -36,7 +40,10 @@ impl OpenAiProvider {
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
-        let mut req = self.client.post(format!("{}{path}", self.base_url)).json(&body);
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .json(&body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }
@@ -44,7 +51,10 @@ impl OpenAiProvider {
             if e.is_timeout() {
                 Error::Timeout
             } else {
-                Error::Provider(format!("cannot reach the LLM provider: {}", without_url(&e)))
+                Error::Provider(format!(
+                    "cannot reach the LLM provider: {}",
+                    without_url(&e)
+                ))
             }
         })?;
         let status = resp.status();
@@ -59,7 +69,9 @@ impl OpenAiProvider {
             return Err(Error::RateLimited);
         }
         let value: Value = serde_json::from_str(&text).map_err(|_| {
-            Error::Provider(format!("provider answered {status} with a body that is not JSON"))
+            Error::Provider(format!(
+                "provider answered {status} with a body that is not JSON"
+            ))
         })?;
         if !status.is_success() {
             let message = value["error"]["message"]
@@ -161,7 +173,10 @@ fn parse_chat(v: &Value, model: &str) -> Result<ChatResponse, Error> {
                 .iter()
                 .map(|c| ToolCall {
                     id: c["id"].as_str().unwrap_or_default().to_string(),
-                    name: c["function"]["name"].as_str().unwrap_or_default().to_string(),
+                    name: c["function"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                     arguments: c["function"]["arguments"]
                         .as_str()
                         .unwrap_or("{}")
@@ -199,7 +214,11 @@ impl LlmProvider for OpenAiProvider {
         })
     }
 
-    fn embed(&self, model: String, inputs: Vec<String>) -> BoxFuture<'_, Result<Embeddings, Error>> {
+    fn embed(
+        &self,
+        model: String,
+        inputs: Vec<String>,
+    ) -> BoxFuture<'_, Result<Embeddings, Error>> {
         Box::pin(async move {
             let value = self
                 .post("/embeddings", json!({ "model": model, "input": inputs }))
@@ -212,7 +231,11 @@ impl LlmProvider for OpenAiProvider {
                 .map(|d| {
                     d["embedding"]
                         .as_array()
-                        .map(|xs| xs.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect())
+                        .map(|xs| {
+                            xs.iter()
+                                .map(|x| x.as_f64().unwrap_or(0.0) as f32)
+                                .collect()
+                        })
                         .ok_or_else(|| Error::Provider("embedding is not a list of numbers".into()))
                 })
                 .collect::<Result<Vec<Vec<f32>>, Error>>()?;
@@ -263,7 +286,10 @@ mod tests {
         };
         let body = chat_body(&req).unwrap();
         assert_eq!(body["max_tokens"], 7);
-        assert_eq!(body["messages"][0]["tool_calls"][0]["function"]["name"], "fetch");
+        assert_eq!(
+            body["messages"][0]["tool_calls"][0]["function"]["name"],
+            "fetch"
+        );
         assert_eq!(body["messages"][1]["tool_call_id"], "c1");
         assert_eq!(body["tools"][0]["function"]["parameters"]["type"], "object");
         assert_eq!(body["response_format"]["type"], "json_object");

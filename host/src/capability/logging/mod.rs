@@ -103,7 +103,15 @@ impl RunLog {
 
 impl logging::Host for RunLog {
     fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
-        let level = format!("{level:?}").to_ascii_lowercase();
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Critical => "critical",
+        }
+        .to_string();
         self.push(LogLine {
             source: LogSource::Log,
             level: Some(level),

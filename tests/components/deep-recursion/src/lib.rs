@@ -16,5 +16,9 @@ fn native(n: u64) -> u64 {
 
 #[warden_sdk::agent]
 fn run(kind: String) -> Result<u64, warden_sdk::Error> {
-    Ok(if kind == "native" { native(0) } else { shadow(0) })
+    Ok(if kind == "native" {
+        native(0)
+    } else {
+        shadow(0)
+    })
 }

@@ -15,7 +15,11 @@ struct Input {
 fn run(input: Input) -> Result<Value, warden_sdk::Error> {
     let bucket = Bucket::open("default")?;
     Ok(match input.op.as_str() {
-        "get" => json!(bucket.get(&input.key)?.map(|v| String::from_utf8_lossy(&v).into_owned())),
+        "get" => json!(
+            bucket
+                .get(&input.key)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        ),
         "set" => json!(bucket.set(&input.key, input.value.as_bytes())?),
         "incr" => json!(bucket.increment(&input.key, 1)?),
         "keys" => json!(bucket.keys()?),

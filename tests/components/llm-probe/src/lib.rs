@@ -17,7 +17,10 @@ fn run(input: Input) -> Result<Vec<String>, warden_sdk::Error> {
         req.max_tokens = input.max_tokens;
         req.model = input.model.clone();
         match llm::chat(&req) {
-            Ok(r) => outcomes.push(format!("ok:{}", r.usage.prompt_tokens + r.usage.completion_tokens)),
+            Ok(r) => outcomes.push(format!(
+                "ok:{}",
+                r.usage.prompt_tokens + r.usage.completion_tokens
+            )),
             Err(LlmError::BudgetExhausted) => {
                 outcomes.push("budget_exhausted".into());
                 break;
