@@ -32,8 +32,8 @@ impl HttpError {
         }
     }
 
-    /// The host refused the request (not on the allow-list, a forbidden
-    /// address, or over the request budget).
+    /// The host refused the request: not on the allow-list, a forbidden
+    /// address, or over the request budget.
     pub fn is_denied(&self) -> bool {
         self.message.starts_with("denied")
     }
@@ -50,7 +50,10 @@ impl std::error::Error for HttpError {}
 fn describe(code: &ErrorCode) -> String {
     match code {
         ErrorCode::HttpRequestDenied => {
-            "denied: the host's HTTP policy refused this request (not on the allow-list, or the request budget is spent)".into()
+            "denied: the URL is not on the run's HTTP allow-list".into()
+        }
+        ErrorCode::ConnectionLimitReached => {
+            "denied: the run's HTTP request budget is spent".into()
         }
         ErrorCode::DestinationIpProhibited => {
             "denied: the destination resolves to an address agents may not reach (loopback, private, link-local or metadata)".into()

@@ -62,12 +62,11 @@ pub(crate) fn usage_line(u: &Usage) -> String {
     }
     parts.push(format!("mem {}", bytes(u.peak_memory_bytes)));
     if u.llm_calls > 0 {
-        parts.push(format!(
-            "llm {} calls, {} tokens, ${:.6}",
-            u.llm_calls,
-            u.total_tokens(),
-            u.cost_usd
-        ));
+        let mut llm = format!("llm {} calls, {} tokens", u.llm_calls, u.total_tokens());
+        if u.cost_usd > 0.0 {
+            llm.push_str(&format!(", ${:.6}", u.cost_usd));
+        }
+        parts.push(llm);
     }
     if u.http_requests > 0 {
         parts.push(format!(

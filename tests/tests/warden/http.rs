@@ -41,6 +41,7 @@ async fn hosts_not_on_the_list_are_denied() {
     let srv = server();
     let out = fetch(&sb, &srv.url(), &["https://api.example.com"]).await;
     assert_eq!(out["denied"], true, "{out}");
+    assert!(out["error"].as_str().unwrap().contains("allow-list"), "{out}");
     // Nothing granted: nothing reachable.
     let out = fetch(&sb, &srv.url(), &[]).await;
     assert_eq!(out["denied"], true, "{out}");
@@ -100,7 +101,9 @@ async fn the_request_budget_is_enforced() {
         ..RunBudget::default()
     };
     let outcome = sb.run(&probe, req).await;
-    assert_eq!(output(&outcome)["denied"], true);
+    let out = output(&outcome);
+    assert_eq!(out["denied"], true);
+    assert!(out["error"].as_str().unwrap().contains("budget"), "{out}");
     assert_eq!(outcome.usage.http_requests, 0);
     assert_eq!(srv.connections(), 0);
 }

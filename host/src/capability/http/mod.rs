@@ -1,8 +1,9 @@
 //! Outgoing HTTP through `wasi:http/outgoing-handler`, with our policy in the
 //! `send_request` hook of `wasmtime-wasi-http`: [`HttpHooks`].
 //!
-//! Per request: the URL must match the run's allow-list ([`HttpPolicy`]); the
-//! request counts against the run's budget; the host name is resolved here
+//! Per request: the URL must match the run's allow-list ([`HttpPolicy`],
+//! else `HTTP-request-denied`); the request counts against the run's budget
+//! (else `connection-limit-reached`); the host name is resolved here
 //! and every address checked, and the connection goes to the address that
 //! was checked (no second lookup a rebinding DNS server could answer
 //! differently). wasi:http does not follow redirects: a redirect comes back

@@ -44,7 +44,7 @@ pub(super) async fn send(
     }
     if !meter.try_http_request() {
         tracing::warn!("http request budget exhausted");
-        return Err(HttpError::HttpRequestDenied);
+        return Err(HttpError::ConnectionLimitReached);
     }
 
     let addr = resolve_checked(&policy, &scheme, &host, port).await?;
