@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod failure;
+pub mod node;
 pub mod run;
 mod store;
 

@@ -41,6 +41,67 @@ pub struct RunRequest {
     pub attempt: u32,
     /// Print log lines to stderr as they arrive.
     pub echo_logs: bool,
+    /// Stops the run from outside (cancel, lease lost, node shutdown).
+    pub cancel: CancelToken,
+}
+
+/// Why a run was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CancelReason {
+    /// The user cancelled the run.
+    Cancelled = 1,
+    /// The node is shutting down.
+    Shutdown = 2,
+    /// The lease was lost (expired or re-leased elsewhere).
+    LeaseLost = 3,
+}
+
+/// Stops a run: guest code at the next epoch tick, host calls at once.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    reason: std::sync::atomic::AtomicU8,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelToken {
+    /// Stops the run; the first reason wins.
+    pub fn cancel(&self, reason: CancelReason) {
+        use std::sync::atomic::Ordering;
+        if self
+            .inner
+            .reason
+            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.inner.notify.notify_waiters();
+        }
+    }
+
+    pub fn reason(&self) -> Option<CancelReason> {
+        match self.inner.reason.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Some(CancelReason::Cancelled),
+            2 => Some(CancelReason::Shutdown),
+            3 => Some(CancelReason::LeaseLost),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the token is cancelled.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            if self.reason().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl RunRequest {
@@ -53,6 +114,7 @@ impl RunRequest {
             run_id: new_run_id(),
             attempt: 1,
             echo_logs: false,
+            cancel: CancelToken::default(),
         }
     }
 }
@@ -196,7 +258,11 @@ impl Sandbox {
             let instance = agent.pre.instantiate_async(&mut store).await?;
             instance.call_run(&mut store, &req.input).await
         };
-        let result = tokio::time::timeout(budget.timeout, call).await;
+        let cancel = req.cancel.clone();
+        let result = tokio::select! {
+            r = tokio::time::timeout(budget.timeout, call) => r,
+            () = cancel.cancelled() => Ok(Err(BudgetTrap::Cancelled.into())),
+        };
         let fuel_used = fuel_start.and_then(|start| store.get_fuel().ok().map(|left| start - left));
         let stdout = store.data().log.pipe(LogSource::Stdout);
         stdout.finish();
@@ -293,9 +359,12 @@ impl Sandbox {
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
         let timeout = budget.timeout;
+        let cancel = req.cancel.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            if cancel.reason().is_some() {
+                Err(BudgetTrap::Cancelled.into())
+            } else if Instant::now() >= deadline {
                 Err(BudgetTrap::Timeout(timeout).into())
             } else {
                 Ok(UpdateDeadline::Yield(1))

@@ -1,6 +1,8 @@
 //! `warden` subcommands. Errors are reported here, at the edge, with
 //! `anyhow`; library crates return typed errors.
 
+mod client;
+mod cluster;
 mod output;
 mod run;
 
@@ -38,6 +40,13 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Dev(cluster::DevArgs),
+    ControlPlane(cluster::ControlPlaneArgs),
+    Node(cluster::NodeArgs),
+    Publish(client::PublishArgs),
+    Submit(client::SubmitArgs),
+    Runs(client::RunsArgs),
+    Nodes(client::NodesArgs),
 }
 
 /// Exit code for a run that failed (any failure kind).
@@ -63,6 +72,13 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            Command::Dev(args) => cluster::dev(args).await,
+            Command::ControlPlane(args) => cluster::control_plane(args).await,
+            Command::Node(args) => cluster::node(args).await,
+            Command::Publish(args) => client::publish(args).await,
+            Command::Submit(args) => client::submit(args).await,
+            Command::Runs(args) => client::runs(args).await,
+            Command::Nodes(args) => client::nodes(args).await,
         }
     });
     match result {
@@ -84,5 +100,14 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Pretty => builder.compact().init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

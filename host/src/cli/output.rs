@@ -1,9 +1,11 @@
 //! How a run's outcome is shown: one JSON object (`--json`) or a human
 //! summary.
 
+use super::EXIT_RUN_FAILED;
 use crate::capability::logging::LogLine;
 use crate::{RunOutcome, Usage};
 use serde::Serialize;
+use std::process::ExitCode;
 
 #[derive(Serialize)]
 struct JsonError<'a> {
@@ -92,5 +94,29 @@ pub(crate) fn bytes(n: u64) -> String {
         0..1024 => format!("{n} B"),
         1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
         _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
+/// Prints an outcome (JSON or human) and returns the exit code: 0 only
+/// when the run succeeded.
+pub(crate) fn print_outcome(outcome: &RunOutcome, as_json: bool) -> ExitCode {
+    if as_json {
+        println!("{}", json(outcome));
+    } else {
+        match &outcome.result {
+            Ok(text) => {
+                println!("{}", pretty_output(text));
+                eprintln!("ok · {}", usage_line(&outcome.usage));
+            }
+            Err(f) => {
+                eprintln!("run failed ({}): {}", f.kind, f.message);
+                eprintln!("usage: {}", usage_line(&outcome.usage));
+            }
+        }
+    }
+    if outcome.result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUN_FAILED)
     }
 }

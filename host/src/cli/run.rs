@@ -1,6 +1,6 @@
 //! `warden run`: run one agent component locally, once.
 
-use super::{EXIT_RUN_FAILED, output};
+use super::output;
 use crate::config::{NodeConfig, parse_bytes};
 use crate::engine::LoadProgress;
 use crate::{FailureKind, Grant, RunBudget, RunFailure, RunOutcome, RunRequest, Sandbox, Usage};
@@ -34,6 +34,33 @@ pub(crate) struct RunArgs {
     #[arg(long, short, default_value = "null", value_name = "JSON|@FILE")]
     input: String,
 
+    #[command(flatten)]
+    budget: BudgetArgs,
+
+    #[command(flatten)]
+    grant: GrantArgs,
+
+    /// The agent's name (its key-value namespace). Default: the file name
+    /// without extension.
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Node config file (TOML): data dir, LLM provider, price table, limits.
+    #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
+    node_config: Option<PathBuf>,
+
+    /// Where the key-value file, compile cache and scratch dirs live.
+    #[arg(long, env = "WARDEN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Print one JSON object: {"status","output","error","usage","logs"}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Budget flags, shared by `run` and `submit`.
+#[derive(Debug, Args)]
+pub(crate) struct BudgetArgs {
     /// Wall-time budget, including time spent in host calls (e.g. 500ms, 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -69,7 +96,27 @@ pub(crate) struct RunArgs {
     /// Most bytes of logs, stdout and stderr together.
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     max_log: u64,
+}
 
+impl BudgetArgs {
+    pub(crate) fn budget(&self) -> RunBudget {
+        RunBudget {
+            timeout: self.timeout,
+            fuel: self.fuel,
+            max_memory_bytes: self.max_memory,
+            max_tokens: self.max_tokens,
+            max_cost_usd: self.max_cost_usd,
+            max_http_requests: self.max_http_requests,
+            max_http_response_bytes: self.max_http_bytes,
+            max_output_bytes: self.max_output,
+            max_log_bytes: self.max_log,
+        }
+    }
+}
+
+/// Grant flags, shared by `run` and `submit`.
+#[derive(Debug, Args)]
+pub(crate) struct GrantArgs {
     /// Allow HTTP to scheme://host[:port] (wildcards: *.example.com, *; IPs
     /// and CIDRs name private addresses explicitly). Repeatable.
     #[arg(long = "allow-http", value_name = "PATTERN")]
@@ -90,33 +137,30 @@ pub(crate) struct RunArgs {
     /// Do not grant key-value storage.
     #[arg(long)]
     no_kv: bool,
-
-    /// The agent's name (its key-value namespace). Default: the file name
-    /// without extension.
-    #[arg(long)]
-    name: Option<String>,
-
-    /// Node config file (TOML): data dir, LLM provider, price table, limits.
-    #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
-    node_config: Option<PathBuf>,
-
-    /// Where the key-value file, compile cache and scratch dirs live.
-    #[arg(long, env = "WARDEN_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-
-    /// Print one JSON object: {"status","output","error","usage","logs"}.
-    #[arg(long)]
-    json: bool,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+impl GrantArgs {
+    /// The grant, with HTTP patterns checked.
+    pub(crate) fn grant(&self) -> anyhow::Result<Grant> {
+        crate::capability::http::HttpPolicy::new(&self.allow_http)?;
+        Ok(Grant {
+            http: self.allow_http.clone(),
+            models: self.allow_model.clone(),
+            kv: !self.no_kv,
+            scratch_dir: self.scratch_dir,
+            config: self.config.iter().cloned().collect(),
+        })
+    }
+}
+
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
 }
 
-fn read_input(arg: &str) -> anyhow::Result<String> {
+pub(crate) fn read_input(arg: &str) -> anyhow::Result<String> {
     let text = match arg.strip_prefix('@') {
         Some("-") => {
             std::io::read_to_string(std::io::stdin()).context("cannot read input from stdin")?
@@ -174,31 +218,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .file_stem()
             .map_or_else(|| "agent".into(), |s| s.to_string_lossy().into_owned()),
     };
-    let grant = Grant {
-        http: args.allow_http.clone(),
-        models: args.allow_model.clone(),
-        kv: !args.no_kv,
-        scratch_dir: args.scratch_dir,
-        config: args.config.iter().cloned().collect(),
-    };
-    // Reject bad patterns before anything runs.
-    crate::capability::http::HttpPolicy::new(&grant.http)?;
+    let grant = args.grant.grant()?;
 
     let mut config = NodeConfig::load(args.node_config.as_deref())?;
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
-    let budget = RunBudget {
-        timeout: args.timeout,
-        fuel: args.fuel,
-        max_memory_bytes: args.max_memory,
-        max_tokens: args.max_tokens,
-        max_cost_usd: args.max_cost_usd,
-        max_http_requests: args.max_http_requests,
-        max_http_response_bytes: args.max_http_bytes,
-        max_output_bytes: args.max_output,
-        max_log_bytes: args.max_log,
-    };
+    let budget = args.budget.budget();
     // The engine's memory slots need only be as large as this run's budget.
     config.limits.max_memory_bytes = config.limits.max_memory_bytes.min(budget.max_memory_bytes);
     config.engine.pool_slots = 4;
@@ -224,23 +250,5 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
 
-    if args.json {
-        println!("{}", output::json(&outcome));
-    } else {
-        match &outcome.result {
-            Ok(text) => {
-                println!("{}", output::pretty_output(text));
-                eprintln!("ok · {}", output::usage_line(&outcome.usage));
-            }
-            Err(f) => {
-                eprintln!("run failed ({}): {}", f.kind, f.message);
-                eprintln!("usage: {}", output::usage_line(&outcome.usage));
-            }
-        }
-    }
-    Ok(if outcome.result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_RUN_FAILED)
-    })
+    Ok(output::print_outcome(&outcome, args.json))
 }

@@ -41,7 +41,10 @@ async fn hosts_not_on_the_list_are_denied() {
     let srv = server();
     let out = fetch(&sb, &srv.url(), &["https://api.example.com"]).await;
     assert_eq!(out["denied"], true, "{out}");
-    assert!(out["error"].as_str().unwrap().contains("allow-list"), "{out}");
+    assert!(
+        out["error"].as_str().unwrap().contains("allow-list"),
+        "{out}"
+    );
     // Nothing granted: nothing reachable.
     let out = fetch(&sb, &srv.url(), &[]).await;
     assert_eq!(out["denied"], true, "{out}");

@@ -1,0 +1,418 @@
+//! The gRPC services over [`ControlPlane`]: request checks, store calls,
+//! and the lease stream with its flow control.
+
+use crate::ControlPlane;
+use crate::store::{LeaseCheck, NewRun, Published, RunFilter, StoreError, is_terminal};
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use warden_proto::v1::*;
+
+type StreamOf<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        Status::internal(e.to_string())
+    }
+}
+
+fn lease_answer(check: LeaseCheck) -> Result<Response<ResultResponse>, Status> {
+    match check {
+        LeaseCheck::Recorded => Ok(Response::new(ResultResponse { recorded: true })),
+        LeaseCheck::AlreadyRecorded => Ok(Response::new(ResultResponse { recorded: false })),
+        LeaseCheck::Stale(m) | LeaseCheck::Conflict(m) => Err(Status::failed_precondition(m)),
+        LeaseCheck::NotFound => Err(Status::not_found("no such run")),
+    }
+}
+
+fn lease_ref(l: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+    l.ok_or_else(|| Status::invalid_argument("missing lease"))
+}
+
+/// Splits `name@version`.
+pub(crate) fn parse_reference(reference: &str) -> Result<(&str, &str), Status> {
+    match reference.split_once('@') {
+        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok((name, version)),
+        _ => Err(Status::invalid_argument(format!(
+            "`{reference}` is not NAME@VERSION (e.g. hello@1.0.0)"
+        ))),
+    }
+}
+
+/// A random run id, 128 bits in hex.
+fn new_run_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[tonic::async_trait]
+impl node_service_server::NodeService for ControlPlane {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let req = req.into_inner();
+        if req.node_id.is_empty() {
+            return Err(Status::invalid_argument("node_id is empty"));
+        }
+        self.store.register_node(&req)?;
+        tracing::info!(node = %req.node_id, hostname = %req.hostname, "node registered");
+        self.changed.notify_waiters();
+        Ok(Response::new(RegisterResponse {
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            node_timeout_ms: self.config.node_timeout.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let known = self
+            .store
+            .heartbeat(&r.node_id, r.active_runs, r.free_slots, r.accepting)?;
+        Ok(Response::new(HeartbeatResponse { reregister: !known }))
+    }
+
+    async fn deregister(
+        &self,
+        req: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
+        let r = req.into_inner();
+        self.store.deregister_node(&r.node_id)?;
+        // Anything still leased to it goes back to the queue now.
+        self.store.expire_leases()?;
+        self.changed.notify_waiters();
+        tracing::info!(node = %r.node_id, "node deregistered");
+        Ok(Response::new(DeregisterResponse {}))
+    }
+
+    async fn list_nodes(
+        &self,
+        _req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        Ok(Response::new(ListNodesResponse {
+            nodes: self.store.list_nodes()?,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl lease_service_server::LeaseService for ControlPlane {
+    type PullStream = StreamOf<Lease>;
+
+    async fn pull(&self, req: Request<PullRequest>) -> Result<Response<Self::PullStream>, Status> {
+        let node_id = req.into_inner().node_id;
+        let (tx, rx) = mpsc::channel(64);
+        let cp = self.clone();
+        tokio::spawn(async move {
+            let ttl = cp.config.lease_ttl.as_millis() as i64;
+            loop {
+                // Wake on any change, or poll: a retry's backoff ends silently.
+                let changed = cp.changed.notified();
+                let leases = match cp.store.lease_runs(&node_id, 64, ttl) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let got = !leases.is_empty();
+                for lease in leases {
+                    let run_id = lease.run_id.clone();
+                    if tx.send(Ok(lease)).await.is_err() {
+                        // The node went away with leases in hand; they
+                        // expire and are re-queued by the reaper.
+                        tracing::info!(node = %node_id, run = %run_id, "lease stream closed");
+                        return;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                if !got {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let lease = lease_ref(req.into_inner().lease)?;
+        if self.store.ack(&lease)? {
+            Ok(Response::new(AckResponse {}))
+        } else {
+            Err(Status::failed_precondition(
+                "the lease is no longer current",
+            ))
+        }
+    }
+
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let r = req.into_inner();
+        let ttl = self.config.lease_ttl.as_millis() as i64;
+        let results = self
+            .store
+            .renew(&r.node_id, &r.leases, ttl)?
+            .into_iter()
+            .map(|(lease, status, expires)| RenewResult {
+                lease: Some(lease),
+                status: status.to_string(),
+                expires_unix_ms: expires,
+            })
+            .collect();
+        Ok(Response::new(RenewResponse { results }))
+    }
+
+    async fn complete(
+        &self,
+        req: Request<CompleteRequest>,
+    ) -> Result<Response<ResultResponse>, Status> {
+        let r = req.into_inner();
+        let lease = lease_ref(r.lease)?;
+        let check = self
+            .store
+            .complete(&lease, &r.output, &r.usage.unwrap_or_default())?;
+        self.changed.notify_waiters();
+        lease_answer(check)
+    }
+
+    async fn fail(&self, req: Request<FailRequest>) -> Result<Response<ResultResponse>, Status> {
+        let r = req.into_inner();
+        let lease = lease_ref(r.lease)?;
+        let kind = FailureKind::try_from(r.kind).unwrap_or(FailureKind::HostError);
+        let check = self
+            .store
+            .fail(&lease, kind, &r.message, &r.usage.unwrap_or_default())?;
+        self.changed.notify_waiters();
+        lease_answer(check)
+    }
+}
+
+#[tonic::async_trait]
+impl run_service_server::RunService for ControlPlane {
+    type WatchStream = StreamOf<Run>;
+
+    async fn submit(
+        &self,
+        req: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let r = req.into_inner();
+        let (name, version) = parse_reference(&r.agent)?;
+        let resolved = match self.store.resolve(name, version)? {
+            Ok(resolved) => resolved,
+            Err(true) => {
+                return Err(Status::not_found(format!(
+                    "agent {name} has no version {version}"
+                )));
+            }
+            Err(false) => {
+                return Err(Status::not_found(format!(
+                    "no agent named {name} is published"
+                )));
+            }
+        };
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.input) {
+            return Err(Status::invalid_argument(format!(
+                "the input is not valid JSON: {e}"
+            )));
+        }
+        let run = self.store.insert_run(&NewRun {
+            id: new_run_id(),
+            agent: format!("{name}@{version}"),
+            digest: resolved.digest,
+            input: r.input,
+            budget: r.budget.unwrap_or_default(),
+            grant: r.grant.unwrap_or_default(),
+            selector: r.node_selector.into_iter().collect(),
+            max_attempts: if r.max_attempts == 0 {
+                self.config.default_max_attempts
+            } else {
+                r.max_attempts
+            },
+            traceparent: r.traceparent,
+        })?;
+        self.changed.notify_waiters();
+        Ok(Response::new(SubmitResponse { run: Some(run) }))
+    }
+
+    async fn get(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
+        let id = req.into_inner().run_id;
+        self.store
+            .get_run(&id)?
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no run {id}")))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListRunsRequest>,
+    ) -> Result<Response<ListRunsResponse>, Status> {
+        let r = req.into_inner();
+        let runs = self.store.list_runs(&RunFilter {
+            state: (!r.state.is_empty()).then_some(r.state),
+            limit: r.limit,
+        })?;
+        Ok(Response::new(ListRunsResponse { runs }))
+    }
+
+    async fn cancel(&self, req: Request<CancelRunRequest>) -> Result<Response<Run>, Status> {
+        let id = req.into_inner().run_id;
+        let run = self
+            .store
+            .cancel(&id)?
+            .ok_or_else(|| Status::not_found(format!("no run {id}")))?;
+        self.changed.notify_waiters();
+        Ok(Response::new(run))
+    }
+
+    async fn watch(
+        &self,
+        req: Request<WatchRunRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let id = req.into_inner().run_id;
+        if self.store.get_run(&id)?.is_none() {
+            return Err(Status::not_found(format!("no run {id}")));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let cp = self.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let changed = cp.changed.notified();
+                let run = match cp.store.get_run(&id) {
+                    Ok(Some(run)) => run,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let key = (run.state.clone(), run.attempt, run.updated_unix_ms);
+                let done = is_terminal(&run.state);
+                if last.as_ref() != Some(&key) {
+                    last = Some(key);
+                    if tx.send(Ok(run)).await.is_err() {
+                        return;
+                    }
+                }
+                if done {
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(250), changed).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl registry_service_server::RegistryService for ControlPlane {
+    type FetchStream = StreamOf<FetchChunk>;
+
+    async fn publish(
+        &self,
+        req: Request<Streaming<PublishChunk>>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.message().await?.and_then(|c| c.part) {
+            Some(publish_chunk::Part::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the header",
+                ));
+            }
+        };
+        let reference = format!("{}@{}", header.name, header.version);
+        parse_reference(&reference)?;
+        let max = self.config.max_component_bytes;
+        let mut data = Vec::with_capacity((header.size as usize).min(max));
+        while let Some(chunk) = stream.message().await? {
+            if let Some(publish_chunk::Part::Data(bytes)) = chunk.part {
+                if data.len() + bytes.len() > max {
+                    return Err(Status::resource_exhausted(format!(
+                        "component is larger than the registry's limit of {max} bytes"
+                    )));
+                }
+                data.extend_from_slice(&bytes);
+            }
+        }
+        if header.size != 0 && header.size != data.len() as u64 {
+            return Err(Status::data_loss(format!(
+                "upload ended after {} of {} bytes",
+                data.len(),
+                header.size
+            )));
+        }
+        self.validator
+            .validate(&reference, &data)
+            .map_err(Status::invalid_argument)?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        let created = match self
+            .store
+            .publish(&header.name, &header.version, &digest, &data)?
+        {
+            Published::Created => true,
+            Published::Unchanged => false,
+            Published::Conflict { existing_digest } => {
+                return Err(Status::already_exists(format!(
+                    "{reference} is already published as {existing_digest}; versions are immutable, publish a new version"
+                )));
+            }
+        };
+        tracing::info!(%reference, %digest, size = data.len(), created, "component published");
+        Ok(Response::new(PublishResponse {
+            digest,
+            size: data.len() as u64,
+            created,
+        }))
+    }
+
+    async fn resolve(
+        &self,
+        req: Request<ResolveRequest>,
+    ) -> Result<Response<ResolveResponse>, Status> {
+        let reference = req.into_inner().reference;
+        let (name, version) = parse_reference(&reference)?;
+        match self.store.resolve(name, version)? {
+            Ok(r) => Ok(Response::new(r)),
+            Err(true) => Err(Status::not_found(format!(
+                "agent {name} has no version {version}"
+            ))),
+            Err(false) => Err(Status::not_found(format!(
+                "no agent named {name} is published"
+            ))),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        req: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let digest = req.into_inner().digest;
+        let data = self
+            .store
+            .component(&digest)?
+            .ok_or_else(|| Status::not_found(format!("no component {digest}")))?;
+        let chunks: Vec<Result<FetchChunk, Status>> = data
+            .chunks(1 << 20)
+            .map(|c| Ok(FetchChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<ListComponentsRequest>,
+    ) -> Result<Response<ListComponentsResponse>, Status> {
+        Ok(Response::new(ListComponentsResponse {
+            components: self.store.list_components()?,
+        }))
+    }
+}

@@ -1,0 +1,110 @@
+//! The built-in component registry: blobs by sha256 digest, immutable
+//! name@version entries.
+
+use super::{Store, StoreResult, now_ms, optional};
+use rusqlite::params;
+use warden_proto::v1::ResolveResponse;
+
+/// What publishing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    Created,
+    /// The same bytes were already published under this name@version.
+    Unchanged,
+    /// name@version exists with other bytes: versions are immutable.
+    Conflict {
+        existing_digest: String,
+    },
+}
+
+impl Store {
+    pub fn publish(
+        &self,
+        name: &str,
+        version: &str,
+        digest: &str,
+        data: &[u8],
+    ) -> StoreResult<Published> {
+        let now = now_ms();
+        self.with_tx(|tx| {
+            let existing: Option<String> = optional(tx.query_row(
+                "SELECT digest FROM versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get(0),
+            ))?;
+            match existing {
+                Some(d) if d == digest => return Ok(Published::Unchanged),
+                Some(d) => return Ok(Published::Conflict { existing_digest: d }),
+                None => {}
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO components (digest, size, data, created) VALUES (?1, ?2, ?3, ?4)",
+                params![digest, data.len() as i64, data, now],
+            )?;
+            tx.execute(
+                "INSERT INTO versions (name, version, digest, created) VALUES (?1, ?2, ?3, ?4)",
+                params![name, version, digest, now],
+            )?;
+            Ok(Published::Created)
+        })
+    }
+
+    /// name@version -> digest and size; `Ok(None)` with whether the name is
+    /// known at all.
+    pub fn resolve(&self, name: &str, version: &str) -> StoreResult<Result<ResolveResponse, bool>> {
+        self.with_conn(|c| {
+            let found = optional(c.query_row(
+                "SELECT v.digest, c.size FROM versions v JOIN components c ON c.digest = v.digest
+                 WHERE v.name = ?1 AND v.version = ?2",
+                params![name, version],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            ))?;
+            match found {
+                Some((digest, size)) => Ok(Ok(ResolveResponse {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    digest,
+                    size: size as u64,
+                })),
+                None => {
+                    let known: bool = c.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM versions WHERE name = ?1)",
+                        [name],
+                        |r| r.get(0),
+                    )?;
+                    Ok(Err(known))
+                }
+            }
+        })
+    }
+
+    pub fn component(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.with_conn(|c| {
+            optional(c.query_row(
+                "SELECT data FROM components WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            ))
+        })
+    }
+
+    pub fn list_components(&self) -> StoreResult<Vec<ResolveResponse>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT v.name, v.version, v.digest, c.size FROM versions v
+                 JOIN components c ON c.digest = v.digest ORDER BY v.name, v.created",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ResolveResponse {
+                        name: r.get(0)?,
+                        version: r.get(1)?,
+                        digest: r.get(2)?,
+                        size: r.get::<_, i64>(3)? as u64,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+}

@@ -1,0 +1,436 @@
+//! `warden node`: [`NodeAgent`] registers with the control plane, heartbeats,
+//! pulls leases (never more in flight than its slots), runs each in the
+//! [`Sandbox`], renews leases while running, and reports Complete/Fail with
+//! usage. When the control plane is away it reconnects with exponential
+//! backoff and jitter; results of runs that finished meanwhile are retried
+//! until recorded. On shutdown it stops pulling, lets in-flight runs finish
+//! within a grace period, then fails the rest as `node_shutdown` so they are
+//! re-queued at once.
+
+mod components;
+pub mod convert;
+
+use crate::failure::FailureKind;
+use crate::run::{CancelReason, CancelToken, RunOutcome, RunRequest, Sandbox};
+use components::ComponentStore;
+use convert::*;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use warden_proto::v1 as pb;
+use warden_proto::v1::lease_service_client::LeaseServiceClient;
+use warden_proto::v1::node_service_client::NodeServiceClient;
+
+/// How a node presents itself and behaves.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// e.g. `http://127.0.0.1:7070`
+    pub control_plane: String,
+    pub node_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Runs at once.
+    pub slots: u32,
+    /// On shutdown, how long in-flight runs may take to finish.
+    pub drain_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid control plane URL `{0}`: {1}")]
+    Url(String, String),
+}
+
+struct ActiveRun {
+    lease: pb::LeaseRef,
+    cancel: CancelToken,
+}
+
+/// A node: one per machine.
+pub struct NodeAgent {
+    sandbox: Sandbox,
+    opts: NodeOptions,
+    channel: Channel,
+    components: ComponentStore,
+    active: std::sync::Mutex<HashMap<String, ActiveRun>>,
+    slots: Arc<Semaphore>,
+    accepting: AtomicBool,
+    /// Times the lease stream was re-established.
+    pub reconnects: AtomicU64,
+}
+
+/// Exponential backoff with full jitter: 100 ms doubling to 5 s.
+fn backoff(failures: u32) -> Duration {
+    let cap = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
+/// The node id kept in `data_dir/node-id`, created on first start.
+pub fn persistent_node_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let host = sysinfo::System::host_name().unwrap_or_else(|| "node".into());
+    let id = format!("{host}-{:08x}", rand::random::<u32>());
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}
+
+impl NodeAgent {
+    pub fn new(
+        sandbox: Sandbox,
+        opts: NodeOptions,
+        data_dir: &Path,
+    ) -> Result<Arc<Self>, NodeError> {
+        let channel = Endpoint::from_shared(opts.control_plane.clone())
+            .map_err(|e| NodeError::Url(opts.control_plane.clone(), e.to_string()))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Arc::new(NodeAgent {
+            components: ComponentStore::new(data_dir.join("blobs"), channel.clone()),
+            slots: Arc::new(Semaphore::new(opts.slots as usize)),
+            sandbox,
+            opts,
+            channel,
+            active: Default::default(),
+            accepting: AtomicBool::new(true),
+            reconnects: AtomicU64::new(0),
+        }))
+    }
+
+    fn nodes(&self) -> NodeServiceClient<Channel> {
+        NodeServiceClient::new(self.channel.clone())
+    }
+
+    fn leases(&self) -> LeaseServiceClient<Channel> {
+        LeaseServiceClient::new(self.channel.clone())
+    }
+
+    fn register_request(&self) -> pb::RegisterRequest {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        pb::RegisterRequest {
+            node_id: self.opts.node_id.clone(),
+            hostname: sysinfo::System::host_name().unwrap_or_default(),
+            labels: self.opts.labels.clone().into_iter().collect(),
+            capacity: Some(pb::NodeCapacity {
+                slots: self.opts.slots,
+                cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                memory_bytes: sys.total_memory(),
+                os: std::env::consts::OS.into(),
+                arch: std::env::consts::ARCH.into(),
+                warden_version: env!("CARGO_PKG_VERSION").into(),
+                wasmtime_version: "48.0.8".into(),
+            }),
+        }
+    }
+
+    /// Registers, retrying with backoff until the control plane answers.
+    async fn register(&self) -> Duration {
+        let mut failures = 0;
+        loop {
+            match self.nodes().register(self.register_request()).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    tracing::info!(node = %self.opts.node_id, "registered with the control plane");
+                    return Duration::from_millis(r.heartbeat_interval_ms.max(100));
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(error = %e.message(), "control plane unreachable; retrying");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    /// Runs the node until `shutdown` resolves, then drains.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let interval = self.register().await;
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop(interval));
+        let renew = tokio::spawn(self.clone().renew_loop());
+        tokio::select! {
+            () = self.clone().pull_loop() => {}
+            () = shutdown => {}
+        }
+        self.drain().await;
+        heartbeat.abort();
+        renew.abort();
+    }
+
+    async fn pull_loop(self: Arc<Self>) {
+        let mut failures = 0;
+        loop {
+            let stream = self
+                .leases()
+                .pull(pb::PullRequest {
+                    node_id: self.opts.node_id.clone(),
+                })
+                .await;
+            let mut stream = match stream {
+                Ok(s) => {
+                    failures = 0;
+                    s.into_inner()
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e.message(), "cannot open the lease stream; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(lease)) => {
+                        tokio::spawn(self.clone().execute(lease));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e.message(), "lease stream broke");
+                        break;
+                    }
+                }
+            }
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+            failures += 1;
+            tokio::time::sleep(backoff(failures)).await;
+            // The control plane may have restarted or marked us lost.
+            self.register().await;
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let active = self.active.lock().unwrap().len() as u32;
+            let req = pb::HeartbeatRequest {
+                node_id: self.opts.node_id.clone(),
+                active_runs: active,
+                free_slots: self.slots.available_permits() as u32,
+                accepting: self.accepting.load(Ordering::SeqCst),
+            };
+            match self.nodes().heartbeat(req).await {
+                Ok(r) if r.get_ref().reregister => {
+                    tracing::warn!("the control plane lost track of this node; registering again");
+                    self.register().await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e.message(), "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Renews every active lease twice a second, and stops runs the control
+    /// plane cancelled or no longer leases to us.
+    async fn renew_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let leases: Vec<pb::LeaseRef> = self
+                .active
+                .lock()
+                .unwrap()
+                .values()
+                .map(|a| a.lease.clone())
+                .collect();
+            if leases.is_empty() {
+                continue;
+            }
+            let req = pb::RenewRequest {
+                node_id: self.opts.node_id.clone(),
+                leases,
+            };
+            let Ok(resp) = self.leases().renew(req).await else {
+                continue;
+            };
+            let active = self.active.lock().unwrap();
+            for r in resp.into_inner().results {
+                let Some(lease) = r.lease else { continue };
+                let Some(run) = active.get(&lease.run_id) else {
+                    continue;
+                };
+                match r.status.as_str() {
+                    "cancelled" => run.cancel.cancel(CancelReason::Cancelled),
+                    "lost" => run.cancel.cancel(CancelReason::LeaseLost),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "lease", skip_all, fields(run_id = %lease.run_id, attempt = lease.attempt))]
+    async fn execute(self: Arc<Self>, lease: pb::Lease) {
+        let Ok(_permit) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let lease_ref = pb::LeaseRef {
+            run_id: lease.run_id.clone(),
+            attempt: lease.attempt,
+            token: lease.token,
+        };
+        if let Err(e) = self
+            .leases()
+            .ack(pb::AckRequest {
+                lease: Some(lease_ref.clone()),
+            })
+            .await
+            && e.code() == Code::FailedPrecondition
+        {
+            tracing::info!("lease no longer current; skipping");
+            return;
+        }
+        let cancel = CancelToken::default();
+        self.active.lock().unwrap().insert(
+            lease.run_id.clone(),
+            ActiveRun {
+                lease: lease_ref.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let outcome = match self
+            .components
+            .get(&self.sandbox, &lease.component_digest)
+            .await
+        {
+            Ok(component) => {
+                let req = RunRequest {
+                    agent_name: lease.agent_name.clone(),
+                    input: lease.input.clone(),
+                    budget: budget_from_proto(lease.budget),
+                    grant: grant_from_proto(lease.grant.clone()),
+                    run_id: lease.run_id.clone(),
+                    attempt: lease.attempt,
+                    echo_logs: false,
+                    cancel: cancel.clone(),
+                };
+                self.sandbox.run(&component, req).await
+            }
+            Err(failure) => RunOutcome {
+                result: Err(failure),
+                usage: Default::default(),
+                logs: Vec::new(),
+            },
+        };
+        self.active.lock().unwrap().remove(&lease.run_id);
+        if cancel.reason() == Some(CancelReason::LeaseLost) {
+            tracing::warn!("lease lost while running; the result is not reported");
+            return;
+        }
+        self.report(lease_ref, outcome, cancel.reason()).await;
+    }
+
+    /// Reports a result until the control plane records or rejects it.
+    async fn report(
+        &self,
+        lease: pb::LeaseRef,
+        outcome: RunOutcome,
+        cancelled: Option<CancelReason>,
+    ) {
+        let usage = usage_to_proto(&outcome.usage);
+        let mut failures = 0;
+        loop {
+            let result = match &outcome.result {
+                Ok(output) => {
+                    self.leases()
+                        .complete(pb::CompleteRequest {
+                            lease: Some(lease.clone()),
+                            output: output.clone(),
+                            usage: Some(usage),
+                        })
+                        .await
+                }
+                Err(f) => {
+                    let kind = match (f.kind, cancelled) {
+                        (FailureKind::Cancelled, Some(CancelReason::Shutdown)) => {
+                            FailureKind::NodeShutdown
+                        }
+                        (kind, _) => kind,
+                    };
+                    self.leases()
+                        .fail(pb::FailRequest {
+                            lease: Some(lease.clone()),
+                            kind: kind_to_proto(kind) as i32,
+                            message: f.message.clone(),
+                            usage: Some(usage),
+                        })
+                        .await
+                }
+            };
+            match result {
+                Ok(_) => return,
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+                    ) =>
+                {
+                    tracing::warn!(error = %e.message(), "result rejected");
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::debug!(error = %e.message(), "cannot report the result yet; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    /// Stops every active run; returns how many.
+    fn cancel_all(&self, reason: CancelReason) -> usize {
+        let active = self.active.lock().unwrap();
+        for run in active.values() {
+            run.cancel.cancel(reason);
+        }
+        active.len()
+    }
+
+    /// Stops taking leases, waits for in-flight runs up to the grace
+    /// period, fails the rest as `node_shutdown`, and deregisters.
+    async fn drain(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        let active_runs = self.active.lock().unwrap().len() as u32;
+        let _ = self
+            .nodes()
+            .heartbeat(pb::HeartbeatRequest {
+                node_id: self.opts.node_id.clone(),
+                active_runs,
+                free_slots: 0,
+                accepting: false,
+            })
+            .await;
+        let all = self.opts.slots;
+        let waited =
+            tokio::time::timeout(self.opts.drain_grace, self.slots.acquire_many(all)).await;
+        if waited.is_err() {
+            let stopped = self.cancel_all(CancelReason::Shutdown);
+            tracing::warn!(
+                runs = stopped,
+                "grace period over; failing the rest as node_shutdown"
+            );
+            // They report as they stop.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.slots.acquire_many(all)).await;
+        }
+        let _ = self
+            .nodes()
+            .deregister(pb::DeregisterRequest {
+                node_id: self.opts.node_id.clone(),
+            })
+            .await;
+        tracing::info!("node drained and deregistered");
+    }
+}

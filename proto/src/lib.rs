@@ -1,0 +1,8 @@
+//! Warden's gRPC protocol, versioned by path: `proto/warden/v1`. Generated
+//! code; edit the `.proto` files, not this crate.
+
+/// `warden.v1`: node, lease, run and registry services.
+pub mod v1 {
+    #![allow(unreachable_pub, missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("warden.v1");
+}
