@@ -112,10 +112,12 @@ impl lease_service_server::LeaseService for ControlPlane {
         let cp = self.clone();
         tokio::spawn(async move {
             let ttl = cp.config.lease_ttl.as_millis() as i64;
+            let alive_window = 3 * cp.config.heartbeat_interval.as_millis() as i64;
             loop {
                 // Wake on any change, or poll: a retry's backoff ends silently.
                 let changed = cp.changed.notified();
-                let leases = match cp.store.lease_runs(&node_id, 64, ttl) {
+                let alive_since = crate::store::now_ms() - alive_window;
+                let leases = match cp.store.lease_runs(&node_id, 64, ttl, alive_since) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = tx.send(Err(Status::from(e))).await;

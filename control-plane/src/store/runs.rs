@@ -156,21 +156,29 @@ impl Store {
 
     /// Hands up to `max` queued runs whose selector the node's labels
     /// satisfy to `node_id`, never more than the node's free slots in
-    /// flight. Each lease gets a new fencing token and attempt.
-    pub fn lease_runs(&self, node_id: &str, max: u32, ttl_ms: i64) -> StoreResult<Vec<Lease>> {
+    /// flight. Each lease gets a new fencing token and attempt. A node that
+    /// has not heartbeaten since `alive_since_ms` (paused, partitioned) gets
+    /// nothing, even if its stream is still open.
+    pub fn lease_runs(
+        &self,
+        node_id: &str,
+        max: u32,
+        ttl_ms: i64,
+        alive_since_ms: i64,
+    ) -> StoreResult<Vec<Lease>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let node: Option<(String, String, Vec<u8>)> = tx
+            let node: Option<(String, String, Vec<u8>, i64)> = tx
                 .query_row(
-                    "SELECT state, labels, capacity FROM nodes WHERE id = ?1",
+                    "SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1",
                     [node_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
-            let Some((state, labels, capacity)) = node else {
+            let Some((state, labels, capacity, last_heartbeat)) = node else {
                 return Ok(Vec::new());
             };
-            if state != "ready" {
+            if state != "ready" || last_heartbeat < alive_since_ms {
                 return Ok(Vec::new());
             }
             let labels: BTreeMap<String, String> = serde_json::from_str(&labels).unwrap_or_default();
@@ -491,7 +499,8 @@ fn check_lease(
         )
         .optional()?;
     match recorded {
-        Some((t, o)) if t as u64 == lease.token && o != "running" => {
+        // An expired attempt's late result is stale, like any old token.
+        Some((t, o)) if t as u64 == lease.token && o != "running" && o != "expired" => {
             let same = o == outcome || (outcome == "failed" && o == "cancelled");
             return Ok(Err(if same {
                 LeaseCheck::AlreadyRecorded

@@ -167,7 +167,8 @@ async fn start_control_plane(
         ControlPlaneConfig {
             lease_ttl: args.lease_ttl,
             node_timeout: args.node_timeout,
-            heartbeat_interval: (args.node_timeout / 5).max(Duration::from_millis(100)),
+            heartbeat_interval: (args.node_timeout / 5)
+                .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             default_max_attempts: args.max_attempts,
             ..ControlPlaneConfig::default()
         },

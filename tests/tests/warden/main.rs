@@ -6,6 +6,7 @@ mod cache;
 mod examples;
 mod http;
 mod kv;
+mod leases;
 mod limits;
 mod llm;
 mod sandbox;

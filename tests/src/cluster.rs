@@ -1,0 +1,232 @@
+//! Control planes and nodes as separate OS processes (the `warden` CLI), for
+//! tests that kill, pause and restart them, plus a gRPC client.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use warden_proto::v1 as pb;
+
+/// A child process, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` (e.g. "KILL", "STOP", "CONT", "TERM").
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(bin: &Path, name: &str, args: &[String], log_dir: &Path) -> (Proc, String) {
+    std::fs::create_dir_all(log_dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join(format!("{name}.log")))
+        .unwrap();
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("WARDEN_LOG", "info")
+        .env_remove("WARDEN_CONFIG")
+        .env_remove("WARDEN_CONTROL_PLANE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("warden starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (
+        Proc {
+            child,
+            name: name.to_string(),
+        },
+        line,
+    )
+}
+
+/// Starts `warden control-plane` on `port` with its database at `db`.
+pub fn control_plane(
+    bin: &Path,
+    port: u16,
+    db: &Path,
+    extra: &[&str],
+    log_dir: &Path,
+) -> (Proc, String) {
+    let mut args = vec![
+        "control-plane".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--db".into(),
+        db.display().to_string(),
+        "--data-dir".into(),
+        db.parent().unwrap().join("cp-data").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (proc, line) = spawn(bin, "control-plane", &args, log_dir);
+    assert!(line.contains("listening on"), "control plane said: {line}");
+    (proc, format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts `warden node` named `id` with its own data dir.
+pub fn node(bin: &Path, url: &str, id: &str, data: &Path, extra: &[&str], log_dir: &Path) -> Proc {
+    let mut args = vec![
+        "node".to_string(),
+        "--control-plane".into(),
+        url.to_string(),
+        "--node-id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        data.join(id).display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn(bin, id, &args, log_dir).0
+}
+
+/// A gRPC channel to `url`, retried until it connects (at most 10 s).
+pub async fn connect(url: &str) -> Channel {
+    let start = Instant::now();
+    loop {
+        match tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                panic!("cannot connect to {url}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Publishes a component file as `reference` over gRPC.
+pub async fn publish(channel: Channel, path: &str, reference: &str) -> pb::PublishResponse {
+    let (name, version) = reference.split_once('@').unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let chunks = vec![
+        pb::PublishChunk {
+            part: Some(pb::publish_chunk::Part::Header(pb::PublishHeader {
+                name: name.into(),
+                version: version.into(),
+                size: bytes.len() as u64,
+            })),
+        },
+        pb::PublishChunk {
+            part: Some(pb::publish_chunk::Part::Data(bytes)),
+        },
+    ];
+    pb::registry_service_client::RegistryServiceClient::new(channel)
+        .publish(tokio_stream::iter(chunks))
+        .await
+        .expect("publish succeeds")
+        .into_inner()
+}
+
+/// Submits a run and returns its id.
+pub async fn submit(
+    channel: Channel,
+    agent: &str,
+    input: &str,
+    edit: impl FnOnce(&mut pb::SubmitRequest),
+) -> String {
+    let mut req = pb::SubmitRequest {
+        agent: agent.into(),
+        input: input.into(),
+        ..Default::default()
+    };
+    edit(&mut req);
+    pb::run_service_client::RunServiceClient::new(channel)
+        .submit(req)
+        .await
+        .expect("submit succeeds")
+        .into_inner()
+        .run
+        .unwrap()
+        .run_id
+}
+
+pub async fn get_run(channel: Channel, id: &str) -> pb::Run {
+    pb::run_service_client::RunServiceClient::new(channel)
+        .get(pb::GetRunRequest { run_id: id.into() })
+        .await
+        .expect("get succeeds")
+        .into_inner()
+}
+
+/// Polls until `pred` holds for the run, or panics after `limit`.
+pub async fn wait_run(
+    channel: Channel,
+    id: &str,
+    limit: Duration,
+    pred: impl Fn(&pb::Run) -> bool,
+) -> pb::Run {
+    let start = Instant::now();
+    loop {
+        // The control plane may be restarting: retry failed calls.
+        let got = pb::run_service_client::RunServiceClient::new(channel.clone())
+            .get(pb::GetRunRequest { run_id: id.into() })
+            .await;
+        if let Ok(run) = got {
+            let run = run.into_inner();
+            if pred(&run) {
+                return run;
+            }
+            if start.elapsed() > limit {
+                panic!("run {id} did not get there in {limit:?}; now: {run:?}");
+            }
+        } else if start.elapsed() > limit {
+            panic!("run {id}: control plane unreachable for {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The test's scratch dir for logs (kept on failure for reading).
+pub fn log_dir(tmp: &Path) -> PathBuf {
+    tmp.join("logs")
+}

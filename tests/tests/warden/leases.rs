@@ -1,0 +1,540 @@
+//! Leases over real gRPC on loopback, with the control plane and nodes as
+//! separate OS processes where a process is killed, paused or restarted.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use warden_proto::v1 as pb;
+use warden_proto::v1::lease_service_client::LeaseServiceClient;
+use warden_proto::v1::node_service_client::NodeServiceClient;
+use warden_tests::cluster::{self, connect, free_port, get_run, publish, submit, wait_run};
+use warden_tests::{components, examples};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
+}
+
+fn sleeper_input(ms: u64, tag: impl Into<serde_json::Value>) -> String {
+    let tag: serde_json::Value = tag.into();
+    serde_json::json!({ "ms": ms, "tag": tag }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_runs_over_two_nodes_are_each_recorded_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) =
+        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
+    let _a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "8"], &logs);
+    let _b = cluster::node(&bin(), &url, "node-b", tmp.path(), &["--slots", "8"], &logs);
+    let ch = connect(&url).await;
+    publish(ch.clone(), examples::HELLO, "hello@1.0.0").await;
+
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(submit(ch.clone(), "hello@1.0.0", &format!("{{\"i\":{i}}}"), |_| {}).await);
+    }
+    let mut nodes = std::collections::BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let run = wait_run(ch.clone(), id, Duration::from_secs(60), |r| {
+            r.state == "succeeded"
+        })
+        .await;
+        let out: serde_json::Value = serde_json::from_str(&run.output).unwrap();
+        assert_eq!(
+            out["echo"]["i"], i,
+            "run {id} recorded another run's output"
+        );
+        assert_eq!(run.attempt, 1);
+        assert_eq!(run.attempts.len(), 1, "{run:?}");
+        assert_eq!(run.attempts[0].outcome, "succeeded");
+        nodes.insert(run.attempts[0].node_id.clone());
+    }
+    assert_eq!(nodes.len(), 2, "both nodes should have run work: {nodes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_run_is_re_leased_after_expiry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) = cluster::control_plane(
+        &bin(),
+        port,
+        &tmp.path().join("cp.sqlite3"),
+        &["--lease-ttl", "2s", "--node-timeout", "60s"],
+        &logs,
+    );
+    let a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "2"], &logs);
+    let ch = connect(&url).await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    let id = submit(
+        ch.clone(),
+        "sleeper@1",
+        &sleeper_input(1500, "done"),
+        |_| {},
+    )
+    .await;
+    wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
+        r.state == "running"
+    })
+    .await;
+
+    a.signal("KILL");
+    let _b = cluster::node(&bin(), &url, "node-b", tmp.path(), &["--slots", "2"], &logs);
+    let run = wait_run(ch.clone(), &id, Duration::from_secs(30), |r| {
+        r.state == "succeeded"
+    })
+    .await;
+    assert_eq!(run.attempt, 2);
+    assert_eq!(run.output, "\"done\"");
+    assert_eq!(run.attempts[0].node_id, "node-a");
+    assert_eq!(run.attempts[0].outcome, "expired");
+    assert_eq!(run.attempts[1].node_id, "node-b");
+    assert_eq!(run.attempts[1].outcome, "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_nodes_late_result_is_not_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) = cluster::control_plane(
+        &bin(),
+        port,
+        &tmp.path().join("cp.sqlite3"),
+        &["--lease-ttl", "2s", "--node-timeout", "60s"],
+        &logs,
+    );
+    let a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "2"], &logs);
+    let ch = connect(&url).await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    let id = submit(ch.clone(), "sleeper@1", &sleeper_input(1500, "x"), |r| {
+        r.max_attempts = 5
+    })
+    .await;
+    wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
+        r.state == "running"
+    })
+    .await;
+
+    a.signal("STOP");
+    let _b = cluster::node(&bin(), &url, "node-b", tmp.path(), &["--slots", "2"], &logs);
+    let run = wait_run(ch.clone(), &id, Duration::from_secs(30), |r| {
+        r.state == "succeeded"
+    })
+    .await;
+    let winner = run.attempt;
+    assert!(winner >= 2, "{run:?}");
+    // node-a wakes up with its attempt finished (or about to) and reports.
+    a.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let run = get_run(ch.clone(), &id).await;
+    assert_eq!(run.state, "succeeded");
+    assert_eq!(run.attempt, winner, "the late attempt was recorded");
+    assert_eq!(run.attempts[0].outcome, "expired", "{run:?}");
+    let last = run.attempts.last().unwrap();
+    assert_eq!(
+        (last.node_id.as_str(), last.outcome.as_str()),
+        ("node-b", "succeeded")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_killed_mid_flight_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let db = tmp.path().join("cp.sqlite3");
+    let (cp, url) = cluster::control_plane(&bin(), port, &db, &["--lease-ttl", "5s"], &logs);
+    let _a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "4"], &logs);
+    let ch = connect(&url).await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(submit(ch.clone(), "sleeper@1", &sleeper_input(200, i), |_| {}).await);
+    }
+    wait_run(ch.clone(), &ids[0], Duration::from_secs(20), |r| {
+        r.state == "succeeded"
+    })
+    .await;
+
+    cp.signal("KILL");
+    drop(cp);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_cp, url) = cluster::control_plane(&bin(), port, &db, &["--lease-ttl", "5s"], &logs);
+    let ch = connect(&url).await;
+    for (i, id) in ids.iter().enumerate() {
+        let run = wait_run(ch.clone(), id, Duration::from_secs(60), |r| {
+            r.state == "succeeded"
+        })
+        .await;
+        assert_eq!(run.output, i.to_string());
+    }
+    let nodes = NodeServiceClient::new(ch.clone())
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes[0].state, "ready", "the node reconnected by itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_agent_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) =
+        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
+    let _a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "1"], &logs);
+    let ch = connect(&url).await;
+    publish(ch.clone(), components::SPIN, "spin@1").await;
+    let id = submit(ch.clone(), "spin@1", "null", |r| {
+        r.budget = Some(pb::Budget {
+            timeout_ms: 600_000,
+            ..Default::default()
+        })
+    })
+    .await;
+    wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
+        r.state == "running"
+    })
+    .await;
+
+    let started = Instant::now();
+    pb::run_service_client::RunServiceClient::new(ch.clone())
+        .cancel(pb::CancelRunRequest { run_id: id.clone() })
+        .await
+        .unwrap();
+    let run = wait_run(ch.clone(), &id, Duration::from_secs(5), |r| {
+        r.state == "cancelled"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.attempts[0].outcome, "cancelled");
+
+    // The one slot is free again: the next run gets it.
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let next = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
+    wait_run(ch.clone(), &next, Duration::from_secs(10), |r| {
+        r.state == "succeeded"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_requeues_what_does_not_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) =
+        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
+    let mut a = cluster::node(
+        &bin(),
+        &url,
+        "node-a",
+        tmp.path(),
+        &["--slots", "2", "--drain-grace", "1s"],
+        &logs,
+    );
+    let ch = connect(&url).await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    let short = submit(
+        ch.clone(),
+        "sleeper@1",
+        &sleeper_input(300, "short"),
+        |_| {},
+    )
+    .await;
+    let long = submit(
+        ch.clone(),
+        "sleeper@1",
+        &sleeper_input(20_000, "long"),
+        |_| {},
+    )
+    .await;
+    wait_run(ch.clone(), &long, Duration::from_secs(20), |r| {
+        r.state == "running"
+    })
+    .await;
+
+    a.signal("TERM");
+    let status = a
+        .wait_exit(Duration::from_secs(15))
+        .expect("the node exits after draining");
+    assert!(status.success(), "{status:?}");
+    // The short run finished within the grace period; the long one was
+    // handed back at once as node_shutdown, nothing left leased to node-a.
+    assert_eq!(get_run(ch.clone(), &short).await.state, "succeeded");
+    let run = get_run(ch.clone(), &long).await;
+    assert_eq!(run.state, "queued", "{run:?}");
+    assert_eq!(run.attempts[0].outcome, "failed");
+    assert_eq!(run.attempts[0].kind, pb::FailureKind::NodeShutdown as i32);
+    let nodes = NodeServiceClient::new(ch.clone())
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes[0].state, "gone");
+}
+
+/// A node spoken to directly over gRPC, to drive lease edge cases.
+struct FakeNode {
+    id: String,
+    leases: LeaseServiceClient<tonic::transport::Channel>,
+}
+
+impl FakeNode {
+    async fn register(ch: tonic::transport::Channel, id: &str, slots: u32) -> Self {
+        NodeServiceClient::new(ch.clone())
+            .register(pb::RegisterRequest {
+                node_id: id.into(),
+                hostname: "test".into(),
+                labels: Default::default(),
+                capacity: Some(pb::NodeCapacity {
+                    slots,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        // Heartbeat like a real node: leases go only to live nodes.
+        let mut nodes = NodeServiceClient::new(ch.clone());
+        let node_id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                let beat = pb::HeartbeatRequest {
+                    node_id: node_id.clone(),
+                    active_runs: 0,
+                    free_slots: slots,
+                    accepting: true,
+                };
+                if nodes.heartbeat(beat).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        FakeNode {
+            id: id.into(),
+            leases: LeaseServiceClient::new(ch),
+        }
+    }
+
+    async fn next_lease(&mut self) -> pb::Lease {
+        let mut stream = self
+            .leases
+            .pull(pb::PullRequest {
+                node_id: self.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("a lease within 30 s")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn lease_ref(l: &pb::Lease) -> pb::LeaseRef {
+    pb::LeaseRef {
+        run_id: l.run_id.clone(),
+        attempt: l.attempt,
+        token: l.token,
+    }
+}
+
+fn complete(l: &pb::Lease, output: &str) -> pb::CompleteRequest {
+    pb::CompleteRequest {
+        lease: Some(lease_ref(l)),
+        output: output.into(),
+        usage: None,
+    }
+}
+
+fn fail(l: &pb::Lease, kind: pb::FailureKind) -> pb::FailRequest {
+    pb::FailRequest {
+        lease: Some(lease_ref(l)),
+        kind: kind as i32,
+        message: "boom".into(),
+        usage: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_recorded_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) = cluster::control_plane(
+        &bin(),
+        port,
+        &tmp.path().join("cp.sqlite3"),
+        &["--lease-ttl", "1s", "--node-timeout", "60s"],
+        &logs,
+    );
+    let ch = connect(&url).await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+
+    // Duplicate Complete with the current token: idempotent OK.
+    let id = submit(ch.clone(), "hello@1", "1", |_| {}).await;
+    let lease = node.next_lease().await;
+    assert_eq!(lease.run_id, id);
+    let first = node
+        .leases
+        .complete(complete(&lease, "\"a\""))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = node
+        .leases
+        .complete(complete(&lease, "\"a\""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.recorded && !again.recorded);
+    // Fail after Complete: rejected.
+    let err = node
+        .leases
+        .fail(fail(&lease, pb::FailureKind::Trap))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(get_run(ch.clone(), &id).await.output, "\"a\"");
+
+    // Complete after Fail: rejected.
+    let id = submit(ch.clone(), "hello@1", "2", |_| {}).await;
+    let lease = node.next_lease().await;
+    node.leases
+        .fail(fail(&lease, pb::FailureKind::Trap))
+        .await
+        .unwrap();
+    let err = node
+        .leases
+        .complete(complete(&lease, "\"late\""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(get_run(ch.clone(), &id).await.state, "failed");
+
+    // A stale token after expiry and re-lease: rejected; the new one counts.
+    let id = submit(ch.clone(), "hello@1", "3", |_| {}).await;
+    let old = node.next_lease().await;
+    let new = node.next_lease().await; // after the 1 s lease expires
+    assert_eq!((new.run_id.as_str(), new.attempt), (id.as_str(), 2));
+    assert!(new.token > old.token, "fencing tokens grow");
+    let err = node
+        .leases
+        .complete(complete(&old, "\"stale\""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("stale"), "{}", err.message());
+    node.leases
+        .complete(complete(&new, "\"fresh\""))
+        .await
+        .unwrap();
+    let run = get_run(ch.clone(), &id).await;
+    assert_eq!(
+        (run.state.as_str(), run.output.as_str()),
+        ("succeeded", "\"fresh\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_back_off_then_dead_letter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) =
+        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
+    let ch = connect(&url).await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let id = submit(ch.clone(), "hello@1", "null", |r| r.max_attempts = 4).await;
+
+    let mut failed_at = Vec::new();
+    let mut leased_at = Vec::new();
+    for attempt in 1..=4 {
+        let lease = node.next_lease().await;
+        leased_at.push(Instant::now());
+        assert_eq!(lease.attempt, attempt);
+        node.leases
+            .fail(fail(&lease, pb::FailureKind::HostError))
+            .await
+            .unwrap();
+        failed_at.push(Instant::now());
+    }
+    let delays: Vec<Duration> = (1..4).map(|i| leased_at[i] - failed_at[i - 1]).collect();
+    // 500 ms, 1 s, 2 s (each ±25 %), the last two strictly growing.
+    assert!(delays[0] >= Duration::from_millis(350), "{delays:?}");
+    assert!(delays[1] > delays[0] && delays[2] > delays[1], "{delays:?}");
+    let run = get_run(ch.clone(), &id).await;
+    assert_eq!(run.state, "dead_lettered");
+    assert_eq!(run.attempts.len(), 4);
+    assert!(
+        run.attempts
+            .iter()
+            .all(|a| a.outcome == "failed" && a.kind == pb::FailureKind::HostError as i32)
+    );
+}
+
+#[test]
+fn cli_errors_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) =
+        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
+    let warden = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .env("WARDEN_CONTROL_PLANE", &url)
+            .output()
+            .unwrap()
+    };
+    let out = warden(&["publish", examples::HELLO, "hello@1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    for (args, expected) in [
+        (vec!["submit", "nobody@1"], "no agent named nobody"),
+        (vec!["submit", "hello@9"], "agent hello has no version 9"),
+        (vec!["submit", "hello"], "not NAME@VERSION"),
+        (
+            vec!["submit", "hello@1", "--input", "{oops"],
+            "not valid JSON",
+        ),
+        (
+            vec!["publish", components::WRONG_WORLD, "other@1"],
+            "not a warden:agent/agent component",
+        ),
+        (
+            vec!["publish", components::SPIN, "hello@1"],
+            "versions are immutable",
+        ),
+        (vec!["runs", "get", "nonexistent"], "no run nonexistent"),
+        (
+            vec!["runs", "list", "--control-plane", &unreachable],
+            "cannot reach the control plane",
+        ),
+    ] {
+        let out = warden(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
