@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job: builds Warden and the example agents, then runs each example
-# with `warden run`, printing its real output.
+# The main job: builds Warden and the example agents, starts `warden dev`
+# (control plane + node in one process, SQLite under a data dir), publishes
+# the examples to its registry, submits runs through the control plane and
+# prints their results.
 #
-# LLM examples talk to the provider in WARDEN_LLM_BASE_URL (with the key in
-# WARDEN_LLM_API_KEY and the model in WARDEN_DEMO_MODEL) when set. Otherwise
-# they use demo-services, a stand-in OpenAI-compatible server on loopback,
-# which also serves the small web page the HTTP examples fetch (this
-# machine may have no other network).
+# LLM examples talk to the provider in WARDEN_LLM_BASE_URL (key in
+# WARDEN_LLM_API_KEY, model in WARDEN_DEMO_MODEL) when set. Otherwise they use
+# demo-services, a stand-in OpenAI-compatible server on loopback, which also
+# serves the small page the HTTP examples fetch (this machine may have no
+# other network).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +21,19 @@ cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml
 
 WARDEN=target/debug/warden
 AGENTS=target/guests/wasm32-wasip2/release
-export WARDEN_DATA_DIR="${WARDEN_DATA_DIR:-$PWD/target/demo-data}"
+DATA="${WARDEN_DEMO_DATA:-$PWD/target/demo-data}"
+rm -rf "$DATA"
+mkdir -p "$DATA"
 
-services_log=$(mktemp)
+services_log="$DATA/demo-services.out"
 target/debug/demo-services >"$services_log" &
-services_pid=$!
-trap 'kill $services_pid 2>/dev/null; rm -f "$services_log"' EXIT
-for _ in $(seq 50); do [ -s "$services_log" ] && break; sleep 0.1; done
+pids=($!)
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 100); do [ -s "$services_log" ] && break; sleep 0.1; done
 WEB=$(head -n1 "$services_log")
 if [ -z "${WARDEN_LLM_BASE_URL:-}" ]; then
   export WARDEN_LLM_BASE_URL="$WEB/v1"
@@ -33,24 +41,48 @@ if [ -z "${WARDEN_LLM_BASE_URL:-}" ]; then
 fi
 MODEL="${WARDEN_DEMO_MODEL:-demo-model}"
 
-run() {
+echo "==> starting warden dev (data in $DATA)"
+"$WARDEN" dev --listen 127.0.0.1:0 --data-dir "$DATA" --slots 4 >"$DATA/dev.out" 2>"$DATA/dev.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q "listening on" "$DATA/dev.out" 2>/dev/null && break; sleep 0.1; done
+export WARDEN_CONTROL_PLANE=$(grep -o 'http://[0-9.:]*' "$DATA/dev.out" | head -n1)
+echo "    control plane at $WARDEN_CONTROL_PLANE"
+
+echo
+echo "==> publishing the examples"
+for agent in hello kv_counter http_fetch llm_summarize research_agent; do
+  "$WARDEN" publish "$AGENTS/$agent.wasm" "${agent//_/-}@0.1.0"
+done
+
+submit() {
   echo
-  echo "==> warden run $*"
-  "$WARDEN" run "$@"
+  echo "==> warden submit $* --wait"
+  "$WARDEN" submit "$@" --wait
 }
 
-run "$AGENTS/hello.wasm" --input '{"name":"Warden"}'
-run "$AGENTS/kv_counter.wasm" --input '{"key":"demo-visits"}'
-run "$AGENTS/kv_counter.wasm" --input '{"key":"demo-visits"}'
-run "$AGENTS/http_fetch.wasm" --input "{\"url\":\"$WEB/docs/wasm\"}" --allow-http "$WEB"
+submit hello@0.1.0 --input '{"name":"Warden"}'
+submit kv-counter@0.1.0 --input '{"key":"demo-visits"}'
+submit kv-counter@0.1.0 --input '{"key":"demo-visits"}'
+submit http-fetch@0.1.0 --input "{\"url\":\"$WEB/docs/wasm\"}" --allow-http "$WEB"
 echo
 echo "==> the same fetch without --allow-http is refused (exit 1 expected):"
-"$WARDEN" run "$AGENTS/http_fetch.wasm" --input "{\"url\":\"$WEB/docs/wasm\"}" || true
-run "$AGENTS/llm_summarize.wasm" --allow-model "$MODEL" --max-tokens 500 \
+"$WARDEN" submit http-fetch@0.1.0 --input "{\"url\":\"$WEB/docs/wasm\"}" --wait || true
+submit llm-summarize@0.1.0 --allow-model "$MODEL" --max-tokens 500 \
   --input "{\"model\":\"$MODEL\",\"text\":\"Warden runs each AI agent as a fresh WebAssembly component instance under hard budgets for time, fuel, memory, tokens and cost, with only the capabilities the host grants.\",\"max_words\":20}"
-run "$AGENTS/research_agent.wasm" --allow-model "$MODEL" --allow-http "$WEB" --max-tokens 4000 \
+submit research-agent@0.1.0 --allow-model "$MODEL" --allow-http "$WEB" --max-tokens 4000 \
   --input "{\"model\":\"$MODEL\",\"question\":\"What is WebAssembly? Start at $WEB/docs/wasm\"}"
 echo
 echo "==> the research agent with a 300-token budget stops cleanly:"
-run "$AGENTS/research_agent.wasm" --allow-model "$MODEL" --allow-http "$WEB" --max-tokens 300 \
+submit research-agent@0.1.0 --allow-model "$MODEL" --allow-http "$WEB" --max-tokens 300 \
   --input "{\"model\":\"$MODEL\",\"question\":\"What is WebAssembly? Start at $WEB/docs/wasm\"}"
+
+echo
+echo "==> warden runs list"
+"$WARDEN" runs list
+echo
+echo "==> warden nodes list"
+"$WARDEN" nodes list
+echo
+echo "==> the same agents also run locally, without a control plane:"
+echo "==> warden run $AGENTS/hello.wasm --input '{\"name\":\"local\"}'"
+"$WARDEN" run "$AGENTS/hello.wasm" --input '{"name":"local"}' --data-dir "$DATA/local"
