@@ -59,6 +59,9 @@ pub struct ControlPlane {
     pub(crate) config: ControlPlaneConfig,
     pub(crate) changed: Arc<Notify>,
     pub(crate) validator: Arc<dyn ComponentValidator>,
+    /// name@version -> digest; safe to cache because versions are immutable.
+    resolved:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, warden_proto::v1::ResolveResponse>>>,
 }
 
 impl ControlPlane {
@@ -72,7 +75,25 @@ impl ControlPlane {
             config,
             changed: Arc::new(Notify::new()),
             validator,
+            resolved: Arc::default(),
         }
+    }
+
+    /// [`Store::resolve`], remembering hits.
+    pub(crate) fn resolve_cached(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> store::StoreResult<Result<warden_proto::v1::ResolveResponse, bool>> {
+        let key = format!("{name}@{version}");
+        if let Some(hit) = self.resolved.lock().unwrap().get(&key) {
+            return Ok(Ok(hit.clone()));
+        }
+        let found = self.store.resolve(name, version)?;
+        if let Ok(r) = &found {
+            self.resolved.lock().unwrap().insert(key, r.clone());
+        }
+        Ok(found)
     }
 
     pub fn store(&self) -> &Store {

@@ -207,7 +207,7 @@ impl run_service_server::RunService for ControlPlane {
     ) -> Result<Response<SubmitResponse>, Status> {
         let r = req.into_inner();
         let (name, version) = parse_reference(&r.agent)?;
-        let resolved = match self.store.resolve(name, version)? {
+        let resolved = match self.resolve_cached(name, version)? {
             Ok(resolved) => resolved,
             Err(true) => {
                 return Err(Status::not_found(format!(

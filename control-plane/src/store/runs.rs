@@ -1,7 +1,7 @@
 //! Runs, attempts and leases: submit, lease to a node, ack, renew, complete,
 //! fail (with retry, backoff and dead-lettering), cancel, expire.
 
-use super::{Store, StoreError, StoreResult, next_token, now_ms, optional};
+use super::{Store, StoreResult, next_token, now_ms, optional};
 use prost::Message;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use std::collections::BTreeMap;
@@ -88,28 +88,40 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
 impl Store {
     pub fn insert_run(&self, run: &NewRun) -> StoreResult<Run> {
         let now = now_ms();
+        let max_attempts = run.max_attempts.max(1);
         self.with_tx(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
                                    max_attempts, not_before, traceparent, created, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9)",
-                params![
-                    run.id,
-                    run.agent,
-                    run.digest,
-                    run.input,
-                    run.budget.encode_to_vec(),
-                    run.grant.encode_to_vec(),
-                    serde_json::to_string(&run.selector).unwrap_or_default(),
-                    run.max_attempts.max(1),
-                    now,
-                    run.traceparent,
-                ],
-            )?;
+            )?
+            .execute(params![
+                run.id,
+                run.agent,
+                run.digest,
+                run.input,
+                run.budget.encode_to_vec(),
+                run.grant.encode_to_vec(),
+                serde_json::to_string(&run.selector).unwrap_or_default(),
+                max_attempts,
+                now,
+                run.traceparent,
+            ])?;
             Ok(())
         })?;
-        self.get_run(&run.id)?
-            .ok_or_else(|| StoreError::Corrupt("inserted run vanished".into()))
+        // What was just written; no need to read it back.
+        Ok(Run {
+            run_id: run.id.clone(),
+            agent: run.agent.clone(),
+            component_digest: run.digest.clone(),
+            state: "queued".into(),
+            attempt: 0,
+            max_attempts,
+            input: run.input.clone(),
+            created_unix_ms: now,
+            updated_unix_ms: now,
+            ..Run::default()
+        })
     }
 
     /// A run with its attempts.

@@ -281,17 +281,17 @@ impl NodeAgent {
             attempt: lease.attempt,
             token: lease.token,
         };
-        if let Err(e) = self
-            .leases()
-            .ack(pb::AckRequest {
-                lease: Some(lease_ref.clone()),
-            })
-            .await
-            && e.code() == Code::FailedPrecondition
-        {
-            tracing::info!("lease no longer current; skipping");
-            return;
-        }
+        // Ack without waiting: the run starts at once, and a lease that is no
+        // longer current is caught by the renew loop or rejected on report.
+        let mut leases = self.leases();
+        let ack = pb::AckRequest {
+            lease: Some(lease_ref.clone()),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = leases.ack(ack).await {
+                tracing::debug!(error = %e.message(), "ack failed");
+            }
+        });
         let cancel = CancelToken::default();
         self.active.lock().unwrap().insert(
             lease.run_id.clone(),

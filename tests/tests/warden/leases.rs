@@ -538,3 +538,52 @@ fn cli_errors_name_the_problem() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_go_only_to_nodes_with_the_selected_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let port = free_port();
+    let (_cp, url) =
+        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
+    let _eu = cluster::node(
+        &bin(),
+        &url,
+        "node-eu",
+        tmp.path(),
+        &["--label", "region=eu"],
+        &logs,
+    );
+    let _us = cluster::node(
+        &bin(),
+        &url,
+        "node-us",
+        tmp.path(),
+        &["--label", "region=us"],
+        &logs,
+    );
+    let ch = connect(&url).await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            submit(ch.clone(), "hello@1", &i.to_string(), |r| {
+                r.node_selector.insert("region".into(), "eu".into());
+            })
+            .await,
+        );
+    }
+    // No node matches: the run waits in the queue.
+    let nowhere = submit(ch.clone(), "hello@1", "0", |r| {
+        r.node_selector.insert("region".into(), "mars".into());
+    })
+    .await;
+    for id in &ids {
+        let run = wait_run(ch.clone(), id, Duration::from_secs(30), |r| {
+            r.state == "succeeded"
+        })
+        .await;
+        assert_eq!(run.attempts[0].node_id, "node-eu");
+    }
+    assert_eq!(get_run(ch.clone(), &nowhere).await.state, "queued");
+}

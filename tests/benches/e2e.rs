@@ -1,0 +1,139 @@
+//! End-to-end throughput and latency: a control plane and one node on this
+//! machine (in one process, talking real gRPC over loopback), N `hello` runs
+//! submitted by concurrent clients. Reports completed runs/s and
+//! submit→complete latency p50/p99 (from the control plane's own records).
+//!
+//! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS]`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden_control_plane::{ComponentValidator, ControlPlane, ControlPlaneConfig, Store};
+use warden_host::node::{NodeAgent, NodeOptions};
+use warden_proto::v1 as pb;
+use warden_tests::cluster::{connect, publish};
+use warden_tests::{examples, sandbox_with};
+
+struct AcceptAll;
+impl ComponentValidator for AcceptAll {
+    fn validate(&self, _: &str, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let slots: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("cp.sqlite3")).unwrap();
+    let cp = ControlPlane::new(store, ControlPlaneConfig::default(), Arc::new(AcceptAll));
+    let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(cp.clone().serve(listener, std::future::pending()));
+
+    let sandbox = sandbox_with(&dir.path().join("node"), |c| c.engine.pool_slots = slots);
+    let node = NodeAgent::new(
+        sandbox,
+        NodeOptions {
+            control_plane: url.clone(),
+            node_id: "bench-node".into(),
+            labels: Default::default(),
+            slots,
+            drain_grace: Duration::from_secs(1),
+        },
+        &dir.path().join("node"),
+    )
+    .unwrap();
+    tokio::spawn(node.run(std::future::pending()));
+
+    let ch = connect(&url).await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    // Warm up: compile and load the component on the node.
+    let warm = warden_tests::cluster::submit(ch.clone(), "hello@1", "{}", |_| {}).await;
+    warden_tests::cluster::wait_run(ch.clone(), &warm, Duration::from_secs(60), |r| {
+        r.state == "succeeded"
+    })
+    .await;
+
+    eprintln!("submitting {runs} runs (node slots: {slots})");
+    let started = Instant::now();
+    let clients = 8;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let ch = ch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = pb::run_service_client::RunServiceClient::new(ch);
+            let mut ids = Vec::new();
+            for i in (c..runs).step_by(clients) {
+                let run = client
+                    .submit(pb::SubmitRequest {
+                        agent: "hello@1".into(),
+                        input: format!("{{\"i\":{i}}}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .run
+                    .unwrap();
+                ids.push(run.run_id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    let submitted = started.elapsed();
+
+    // Wait for all to finish.
+    loop {
+        let done = cp
+            .store()
+            .list_runs(&warden_control_plane::store::RunFilter {
+                state: Some("succeeded".into()),
+                limit: (runs + 10) as u32,
+            });
+        // The runs plus the warm-up run.
+        if done.map(|d| d.len()).unwrap_or(0) > runs {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            panic!("runs did not finish in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let mut latencies: Vec<i64> = ids
+        .iter()
+        .map(|id| {
+            let r = cp.store().get_run(id).unwrap().unwrap();
+            assert_eq!(r.state, "succeeded");
+            r.updated_unix_ms - r.created_unix_ms
+        })
+        .collect();
+    latencies.sort_unstable();
+    println!(
+        "e2e: {runs} runs in {:.2} s = {:.0} runs/s completed; submit phase {:.2} s ({:.0} submits/s); \
+         submit->complete latency p50 {} ms, p99 {} ms, max {} ms",
+        elapsed.as_secs_f64(),
+        runs as f64 / elapsed.as_secs_f64(),
+        submitted.as_secs_f64(),
+        runs as f64 / submitted.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap(),
+    );
+}
