@@ -13,6 +13,57 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
 }
 
+/// A control plane process on a free port, with its database and logs in a
+/// temp dir, and helpers to start nodes against it.
+struct TestCluster {
+    tmp: tempfile::TempDir,
+    port: u16,
+    url: String,
+}
+
+impl TestCluster {
+    fn start(cp_args: &[&str]) -> (Self, cluster::Proc) {
+        let tmp = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let (cp, url) = cluster::control_plane(
+            &bin(),
+            port,
+            &tmp.path().join("cp.sqlite3"),
+            cp_args,
+            &cluster::log_dir(tmp.path()),
+        );
+        (TestCluster { tmp, port, url }, cp)
+    }
+
+    /// Restarts the control plane on the same port and database.
+    fn restart(&self, cp_args: &[&str]) -> cluster::Proc {
+        let db = self.tmp.path().join("cp.sqlite3");
+        cluster::control_plane(
+            &bin(),
+            self.port,
+            &db,
+            cp_args,
+            &cluster::log_dir(self.tmp.path()),
+        )
+        .0
+    }
+
+    fn node(&self, id: &str, args: &[&str]) -> cluster::Proc {
+        cluster::node(
+            &bin(),
+            &self.url,
+            id,
+            self.tmp.path(),
+            args,
+            &cluster::log_dir(self.tmp.path()),
+        )
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        connect(&self.url).await
+    }
+}
+
 fn sleeper_input(ms: u64, tag: impl Into<serde_json::Value>) -> String {
     let tag: serde_json::Value = tag.into();
     serde_json::json!({ "ms": ms, "tag": tag }).to_string()
@@ -20,14 +71,10 @@ fn sleeper_input(ms: u64, tag: impl Into<serde_json::Value>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_runs_over_two_nodes_are_each_recorded_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) =
-        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
-    let _a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "8"], &logs);
-    let _b = cluster::node(&bin(), &url, "node-b", tmp.path(), &["--slots", "8"], &logs);
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&[]);
+    let _a = c.node("node-a", &["--slots", "8"]);
+    let _b = c.node("node-b", &["--slots", "8"]);
+    let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1.0.0").await;
 
     let mut ids = Vec::new();
@@ -55,18 +102,9 @@ async fn two_hundred_runs_over_two_nodes_are_each_recorded_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_run_is_re_leased_after_expiry() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) = cluster::control_plane(
-        &bin(),
-        port,
-        &tmp.path().join("cp.sqlite3"),
-        &["--lease-ttl", "2s", "--node-timeout", "60s"],
-        &logs,
-    );
-    let a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "2"], &logs);
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&["--lease-ttl", "2s", "--node-timeout", "60s"]);
+    let a = c.node("node-a", &["--slots", "2"]);
+    let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
     let id = submit(
         ch.clone(),
@@ -81,7 +119,7 @@ async fn a_killed_nodes_run_is_re_leased_after_expiry() {
     .await;
 
     a.signal("KILL");
-    let _b = cluster::node(&bin(), &url, "node-b", tmp.path(), &["--slots", "2"], &logs);
+    let _b = c.node("node-b", &["--slots", "2"]);
     let run = wait_run(ch.clone(), &id, Duration::from_secs(30), |r| {
         r.state == "succeeded"
     })
@@ -96,18 +134,9 @@ async fn a_killed_nodes_run_is_re_leased_after_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_nodes_late_result_is_not_recorded() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) = cluster::control_plane(
-        &bin(),
-        port,
-        &tmp.path().join("cp.sqlite3"),
-        &["--lease-ttl", "2s", "--node-timeout", "60s"],
-        &logs,
-    );
-    let a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "2"], &logs);
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&["--lease-ttl", "2s", "--node-timeout", "60s"]);
+    let a = c.node("node-a", &["--slots", "2"]);
+    let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
     let id = submit(ch.clone(), "sleeper@1", &sleeper_input(1500, "x"), |r| {
         r.max_attempts = 5
@@ -119,7 +148,7 @@ async fn a_paused_nodes_late_result_is_not_recorded() {
     .await;
 
     a.signal("STOP");
-    let _b = cluster::node(&bin(), &url, "node-b", tmp.path(), &["--slots", "2"], &logs);
+    let _b = c.node("node-b", &["--slots", "2"]);
     let run = wait_run(ch.clone(), &id, Duration::from_secs(30), |r| {
         r.state == "succeeded"
     })
@@ -142,13 +171,9 @@ async fn a_paused_nodes_late_result_is_not_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_killed_mid_flight_loses_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let db = tmp.path().join("cp.sqlite3");
-    let (cp, url) = cluster::control_plane(&bin(), port, &db, &["--lease-ttl", "5s"], &logs);
-    let _a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "4"], &logs);
-    let ch = connect(&url).await;
+    let (c, cp) = TestCluster::start(&["--lease-ttl", "5s"]);
+    let _a = c.node("node-a", &["--slots", "4"]);
+    let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -162,8 +187,8 @@ async fn a_control_plane_killed_mid_flight_loses_nothing() {
     cp.signal("KILL");
     drop(cp);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_cp, url) = cluster::control_plane(&bin(), port, &db, &["--lease-ttl", "5s"], &logs);
-    let ch = connect(&url).await;
+    let _cp = c.restart(&["--lease-ttl", "5s"]);
+    let ch = c.channel().await;
     for (i, id) in ids.iter().enumerate() {
         let run = wait_run(ch.clone(), id, Duration::from_secs(60), |r| {
             r.state == "succeeded"
@@ -182,13 +207,9 @@ async fn a_control_plane_killed_mid_flight_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_agent_within_a_second() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) =
-        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
-    let _a = cluster::node(&bin(), &url, "node-a", tmp.path(), &["--slots", "1"], &logs);
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&[]);
+    let _a = c.node("node-a", &["--slots", "1"]);
+    let ch = c.channel().await;
     publish(ch.clone(), components::SPIN, "spin@1").await;
     let id = submit(ch.clone(), "spin@1", "null", |r| {
         r.budget = Some(pb::Budget {
@@ -229,20 +250,9 @@ async fn cancel_stops_a_running_agent_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_requeues_what_does_not_finish() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) =
-        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
-    let mut a = cluster::node(
-        &bin(),
-        &url,
-        "node-a",
-        tmp.path(),
-        &["--slots", "2", "--drain-grace", "1s"],
-        &logs,
-    );
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&[]);
+    let mut a = c.node("node-a", &["--slots", "2", "--drain-grace", "1s"]);
+    let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
     let short = submit(
         ch.clone(),
@@ -371,17 +381,8 @@ fn fail(l: &pb::Lease, kind: pb::FailureKind) -> pb::FailRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_recorded_exactly_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) = cluster::control_plane(
-        &bin(),
-        port,
-        &tmp.path().join("cp.sqlite3"),
-        &["--lease-ttl", "1s", "--node-timeout", "60s"],
-        &logs,
-    );
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&["--lease-ttl", "1s", "--node-timeout", "60s"]);
+    let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
 
@@ -452,12 +453,8 @@ async fn results_are_recorded_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_failures_back_off_then_dead_letter() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) =
-        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&[]);
+    let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
     let id = submit(ch.clone(), "hello@1", "null", |r| r.max_attempts = 4).await;
@@ -490,15 +487,11 @@ async fn retryable_failures_back_off_then_dead_letter() {
 
 #[test]
 fn cli_errors_name_the_problem() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) =
-        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
+    let (c, _cp) = TestCluster::start(&[]);
     let warden = |args: &[&str]| {
         std::process::Command::new(bin())
             .args(args)
-            .env("WARDEN_CONTROL_PLANE", &url)
+            .env("WARDEN_CONTROL_PLANE", &c.url)
             .output()
             .unwrap()
     };
@@ -541,28 +534,10 @@ fn cli_errors_name_the_problem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_go_only_to_nodes_with_the_selected_labels() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let port = free_port();
-    let (_cp, url) =
-        cluster::control_plane(&bin(), port, &tmp.path().join("cp.sqlite3"), &[], &logs);
-    let _eu = cluster::node(
-        &bin(),
-        &url,
-        "node-eu",
-        tmp.path(),
-        &["--label", "region=eu"],
-        &logs,
-    );
-    let _us = cluster::node(
-        &bin(),
-        &url,
-        "node-us",
-        tmp.path(),
-        &["--label", "region=us"],
-        &logs,
-    );
-    let ch = connect(&url).await;
+    let (c, _cp) = TestCluster::start(&[]);
+    let _eu = c.node("node-eu", &["--label", "region=eu"]);
+    let _us = c.node("node-us", &["--label", "region=us"]);
+    let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -586,4 +561,40 @@ async fn runs_go_only_to_nodes_with_the_selected_labels() {
         assert_eq!(run.attempts[0].node_id, "node-eu");
     }
     assert_eq!(get_run(ch.clone(), &nowhere).await.state, "queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
+    let (c, _cp) = TestCluster::start(&["--lease-ttl", "60s", "--node-timeout", "2s"]);
+    let a = c.node("node-a", &["--slots", "1"]);
+    let ch = c.channel().await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    let id = submit(ch.clone(), "sleeper@1", &sleeper_input(1000, "ok"), |_| {}).await;
+    wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
+        r.state == "running"
+    })
+    .await;
+
+    a.signal("KILL");
+    let started = Instant::now();
+    let _b = c.node("node-b", &["--slots", "1"]);
+    let run = wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
+        r.state == "succeeded"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.attempts[0].outcome, "expired");
+    assert_eq!(run.attempts.last().unwrap().node_id, "node-b");
+    let nodes = NodeServiceClient::new(ch.clone())
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let a = nodes.iter().find(|n| n.node_id == "node-a").unwrap();
+    assert_eq!(a.state, "lost");
 }
