@@ -121,18 +121,7 @@ impl RunRequest {
 
 /// A random run id (128 bits, hex).
 pub fn new_run_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut id = String::with_capacity(32);
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        id.push_str(&format!("{:016x}", h.finish()));
-    }
-    id
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// How a run ended.
