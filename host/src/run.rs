@@ -253,8 +253,7 @@ impl Sandbox {
             () = cancel.cancelled() => Ok(Err(BudgetTrap::Cancelled.into())),
         };
         let fuel_used = fuel_start.and_then(|start| store.get_fuel().ok().map(|left| start - left));
-        let stdout = store.data().log.pipe(LogSource::Stdout);
-        stdout.finish();
+        log.finish_stdio();
 
         let result = match result {
             Err(_elapsed) => Err(RunFailure::new(

@@ -2,6 +2,7 @@
 
 use crate::{failure_kind, output};
 use std::time::{Duration, Instant};
+use warden_host::capability::logging::LogSource;
 use warden_host::{FailureKind, RunBudget, RunRequest};
 use warden_tests::{components, examples, load, sandbox};
 
@@ -126,12 +127,18 @@ async fn oversized_output_and_logs_fail_as_output_too_large() {
     let outcome = sb
         .run(
             &big,
-            RunRequest::new("big", r#"{"bytes": 3000, "log_lines": 3}"#),
+            RunRequest::new(
+                "big",
+                r#"{"bytes": 3000, "log_lines": 3, "tail": "no newline"}"#,
+            ),
         )
         .await;
     assert_eq!(output(&outcome).as_str().unwrap().len(), 3000);
-    assert_eq!(outcome.logs.len(), 3);
+    assert_eq!(outcome.logs.len(), 4);
     assert!(outcome.logs[2].message.starts_with("log line 2"));
+    // A last line without a newline is kept, not dropped.
+    assert_eq!(outcome.logs[3].message, "no newline");
+    assert_eq!(outcome.logs[3].source, LogSource::Stderr);
 }
 
 #[tokio::test]

@@ -39,6 +39,10 @@ pub struct RunLog {
     meter: Arc<RunMeter>,
     /// Also print each line to the host's stderr as it arrives.
     echo: bool,
+    /// Bytes after the last newline of stdout and stderr, kept until the
+    /// line completes. Shared by every pipe of a stream.
+    stdout_partial: Arc<Mutex<Vec<u8>>>,
+    stderr_partial: Arc<Mutex<Vec<u8>>>,
 }
 
 impl RunLog {
@@ -47,6 +51,8 @@ impl RunLog {
             lines: Arc::default(),
             meter,
             echo,
+            stdout_partial: Arc::default(),
+            stderr_partial: Arc::default(),
         }
     }
 
@@ -93,11 +99,22 @@ impl RunLog {
 
     /// A `StdoutStream` for the guest's stdout or stderr.
     pub fn pipe(&self, source: LogSource) -> StdioPipe {
+        let partial = match source {
+            LogSource::Stderr => self.stderr_partial.clone(),
+            _ => self.stdout_partial.clone(),
+        };
         StdioPipe {
             log: self.clone(),
             source,
-            partial: Arc::default(),
+            partial,
         }
+    }
+
+    /// Keeps the last stdout and stderr lines a guest wrote without a
+    /// newline (at the end of a run).
+    pub fn finish_stdio(&self) {
+        self.pipe(LogSource::Stdout).finish();
+        self.pipe(LogSource::Stderr).finish();
     }
 }
 
@@ -127,7 +144,7 @@ impl logging::Host for RunLog {
 pub struct StdioPipe {
     log: RunLog,
     source: LogSource,
-    /// Bytes after the last newline, kept until the line completes.
+    /// The stream's bytes after its last newline (owned by the `RunLog`).
     partial: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -156,8 +173,8 @@ impl StdioPipe {
         })
     }
 
-    /// Flushes a last line without a newline (at the end of a run).
-    pub fn finish(&self) {
+    /// Flushes a last line without a newline.
+    fn finish(&self) {
         let line = std::mem::take(&mut *self.partial.lock().unwrap());
         if !line.is_empty() {
             let _ = self.emit(&line);
