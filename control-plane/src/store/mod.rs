@@ -11,7 +11,7 @@ mod registry;
 mod runs;
 
 pub use registry::Published;
-pub(crate) use runs::is_terminal;
+pub use runs::is_terminal;
 pub use runs::{LeaseCheck, NewRun, RunFilter, backoff_ms};
 
 use rusqlite::{Connection, OptionalExtension};

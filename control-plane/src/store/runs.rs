@@ -55,7 +55,9 @@ pub fn backoff_ms(attempt: u32) -> i64 {
 
 const TERMINAL: &[&str] = &["succeeded", "failed", "dead_lettered", "cancelled"];
 
-pub(crate) fn is_terminal(state: &str) -> bool {
+/// Whether a run in `state` has ended (succeeded, failed, dead-lettered or
+/// cancelled).
+pub fn is_terminal(state: &str) -> bool {
     TERMINAL.contains(&state)
 }
 

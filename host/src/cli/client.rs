@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tonic::transport::Channel;
+use warden_control_plane::store::is_terminal;
 use warden_proto::v1 as pb;
 use warden_proto::v1::node_service_client::NodeServiceClient;
 use warden_proto::v1::registry_service_client::RegistryServiceClient;
@@ -169,13 +170,6 @@ fn outcome_of(run: &pb::Run) -> RunOutcome {
     }
 }
 
-fn terminal(state: &str) -> bool {
-    matches!(
-        state,
-        "succeeded" | "failed" | "dead_lettered" | "cancelled"
-    )
-}
-
 /// Follows a run until it ends; prints state changes to stderr.
 async fn wait_for(
     client: &mut RunServiceClient<Channel>,
@@ -195,7 +189,7 @@ async fn wait_for(
             eprintln!("  {} {} (attempt {})", run.run_id, run.state, run.attempt);
         }
         last = Some(run.state.clone());
-        if terminal(&run.state) {
+        if is_terminal(&run.state) {
             return Ok(run);
         }
     }
@@ -349,7 +343,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let note = if run.cancel_requested && !terminal(&run.state) {
+            let note = if run.cancel_requested && !is_terminal(&run.state) {
                 " (cancel requested; the node stops it)"
             } else {
                 ""
