@@ -150,6 +150,16 @@ impl ControlPlane {
     }
 }
 
+/// Splits `name@version`; the error names the problem.
+pub fn split_reference(reference: &str) -> Result<(&str, &str), String> {
+    match reference.split_once('@') {
+        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok((name, version)),
+        _ => Err(format!(
+            "`{reference}` is not NAME@VERSION (e.g. hello@1.0.0)"
+        )),
+    }
+}
+
 /// Binds `addr` (port 0 for any) for [`ControlPlane::serve`].
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await

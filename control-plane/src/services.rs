@@ -34,14 +34,8 @@ fn lease_ref(l: Option<LeaseRef>) -> Result<LeaseRef, Status> {
     l.ok_or_else(|| Status::invalid_argument("missing lease"))
 }
 
-/// Splits `name@version`.
-pub(crate) fn parse_reference(reference: &str) -> Result<(&str, &str), Status> {
-    match reference.split_once('@') {
-        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok((name, version)),
-        _ => Err(Status::invalid_argument(format!(
-            "`{reference}` is not NAME@VERSION (e.g. hello@1.0.0)"
-        ))),
-    }
+fn parse_reference(reference: &str) -> Result<(&str, &str), Status> {
+    crate::split_reference(reference).map_err(Status::invalid_argument)
 }
 
 /// A random run id, 128 bits in hex.

@@ -70,16 +70,8 @@ pub(crate) struct PublishArgs {
 }
 
 pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    let Some((name, version)) = args
-        .reference
-        .split_once('@')
-        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
-    else {
-        bail!(
-            "`{}` is not NAME@VERSION (e.g. hello@1.0.0)",
-            args.reference
-        );
-    };
+    let (name, version) =
+        warden_control_plane::split_reference(&args.reference).map_err(anyhow::Error::msg)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read component {}", args.file.display()))?;
     let mut client = RegistryServiceClient::new(args.remote.channel().await?);
