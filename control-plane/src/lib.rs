@@ -16,7 +16,8 @@ pub use store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+use warden_proto::v1::Run;
 
 /// Checks that published bytes are a component of the agent world. The
 /// control plane does not embed the wasm engine; the binary supplies one.
@@ -62,6 +63,16 @@ pub struct ControlPlane {
     /// name@version -> digest; safe to cache because versions are immutable.
     resolved:
         Arc<std::sync::Mutex<std::collections::HashMap<String, warden_proto::v1::ResolveResponse>>>,
+    submits: Arc<SubmitQueue>,
+}
+
+/// Group commit for Submit: runs submitted concurrently are inserted in one
+/// transaction. Each submit queues its run, then takes its turn at
+/// `commit`; whoever holds the turn inserts everything queued so far.
+#[derive(Default)]
+struct SubmitQueue {
+    queued: std::sync::Mutex<Vec<(store::NewRun, oneshot::Sender<Result<Run, String>>)>>,
+    commit: tokio::sync::Mutex<()>,
 }
 
 impl ControlPlane {
@@ -76,6 +87,43 @@ impl ControlPlane {
             changed: Arc::new(Notify::new()),
             validator,
             resolved: Arc::default(),
+            submits: Arc::default(),
+        }
+    }
+
+    /// Inserts a queued run, sharing the transaction with concurrent
+    /// submits. Runs in its own task, so a client that goes away cannot
+    /// leave a run queued but uncommitted.
+    pub(crate) async fn insert_run(&self, run: store::NewRun) -> Result<Run, tonic::Status> {
+        let (reply, answer) = oneshot::channel();
+        self.submits.queued.lock().unwrap().push((run, reply));
+        let cp = self.clone();
+        tokio::spawn(async move {
+            let _turn = cp.submits.commit.lock().await;
+            let batch = std::mem::take(&mut *cp.submits.queued.lock().unwrap());
+            if batch.is_empty() {
+                return; // an earlier turn took ours
+            }
+            let (runs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match cp.store.insert_runs(&runs) {
+                Ok(rows) => {
+                    for (row, reply) in rows.into_iter().zip(replies) {
+                        let _ = reply.send(Ok(row));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, runs = runs.len(), "cannot insert runs");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            cp.changed.notify_waiters();
+        });
+        match answer.await {
+            Ok(Ok(run)) => Ok(run),
+            Ok(Err(e)) => Err(tonic::Status::internal(e)),
+            Err(_) => Err(tonic::Status::internal("the submit was dropped")),
         }
     }
 
@@ -112,7 +160,11 @@ impl ControlPlane {
             registry_service_server::RegistryServiceServer, run_service_server::RunServiceServer,
         };
         let reaper = tokio::spawn(self.clone().reap());
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Small messages (leases, acks, results) must not wait for Nagle.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |conn| conn.and_then(|c| c.set_nodelay(true).map(|()| c)),
+        );
         let max = self.config.max_component_bytes + (1 << 20);
         let result = tonic::transport::Server::builder()
             .add_service(NodeServiceServer::new(self.clone()))

@@ -2,7 +2,9 @@
 //! and the lease stream with its flow control.
 
 use crate::ControlPlane;
-use crate::store::{LeaseCheck, NewRun, Published, RunFilter, StoreError, is_terminal};
+use crate::store::{
+    LeaseCheck, NewRun, Outcome, Published, RunFilter, RunReport, StoreError, is_terminal,
+};
 use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::time::Duration;
@@ -21,6 +23,7 @@ impl From<StoreError> for Status {
     }
 }
 
+/// The answer to a single Complete or Fail.
 fn lease_answer(check: LeaseCheck) -> Result<Response<ResultResponse>, Status> {
     match check {
         LeaseCheck::Recorded => Ok(Response::new(ResultResponse { recorded: true })),
@@ -30,17 +33,19 @@ fn lease_answer(check: LeaseCheck) -> Result<Response<ResultResponse>, Status> {
     }
 }
 
-fn lease_ref(l: Option<LeaseRef>) -> Result<LeaseRef, Status> {
-    l.ok_or_else(|| Status::invalid_argument("missing lease"))
-}
-
 fn parse_reference(reference: &str) -> Result<(&str, &str), Status> {
     crate::split_reference(reference).map_err(Status::invalid_argument)
 }
 
-/// A random run id, 128 bits in hex.
+/// A run id: 48 bits of milliseconds then 80 random bits, in hex. Ids made
+/// later sort later, so new rows land at the end of the id indexes instead
+/// of dirtying pages all over them.
 fn new_run_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let random = rand::random::<u128>() >> 48;
+    format!(
+        "{:012x}{random:020x}",
+        crate::store::now_ms() as u64 & 0xffff_ffff_ffff
+    )
 }
 
 #[tonic::async_trait]
@@ -140,14 +145,8 @@ impl lease_service_server::LeaseService for ControlPlane {
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
-        let lease = lease_ref(req.into_inner().lease)?;
-        if self.store.ack(&lease)? {
-            Ok(Response::new(AckResponse {}))
-        } else {
-            Err(Status::failed_precondition(
-                "the lease is no longer current",
-            ))
-        }
+        let stale = self.store.ack(&req.into_inner().leases)?;
+        Ok(Response::new(AckResponse { stale }))
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
@@ -170,24 +169,91 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<CompleteRequest>,
     ) -> Result<Response<ResultResponse>, Status> {
-        let r = req.into_inner();
-        let lease = lease_ref(r.lease)?;
-        let check = self
-            .store
-            .complete(&lease, &r.output, &r.usage.unwrap_or_default())?;
-        self.changed.notify_waiters();
-        lease_answer(check)
+        let r = RunResult {
+            result: Some(run_result::Result::Complete(req.into_inner())),
+        };
+        lease_answer(self.record_one(r)?)
     }
 
     async fn fail(&self, req: Request<FailRequest>) -> Result<Response<ResultResponse>, Status> {
-        let r = req.into_inner();
-        let lease = lease_ref(r.lease)?;
-        let kind = FailureKind::try_from(r.kind).unwrap_or(FailureKind::HostError);
-        let check = self
-            .store
-            .fail(&lease, kind, &r.message, &r.usage.unwrap_or_default())?;
+        let r = RunResult {
+            result: Some(run_result::Result::Fail(req.into_inner())),
+        };
+        lease_answer(self.record_one(r)?)
+    }
+
+    async fn report(
+        &self,
+        req: Request<ReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let results = req.into_inner().results;
+        let mut answers: Vec<Option<ReportAnswer>> = vec![None; results.len()];
+        let mut valid = Vec::with_capacity(results.len());
+        for (i, r) in results.iter().enumerate() {
+            match as_report(r) {
+                Ok(report) => valid.push((i, report)),
+                Err(message) => {
+                    answers[i] = Some(ReportAnswer {
+                        lease: None,
+                        status: ReportStatus::Rejected as i32,
+                        message,
+                    })
+                }
+            }
+        }
+        let reports: Vec<RunReport<'_>> = valid.iter().map(|(_, r)| *r).collect();
+        let checks = self.store.record(&reports)?;
         self.changed.notify_waiters();
-        lease_answer(check)
+        for ((i, report), check) in valid.iter().zip(checks) {
+            let (status, message) = match check {
+                LeaseCheck::Recorded => (ReportStatus::Recorded, String::new()),
+                LeaseCheck::AlreadyRecorded => (ReportStatus::AlreadyRecorded, String::new()),
+                LeaseCheck::Stale(m) | LeaseCheck::Conflict(m) => (ReportStatus::Rejected, m),
+                LeaseCheck::NotFound => (ReportStatus::Rejected, "no such run".to_string()),
+            };
+            answers[*i] = Some(ReportAnswer {
+                lease: Some(report.lease.clone()),
+                status: status as i32,
+                message,
+            });
+        }
+        Ok(Response::new(ReportResponse {
+            answers: answers.into_iter().flatten().collect(),
+        }))
+    }
+}
+
+/// A reported result as the store takes it; the error names what is missing.
+fn as_report(r: &RunResult) -> Result<RunReport<'_>, String> {
+    static NO_USAGE: std::sync::LazyLock<Usage> = std::sync::LazyLock::new(Usage::default);
+    let (lease, usage, outcome) = match &r.result {
+        Some(run_result::Result::Complete(c)) => {
+            (&c.lease, &c.usage, Outcome::Succeeded { output: &c.output })
+        }
+        Some(run_result::Result::Fail(f)) => (
+            &f.lease,
+            &f.usage,
+            Outcome::Failed {
+                kind: FailureKind::try_from(f.kind).unwrap_or(FailureKind::HostError),
+                message: &f.message,
+            },
+        ),
+        None => return Err("a result must be a complete or a fail".into()),
+    };
+    Ok(RunReport {
+        lease: lease.as_ref().ok_or("missing lease")?,
+        outcome,
+        usage: usage.as_ref().unwrap_or(&NO_USAGE),
+    })
+}
+
+impl crate::ControlPlane {
+    /// Records a single Complete or Fail.
+    fn record_one(&self, r: RunResult) -> Result<LeaseCheck, Status> {
+        let report = as_report(&r).map_err(Status::invalid_argument)?;
+        let check = self.store.record(&[report])?.remove(0);
+        self.changed.notify_waiters();
+        Ok(check)
     }
 }
 
@@ -219,22 +285,23 @@ impl run_service_server::RunService for ControlPlane {
                 "the input is not valid JSON: {e}"
             )));
         }
-        let run = self.store.insert_run(&NewRun {
-            id: new_run_id(),
-            agent: format!("{name}@{version}"),
-            digest: resolved.digest,
-            input: r.input,
-            budget: r.budget.unwrap_or_default(),
-            grant: r.grant.unwrap_or_default(),
-            selector: r.node_selector.into_iter().collect(),
-            max_attempts: if r.max_attempts == 0 {
-                self.config.default_max_attempts
-            } else {
-                r.max_attempts
-            },
-            traceparent: r.traceparent,
-        })?;
-        self.changed.notify_waiters();
+        let run = self
+            .insert_run(NewRun {
+                id: new_run_id(),
+                agent: format!("{name}@{version}"),
+                digest: resolved.digest,
+                input: r.input,
+                budget: r.budget.unwrap_or_default(),
+                grant: r.grant.unwrap_or_default(),
+                selector: r.node_selector.into_iter().collect(),
+                max_attempts: if r.max_attempts == 0 {
+                    self.config.default_max_attempts
+                } else {
+                    r.max_attempts
+                },
+                traceparent: r.traceparent,
+            })
+            .await?;
         Ok(Response::new(SubmitResponse { run: Some(run) }))
     }
 

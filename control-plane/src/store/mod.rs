@@ -12,7 +12,7 @@ mod runs;
 
 pub use registry::Published;
 pub use runs::is_terminal;
-pub use runs::{LeaseCheck, NewRun, RunFilter, backoff_ms};
+pub use runs::{LeaseCheck, NewRun, Outcome, RunFilter, RunReport, backoff_ms};
 
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
@@ -129,6 +129,8 @@ impl Store {
         }
         let mut conn = Connection::open(path).map_err(|e| open_err(&e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every hot statement stays prepared.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -172,11 +174,11 @@ impl Store {
 
 /// The next fencing token (monotonic, durable).
 fn next_token(tx: &rusqlite::Transaction<'_>) -> StoreResult<u64> {
-    let token: i64 = tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'fencing_token' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+    let token: i64 = tx
+        .prepare_cached(
+            "UPDATE counters SET value = value + 1 WHERE name = 'fencing_token' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
     Ok(token as u64)
 }
 

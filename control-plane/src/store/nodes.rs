@@ -12,13 +12,11 @@ impl Store {
         let labels: BTreeMap<_, _> = req.labels.iter().collect();
         let capacity = req.capacity.clone().unwrap_or_default();
         self.with_tx(|tx| {
-            tx.execute(
-                "INSERT INTO nodes (id, hostname, labels, capacity, state, free_slots, last_heartbeat)
+            tx.prepare_cached("INSERT INTO nodes (id, hostname, labels, capacity, state, free_slots, last_heartbeat)
                  VALUES (?1, ?2, ?3, ?4, 'ready', ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, labels = excluded.labels,
                      capacity = excluded.capacity, state = 'ready', free_slots = excluded.free_slots,
-                     last_heartbeat = excluded.last_heartbeat",
-                params![
+                     last_heartbeat = excluded.last_heartbeat")?.execute(params![
                     req.node_id,
                     req.hostname,
                     serde_json::to_string(&labels).unwrap_or_default(),
@@ -42,19 +40,21 @@ impl Store {
     ) -> StoreResult<bool> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let n = tx.execute(
-                "UPDATE nodes SET last_heartbeat = ?2, active_runs = ?3, free_slots = ?4,
+            let n = tx
+                .prepare_cached(
+                    "UPDATE nodes SET last_heartbeat = ?2, active_runs = ?3, free_slots = ?4,
                         state = CASE WHEN ?5 THEN 'ready' ELSE 'draining' END
                  WHERE id = ?1 AND state IN ('ready', 'draining')",
-                params![node_id, now, active, free, accepting],
-            )?;
+                )?
+                .execute(params![node_id, now, active, free, accepting])?;
             Ok(n == 1)
         })
     }
 
     pub fn deregister_node(&self, node_id: &str) -> StoreResult<()> {
         self.with_tx(|tx| {
-            tx.execute("UPDATE nodes SET state = 'gone' WHERE id = ?1", [node_id])?;
+            tx.prepare_cached("UPDATE nodes SET state = 'gone' WHERE id = ?1")?
+                .execute([node_id])?;
             Ok(())
         })
     }
@@ -64,9 +64,7 @@ impl Store {
     pub fn mark_lost_nodes(&self, timeout_ms: i64) -> StoreResult<usize> {
         let cutoff = now_ms() - timeout_ms;
         self.with_tx(|tx| {
-            Ok(tx.execute(
-                "UPDATE nodes SET state = 'lost' WHERE state IN ('ready', 'draining') AND last_heartbeat < ?1",
-                [cutoff],
+            Ok(tx.prepare_cached("UPDATE nodes SET state = 'lost' WHERE state IN ('ready', 'draining') AND last_heartbeat < ?1")?.execute([cutoff],
             )?)
         })
     }

@@ -27,9 +27,7 @@ impl Store {
     ) -> StoreResult<Published> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let existing: Option<String> = optional(tx.query_row(
-                "SELECT digest FROM versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
+            let existing: Option<String> = optional(tx.prepare_cached("SELECT digest FROM versions WHERE name = ?1 AND version = ?2")?.query_row(params![name, version],
                 |r| r.get(0),
             ))?;
             match existing {
@@ -37,13 +35,9 @@ impl Store {
                 Some(d) => return Ok(Published::Conflict { existing_digest: d }),
                 None => {}
             }
-            tx.execute(
-                "INSERT OR IGNORE INTO components (digest, size, data, created) VALUES (?1, ?2, ?3, ?4)",
-                params![digest, data.len() as i64, data, now],
+            tx.prepare_cached("INSERT OR IGNORE INTO components (digest, size, data, created) VALUES (?1, ?2, ?3, ?4)")?.execute(params![digest, data.len() as i64, data, now],
             )?;
-            tx.execute(
-                "INSERT INTO versions (name, version, digest, created) VALUES (?1, ?2, ?3, ?4)",
-                params![name, version, digest, now],
+            tx.prepare_cached("INSERT INTO versions (name, version, digest, created) VALUES (?1, ?2, ?3, ?4)")?.execute(params![name, version, digest, now],
             )?;
             Ok(Published::Created)
         })
@@ -53,10 +47,8 @@ impl Store {
     /// known at all.
     pub fn resolve(&self, name: &str, version: &str) -> StoreResult<Result<ResolveResponse, bool>> {
         self.with_conn(|c| {
-            let found = optional(c.query_row(
-                "SELECT v.digest, c.size FROM versions v JOIN components c ON c.digest = v.digest
-                 WHERE v.name = ?1 AND v.version = ?2",
-                params![name, version],
+            let found = optional(c.prepare_cached("SELECT v.digest, c.size FROM versions v JOIN components c ON c.digest = v.digest
+                 WHERE v.name = ?1 AND v.version = ?2")?.query_row(params![name, version],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
             ))?;
             match found {
@@ -67,9 +59,7 @@ impl Store {
                     size: size as u64,
                 })),
                 None => {
-                    let known: bool = c.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM versions WHERE name = ?1)",
-                        [name],
+                    let known: bool = c.prepare_cached("SELECT EXISTS (SELECT 1 FROM versions WHERE name = ?1)")?.query_row([name],
                         |r| r.get(0),
                     )?;
                     Ok(Err(known))
@@ -80,11 +70,10 @@ impl Store {
 
     pub fn component(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
         self.with_conn(|c| {
-            optional(c.query_row(
-                "SELECT data FROM components WHERE digest = ?1",
-                [digest],
-                |r| r.get(0),
-            ))
+            optional(
+                c.prepare_cached("SELECT data FROM components WHERE digest = ?1")?
+                    .query_row([digest], |r| r.get(0)),
+            )
         })
     }
 

@@ -43,6 +43,21 @@ pub enum LeaseCheck {
     NotFound,
 }
 
+/// How a run attempt ended, as reported by its node.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    Succeeded { output: &'a str },
+    Failed { kind: FailureKind, message: &'a str },
+}
+
+/// One result to record for a lease.
+#[derive(Debug, Clone, Copy)]
+pub struct RunReport<'a> {
+    pub lease: &'a LeaseRef,
+    pub outcome: Outcome<'a>,
+    pub usage: &'a Usage,
+}
+
 /// Retry backoff: 500 ms doubling per attempt, capped at 60 s, with ±25 %
 /// jitter so retries of many runs do not arrive together.
 pub fn backoff_ms(attempt: u32) -> i64 {
@@ -88,48 +103,53 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
 }
 
 impl Store {
-    pub fn insert_run(&self, run: &NewRun) -> StoreResult<Run> {
+    /// Inserts queued runs in one transaction; returns them as written.
+    pub fn insert_runs(&self, runs: &[NewRun]) -> StoreResult<Vec<Run>> {
         let now = now_ms();
-        let max_attempts = run.max_attempts.max(1);
         self.with_tx(|tx| {
-            tx.prepare_cached(
+            let mut stmt = tx.prepare_cached(
                 "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
                                    max_attempts, not_before, traceparent, created, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9)",
-            )?
-            .execute(params![
-                run.id,
-                run.agent,
-                run.digest,
-                run.input,
-                run.budget.encode_to_vec(),
-                run.grant.encode_to_vec(),
-                serde_json::to_string(&run.selector).unwrap_or_default(),
-                max_attempts,
-                now,
-                run.traceparent,
-            ])?;
+            )?;
+            for run in runs {
+                stmt.execute(params![
+                    run.id,
+                    run.agent,
+                    run.digest,
+                    run.input,
+                    run.budget.encode_to_vec(),
+                    run.grant.encode_to_vec(),
+                    serde_json::to_string(&run.selector).unwrap_or_default(),
+                    run.max_attempts.max(1),
+                    now,
+                    run.traceparent,
+                ])?;
+            }
             Ok(())
         })?;
         // What was just written; no need to read it back.
-        Ok(Run {
-            run_id: run.id.clone(),
-            agent: run.agent.clone(),
-            component_digest: run.digest.clone(),
-            state: "queued".into(),
-            attempt: 0,
-            max_attempts,
-            input: run.input.clone(),
-            created_unix_ms: now,
-            updated_unix_ms: now,
-            ..Run::default()
-        })
+        Ok(runs
+            .iter()
+            .map(|run| Run {
+                run_id: run.id.clone(),
+                agent: run.agent.clone(),
+                component_digest: run.digest.clone(),
+                state: "queued".into(),
+                attempt: 0,
+                max_attempts: run.max_attempts.max(1),
+                input: run.input.clone(),
+                created_unix_ms: now,
+                updated_unix_ms: now,
+                ..Run::default()
+            })
+            .collect())
     }
 
     /// A run with its attempts.
     pub fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
         self.with_conn(|c| {
-            let Some(mut run) = optional(c.query_row("SELECT * FROM runs WHERE id = ?1", [id], run_from_row))? else {
+            let Some(mut run) = optional(c.prepare_cached("SELECT * FROM runs WHERE id = ?1")?.query_row([id], run_from_row))? else {
                 return Ok(None);
             };
             let mut stmt = c.prepare_cached(
@@ -182,10 +202,7 @@ impl Store {
     ) -> StoreResult<Vec<Lease>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let node: Option<(String, String, Vec<u8>, i64)> = tx
-                .query_row(
-                    "SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1",
-                    [node_id],
+            let node: Option<(String, String, Vec<u8>, i64)> = tx.prepare_cached("SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1")?.query_row([node_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
@@ -199,9 +216,7 @@ impl Store {
             let slots = warden_proto::v1::NodeCapacity::decode(capacity.as_slice())
                 .map(|c| c.slots)
                 .unwrap_or(0);
-            let in_flight: u32 = tx.query_row(
-                "SELECT count(*) FROM runs WHERE lease_node = ?1 AND state IN ('leased', 'running')",
-                [node_id],
+            let in_flight: u32 = tx.prepare_cached("SELECT count(*) FROM runs WHERE lease_node = ?1 AND state IN ('leased', 'running')")?.query_row([node_id],
                 |r| r.get(0),
             )?;
             let room = slots.saturating_sub(in_flight).min(max);
@@ -230,16 +245,28 @@ impl Store {
         })
     }
 
-    /// The node started the run (leased -> running).
-    pub fn ack(&self, lease: &LeaseRef) -> StoreResult<bool> {
+    /// The node started these runs (leased -> running). Returns the leases
+    /// that are no longer current.
+    pub fn ack(&self, leases: &[LeaseRef]) -> StoreResult<Vec<LeaseRef>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let n = tx.execute(
+            let mut stmt = tx.prepare_cached(
                 "UPDATE runs SET state = 'running', updated = ?4
                  WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND state = 'leased'",
-                params![lease.run_id, lease.attempt, lease.token as i64, now],
             )?;
-            Ok(n == 1)
+            let mut stale = Vec::new();
+            for lease in leases {
+                let n = stmt.execute(params![
+                    lease.run_id,
+                    lease.attempt,
+                    lease.token as i64,
+                    now
+                ])?;
+                if n != 1 {
+                    stale.push(lease.clone());
+                }
+            }
+            Ok(stale)
         })
     }
 
@@ -258,11 +285,13 @@ impl Store {
             let mut out = Vec::with_capacity(leases.len());
             for l in leases {
                 let cancel: Option<bool> = tx
-                    .query_row(
+                    .prepare_cached(
                         "UPDATE runs SET lease_expires = ?5
                          WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND lease_node = ?4
                            AND state IN ('leased', 'running')
                          RETURNING cancel_requested",
+                    )?
+                    .query_row(
                         params![l.run_id, l.attempt, l.token as i64, node_id, expires],
                         |r| r.get(0),
                     )
@@ -278,94 +307,20 @@ impl Store {
         })
     }
 
-    /// Records a success for `lease`, exactly once.
-    pub fn complete(
-        &self,
-        lease: &LeaseRef,
-        output: &str,
-        usage: &Usage,
-    ) -> StoreResult<LeaseCheck> {
+    /// Records results, each exactly once and checked on its own, in one
+    /// transaction. Answers are in the order of `results`.
+    pub fn record(&self, results: &[RunReport<'_>]) -> StoreResult<Vec<LeaseCheck>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            match check_lease(tx, lease, "succeeded")? {
-                Ok(()) => {}
-                Err(answer) => return Ok(answer),
-            }
-            tx.execute(
-                "UPDATE runs SET state = 'succeeded', output = ?2, usage = ?3, error_kind = 0,
-                        error_message = NULL, updated = ?4
-                 WHERE id = ?1",
-                params![lease.run_id, output, usage.encode_to_vec(), now],
-            )?;
-            end_attempt(
-                tx,
-                lease,
-                "succeeded",
-                FailureKind::Unspecified,
-                "",
-                usage,
-                now,
-            )?;
-            Ok(LeaseCheck::Recorded)
-        })
-    }
-
-    /// Records a failure for `lease`, exactly once: retryable kinds go back
-    /// to the queue with backoff until `max_attempts`, then dead-letter.
-    pub fn fail(
-        &self,
-        lease: &LeaseRef,
-        kind: FailureKind,
-        message: &str,
-        usage: &Usage,
-    ) -> StoreResult<LeaseCheck> {
-        let now = now_ms();
-        self.with_tx(|tx| {
-            match check_lease(tx, lease, "failed")? {
-                Ok(()) => {}
-                Err(answer) => return Ok(answer),
-            }
-            let (max_attempts, cancel_requested): (u32, bool) = tx.query_row(
-                "SELECT max_attempts, cancel_requested FROM runs WHERE id = ?1",
-                [&lease.run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let (state, not_before) = if kind == FailureKind::Cancelled || cancel_requested {
-                ("cancelled", now)
-            } else if retryable(kind) && lease.attempt < max_attempts {
-                // A node that shut down gives its runs back at once.
-                let delay = if kind == FailureKind::NodeShutdown {
-                    0
-                } else {
-                    backoff_ms(lease.attempt)
-                };
-                ("queued", now + delay)
-            } else if retryable(kind) {
-                ("dead_lettered", now)
-            } else {
-                ("failed", now)
-            };
-            tx.execute(
-                "UPDATE runs SET state = ?2, error_kind = ?3, error_message = ?4, usage = ?5,
-                        not_before = ?6, updated = ?7
-                 WHERE id = ?1",
-                params![
-                    lease.run_id,
-                    state,
-                    kind as i32,
-                    message,
-                    usage.encode_to_vec(),
-                    not_before,
-                    now
-                ],
-            )?;
-            let outcome = if state == "cancelled" {
-                "cancelled"
-            } else {
-                "failed"
-            };
-            end_attempt(tx, lease, outcome, kind, message, usage, now)?;
-            Ok(LeaseCheck::Recorded)
+            results
+                .iter()
+                .map(|r| match r.outcome {
+                    Outcome::Succeeded { output } => complete(tx, r.lease, output, r.usage, now),
+                    Outcome::Failed { kind, message } => {
+                        fail(tx, r.lease, kind, message, r.usage, now)
+                    }
+                })
+                .collect()
         })
     }
 
@@ -374,17 +329,17 @@ impl Store {
     pub fn cancel(&self, id: &str) -> StoreResult<Option<Run>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE runs SET state = 'cancelled', updated = ?2, error_kind = ?3,
                         error_message = 'cancelled before it started'
                  WHERE id = ?1 AND state = 'queued'",
-                params![id, now, FailureKind::Cancelled as i32],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![id, now, FailureKind::Cancelled as i32])?;
+            tx.prepare_cached(
                 "UPDATE runs SET cancel_requested = 1, updated = ?2
                  WHERE id = ?1 AND state IN ('leased', 'running')",
-                params![id, now],
-            )?;
+            )?
+            .execute(params![id, now])?;
             Ok(())
         })?;
         self.get_run(id)
@@ -419,7 +374,7 @@ impl Store {
                     &Usage::default(),
                     now,
                 )?;
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE runs SET
                         state = CASE WHEN cancel_requested THEN 'cancelled'
                                      WHEN attempt < max_attempts THEN 'queued'
@@ -427,8 +382,8 @@ impl Store {
                         error_message = 'lease expired on attempt ' || attempt,
                         not_before = ?2, updated = ?2
                      WHERE id = ?1",
-                    params![id, now],
-                )?;
+                )?
+                .execute(params![id, now])?;
             }
             Ok(expired.len())
         })
@@ -448,12 +403,10 @@ fn lease_one(
 ) -> StoreResult<Lease> {
     let token = next_token(tx)?;
     let expires = now + ttl_ms;
-    let row = tx.query_row(
-        "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?2, lease_token = ?3,
+    let row = tx.prepare_cached("UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?2, lease_token = ?3,
                 lease_expires = ?4, updated = ?5
          WHERE id = ?1 AND state = 'queued'
-         RETURNING attempt, digest, agent, input, budget, grant_, traceparent",
-        params![id, node_id, token as i64, expires, now],
+         RETURNING attempt, digest, agent, input, budget, grant_, traceparent")?.query_row(params![id, node_id, token as i64, expires, now],
         |r| {
             Ok((
                 r.get::<_, u32>(0)?,
@@ -467,11 +420,11 @@ fn lease_one(
         },
     )?;
     let (attempt, digest, agent, input, budget, grant, traceparent) = row;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO attempts (run_id, attempt, node_id, token, started, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-        params![id, attempt, node_id, token as i64, now],
-    )?;
+    )?
+    .execute(params![id, attempt, node_id, token as i64, now])?;
     let (name, version) = agent.split_once('@').unwrap_or((&agent, ""));
     Ok(Lease {
         run_id: id.to_string(),
@@ -488,6 +441,89 @@ fn lease_one(
     })
 }
 
+/// Records a success for `lease`, exactly once.
+fn complete(
+    tx: &Transaction<'_>,
+    lease: &LeaseRef,
+    output: &str,
+    usage: &Usage,
+    now: i64,
+) -> StoreResult<LeaseCheck> {
+    if let Err(answer) = check_lease(tx, lease, "succeeded")? {
+        return Ok(answer);
+    }
+    tx.prepare_cached(
+        "UPDATE runs SET state = 'succeeded', output = ?2, usage = ?3, error_kind = 0,
+                error_message = NULL, updated = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![lease.run_id, output, usage.encode_to_vec(), now])?;
+    end_attempt(
+        tx,
+        lease,
+        "succeeded",
+        FailureKind::Unspecified,
+        "",
+        usage,
+        now,
+    )?;
+    Ok(LeaseCheck::Recorded)
+}
+
+/// Records a failure for `lease`, exactly once: retryable kinds go back to
+/// the queue with backoff until `max_attempts`, then dead-letter.
+fn fail(
+    tx: &Transaction<'_>,
+    lease: &LeaseRef,
+    kind: FailureKind,
+    message: &str,
+    usage: &Usage,
+    now: i64,
+) -> StoreResult<LeaseCheck> {
+    if let Err(answer) = check_lease(tx, lease, "failed")? {
+        return Ok(answer);
+    }
+    let (max_attempts, cancel_requested): (u32, bool) = tx
+        .prepare_cached("SELECT max_attempts, cancel_requested FROM runs WHERE id = ?1")?
+        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (state, not_before) = if kind == FailureKind::Cancelled || cancel_requested {
+        ("cancelled", now)
+    } else if retryable(kind) && lease.attempt < max_attempts {
+        // A node that shut down gives its runs back at once.
+        let delay = if kind == FailureKind::NodeShutdown {
+            0
+        } else {
+            backoff_ms(lease.attempt)
+        };
+        ("queued", now + delay)
+    } else if retryable(kind) {
+        ("dead_lettered", now)
+    } else {
+        ("failed", now)
+    };
+    tx.prepare_cached(
+        "UPDATE runs SET state = ?2, error_kind = ?3, error_message = ?4, usage = ?5,
+                not_before = ?6, updated = ?7
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        lease.run_id,
+        state,
+        kind as i32,
+        message,
+        usage.encode_to_vec(),
+        not_before,
+        now
+    ])?;
+    let outcome = if state == "cancelled" {
+        "cancelled"
+    } else {
+        "failed"
+    };
+    end_attempt(tx, lease, outcome, kind, message, usage, now)?;
+    Ok(LeaseCheck::Recorded)
+}
+
 /// Whether a result for `lease` may be recorded now. `Err` carries the
 /// answer when it may not (already recorded, stale, conflicting).
 fn check_lease(
@@ -496,21 +532,17 @@ fn check_lease(
     outcome: &str,
 ) -> StoreResult<Result<(), LeaseCheck>> {
     let current: Option<(u32, Option<i64>, String)> = tx
-        .query_row(
-            "SELECT attempt, lease_token, state FROM runs WHERE id = ?1",
-            [&lease.run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT attempt, lease_token, state FROM runs WHERE id = ?1")?
+        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((attempt, token, state)) = current else {
         return Ok(Err(LeaseCheck::NotFound));
     };
     let recorded: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT token, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2",
-            params![lease.run_id, lease.attempt],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT token, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2")?
+        .query_row(params![lease.run_id, lease.attempt], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     match recorded {
         // An expired attempt's late result is stale, like any old token.
@@ -549,10 +581,8 @@ fn end_attempt(
     usage: &Usage,
     now: i64,
 ) -> StoreResult<()> {
-    tx.execute(
-        "UPDATE attempts SET ended = ?3, outcome = ?4, error_kind = ?5, error_message = ?6, usage = ?7
-         WHERE run_id = ?1 AND attempt = ?2",
-        params![lease.run_id, lease.attempt, now, outcome, kind as i32, message, usage.encode_to_vec()],
+    tx.prepare_cached("UPDATE attempts SET ended = ?3, outcome = ?4, error_kind = ?5, error_message = ?6, usage = ?7
+         WHERE run_id = ?1 AND attempt = ?2")?.execute(params![lease.run_id, lease.attempt, now, outcome, kind as i32, message, usage.encode_to_vec()],
     )?;
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `warden node`: [`NodeAgent`] registers with the control plane, heartbeats,
 //! pulls leases (never more in flight than its slots), runs each in the
 //! [`Sandbox`], renews leases while running, and reports Complete/Fail with
-//! usage. When the control plane is away it reconnects with exponential
-//! backoff and jitter; results of runs that finished meanwhile are retried
-//! until recorded. On shutdown it stops pulling, lets in-flight runs finish
+//! usage. Acks and results are batched: whatever is waiting goes in the
+//! next call, one call in flight each, so a busy node makes few RPCs. When
+//! the control plane is away it reconnects with exponential backoff and
+//! jitter; results of runs that finished meanwhile are retried until
+//! recorded. On shutdown it stops pulling, lets in-flight runs finish
 //! within a grace period, then fails the rest as `node_shutdown` so they are
 //! re-queued at once.
 
@@ -19,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use warden_proto::v1 as pb;
@@ -50,6 +52,22 @@ struct ActiveRun {
     cancel: CancelToken,
 }
 
+/// Most acks or results in one call.
+const MAX_BATCH: usize = 512;
+
+/// A result waiting to be reported; `done` fires once the control plane has
+/// recorded or rejected it.
+struct PendingResult {
+    result: pb::RunResult,
+    done: oneshot::Sender<()>,
+}
+
+/// The receiving ends of the ack and report queues, taken by [`NodeAgent::run`].
+type Queues = (
+    mpsc::UnboundedReceiver<pb::LeaseRef>,
+    mpsc::UnboundedReceiver<PendingResult>,
+);
+
 /// A node: one per machine.
 pub struct NodeAgent {
     sandbox: Sandbox,
@@ -59,6 +77,9 @@ pub struct NodeAgent {
     active: std::sync::Mutex<HashMap<String, ActiveRun>>,
     slots: Arc<Semaphore>,
     accepting: AtomicBool,
+    acks: mpsc::UnboundedSender<pb::LeaseRef>,
+    results: mpsc::UnboundedSender<PendingResult>,
+    queues: std::sync::Mutex<Option<Queues>>,
     /// Times the lease stream was re-established.
     pub reconnects: AtomicU64,
 }
@@ -96,7 +117,12 @@ impl NodeAgent {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();
+        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let (results, results_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(NodeAgent {
+            acks,
+            results,
+            queues: std::sync::Mutex::new(Some((acks_rx, results_rx))),
             components: ComponentStore::new(data_dir.join("blobs"), channel.clone()),
             slots: Arc::new(Semaphore::new(opts.slots as usize)),
             sandbox,
@@ -158,16 +184,79 @@ impl NodeAgent {
 
     /// Runs the node until `shutdown` resolves, then drains.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let Some((acks, results)) = self.queues.lock().unwrap().take() else {
+            tracing::error!("NodeAgent::run called twice");
+            return;
+        };
         let interval = self.register().await;
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(interval));
         let renew = tokio::spawn(self.clone().renew_loop());
+        let ack = tokio::spawn(self.clone().ack_loop(acks));
+        let report = tokio::spawn(self.clone().report_loop(results));
         tokio::select! {
             () = self.clone().pull_loop() => {}
             () = shutdown => {}
         }
         self.drain().await;
-        heartbeat.abort();
-        renew.abort();
+        for task in [heartbeat, renew, ack, report] {
+            task.abort();
+        }
+    }
+
+    /// Acks leases in batches: whatever arrived while the last call was in
+    /// flight goes in the next. Acks are not retried: a run acked late or
+    /// never is still recorded by its result.
+    async fn ack_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<pb::LeaseRef>) {
+        let mut leases = Vec::new();
+        while queue.recv_many(&mut leases, MAX_BATCH).await > 0 {
+            let req = pb::AckRequest {
+                leases: std::mem::take(&mut leases),
+            };
+            match self.leases().ack(req).await {
+                Ok(r) => {
+                    for lease in r.into_inner().stale {
+                        tracing::debug!(run_id = %lease.run_id, "acked a lease that is no longer current");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e.message(), "ack failed"),
+            }
+        }
+    }
+
+    /// Reports results in batches, each batch retried with backoff until
+    /// the control plane answers it.
+    async fn report_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<PendingResult>) {
+        let mut batch = Vec::new();
+        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let req = pb::ReportRequest {
+                results: batch.iter().map(|p| p.result.clone()).collect(),
+            };
+            let mut failures = 0;
+            loop {
+                match self.leases().report(req.clone()).await {
+                    Ok(r) => {
+                        for a in r.into_inner().answers {
+                            if a.status == pb::ReportStatus::Rejected as i32 {
+                                tracing::warn!(error = %a.message, "result rejected");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) if e.code() == Code::InvalidArgument => {
+                        tracing::error!(error = %e.message(), "results rejected");
+                        break;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::debug!(error = %e.message(), "cannot report results yet; retrying");
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                }
+            }
+            for pending in batch.drain(..) {
+                let _ = pending.done.send(());
+            }
+        }
     }
 
     async fn pull_loop(self: Arc<Self>) {
@@ -283,15 +372,7 @@ impl NodeAgent {
         };
         // Ack without waiting: the run starts at once, and a lease that is no
         // longer current is caught by the renew loop or rejected on report.
-        let mut leases = self.leases();
-        let ack = pb::AckRequest {
-            lease: Some(lease_ref.clone()),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = leases.ack(ack).await {
-                tracing::debug!(error = %e.message(), "ack failed");
-            }
-        });
+        let _ = self.acks.send(lease_ref.clone());
         let cancel = CancelToken::default();
         self.active.lock().unwrap().insert(
             lease.run_id.clone(),
@@ -332,60 +413,45 @@ impl NodeAgent {
         self.report(lease_ref, outcome, cancel.reason()).await;
     }
 
-    /// Reports a result until the control plane records or rejects it.
+    /// Queues a result for the report loop and waits until the control
+    /// plane has recorded or rejected it.
     async fn report(
         &self,
         lease: pb::LeaseRef,
         outcome: RunOutcome,
         cancelled: Option<CancelReason>,
     ) {
-        let usage = usage_to_proto(&outcome.usage);
-        let mut failures = 0;
-        loop {
-            let result = match &outcome.result {
-                Ok(output) => {
-                    self.leases()
-                        .complete(pb::CompleteRequest {
-                            lease: Some(lease.clone()),
-                            output: output.clone(),
-                            usage: Some(usage),
-                        })
-                        .await
-                }
-                Err(f) => {
-                    let kind = match (f.kind, cancelled) {
-                        (FailureKind::Cancelled, Some(CancelReason::Shutdown)) => {
-                            FailureKind::NodeShutdown
-                        }
-                        (kind, _) => kind,
-                    };
-                    self.leases()
-                        .fail(pb::FailRequest {
-                            lease: Some(lease.clone()),
-                            kind: kind_to_proto(kind) as i32,
-                            message: f.message.clone(),
-                            usage: Some(usage),
-                        })
-                        .await
-                }
-            };
-            match result {
-                Ok(_) => return,
-                Err(e)
-                    if matches!(
-                        e.code(),
-                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
-                    ) =>
-                {
-                    tracing::warn!(error = %e.message(), "result rejected");
-                    return;
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::debug!(error = %e.message(), "cannot report the result yet; retrying");
-                    tokio::time::sleep(backoff(failures)).await;
-                }
+        let usage = Some(usage_to_proto(&outcome.usage));
+        let result = match outcome.result {
+            Ok(output) => pb::run_result::Result::Complete(pb::CompleteRequest {
+                lease: Some(lease),
+                output,
+                usage,
+            }),
+            Err(f) => {
+                let kind = match (f.kind, cancelled) {
+                    (FailureKind::Cancelled, Some(CancelReason::Shutdown)) => {
+                        FailureKind::NodeShutdown
+                    }
+                    (kind, _) => kind,
+                };
+                pb::run_result::Result::Fail(pb::FailRequest {
+                    lease: Some(lease),
+                    kind: kind_to_proto(kind) as i32,
+                    message: f.message,
+                    usage,
+                })
             }
+        };
+        let (done, recorded) = oneshot::channel();
+        let pending = PendingResult {
+            result: pb::RunResult {
+                result: Some(result),
+            },
+            done,
+        };
+        if self.results.send(pending).is_ok() {
+            let _ = recorded.await;
         }
     }
 
