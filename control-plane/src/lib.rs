@@ -66,12 +66,14 @@ pub struct ControlPlane {
     submits: Arc<SubmitQueue>,
 }
 
+type SubmitReply = oneshot::Sender<Result<Run, String>>;
+
 /// Group commit for Submit: runs submitted concurrently are inserted in one
 /// transaction. Each submit queues its run, then takes its turn at
 /// `commit`; whoever holds the turn inserts everything queued so far.
 #[derive(Default)]
 struct SubmitQueue {
-    queued: std::sync::Mutex<Vec<(store::NewRun, oneshot::Sender<Result<Run, String>>)>>,
+    queued: std::sync::Mutex<Vec<(store::NewRun, SubmitReply)>>,
     commit: tokio::sync::Mutex<()>,
 }
 

@@ -247,7 +247,7 @@ fn as_report(r: &RunResult) -> Result<RunReport<'_>, String> {
     })
 }
 
-impl crate::ControlPlane {
+impl ControlPlane {
     /// Records a single Complete or Fail.
     fn record_one(&self, r: RunResult) -> Result<LeaseCheck, Status> {
         let report = as_report(&r).map_err(Status::invalid_argument)?;
@@ -257,15 +257,12 @@ impl crate::ControlPlane {
     }
 }
 
-#[tonic::async_trait]
-impl run_service_server::RunService for ControlPlane {
-    type WatchStream = StreamOf<Run>;
+/// Most runs in one SubmitBatch.
+const MAX_SUBMIT_BATCH: usize = 10_000;
 
-    async fn submit(
-        &self,
-        req: Request<SubmitRequest>,
-    ) -> Result<Response<SubmitResponse>, Status> {
-        let r = req.into_inner();
+impl ControlPlane {
+    /// Checks a submit (agent published, input JSON) and makes its run.
+    fn new_run(&self, r: SubmitRequest) -> Result<NewRun, Status> {
         let (name, version) = parse_reference(&r.agent)?;
         let resolved = match self.resolve_cached(name, version)? {
             Ok(resolved) => resolved,
@@ -285,24 +282,59 @@ impl run_service_server::RunService for ControlPlane {
                 "the input is not valid JSON: {e}"
             )));
         }
-        let run = self
-            .insert_run(NewRun {
-                id: new_run_id(),
-                agent: format!("{name}@{version}"),
-                digest: resolved.digest,
-                input: r.input,
-                budget: r.budget.unwrap_or_default(),
-                grant: r.grant.unwrap_or_default(),
-                selector: r.node_selector.into_iter().collect(),
-                max_attempts: if r.max_attempts == 0 {
-                    self.config.default_max_attempts
-                } else {
-                    r.max_attempts
-                },
-                traceparent: r.traceparent,
-            })
-            .await?;
+        Ok(NewRun {
+            id: new_run_id(),
+            agent: format!("{name}@{version}"),
+            digest: resolved.digest,
+            input: r.input,
+            budget: r.budget.unwrap_or_default(),
+            grant: r.grant.unwrap_or_default(),
+            selector: r.node_selector.into_iter().collect(),
+            max_attempts: if r.max_attempts == 0 {
+                self.config.default_max_attempts
+            } else {
+                r.max_attempts
+            },
+            traceparent: r.traceparent,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl run_service_server::RunService for ControlPlane {
+    type WatchStream = StreamOf<Run>;
+
+    async fn submit(
+        &self,
+        req: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let run = self.new_run(req.into_inner())?;
+        let run = self.insert_run(run).await?;
         Ok(Response::new(SubmitResponse { run: Some(run) }))
+    }
+
+    async fn submit_batch(
+        &self,
+        req: Request<SubmitBatchRequest>,
+    ) -> Result<Response<SubmitBatchResponse>, Status> {
+        let requests = req.into_inner().runs;
+        if requests.len() > MAX_SUBMIT_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} runs in one batch; the most is {MAX_SUBMIT_BATCH}",
+                requests.len()
+            )));
+        }
+        let runs = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                self.new_run(r)
+                    .map_err(|e| Status::new(e.code(), format!("run {i}: {}", e.message())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let runs = self.store.insert_runs(&runs)?;
+        self.changed.notify_waiters();
+        Ok(Response::new(SubmitBatchResponse { runs }))
     }
 
     async fn get(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {

@@ -66,28 +66,50 @@ async fn main() {
     })
     .await;
 
-    eprintln!("submitting {runs} runs (node slots: {slots})");
-    let started = Instant::now();
+    // Side by side in one process: the same runs submitted one per call
+    // (8 concurrent clients), then in batches (SubmitBatch, 8 clients).
+    for mode in [Submit::Unary, Submit::Batch(250)] {
+        round(&cp, ch.clone(), runs, mode).await;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Submit {
+    Unary,
+    Batch(usize),
+}
+
+async fn round(cp: &ControlPlane, ch: tonic::transport::Channel, runs: usize, mode: Submit) {
     let clients = 8;
+    let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let ch = ch.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = pb::run_service_client::RunServiceClient::new(ch);
+            let request = |i: usize| pb::SubmitRequest {
+                agent: "hello@1".into(),
+                input: format!("{{\"i\":{i}}}"),
+                ..Default::default()
+            };
+            let mine: Vec<usize> = (c..runs).step_by(clients).collect();
             let mut ids = Vec::new();
-            for i in (c..runs).step_by(clients) {
-                let run = client
-                    .submit(pb::SubmitRequest {
-                        agent: "hello@1".into(),
-                        input: format!("{{\"i\":{i}}}"),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .run
-                    .unwrap();
-                ids.push(run.run_id);
+            match mode {
+                Submit::Unary => {
+                    for i in mine {
+                        let run = client.submit(request(i)).await.unwrap().into_inner();
+                        ids.push(run.run.unwrap().run_id);
+                    }
+                }
+                Submit::Batch(size) => {
+                    for chunk in mine.chunks(size) {
+                        let req = pb::SubmitBatchRequest {
+                            runs: chunk.iter().map(|&i| request(i)).collect(),
+                        };
+                        let batch = client.submit_batch(req).await.unwrap().into_inner();
+                        ids.extend(batch.runs.into_iter().map(|r| r.run_id));
+                    }
+                }
             }
             ids
         }));
@@ -98,22 +120,20 @@ async fn main() {
     }
     let submitted = started.elapsed();
 
-    // Wait for all to finish.
+    // Wait for all to finish (counting through an index: cheap).
     loop {
-        let done = cp
-            .store()
-            .list_runs(&warden_control_plane::store::RunFilter {
-                state: Some("succeeded".into()),
-                limit: (runs + 10) as u32,
-            });
-        // The runs plus the warm-up run.
-        if done.map(|d| d.len()).unwrap_or(0) > runs {
+        let store = cp.store();
+        let pending: u64 = ["queued", "leased", "running"]
+            .iter()
+            .map(|s| store.count_runs(s).unwrap())
+            .sum();
+        if pending == 0 {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
             panic!("runs did not finish in 10 minutes");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
     let mut latencies: Vec<i64> = ids
@@ -124,9 +144,10 @@ async fn main() {
             r.updated_unix_ms - r.created_unix_ms
         })
         .collect();
+    assert_eq!(latencies.len(), runs);
     latencies.sort_unstable();
     println!(
-        "e2e: {runs} runs in {:.2} s = {:.0} runs/s completed; submit phase {:.2} s ({:.0} submits/s); \
+        "e2e {mode:?}: {runs} runs in {:.2} s = {:.0} runs/s completed; submit phase {:.2} s ({:.0} submits/s); \
          submit->complete latency p50 {} ms, p99 {} ms, max {} ms",
         elapsed.as_secs_f64(),
         runs as f64 / elapsed.as_secs_f64(),

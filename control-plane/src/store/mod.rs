@@ -102,6 +102,25 @@ INSERT INTO counters (name, value) VALUES ('fencing_token', 0);
 /// The control plane's database.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Dropping this stops the checkpoint thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+/// Copies the WAL back into the database every 250 ms (a passive
+/// checkpoint never blocks writers), until the store is dropped; then once
+/// more, truncating the WAL.
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    };
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(std::time::Duration::from_millis(250))
+    {
+        checkpoint("PASSIVE");
+    }
+    checkpoint("TRUNCATE");
 }
 
 impl std::fmt::Debug for Store {
@@ -150,8 +169,18 @@ impl Store {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
+        // Checkpoints run on their own thread and connection, so no request
+        // waits for one while holding the store.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path).map_err(|e| open_err(&e))?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("warden-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(|e| open_err(&e))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            _checkpointer: stop,
         })
     }
 

@@ -188,6 +188,16 @@ impl Store {
         })
     }
 
+    /// How many runs are in `state`.
+    pub fn count_runs(&self, state: &str) -> StoreResult<u64> {
+        self.with_conn(|c| {
+            Ok(
+                c.prepare_cached("SELECT count(*) FROM runs WHERE state = ?1")?
+                    .query_row([state], |r| r.get(0))?,
+            )
+        })
+    }
+
     /// Hands up to `max` queued runs whose selector the node's labels
     /// satisfy to `node_id`, never more than the node's free slots in
     /// flight. Each lease gets a new fencing token and attempt. A node that
@@ -223,12 +233,21 @@ impl Store {
             if room == 0 {
                 return Ok(Vec::new());
             }
+            // In queue order; runs waiting out a retry backoff sort last and
+            // end the scan. (`not_before` is compared here, not in SQL: a
+            // bound value in a range would make SQLite re-plan every call.)
             let mut stmt = tx.prepare_cached(
-                "SELECT id, selector FROM runs WHERE state = 'queued' AND not_before <= ?1
-                 ORDER BY not_before, created LIMIT ?2",
+                "SELECT id, selector, not_before FROM runs WHERE state = 'queued'
+                 ORDER BY not_before, created LIMIT ?1",
             )?;
             let candidates: Vec<(String, String)> = stmt
-                .query_map(params![now, room * 4 + 16], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([room * 4 + 16], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?))
+                })?
+                .filter_map(|row| match row {
+                    Ok((id, selector, not_before)) => (not_before <= now).then_some(Ok((id, selector))),
+                    Err(e) => Some(Err(e)),
+                })
                 .collect::<Result<_, _>>()?;
             let mut leases = Vec::new();
             for (id, selector) in candidates {

@@ -8,7 +8,7 @@ use crate::node::convert::{budget_to_proto, grant_to_proto, kind_from_proto, usa
 use crate::run::RunOutcome;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -113,6 +113,11 @@ pub(crate) struct SubmitArgs {
     #[arg(long, short, default_value = "null", value_name = "JSON|@FILE")]
     input: String,
 
+    /// Submit one run per line of this JSON Lines file (- for stdin), in
+    /// batches of 1,000 per call; prints one run id per line, in order.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "wait"])]
+    inputs: Option<PathBuf>,
+
     /// Wait for the run to end and print its result (exit 0 only on success).
     #[arg(long)]
     wait: bool,
@@ -189,37 +194,127 @@ async fn wait_for(
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let input = read_input(&args.input)?;
     let grant = args.grant.grant()?;
+    let request = |input: String| pb::SubmitRequest {
+        agent: args.agent.clone(),
+        input,
+        budget: Some(budget_to_proto(&args.budget.budget())),
+        grant: Some(grant_to_proto(&grant)),
+        node_selector: args.selector.iter().cloned().collect(),
+        max_attempts: args.max_attempts,
+        traceparent: String::new(),
+    };
+    if let Some(path) = &args.inputs {
+        let inputs = read_json_lines(path)?;
+        let mut client = RunServiceClient::new(args.remote.channel().await?);
+        return submit_many(
+            &mut client,
+            inputs.into_iter().map(request).collect(),
+            args.json,
+        )
+        .await;
+    }
+    let input = read_input(&args.input)?;
     let mut client = RunServiceClient::new(args.remote.channel().await?);
     let run = client
-        .submit(pb::SubmitRequest {
-            agent: args.agent.clone(),
-            input,
-            budget: Some(budget_to_proto(&args.budget.budget())),
-            grant: Some(grant_to_proto(&grant)),
-            node_selector: args.selector.iter().cloned().collect(),
-            max_attempts: args.max_attempts,
-            traceparent: String::new(),
-        })
+        .submit(request(input))
         .await
         .map_err(status)?
         .into_inner()
         .run
         .context("the control plane answered without a run")?;
     if !args.wait {
-        if args.json {
-            println!(
-                "{}",
-                serde_json::json!({ "run_id": run.run_id, "state": run.state })
-            );
-        } else {
-            println!("{}", run.run_id);
-        }
+        print_submitted(&run, args.json);
         return Ok(ExitCode::SUCCESS);
     }
     let run = wait_for(&mut client, &run.run_id, args.json).await?;
     Ok(output::print_outcome(&outcome_of(&run), args.json))
+}
+
+fn print_submitted(run: &pb::Run, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "run_id": run.run_id, "state": run.state })
+        );
+    } else {
+        println!("{}", run.run_id);
+    }
+}
+
+/// The JSON values of a JSON Lines file (`-`: stdin), blank lines skipped;
+/// the error names the first bad line.
+fn read_json_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read inputs from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read inputs file {}", path.display()))?
+    };
+    let mut inputs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(line) {
+            bail!(
+                "{} line {}: the input is not valid JSON: {e}",
+                path.display(),
+                n + 1
+            );
+        }
+        inputs.push(line.to_string());
+    }
+    if inputs.is_empty() {
+        bail!("{} has no inputs", path.display());
+    }
+    Ok(inputs)
+}
+
+/// Submits runs with SubmitBatch, 1,000 per call, with a progress bar on
+/// stderr; prints each run id as its batch is queued.
+async fn submit_many(
+    client: &mut RunServiceClient<Channel>,
+    requests: Vec<pb::SubmitRequest>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    const BATCH: usize = 1000;
+    let total = requests.len();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("submitting {pos}/{len} runs {bar:30} {elapsed}")
+            .expect("valid template"),
+    );
+    if total <= BATCH {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut done = 0;
+    for chunk in requests.chunks(BATCH) {
+        let runs = client
+            .submit_batch(pb::SubmitBatchRequest {
+                runs: chunk.to_vec(),
+            })
+            .await
+            .map_err(|e| {
+                bar.abandon();
+                anyhow::anyhow!(
+                    "{} ({done} of {total} runs were queued before this batch)",
+                    status(e)
+                )
+            })?
+            .into_inner()
+            .runs;
+        bar.suspend(|| {
+            for run in &runs {
+                print_submitted(run, json);
+            }
+        });
+        done += runs.len();
+        bar.set_position(done as u64);
+    }
+    bar.finish_and_clear();
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Inspect and control runs.
@@ -276,6 +371,7 @@ fn run_json(run: &pb::Run) -> serde_json::Value {
     serde_json::json!({
         "run_id": run.run_id, "agent": run.agent, "digest": run.component_digest,
         "state": run.state, "attempt": run.attempt, "max_attempts": run.max_attempts,
+        "input": serde_json::from_str::<serde_json::Value>(&run.input).ok(),
         "output": serde_json::from_str::<serde_json::Value>(&run.output).ok(),
         "error": kind_from_proto(run.error_kind).map(|k| serde_json::json!({"kind": k, "message": run.error_message})),
         "usage": usage_from_proto(run.usage),

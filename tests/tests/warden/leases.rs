@@ -59,6 +59,15 @@ impl TestCluster {
         )
     }
 
+    /// Runs the `warden` CLI against this control plane.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(bin())
+            .args(args)
+            .env("WARDEN_CONTROL_PLANE", &self.url)
+            .output()
+            .unwrap()
+    }
+
     async fn channel(&self) -> tonic::transport::Channel {
         connect(&self.url).await
     }
@@ -338,6 +347,11 @@ impl FakeNode {
     }
 
     async fn next_lease(&mut self) -> pb::Lease {
+        self.next_leases(1).await.remove(0)
+    }
+
+    /// The next `n` leases from one Pull stream.
+    async fn next_leases(&mut self, n: usize) -> Vec<pb::Lease> {
         let mut stream = self
             .leases
             .pull(pb::PullRequest {
@@ -346,11 +360,16 @@ impl FakeNode {
             .await
             .unwrap()
             .into_inner();
-        tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .expect("a lease within 30 s")
-            .unwrap()
-            .unwrap()
+        let mut leases = Vec::new();
+        while leases.len() < n {
+            let lease = tokio::time::timeout(Duration::from_secs(30), stream.message())
+                .await
+                .expect("a lease within 30 s")
+                .unwrap()
+                .unwrap();
+            leases.push(lease);
+        }
+        leases
     }
 }
 
@@ -452,6 +471,187 @@ async fn results_are_recorded_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_submits_acks_and_results_are_each_checked() {
+    let (c, _cp) = TestCluster::start(&["--node-timeout", "60s"]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut runs = pb::run_service_client::RunServiceClient::new(ch.clone());
+    let request = |input: &str| pb::SubmitRequest {
+        agent: "hello@1".into(),
+        input: input.into(),
+        ..Default::default()
+    };
+
+    // One bad run refuses the whole batch, naming it; nothing is queued.
+    let err = runs
+        .submit_batch(pb::SubmitBatchRequest {
+            runs: vec![request("1"), request("{oops"), request("3")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .starts_with("run 1: the input is not valid JSON"),
+        "{}",
+        err.message()
+    );
+    let listed = runs.list(pb::ListRunsRequest::default()).await.unwrap();
+    assert!(listed.into_inner().runs.is_empty());
+
+    let queued = runs
+        .submit_batch(pb::SubmitBatchRequest {
+            runs: vec![request("1"), request("2"), request("3")],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(queued.len(), 3);
+    assert!(queued.iter().all(|r| r.state == "queued"));
+
+    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let mut leases = node.next_leases(3).await;
+    leases.sort_by_key(|l| l.input.clone());
+    let [a, b, c3] = [&leases[0], &leases[1], &leases[2]];
+
+    // Ack many at once; one that is not a current lease comes back as stale.
+    let bogus = pb::LeaseRef {
+        run_id: "nonexistent".into(),
+        attempt: 1,
+        token: 1,
+    };
+    let acked = node
+        .leases
+        .ack(pb::AckRequest {
+            leases: vec![lease_ref(a), lease_ref(b), lease_ref(c3), bogus.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.stale, vec![bogus.clone()]);
+    assert_eq!(get_run(ch.clone(), &a.run_id).await.state, "running");
+
+    // One Report, one answer per result, in order.
+    let done = |l: &pb::Lease, out: &str| pb::RunResult {
+        result: Some(pb::run_result::Result::Complete(complete(l, out))),
+    };
+    let mut unknown = complete(a, "\"x\"");
+    unknown.lease = Some(bogus);
+    let answers = node
+        .leases
+        .report(pb::ReportRequest {
+            results: vec![
+                done(a, "\"a\""),
+                done(a, "\"a\""),
+                pb::RunResult {
+                    result: Some(pb::run_result::Result::Fail(fail(b, pb::FailureKind::Trap))),
+                },
+                pb::RunResult {
+                    result: Some(pb::run_result::Result::Complete(unknown)),
+                },
+                pb::RunResult { result: None },
+                done(c3, "\"c\""),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .answers;
+    let statuses: Vec<_> = answers.iter().map(|a| a.status()).collect();
+    use pb::ReportStatus::*;
+    assert_eq!(
+        statuses,
+        [
+            Recorded,
+            AlreadyRecorded,
+            Recorded,
+            Rejected,
+            Rejected,
+            Recorded
+        ]
+    );
+    assert_eq!(answers[3].message, "no such run");
+    assert!(
+        answers[4].message.contains("complete or a fail"),
+        "{}",
+        answers[4].message
+    );
+    let states: Vec<_> = [a, b, c3].iter().map(|l| l.run_id.clone()).collect();
+    let mut got = Vec::new();
+    for id in &states {
+        let run = get_run(ch.clone(), id).await;
+        got.push((run.state, run.output));
+    }
+    assert_eq!(
+        got,
+        [
+            ("succeeded".to_string(), "\"a\"".to_string()),
+            ("failed".to_string(), String::new()),
+            ("succeeded".to_string(), "\"c\"".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn cli_submits_a_json_lines_file_as_one_batch() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let _node = c.node("n1", &[]);
+    let warden = |args: &[&str]| c.cli(args);
+    assert!(
+        warden(&["publish", examples::HELLO, "hello@1"])
+            .status
+            .success()
+    );
+    let file = c.tmp.path().join("inputs.jsonl");
+    std::fs::write(&file, "{\"name\": \"a\"}\n\n{\"name\": \"b\"}\n\"c\"\n").unwrap();
+    let out = warden(&["submit", "hello@1", "--inputs", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for (id, input) in ids
+        .iter()
+        .zip(["{\"name\": \"a\"}", "{\"name\": \"b\"}", "\"c\""])
+    {
+        let out = warden(&["runs", "watch", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown = warden(&["runs", "get", id, "--json"]);
+        let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        let input: serde_json::Value = serde_json::from_str(input).unwrap();
+        assert_eq!(
+            run["input"], input,
+            "runs keep their line's input, in order"
+        );
+        assert_eq!(run["state"], "succeeded");
+    }
+
+    // A bad line is named, and nothing from the file is queued.
+    std::fs::write(&file, "1\n{oops\n").unwrap();
+    let out = warden(&["submit", "hello@1", "--inputs", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 2: the input is not valid JSON"),
+        "{stderr}"
+    );
+    let listed = warden(&["runs", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_failures_back_off_then_dead_letter() {
     let (c, _cp) = TestCluster::start(&[]);
     let ch = c.channel().await;
@@ -488,13 +688,7 @@ async fn retryable_failures_back_off_then_dead_letter() {
 #[test]
 fn cli_errors_name_the_problem() {
     let (c, _cp) = TestCluster::start(&[]);
-    let warden = |args: &[&str]| {
-        std::process::Command::new(bin())
-            .args(args)
-            .env("WARDEN_CONTROL_PLANE", &c.url)
-            .output()
-            .unwrap()
-    };
+    let warden = |args: &[&str]| c.cli(args);
     let out = warden(&["publish", examples::HELLO, "hello@1"]);
     assert!(
         out.status.success(),
