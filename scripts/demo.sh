@@ -51,7 +51,7 @@ echo "    control plane at $WARDEN_CONTROL_PLANE"
 echo
 echo "==> publishing the examples"
 for agent in hello kv_counter http_fetch llm_summarize research_agent; do
-  "$WARDEN" publish "$AGENTS/$agent.wasm" "${agent//_/-}@0.1.0"
+  "$WARDEN" publish "$AGENTS/$agent.wasm" "${agent//_/-}@0.1.0" --manifest "examples/${agent//_/-}/warden.toml"
 done
 
 submit() {

@@ -8,6 +8,8 @@
 //! stale one is rejected. Leases not renewed by their expiry, and the leases
 //! of nodes that stop heartbeating, are re-queued with attempt + 1.
 
+pub mod capabilities;
+pub mod oci;
 mod services;
 pub mod store;
 
@@ -38,6 +40,8 @@ pub struct ControlPlaneConfig {
     pub default_max_attempts: u32,
     /// Largest component accepted by Publish.
     pub max_component_bytes: usize,
+    /// How submits of `oci://` references reach their registries.
+    pub oci: oci::OciOptions,
 }
 
 impl Default for ControlPlaneConfig {
@@ -48,6 +52,7 @@ impl Default for ControlPlaneConfig {
             node_timeout: Duration::from_secs(5),
             default_max_attempts: 3,
             max_component_bytes: 64 << 20,
+            oci: oci::OciOptions::default(),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! and the lease stream with its flow control.
 
 use crate::ControlPlane;
+use crate::capabilities::{Manifest, grant_for};
+use crate::oci::OciRef;
 use crate::store::{
     LeaseCheck, NewRun, Outcome, Published, RunFilter, RunReport, StoreError, is_terminal,
 };
@@ -261,34 +263,60 @@ impl ControlPlane {
 const MAX_SUBMIT_BATCH: usize = 10_000;
 
 impl ControlPlane {
-    /// Checks a submit (agent published, input JSON) and makes its run.
-    fn new_run(&self, r: SubmitRequest) -> Result<NewRun, Status> {
-        let (name, version) = parse_reference(&r.agent)?;
-        let resolved = match self.resolve_cached(name, version)? {
-            Ok(resolved) => resolved,
-            Err(true) => {
-                return Err(Status::not_found(format!(
-                    "agent {name} has no version {version}"
-                )));
-            }
-            Err(false) => {
-                return Err(Status::not_found(format!(
-                    "no agent named {name} is published"
-                )));
-            }
-        };
+    /// Checks a submit (agent published or pullable, input JSON, grant
+    /// within the capability manifest) and makes its run.
+    async fn new_run(&self, r: SubmitRequest) -> Result<NewRun, Status> {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.input) {
             return Err(Status::invalid_argument(format!(
                 "the input is not valid JSON: {e}"
             )));
         }
+        let (agent, digest, capabilities) = match OciRef::parse(&r.agent) {
+            Some(oci) => {
+                let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.import_oci(&oci).await?
+            }
+            None => {
+                let (name, version) = parse_reference(&r.agent)?;
+                let resolved = match self.resolve_cached(name, version)? {
+                    Ok(resolved) => resolved,
+                    Err(true) => {
+                        return Err(Status::not_found(format!(
+                            "agent {name} has no version {version}"
+                        )));
+                    }
+                    Err(false) => {
+                        return Err(Status::not_found(format!(
+                            "no agent named {name} is published"
+                        )));
+                    }
+                };
+                (
+                    format!("{name}@{version}"),
+                    resolved.digest,
+                    resolved.capabilities,
+                )
+            }
+        };
+        let manifest = if capabilities.is_empty() {
+            None
+        } else {
+            // Checked on publish; a bad one here is a stored record gone bad.
+            Some(Manifest::parse(&capabilities).map_err(Status::internal)?)
+        };
+        let grant = grant_for(&agent, manifest.as_ref(), &r.grant.unwrap_or_default())
+            .map_err(Status::permission_denied)?;
+        let mut budget = r.budget.unwrap_or_default();
+        if let Some(m) = &manifest {
+            m.apply_defaults(&mut budget);
+        }
         Ok(NewRun {
             id: new_run_id(),
-            agent: format!("{name}@{version}"),
-            digest: resolved.digest,
+            agent,
+            digest,
             input: r.input,
-            budget: r.budget.unwrap_or_default(),
-            grant: r.grant.unwrap_or_default(),
+            budget,
+            grant,
             selector: r.node_selector.into_iter().collect(),
             max_attempts: if r.max_attempts == 0 {
                 self.config.default_max_attempts
@@ -297,6 +325,53 @@ impl ControlPlane {
             },
             traceparent: r.traceparent,
         })
+    }
+
+    /// Resolves an OCI reference to a digest once, pulls the component if
+    /// this control plane does not have it yet (verified, validated), and
+    /// returns (agent, digest, capability manifest).
+    async fn import_oci(&self, oci: &OciRef) -> Result<(String, String, String), Status> {
+        let unavailable = |e: crate::oci::OciError| match e {
+            crate::oci::OciError::Registry { .. } => Status::unavailable(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        };
+        let opts = &self.config.oci;
+        let (manifest, manifest_digest) =
+            crate::oci::resolve(oci, opts).await.map_err(unavailable)?;
+        let capabilities = manifest
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::oci::CAPABILITIES_ANNOTATION))
+            .cloned()
+            .unwrap_or_default();
+        if !capabilities.is_empty() {
+            Manifest::parse(&capabilities)
+                .map_err(|e| Status::invalid_argument(format!("{oci}: {e}")))?;
+        }
+        let layer = manifest
+            .layers
+            .iter()
+            .find(|l| l.media_type == crate::oci::WASM_LAYER)
+            .map(|l| l.digest.clone());
+        let digest = match layer {
+            Some(d) if self.store.has_component(&d)? => d,
+            _ => {
+                let pinned = OciRef {
+                    reference: oci.reference.clone_with_digest(manifest_digest.clone()),
+                };
+                let pulled = crate::oci::pull(&pinned, opts, &crate::oci::Quiet)
+                    .await
+                    .map_err(unavailable)?;
+                self.validator
+                    .validate(&oci.to_string(), &pulled.bytes)
+                    .map_err(Status::invalid_argument)?;
+                self.store.put_component(&pulled.digest, &pulled.bytes)?;
+                tracing::info!(reference = %oci, digest = %pulled.digest, size = pulled.bytes.len(), "component pulled from OCI");
+                pulled.digest
+            }
+        };
+        let agent = format!("oci://{}@{manifest_digest}", oci.name());
+        Ok((agent, digest, capabilities))
     }
 }
 
@@ -308,7 +383,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        let run = self.new_run(req.into_inner())?;
+        let run = self.new_run(req.into_inner()).await?;
         let run = self.insert_run(run).await?;
         Ok(Response::new(SubmitResponse { run: Some(run) }))
     }
@@ -324,14 +399,14 @@ impl run_service_server::RunService for ControlPlane {
                 requests.len()
             )));
         }
-        let runs = requests
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                self.new_run(r)
-                    .map_err(|e| Status::new(e.code(), format!("run {i}: {}", e.message())))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut runs = Vec::with_capacity(requests.len());
+        for (i, r) in requests.into_iter().enumerate() {
+            let run = self
+                .new_run(r)
+                .await
+                .map_err(|e| Status::new(e.code(), format!("run {i}: {}", e.message())))?;
+            runs.push(run);
+        }
         let runs = self.store.insert_runs(&runs)?;
         self.changed.notify_waiters();
         Ok(Response::new(SubmitBatchResponse { runs }))
@@ -426,6 +501,9 @@ impl registry_service_server::RegistryService for ControlPlane {
         };
         let reference = format!("{}@{}", header.name, header.version);
         parse_reference(&reference)?;
+        if !header.capabilities.is_empty() {
+            Manifest::parse(&header.capabilities).map_err(Status::invalid_argument)?;
+        }
         let max = self.config.max_component_bytes;
         let mut data = Vec::with_capacity((header.size as usize).min(max));
         while let Some(chunk) = stream.message().await? {
@@ -449,10 +527,13 @@ impl registry_service_server::RegistryService for ControlPlane {
             .validate(&reference, &data)
             .map_err(Status::invalid_argument)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
-        let created = match self
-            .store
-            .publish(&header.name, &header.version, &digest, &data)?
-        {
+        let created = match self.store.publish(
+            &header.name,
+            &header.version,
+            &digest,
+            &data,
+            &header.capabilities,
+        )? {
             Published::Created => true,
             Published::Unchanged => false,
             Published::Conflict { existing_digest } => {

@@ -40,6 +40,18 @@ pub struct AgentComponent {
     pub size: usize,
 }
 
+impl AgentComponent {
+    /// The names of what the component imports and exports.
+    pub fn interface(&self, engine: &Engine) -> (Vec<String>, Vec<String>) {
+        let ty = self.pre.instance_pre().component().component_type();
+        let names = |items: &mut dyn Iterator<Item = &str>| items.map(str::to_string).collect();
+        (
+            names(&mut ty.imports(engine).map(|(n, _)| n)),
+            names(&mut ty.exports(engine).map(|(n, _)| n)),
+        )
+    }
+}
+
 impl std::fmt::Debug for AgentComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentComponent")

@@ -154,6 +154,7 @@ pub async fn publish(channel: Channel, path: &str, reference: &str) -> pb::Publi
                 name: name.into(),
                 version: version.into(),
                 size: bytes.len() as u64,
+                capabilities: String::new(),
             })),
         },
         pb::PublishChunk {

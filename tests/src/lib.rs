@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod fake_openai;
 pub mod http_server;
+pub mod oci_registry;
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

@@ -32,7 +32,8 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Migrations, in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     agent TEXT NOT NULL,
@@ -97,7 +98,11 @@ CREATE TABLE versions (
 );
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters (name, value) VALUES ('fencing_token', 0);
-"#];
+"#,
+    r#"
+ALTER TABLE versions ADD COLUMN capabilities TEXT NOT NULL DEFAULT '';
+"#,
+];
 
 /// The control plane's database.
 pub struct Store {

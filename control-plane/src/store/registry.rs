@@ -24,21 +24,29 @@ impl Store {
         version: &str,
         digest: &str,
         data: &[u8],
+        capabilities: &str,
     ) -> StoreResult<Published> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let existing: Option<String> = optional(tx.prepare_cached("SELECT digest FROM versions WHERE name = ?1 AND version = ?2")?.query_row(params![name, version],
-                |r| r.get(0),
-            ))?;
+            let existing: Option<(String, String)> = optional(
+                tx.prepare_cached(
+                    "SELECT digest, capabilities FROM versions WHERE name = ?1 AND version = ?2",
+                )?
+                .query_row(params![name, version], |r| Ok((r.get(0)?, r.get(1)?))),
+            )?;
             match existing {
-                Some(d) if d == digest => return Ok(Published::Unchanged),
-                Some(d) => return Ok(Published::Conflict { existing_digest: d }),
+                Some((d, c)) if d == digest && c == capabilities => {
+                    return Ok(Published::Unchanged);
+                }
+                Some((d, _)) => return Ok(Published::Conflict { existing_digest: d }),
                 None => {}
             }
-            tx.prepare_cached("INSERT OR IGNORE INTO components (digest, size, data, created) VALUES (?1, ?2, ?3, ?4)")?.execute(params![digest, data.len() as i64, data, now],
-            )?;
-            tx.prepare_cached("INSERT INTO versions (name, version, digest, created) VALUES (?1, ?2, ?3, ?4)")?.execute(params![name, version, digest, now],
-            )?;
+            put_component(tx, digest, data, now)?;
+            tx.prepare_cached(
+                "INSERT INTO versions (name, version, digest, created, capabilities)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![name, version, digest, now, capabilities])?;
             Ok(Published::Created)
         })
     }
@@ -47,24 +55,45 @@ impl Store {
     /// known at all.
     pub fn resolve(&self, name: &str, version: &str) -> StoreResult<Result<ResolveResponse, bool>> {
         self.with_conn(|c| {
-            let found = optional(c.prepare_cached("SELECT v.digest, c.size FROM versions v JOIN components c ON c.digest = v.digest
-                 WHERE v.name = ?1 AND v.version = ?2")?.query_row(params![name, version],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-            ))?;
+            let found = optional(
+                c.prepare_cached(
+                    "SELECT v.digest, c.size, v.capabilities FROM versions v
+                     JOIN components c ON c.digest = v.digest
+                     WHERE v.name = ?1 AND v.version = ?2",
+                )?
+                .query_row(params![name, version], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+                }),
+            )?;
             match found {
-                Some((digest, size)) => Ok(Ok(ResolveResponse {
+                Some((digest, size, capabilities)) => Ok(Ok(ResolveResponse {
                     name: name.to_string(),
                     version: version.to_string(),
                     digest,
                     size: size as u64,
+                    capabilities,
                 })),
                 None => {
-                    let known: bool = c.prepare_cached("SELECT EXISTS (SELECT 1 FROM versions WHERE name = ?1)")?.query_row([name],
-                        |r| r.get(0),
-                    )?;
+                    let known: bool = c
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM versions WHERE name = ?1)")?
+                        .query_row([name], |r| r.get(0))?;
                     Ok(Err(known))
                 }
             }
+        })
+    }
+
+    /// Stores a component blob (pulled from an OCI registry) by digest.
+    pub fn put_component(&self, digest: &str, data: &[u8]) -> StoreResult<()> {
+        self.with_tx(|tx| put_component(tx, digest, data, now_ms()))
+    }
+
+    pub fn has_component(&self, digest: &str) -> StoreResult<bool> {
+        self.with_conn(|c| {
+            Ok(
+                c.prepare_cached("SELECT EXISTS (SELECT 1 FROM components WHERE digest = ?1)")?
+                    .query_row([digest], |r| r.get(0))?,
+            )
         })
     }
 
@@ -80,7 +109,7 @@ impl Store {
     pub fn list_components(&self) -> StoreResult<Vec<ResolveResponse>> {
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT v.name, v.version, v.digest, c.size FROM versions v
+                "SELECT v.name, v.version, v.digest, c.size, v.capabilities FROM versions v
                  JOIN components c ON c.digest = v.digest ORDER BY v.name, v.created",
             )?;
             let rows = stmt
@@ -90,10 +119,24 @@ impl Store {
                         version: r.get(1)?,
                         digest: r.get(2)?,
                         size: r.get::<_, i64>(3)? as u64,
+                        capabilities: r.get(4)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
     }
+}
+
+fn put_component(
+    tx: &rusqlite::Transaction<'_>,
+    digest: &str,
+    data: &[u8],
+    now: i64,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO components (digest, size, data, created) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![digest, data.len() as i64, data, now])?;
+    Ok(())
 }

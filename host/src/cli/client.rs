@@ -1,17 +1,22 @@
 //! Commands that talk to a control plane: `publish`, `submit`, `runs`,
 //! `nodes`.
 
+use super::oci::{Bar, OciArgs};
 use super::output;
 use super::run::{BudgetArgs, GrantArgs, read_input};
 use crate::failure::RunFailure;
-use crate::node::convert::{budget_to_proto, grant_to_proto, kind_from_proto, usage_from_proto};
+use crate::node::convert::{budget_to_proto, kind_from_proto, usage_from_proto};
 use crate::run::RunOutcome;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tonic::transport::Channel;
+use warden_control_plane::ComponentValidator;
+use warden_control_plane::capabilities::Manifest;
+use warden_control_plane::oci::OciRef;
 use warden_control_plane::store::is_terminal;
 use warden_proto::v1 as pb;
 use warden_proto::v1::node_service_client::NodeServiceClient;
@@ -56,30 +61,152 @@ fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message())
 }
 
-/// Publish a component to the control plane's registry as NAME@VERSION.
-/// The component is checked (a component of the warden:agent/agent world)
-/// and stored by sha256; versions are immutable.
+/// Publish a component: to the control plane's registry as NAME@VERSION,
+/// or to an OCI registry as oci://HOST/REPO:TAG (the wasm artifact layout
+/// of `wkg oci push`). The component is checked first (a component of the
+/// warden:agent/agent world); built-in versions are immutable.
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {
     /// The component (.wasm).
     file: PathBuf,
-    /// NAME@VERSION, e.g. hello@1.0.0.
+    /// NAME@VERSION (e.g. hello@1.0.0) or oci://HOST/REPO:TAG.
     reference: String,
+    /// The agent's capability manifest (TOML): what it may use and its
+    /// default budget. Without one, the agent may use nothing.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
     #[command(flatten)]
     remote: Remote,
+    #[command(flatten)]
+    oci: OciArgs,
+}
+
+/// Show what a component is before running it: its world, imports and
+/// exports, size, digest and capability manifest.
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// A .wasm file, NAME@VERSION in the control plane's registry, or
+    /// oci://HOST/REPO:TAG.
+    reference: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
+    #[command(flatten)]
+    oci: OciArgs,
+}
+
+pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let (bytes, capabilities) = if let Some(oci) = OciRef::parse(&args.reference) {
+        let pulled =
+            warden_control_plane::oci::pull(&oci?, &args.oci.options(), &Bar::new("downloading"))
+                .await?;
+        (pulled.bytes, pulled.capabilities.unwrap_or_default())
+    } else if args.reference.ends_with(".wasm") || Path::new(&args.reference).is_file() {
+        let bytes = std::fs::read(&args.reference)
+            .with_context(|| format!("cannot read component {}", args.reference))?;
+        (bytes, String::new())
+    } else {
+        let channel = args.remote.channel().await?;
+        let resolved = RegistryServiceClient::new(channel.clone())
+            .resolve(pb::ResolveRequest {
+                reference: args.reference.clone(),
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        let mut stream = RegistryServiceClient::new(channel)
+            .fetch(pb::FetchRequest {
+                digest: resolved.digest,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(status)? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        (bytes, resolved.capabilities)
+    };
+    let validator = super::cluster::EngineValidator::new()?;
+    let (world, imports, exports) = match validator.load(&args.reference, &bytes) {
+        Ok((imports, exports)) => ("warden:agent/agent".to_string(), imports, exports),
+        Err(e) => (format!("not runnable here: {e}"), Vec::new(), Vec::new()),
+    };
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "reference": args.reference, "digest": digest, "size": bytes.len(),
+                "world": world, "imports": imports, "exports": exports,
+                "capabilities": (!capabilities.is_empty()).then_some(&capabilities),
+            })
+        );
+    } else {
+        println!("reference  {}", args.reference);
+        println!("digest     {digest}");
+        println!("size       {}", output::bytes(bytes.len() as u64));
+        println!("world      {world}");
+        println!("imports    {}", imports.join("\n           "));
+        println!("exports    {}", exports.join("\n           "));
+        if capabilities.is_empty() {
+            println!("manifest   none: runs of this component may use nothing");
+        } else {
+            println!("manifest");
+            for line in capabilities.lines() {
+                println!("  {line}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads and checks a capability manifest file.
+pub(crate) fn read_manifest(path: &Path) -> anyhow::Result<(String, Manifest)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read capability manifest {}", path.display()))?;
+    let manifest =
+        Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((text, manifest))
 }
 
 pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    let (name, version) =
-        warden_control_plane::split_reference(&args.reference).map_err(anyhow::Error::msg)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read component {}", args.file.display()))?;
+    let capabilities = match &args.manifest {
+        Some(path) => read_manifest(path)?.0,
+        None => String::new(),
+    };
+    if let Some(oci) = OciRef::parse(&args.reference) {
+        let oci = oci?;
+        check_component(&args.file, &bytes)?;
+        let pushed = warden_control_plane::oci::push(
+            &oci,
+            &bytes,
+            (!capabilities.is_empty()).then_some(capabilities.as_str()),
+            &args.oci.options(),
+            &Bar::new("uploading"),
+        )
+        .await?;
+        println!(
+            "pushed {oci} {} ({}), manifest {}",
+            pushed.digest,
+            output::bytes(bytes.len() as u64),
+            pushed.manifest_digest
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (name, version) =
+        warden_control_plane::split_reference(&args.reference).map_err(anyhow::Error::msg)?;
     let mut client = RegistryServiceClient::new(args.remote.channel().await?);
     let mut chunks = vec![pb::PublishChunk {
         part: Some(pb::publish_chunk::Part::Header(pb::PublishHeader {
             name: name.into(),
             version: version.into(),
             size: bytes.len() as u64,
+            capabilities,
         })),
     }];
     chunks.extend(bytes.chunks(1 << 20).map(|c| pb::PublishChunk {
@@ -101,6 +228,14 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         output::bytes(resp.size)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that `bytes` are a component of the agent world, without a
+/// compile cache or pool; the error says what is wrong.
+fn check_component(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    super::cluster::EngineValidator::new()?
+        .validate(&path.display().to_string(), bytes)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Submit a run of a published agent to the control plane.
@@ -194,12 +329,12 @@ async fn wait_for(
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let grant = args.grant.grant()?;
+    let grant = args.grant.request()?;
     let request = |input: String| pb::SubmitRequest {
         agent: args.agent.clone(),
         input,
         budget: Some(budget_to_proto(&args.budget.budget())),
-        grant: Some(grant_to_proto(&grant)),
+        grant: Some(grant.clone()),
         node_selector: args.selector.iter().cloned().collect(),
         max_attempts: args.max_attempts,
         traceparent: String::new(),

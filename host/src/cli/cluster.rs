@@ -48,6 +48,10 @@ struct ServerArgs {
     /// Attempts per run unless `submit --max-attempts` says otherwise.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
+
+    /// How submits of oci:// references reach their registries.
+    #[command(flatten)]
+    oci: super::oci::OciArgs,
 }
 
 /// Run a node: register with the control plane, pull leases, run agents.
@@ -116,7 +120,32 @@ pub(crate) struct DevArgs {
 }
 
 /// Validates published components with a compile-only engine.
-struct EngineValidator(AgentEngine);
+pub(crate) struct EngineValidator(AgentEngine);
+
+impl EngineValidator {
+    /// A validator with its own one-slot engine and no compile cache.
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let config = crate::config::EngineConfig {
+            pool_slots: 1,
+            cache: false,
+            ..crate::config::EngineConfig::default()
+        };
+        Ok(EngineValidator(AgentEngine::new(&config, 64 << 20, None)?))
+    }
+
+    /// Loads `bytes` as an agent; its imports and exports.
+    pub(crate) fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        let (agent, _) = self
+            .0
+            .load(name, bytes, &Quiet)
+            .map_err(|e| e.to_string())?;
+        Ok(agent.interface(self.0.engine()))
+    }
+}
 
 impl ComponentValidator for EngineValidator {
     fn validate(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
@@ -170,6 +199,7 @@ async fn start_control_plane(
             heartbeat_interval: (args.node_timeout / 5)
                 .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             default_max_attempts: args.max_attempts,
+            oci: args.oci.options(),
             ..ControlPlaneConfig::default()
         },
         Arc::new(EngineValidator(engine)),

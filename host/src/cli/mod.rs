@@ -3,6 +3,7 @@
 
 mod client;
 mod cluster;
+mod oci;
 mod output;
 mod run;
 
@@ -44,6 +45,7 @@ enum Command {
     ControlPlane(cluster::ControlPlaneArgs),
     Node(cluster::NodeArgs),
     Publish(client::PublishArgs),
+    Inspect(client::InspectArgs),
     Submit(client::SubmitArgs),
     Runs(client::RunsArgs),
     Nodes(client::NodesArgs),
@@ -76,6 +78,7 @@ pub fn main() -> ExitCode {
             Command::ControlPlane(args) => cluster::control_plane(args).await,
             Command::Node(args) => cluster::node(args).await,
             Command::Publish(args) => client::publish(args).await,
+            Command::Inspect(args) => client::inspect(args).await,
             Command::Submit(args) => client::submit(args).await,
             Command::Runs(args) => client::runs(args).await,
             Command::Nodes(args) => client::nodes(args).await,

@@ -3,6 +3,7 @@
 use super::output;
 use crate::config::{NodeConfig, parse_bytes};
 use crate::engine::LoadProgress;
+use crate::node::convert::grant_from_proto;
 use crate::{FailureKind, Grant, RunBudget, RunFailure, RunOutcome, RunRequest, Sandbox, Usage};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -10,6 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use warden_control_plane::capabilities::{Manifest, grant_for};
+use warden_control_plane::oci::{OciRef, pull};
 
 /// Run an agent component once, locally, and print its output.
 ///
@@ -27,8 +30,17 @@ use std::time::Duration;
   warden run fetch.wasm --input @req.json --allow-http 'https://*.example.com' --json
   warden run agent.wasm --allow-model gpt-4o-mini --max-tokens 2000 --max-cost-usd 0.05")]
 pub(crate) struct RunArgs {
-    /// The agent component (a .wasm file built for wasm32-wasip2).
-    agent: PathBuf,
+    /// The agent component: a .wasm file built for wasm32-wasip2, or
+    /// oci://HOST/REPO:TAG to pull one (its capability manifest applies).
+    agent: String,
+
+    /// A capability manifest (TOML) for a local file: the grant flags must
+    /// stay within it, and no flags means what it declares.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+
+    #[command(flatten)]
+    oci: super::oci::OciArgs,
 
     /// Input: JSON text, or @FILE to read it from a file, or @- for stdin.
     #[arg(long, short, default_value = "null", value_name = "JSON|@FILE")]
@@ -140,6 +152,16 @@ pub(crate) struct GrantArgs {
 }
 
 impl GrantArgs {
+    /// What a submit asks for: the capability manifest's declaration,
+    /// narrowed by the flags (`--allow-http`/`--allow-model` replace the
+    /// declared lists and must stay within them, `--no-kv` drops kv,
+    /// `--scratch-dir` asks for one).
+    pub(crate) fn request(&self) -> anyhow::Result<warden_proto::v1::Grant> {
+        let mut grant = crate::node::convert::grant_to_proto(&self.grant()?);
+        grant.as_declared = true;
+        Ok(grant)
+    }
+
     /// The grant, with HTTP patterns checked.
     pub(crate) fn grant(&self) -> anyhow::Result<Grant> {
         crate::capability::http::HttpPolicy::new(&self.allow_http)?;
@@ -205,20 +227,53 @@ impl LoadProgress for Spinner {
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(&args.input)?;
-    let bytes = std::fs::read(&args.agent)
-        .with_context(|| format!("cannot read agent component {}", args.agent.display()))?;
-    let file_name = args
-        .agent
-        .file_name()
-        .map_or_else(|| "agent".into(), |n| n.to_string_lossy().into_owned());
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => args
-            .agent
-            .file_stem()
-            .map_or_else(|| "agent".into(), |s| s.to_string_lossy().into_owned()),
+    let (bytes, file_name, default_name, grant) = match OciRef::parse(&args.agent) {
+        Some(oci) => {
+            let oci = oci?;
+            let pulled = pull(
+                &oci,
+                &args.oci.options(),
+                &super::oci::Bar::new("downloading"),
+            )
+            .await?;
+            let manifest = match &pulled.capabilities {
+                Some(text) => {
+                    Some(Manifest::parse(text).map_err(|e| anyhow::anyhow!("{oci}: {e}"))?)
+                }
+                None => None,
+            };
+            let grant = grant_for(&oci.to_string(), manifest.as_ref(), &args.grant.request()?)
+                .map_err(anyhow::Error::msg)?;
+            (
+                pulled.bytes,
+                oci.to_string(),
+                oci.name(),
+                grant_from_proto(Some(grant)),
+            )
+        }
+        None => {
+            let path = PathBuf::from(&args.agent);
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read agent component {}", path.display()))?;
+            let file_name = path
+                .file_name()
+                .map_or_else(|| "agent".into(), |n| n.to_string_lossy().into_owned());
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "agent".into(), |s| s.to_string_lossy().into_owned());
+            let grant = match &args.manifest {
+                Some(m) => {
+                    let (_, manifest) = super::client::read_manifest(m)?;
+                    let grant = grant_for(&file_name, Some(&manifest), &args.grant.request()?)
+                        .map_err(anyhow::Error::msg)?;
+                    grant_from_proto(Some(grant))
+                }
+                None => args.grant.grant()?,
+            };
+            (bytes, file_name, stem, grant)
+        }
     };
-    let grant = args.grant.grant()?;
+    let name = args.name.clone().unwrap_or(default_name);
 
     let mut config = NodeConfig::load(args.node_config.as_deref())?;
     if let Some(dir) = &args.data_dir {

@@ -64,6 +64,7 @@ pub fn grant_to_proto(g: &Grant) -> pb::Grant {
         kv: g.kv,
         scratch_dir: g.scratch_dir,
         config: g.config.clone().into_iter().collect(),
+        as_declared: false,
     }
 }
 

@@ -15,14 +15,14 @@ fn bin() -> PathBuf {
 
 /// A control plane process on a free port, with its database and logs in a
 /// temp dir, and helpers to start nodes against it.
-struct TestCluster {
+pub(crate) struct TestCluster {
     tmp: tempfile::TempDir,
     port: u16,
     url: String,
 }
 
 impl TestCluster {
-    fn start(cp_args: &[&str]) -> (Self, cluster::Proc) {
+    pub(crate) fn start(cp_args: &[&str]) -> (Self, cluster::Proc) {
         let tmp = tempfile::tempdir().unwrap();
         let port = free_port();
         let (cp, url) = cluster::control_plane(
@@ -48,7 +48,7 @@ impl TestCluster {
         .0
     }
 
-    fn node(&self, id: &str, args: &[&str]) -> cluster::Proc {
+    pub(crate) fn node(&self, id: &str, args: &[&str]) -> cluster::Proc {
         cluster::node(
             &bin(),
             &self.url,
@@ -60,7 +60,7 @@ impl TestCluster {
     }
 
     /// Runs the `warden` CLI against this control plane.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(bin())
             .args(args)
             .env("WARDEN_CONTROL_PLANE", &self.url)

@@ -9,6 +9,7 @@ mod kv;
 mod leases;
 mod limits;
 mod llm;
+mod oci;
 mod sandbox;
 
 use warden_host::{FailureKind, RunOutcome};

@@ -1,0 +1,389 @@
+//! Components in OCI registries, in the wasm OCI artifact layout that
+//! `wkg oci push/pull` uses: one `application/wasm` layer and an
+//! `application/vnd.wasm.config.v0+json` config. Warden adds the capability
+//! manifest as the manifest annotation [`CAPABILITIES_ANNOTATION`].
+//!
+//! References are `oci://HOST[:PORT]/REPO[:TAG|@sha256:…]`. Plain HTTP is
+//! used only for loopback registries or with `insecure`. Credentials come
+//! from [`Credentials`]: explicit, else the docker config file
+//! (`~/.docker/config.json`, `DOCKER_CONFIG`), else anonymous.
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::manifest::{OciImageManifest, OciManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const WASM_LAYER: &str = "application/wasm";
+const OCI_IMAGE_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// Annotation holding the capability manifest (TOML).
+pub const CAPABILITIES_ANNOTATION: &str = "dev.warden.capabilities";
+/// Components larger than this are refused.
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("`{0}` is not an OCI reference like oci://registry.example.com/agents/hello:1.0 ({1})")]
+    BadReference(String, String),
+    #[error("{reference}: {message}")]
+    Registry { reference: String, message: String },
+    #[error("{0}: not a wasm component artifact: {1}")]
+    NotWasm(String, String),
+}
+
+/// Registry credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct OciOptions {
+    /// Allow plain HTTP to non-loopback registries.
+    pub insecure: bool,
+    pub credentials: Credentials,
+}
+
+/// A parsed `oci://` reference.
+#[derive(Debug, Clone)]
+pub struct OciRef {
+    pub reference: Reference,
+}
+
+impl OciRef {
+    /// `Some` for `oci://…` strings (parsed, or the error), `None` otherwise.
+    pub fn parse(text: &str) -> Option<Result<OciRef, OciError>> {
+        let rest = text.strip_prefix("oci://")?;
+        let bad = |m: String| OciError::BadReference(text.to_string(), m);
+        if !rest.contains('/') {
+            return Some(Err(bad("no repository after the registry".into())));
+        }
+        Some(
+            rest.parse::<Reference>()
+                .map(|reference| OciRef { reference })
+                .map_err(|e| bad(e.to_string())),
+        )
+    }
+
+    /// `HOST/REPO`: the agent's name (its kv namespace) across tags.
+    pub fn name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.reference.registry(),
+            self.reference.repository()
+        )
+    }
+
+    /// The tag, or the digest when pinned by one.
+    pub fn version(&self) -> String {
+        self.reference
+            .digest()
+            .or(self.reference.tag())
+            .unwrap_or("latest")
+            .to_string()
+    }
+
+    fn is_loopback(&self) -> bool {
+        let host = self.reference.registry();
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(h, _)| h);
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+    }
+}
+
+impl std::fmt::Display for OciRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "oci://{}", self.reference.whole())
+    }
+}
+
+/// A component pulled from a registry.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub bytes: Vec<u8>,
+    /// `sha256:` of the component (the layer), verified.
+    pub digest: String,
+    /// `sha256:` of the OCI manifest the tag resolved to.
+    pub manifest_digest: String,
+    /// The capability manifest, when the artifact carries one.
+    pub capabilities: Option<String>,
+}
+
+/// Progress of a transfer: bytes done, bytes in all (when known).
+pub trait Progress: Send + Sync {
+    fn start(&self, _total: Option<u64>) {}
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// No progress output.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+fn client(r: &OciRef, opts: &OciOptions) -> Client {
+    let protocol = if opts.insecure || r.is_loopback() {
+        ClientProtocol::HttpsExcept(vec![r.reference.registry().to_string()])
+    } else {
+        ClientProtocol::Https
+    };
+    Client::new(ClientConfig {
+        protocol,
+        connect_timeout: Some(std::time::Duration::from_secs(5)),
+        read_timeout: Some(std::time::Duration::from_secs(60)),
+        ..Default::default()
+    })
+}
+
+/// The credentials for `r`'s registry: explicit, else the docker config,
+/// else anonymous.
+fn auth(r: &OciRef, opts: &OciOptions) -> RegistryAuth {
+    if let Some(user) = &opts.credentials.username {
+        return RegistryAuth::Basic(
+            user.clone(),
+            opts.credentials.password.clone().unwrap_or_default(),
+        );
+    }
+    let registry = r.reference.resolve_registry();
+    match docker_credential::get_credential(registry) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
+            RegistryAuth::Basic(u, p)
+        }
+        Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
+        Err(_) => RegistryAuth::Anonymous,
+    }
+}
+
+fn registry_error(r: &OciRef, e: oci_client::errors::OciDistributionError) -> OciError {
+    use oci_client::errors::OciDistributionError as E;
+    let message = match &e {
+        E::ImageManifestNotFoundError(_) => "no such tag or digest in the registry".to_string(),
+        E::RegistryError { envelope, .. }
+            if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    oci_client::errors::OciErrorCode::ManifestUnknown
+                        | oci_client::errors::OciErrorCode::NameUnknown
+                )
+            }) =>
+        {
+            "no such tag or digest in the registry".to_string()
+        }
+        E::AuthenticationFailure(m) => format!("the registry refused the credentials: {m}"),
+        E::UnauthorizedError { .. } => {
+            "the registry requires credentials (docker login, or --registry-username/--registry-password)".to_string()
+        }
+        E::RequestError(re) if re.is_connect() || re.is_timeout() => {
+            format!("cannot reach the registry {}: {re}", r.reference.registry())
+        }
+        E::DigestError(d) => format!("digest mismatch: {d}"),
+        _ => e.to_string(),
+    };
+    OciError::Registry {
+        reference: r.to_string(),
+        message,
+    }
+}
+
+/// Resolves `r` to its manifest and digest.
+pub async fn resolve(
+    r: &OciRef,
+    opts: &OciOptions,
+) -> Result<(OciImageManifest, String), OciError> {
+    let c = client(r, opts);
+    resolve_with(&c, r, opts).await
+}
+
+async fn resolve_with(
+    c: &Client,
+    r: &OciRef,
+    opts: &OciOptions,
+) -> Result<(OciImageManifest, String), OciError> {
+    let (manifest, digest) = c
+        .pull_manifest(&r.reference, &auth(r, opts))
+        .await
+        .map_err(|e| registry_error(r, e))?;
+    if let Some(pinned) = r.reference.digest()
+        && pinned != digest
+    {
+        return Err(OciError::Registry {
+            reference: r.to_string(),
+            message: format!("the registry answered manifest {digest}, not {pinned}"),
+        });
+    }
+    match manifest {
+        OciManifest::Image(m) => Ok((m, digest)),
+        OciManifest::ImageIndex(_) => Err(OciError::NotWasm(
+            r.to_string(),
+            "it is an image index, not a single component".into(),
+        )),
+    }
+}
+
+/// Pulls the component of `r`, verifying its digest, with progress.
+pub async fn pull(
+    r: &OciRef,
+    opts: &OciOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled, OciError> {
+    let c = client(r, opts);
+    let (manifest, manifest_digest) = resolve_with(&c, r, opts).await?;
+    let layer = wasm_layer(r, &manifest)?;
+    if layer.size < 0 || layer.size as u64 > MAX_COMPONENT_BYTES {
+        return Err(OciError::NotWasm(
+            r.to_string(),
+            format!(
+                "its layer is {} bytes, more than the limit of {MAX_COMPONENT_BYTES}",
+                layer.size
+            ),
+        ));
+    }
+    let mut stream = c
+        .pull_blob_stream(&r.reference, layer)
+        .await
+        .map_err(|e| registry_error(r, e))?;
+    progress.start(stream.content_length.or(Some(layer.size as u64)));
+    let mut bytes = Vec::with_capacity(layer.size as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| OciError::Registry {
+            reference: r.to_string(),
+            message: format!("download broke: {e}"),
+        })?;
+        if bytes.len() as u64 + chunk.len() as u64 > MAX_COMPONENT_BYTES {
+            return Err(OciError::NotWasm(
+                r.to_string(),
+                "the layer is larger than declared".into(),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+        progress.advance(chunk.len() as u64);
+    }
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if digest != layer.digest {
+        return Err(OciError::Registry {
+            reference: r.to_string(),
+            message: format!(
+                "digest mismatch: the layer should be {} but the bytes are {digest}",
+                layer.digest
+            ),
+        });
+    }
+    Ok(Pulled {
+        bytes,
+        digest,
+        manifest_digest,
+        capabilities: manifest
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CAPABILITIES_ANNOTATION))
+            .cloned(),
+    })
+}
+
+fn wasm_layer<'m>(
+    r: &OciRef,
+    manifest: &'m OciImageManifest,
+) -> Result<&'m oci_client::manifest::OciDescriptor, OciError> {
+    let wasm: Vec<_> = manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == WASM_LAYER)
+        .collect();
+    match wasm.as_slice() {
+        [layer] => Ok(layer),
+        [] => Err(OciError::NotWasm(
+            r.to_string(),
+            format!(
+                "no {WASM_LAYER} layer (layers: {})",
+                manifest
+                    .layers
+                    .iter()
+                    .map(|l| l.media_type.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        _ => Err(OciError::NotWasm(
+            r.to_string(),
+            format!("{} {WASM_LAYER} layers; expected one", wasm.len()),
+        )),
+    }
+}
+
+/// What a push made.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub digest: String,
+    pub manifest_digest: String,
+}
+
+/// Pushes `component` to `r` in the wasm artifact layout, with the
+/// capability manifest as an annotation when given.
+pub async fn push(
+    r: &OciRef,
+    component: &[u8],
+    capabilities: Option<&str>,
+    opts: &OciOptions,
+    progress: &dyn Progress,
+) -> Result<Pushed, OciError> {
+    let c = client(r, opts);
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(component)));
+    let config = serde_json::json!({
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [digest],
+    });
+    let config = Config::new(
+        config.to_string().into_bytes(),
+        WASM_CONFIG.to_string(),
+        None,
+    );
+    let layer = ImageLayer::new(component.to_vec(), WASM_LAYER.to_string(), None);
+    let mut annotations = BTreeMap::new();
+    if let Some(text) = capabilities {
+        annotations.insert(CAPABILITIES_ANNOTATION.to_string(), text.to_string());
+    }
+    let mut manifest = OciImageManifest::build(
+        std::slice::from_ref(&layer),
+        &config,
+        (!annotations.is_empty()).then_some(annotations),
+    );
+    manifest.artifact_type = Some(WASM_CONFIG.to_string());
+    // Serialized here, not by the client: its canonical-JSON writer leaves
+    // newlines in strings unescaped, which registries reject, and the digest
+    // printed must be of the exact bytes pushed.
+    let registry_err = |message: String| OciError::Registry {
+        reference: r.to_string(),
+        message,
+    };
+    let manifest_json = serde_json::to_vec(&manifest).map_err(|e| registry_err(e.to_string()))?;
+    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest_json)));
+    c.auth(
+        &r.reference,
+        &auth(r, opts),
+        oci_client::RegistryOperation::Push,
+    )
+    .await
+    .map_err(|e| registry_error(r, e))?;
+    progress.start(Some(component.len() as u64));
+    c.push_blob(&r.reference, &config.data, &manifest.config.digest)
+        .await
+        .map_err(|e| registry_error(r, e))?;
+    c.push_blob(&r.reference, component, &digest)
+        .await
+        .map_err(|e| registry_error(r, e))?;
+    progress.advance(component.len() as u64);
+    let content_type = http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE);
+    c.push_manifest_raw(&r.reference, manifest_json, content_type)
+        .await
+        .map_err(|e| registry_error(r, e))?;
+    Ok(Pushed {
+        digest,
+        manifest_digest,
+    })
+}

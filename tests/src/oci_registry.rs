@@ -1,0 +1,89 @@
+//! A real OCI registry on loopback: Debian's `docker-registry` (the CNCF
+//! distribution registry), started per test with its storage in a temp dir.
+
+use crate::cluster::{Proc, free_port};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running registry, stopped on drop.
+pub struct OciRegistry {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+}
+
+impl OciRegistry {
+    /// Starts `docker-registry` on a free port and waits until it answers.
+    pub fn start() -> Self {
+        let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect(
+                "an OCI registry binary: `apt-get install -y docker-registry` (.ci/run does this)",
+            );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry starts");
+        let proc = Proc {
+            child,
+            name: "docker-registry".into(),
+        };
+        let host = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        loop {
+            if answers(&host) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the registry did not start: {}",
+                std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OciRegistry {
+            _proc: proc,
+            _dir: dir,
+            host,
+        }
+    }
+
+    /// `oci://HOST/REPO:TAG` on this registry.
+    pub fn reference(&self, repo_tag: &str) -> String {
+        format!("oci://{}/{repo_tag}", self.host)
+    }
+}
+
+/// Whether `GET /v2/` answers 200.
+fn answers(host: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn
+        .write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+}
