@@ -69,6 +69,8 @@ pub struct ControlPlane {
     resolved:
         Arc<std::sync::Mutex<std::collections::HashMap<String, warden_proto::v1::ResolveResponse>>>,
     submits: Arc<SubmitQueue>,
+    /// Component fetches served (RegistryService.Fetch).
+    fetches: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type SubmitReply = oneshot::Sender<Result<Run, String>>;
@@ -95,6 +97,7 @@ impl ControlPlane {
             validator,
             resolved: Arc::default(),
             submits: Arc::default(),
+            fetches: Arc::default(),
         }
     }
 
@@ -149,6 +152,12 @@ impl ControlPlane {
             self.resolved.lock().unwrap().insert(key, r.clone());
         }
         Ok(found)
+    }
+
+    /// How many component fetches (RegistryService.Fetch) this control
+    /// plane has served.
+    pub fn component_fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Store {

@@ -555,6 +555,19 @@ impl registry_service_server::RegistryService for ControlPlane {
         req: Request<ResolveRequest>,
     ) -> Result<Response<ResolveResponse>, Status> {
         let reference = req.into_inner().reference;
+        if let Some(oci) = OciRef::parse(&reference) {
+            let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let (agent, digest, capabilities) = self.import_oci(&oci).await?;
+            let size = self.store.component(&digest)?.map_or(0, |b| b.len() as u64);
+            let (name, version) = agent.split_once('@').unwrap_or((&agent, ""));
+            return Ok(Response::new(ResolveResponse {
+                name: name.to_string(),
+                version: version.to_string(),
+                digest,
+                size,
+                capabilities,
+            }));
+        }
         let (name, version) = parse_reference(&reference)?;
         match self.store.resolve(name, version)? {
             Ok(r) => Ok(Response::new(r)),
@@ -572,6 +585,8 @@ impl registry_service_server::RegistryService for ControlPlane {
         req: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
         let digest = req.into_inner().digest;
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = self
             .store
             .component(&digest)?

@@ -65,6 +65,9 @@ pub struct EngineConfig {
     pub max_wasm_stack: usize,
     /// Keep precompiled components on disk under the data dir.
     pub cache: bool,
+    /// Most bytes the compile cache, and a node's component blobs, may each
+    /// hold; least recently used entries are evicted beyond it.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +77,7 @@ impl Default for EngineConfig {
             fuel: true,
             max_wasm_stack: 1 << 20,
             cache: true,
+            cache_max_bytes: 2 << 30,
         }
     }
 }

@@ -170,12 +170,14 @@ impl AgentEngine {
         crate::store::add_to_linker(&mut linker).map_err(host)?;
 
         let cache = match cache_dir {
-            Some(dir) => Some(ComponentCache::new(dir.clone(), &engine).map_err(|e| {
-                LoadError::Host(format!(
-                    "cannot create compile cache {}: {e}",
-                    dir.display()
-                ))
-            })?),
+            Some(dir) => Some(
+                ComponentCache::new(dir.clone(), &engine, config.cache_max_bytes).map_err(|e| {
+                    LoadError::Host(format!(
+                        "cannot create compile cache {}: {e}",
+                        dir.display()
+                    ))
+                })?,
+            ),
             None => None,
         };
 
@@ -211,6 +213,12 @@ impl AgentEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The most bytes each on-disk cache (compiled artifacts, node blobs)
+    /// may hold before least recently used entries are evicted.
+    pub fn cache_max_bytes(&self) -> u64 {
+        self.inner.config.cache_max_bytes
     }
 
     pub fn fuel_enabled(&self) -> bool {

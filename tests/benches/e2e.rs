@@ -51,6 +51,7 @@ async fn main() {
             labels: Default::default(),
             slots,
             drain_grace: Duration::from_secs(1),
+            prewarm: Vec::new(),
         },
         &dir.path().join("node"),
     )

@@ -87,6 +87,11 @@ struct NodeFlags {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_grace: Duration,
 
+    /// Fetch and compile this agent at start (NAME@VERSION or oci://…), so
+    /// its first run is warm. Repeatable.
+    #[arg(long, value_name = "REF")]
+    prewarm: Vec<String>,
+
     /// The node's id. Default: kept in DATA_DIR/node-id, created once.
     #[arg(long)]
     node_id: Option<String>,
@@ -259,6 +264,7 @@ async fn run_node(
             labels,
             slots,
             drain_grace: flags.drain_grace,
+            prewarm: flags.prewarm.clone(),
         },
         &config.data_dir,
     )?;

@@ -1,24 +1,35 @@
 //! [`ComponentStore`]: components by digest for this node: in memory
-//! (compiled, pre-instantiated), on disk (`data_dir/blobs`, verified against
-//! the digest on every read), fetched from the registry once, with
-//! concurrent fetches of one digest deduplicated.
+//! (compiled, pre-instantiated; the [`MAX_LOADED`] most recently used), on
+//! disk (`data_dir/blobs`, verified against the digest on every read,
+//! bounded like the compile cache with least-recently-used eviction),
+//! fetched from the registry once, with concurrent fetches of one digest
+//! deduplicated.
 
-use crate::cache::sha256_hex;
+use crate::cache::{evict_lru, sha256_hex, touch};
 use crate::engine::{AgentComponent, LoadError, Quiet};
 use crate::failure::{FailureKind, RunFailure};
 use crate::run::Sandbox;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 use warden_proto::v1 as pb;
 use warden_proto::v1::registry_service_client::RegistryServiceClient;
 
+/// Compiled components kept in memory.
+const MAX_LOADED: usize = 256;
+
+type Loaded = Arc<OnceCell<AgentComponent>>;
+
 pub(super) struct ComponentStore {
     dir: PathBuf,
     channel: Channel,
-    loaded: Mutex<HashMap<String, Arc<OnceCell<AgentComponent>>>>,
+    /// digest -> (component, last use), the LRU clock being `tick`.
+    loaded: Mutex<(HashMap<String, (Loaded, u64)>, u64)>,
+    /// Components fetched from the registry (not found intact on disk).
+    pub(super) fetches: AtomicU64,
 }
 
 fn host_error(message: String) -> RunFailure {
@@ -31,6 +42,7 @@ impl ComponentStore {
             dir,
             channel,
             loaded: Mutex::default(),
+            fetches: AtomicU64::new(0),
         }
     }
 
@@ -39,13 +51,24 @@ impl ComponentStore {
         sandbox: &Sandbox,
         digest: &str,
     ) -> Result<AgentComponent, RunFailure> {
-        let cell = self
-            .loaded
-            .lock()
-            .unwrap()
-            .entry(digest.to_string())
-            .or_default()
-            .clone();
+        let cell = {
+            let mut guard = self.loaded.lock().unwrap();
+            let (loaded, tick) = &mut *guard;
+            *tick += 1;
+            let now = *tick;
+            if !loaded.contains_key(digest) && loaded.len() >= MAX_LOADED {
+                let oldest = loaded
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(d, _)| d.clone());
+                if let Some(oldest) = oldest {
+                    loaded.remove(&oldest);
+                }
+            }
+            let entry = loaded.entry(digest.to_string()).or_default();
+            entry.1 = now;
+            entry.0.clone()
+        };
         cell.get_or_try_init(|| self.load(sandbox, digest))
             .await
             .cloned()
@@ -55,8 +78,12 @@ impl ComponentStore {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         let path = self.dir.join(format!("{hex}.wasm"));
         let bytes = match std::fs::read(&path) {
-            Ok(bytes) if sha256_hex(&bytes) == hex => bytes,
+            Ok(bytes) if sha256_hex(&bytes) == hex => {
+                touch(&path);
+                bytes
+            }
             _ => {
+                self.fetches.fetch_add(1, Ordering::Relaxed);
                 let bytes = self.fetch(digest).await?;
                 if sha256_hex(&bytes) != hex {
                     return Err(host_error(format!(
@@ -66,6 +93,9 @@ impl ComponentStore {
                 std::fs::create_dir_all(&self.dir)
                     .and_then(|()| std::fs::write(&path, &bytes))
                     .map_err(|e| host_error(format!("cannot store component {digest}: {e}")))?;
+                if let Err(e) = evict_lru(&self.dir, sandbox.engine().cache_max_bytes(), &path) {
+                    tracing::warn!(error = %e, "cannot evict old component blobs");
+                }
                 bytes
             }
         };

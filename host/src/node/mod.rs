@@ -27,6 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use warden_proto::v1 as pb;
 use warden_proto::v1::lease_service_client::LeaseServiceClient;
 use warden_proto::v1::node_service_client::NodeServiceClient;
+use warden_proto::v1::registry_service_client::RegistryServiceClient;
 
 /// How a node presents itself and behaves.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ pub struct NodeOptions {
     pub slots: u32,
     /// On shutdown, how long in-flight runs may take to finish.
     pub drain_grace: Duration,
+    /// Agents to fetch and compile at start (NAME@VERSION or oci://…), so
+    /// their first runs start warm.
+    pub prewarm: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +138,38 @@ impl NodeAgent {
         }))
     }
 
+    /// Components this node fetched from the registry (not found intact in
+    /// its blob cache).
+    pub fn component_fetches(&self) -> u64 {
+        self.components.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Fetches and compiles each agent of `opts.prewarm`; failures are
+    /// logged, never fatal.
+    async fn prewarm(&self) {
+        for reference in &self.opts.prewarm {
+            let started = std::time::Instant::now();
+            let resolved = RegistryServiceClient::new(self.channel.clone())
+                .resolve(pb::ResolveRequest {
+                    reference: reference.clone(),
+                })
+                .await;
+            let digest = match resolved {
+                Ok(r) => r.into_inner().digest,
+                Err(e) => {
+                    tracing::warn!(%reference, error = %e.message(), "cannot pre-warm");
+                    continue;
+                }
+            };
+            match self.components.get(&self.sandbox, &digest).await {
+                Ok(_) => {
+                    tracing::info!(%reference, %digest, ms = started.elapsed().as_millis() as u64, "pre-warmed")
+                }
+                Err(e) => tracing::warn!(%reference, error = %e.message, "cannot pre-warm"),
+            }
+        }
+    }
+
     fn nodes(&self) -> NodeServiceClient<Channel> {
         NodeServiceClient::new(self.channel.clone())
     }
@@ -189,6 +225,7 @@ impl NodeAgent {
             return;
         };
         let interval = self.register().await;
+        self.prewarm().await;
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(interval));
         let renew = tokio::spawn(self.clone().renew_loop());
         let ack = tokio::spawn(self.clone().ack_loop(acks));

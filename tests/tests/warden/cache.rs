@@ -32,3 +32,52 @@ fn second_load_is_warm_and_a_flipped_byte_is_rebuilt() {
     std::fs::write(&artifact, &data[..middle]).unwrap();
     assert_eq!(load(&sandbox(dir.path(), None)), LoadSource::Compiled);
 }
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn eviction_keeps_the_cache_under_its_bound() {
+    let agents = [
+        examples::HELLO,
+        examples::KV_COUNTER,
+        examples::RESEARCH_AGENT,
+    ];
+    // Each artifact's size, from an unbounded cache.
+    let sizing = tempfile::tempdir().unwrap();
+    let sb = sandbox(sizing.path(), None);
+    let mut largest = 0;
+    for path in agents {
+        let before = dir_bytes(&sizing.path().join("cache"));
+        let bytes = std::fs::read(path).unwrap();
+        sb.engine().load(path, &bytes, &Quiet).unwrap();
+        largest = largest.max(dir_bytes(&sizing.path().join("cache")) - before);
+    }
+
+    let bound = largest * 3 / 2;
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |c| c.engine.cache_max_bytes = bound);
+    let cache = dir.path().join("cache");
+    for path in agents.iter().chain(&agents) {
+        let bytes = std::fs::read(path).unwrap();
+        sb.engine().load(path, &bytes, &Quiet).unwrap();
+        let held = dir_bytes(&cache);
+        assert!(held <= bound, "{held} bytes in a cache bounded at {bound}");
+    }
+    // The most recent entry survives; older ones were evicted to make room.
+    let research = std::fs::read(examples::RESEARCH_AGENT).unwrap();
+    let fresh = warden_tests::sandbox_with(dir.path(), |c| c.engine.cache_max_bytes = bound);
+    assert_eq!(
+        fresh.engine().load("r", &research, &Quiet).unwrap().1,
+        LoadSource::Cache
+    );
+    let hello = std::fs::read(examples::HELLO).unwrap();
+    assert_eq!(
+        fresh.engine().load("h", &hello, &Quiet).unwrap().1,
+        LoadSource::Compiled
+    );
+}

@@ -9,6 +9,7 @@ mod kv;
 mod leases;
 mod limits;
 mod llm;
+mod node_cache;
 mod oci;
 mod sandbox;
 
