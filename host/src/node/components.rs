@@ -23,11 +23,17 @@ const MAX_LOADED: usize = 256;
 
 type Loaded = Arc<OnceCell<AgentComponent>>;
 
+/// Loaded components with their last use, and the LRU clock.
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<String, (Loaded, u64)>,
+    tick: u64,
+}
+
 pub(super) struct ComponentStore {
     dir: PathBuf,
     channel: Channel,
-    /// digest -> (component, last use), the LRU clock being `tick`.
-    loaded: Mutex<(HashMap<String, (Loaded, u64)>, u64)>,
+    loaded: Mutex<Lru>,
     /// Components fetched from the registry (not found intact on disk).
     pub(super) fetches: AtomicU64,
 }
@@ -53,7 +59,10 @@ impl ComponentStore {
     ) -> Result<AgentComponent, RunFailure> {
         let cell = {
             let mut guard = self.loaded.lock().unwrap();
-            let (loaded, tick) = &mut *guard;
+            let Lru {
+                entries: loaded,
+                tick,
+            } = &mut *guard;
             *tick += 1;
             let now = *tick;
             if !loaded.contains_key(digest) && loaded.len() >= MAX_LOADED {
