@@ -146,6 +146,17 @@ pub async fn connect(url: &str) -> Channel {
 
 /// Publishes a component file as `reference` over gRPC.
 pub async fn publish(channel: Channel, path: &str, reference: &str) -> pb::PublishResponse {
+    publish_with(channel, path, reference, "").await
+}
+
+/// Publishes the component at `path` as `reference` with a capability
+/// manifest (TOML; empty for none).
+pub async fn publish_with(
+    channel: Channel,
+    path: &str,
+    reference: &str,
+    capabilities: &str,
+) -> pb::PublishResponse {
     let (name, version) = reference.split_once('@').unwrap();
     let bytes = std::fs::read(path).unwrap();
     let chunks = vec![
@@ -154,7 +165,7 @@ pub async fn publish(channel: Channel, path: &str, reference: &str) -> pb::Publi
                 name: name.into(),
                 version: version.into(),
                 size: bytes.len() as u64,
-                capabilities: String::new(),
+                capabilities: capabilities.to_string(),
             })),
         },
         pb::PublishChunk {

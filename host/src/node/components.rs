@@ -36,6 +36,9 @@ pub(super) struct ComponentStore {
     loaded: Mutex<Lru>,
     /// Components fetched from the registry (not found intact on disk).
     pub(super) fetches: AtomicU64,
+    /// How long the last load took (disk or fetch, verify, compile or
+    /// deserialize, pre-instantiate), in microseconds.
+    pub(super) last_load_us: AtomicU64,
 }
 
 fn host_error(message: String) -> RunFailure {
@@ -49,6 +52,7 @@ impl ComponentStore {
             channel,
             loaded: Mutex::default(),
             fetches: AtomicU64::new(0),
+            last_load_us: AtomicU64::new(0),
         }
     }
 
@@ -84,6 +88,18 @@ impl ComponentStore {
     }
 
     async fn load(&self, sandbox: &Sandbox, digest: &str) -> Result<AgentComponent, RunFailure> {
+        let started = std::time::Instant::now();
+        let loaded = self.load_uncached(sandbox, digest).await;
+        self.last_load_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        loaded
+    }
+
+    async fn load_uncached(
+        &self,
+        sandbox: &Sandbox,
+        digest: &str,
+    ) -> Result<AgentComponent, RunFailure> {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         let path = self.dir.join(format!("{hex}.wasm"));
         let bytes = match std::fs::read(&path) {

@@ -144,6 +144,13 @@ impl NodeAgent {
         self.components.fetches.load(Ordering::Relaxed)
     }
 
+    /// How long this node's last component load took (from its blob cache
+    /// or the registry, verified, compiled or read from the compile cache,
+    /// pre-instantiated).
+    pub fn last_component_load(&self) -> Duration {
+        Duration::from_micros(self.components.last_load_us.load(Ordering::Relaxed))
+    }
+
     /// Fetches and compiles each agent of `opts.prewarm`; failures are
     /// logged, never fatal.
     async fn prewarm(&self) {

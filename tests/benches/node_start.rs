@@ -1,0 +1,206 @@
+//! Node start to first run, with a cold cache (empty data dir: fetch the
+//! component, verify, compile) and a warm one (blob and compiled artifact on
+//! disk from an earlier node), side by side in one process, alternating.
+//! The agent is the largest example, `research-agent`, answering through a
+//! loopback stand-in for the LLM and web.
+//!
+//! Run: `cargo bench -p warden-tests --bench node_start -- [ROUNDS]`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden_control_plane::{ComponentValidator, ControlPlane, ControlPlaneConfig, Store};
+use warden_host::node::{NodeAgent, NodeOptions};
+use warden_proto::v1 as pb;
+use warden_tests::cluster::{connect, publish_with, submit};
+use warden_tests::fake_openai::FakeOpenAi;
+use warden_tests::{examples, sandbox_with};
+
+struct AcceptAll;
+impl ComponentValidator for AcceptAll {
+    fn validate(&self, _: &str, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct Sample {
+    /// NodeAgent created (engine built) → first run recorded succeeded.
+    start_to_first_run: Duration,
+    /// Of which: the component load (blob, verify, compile or deserialize,
+    /// pre-instantiate), as the node timed it.
+    component_load: Duration,
+}
+
+async fn one_start(
+    cp: &ControlPlane,
+    ch: tonic::transport::Channel,
+    url: &str,
+    dir: &std::path::Path,
+    llm: &str,
+    input: &str,
+    grant: &pb::Grant,
+) -> Sample {
+    // Queue the run first, so the node's start is the only thing timed.
+    let id = submit(ch, "research-agent@1", input, |r| {
+        r.grant = Some(grant.clone())
+    })
+    .await;
+    let started = Instant::now();
+    let llm = llm.to_string();
+    let sandbox = sandbox_with(dir, move |c| {
+        c.engine.pool_slots = 4;
+        c.llm.base_url = Some(llm);
+    });
+    let node = NodeAgent::new(
+        sandbox,
+        NodeOptions {
+            control_plane: url.to_string(),
+            node_id: format!("bench-{}", rand_id()),
+            labels: Default::default(),
+            slots: 4,
+            drain_grace: Duration::from_secs(5),
+            prewarm: Vec::new(),
+        },
+        dir,
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(node.clone().run(async move {
+        let _ = stopped.await;
+    }));
+    loop {
+        let run = cp.store().get_run(&id).unwrap().unwrap();
+        if run.state == "succeeded" {
+            break;
+        }
+        assert!(
+            !warden_control_plane::store::is_terminal(&run.state),
+            "the run ended {}: {}",
+            run.state,
+            run.error_message
+        );
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let sample = Sample {
+        start_to_first_run: started.elapsed(),
+        component_load: node.last_component_load(),
+    };
+    let _ = stop.send(());
+    task.await.unwrap();
+    sample
+}
+
+fn rand_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(7);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("cp.sqlite3")).unwrap();
+    let cp = ControlPlane::new(store, ControlPlaneConfig::default(), Arc::new(AcceptAll));
+    let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(cp.clone().serve(listener, std::future::pending()));
+    let ch = connect(&url).await;
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/research-agent/warden.toml"),
+    )
+    .unwrap();
+    publish_with(
+        ch.clone(),
+        examples::RESEARCH_AGENT,
+        "research-agent@1",
+        &manifest,
+    )
+    .await;
+    let fake = FakeOpenAi::start();
+    let web = fake.server().url();
+    let input = format!(r#"{{"question":"What is Wasm? Start at {web}/docs/wasm","model":"m"}}"#);
+    // The fake web is on loopback: the run names it explicitly.
+    let grant = pb::Grant {
+        http: vec![web.clone()],
+        models: vec!["m".into()],
+        kv: true,
+        ..pb::Grant::default()
+    };
+
+    let warm_dir = tmp.path().join("warm");
+    // Fill the warm dir once.
+    let _ = one_start(
+        &cp,
+        ch.clone(),
+        &url,
+        &warm_dir,
+        &fake.base_url(),
+        &input,
+        &grant,
+    )
+    .await;
+
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let cold_dir = tmp.path().join(format!("cold-{round}"));
+        cold.push(
+            one_start(
+                &cp,
+                ch.clone(),
+                &url,
+                &cold_dir,
+                &fake.base_url(),
+                &input,
+                &grant,
+            )
+            .await,
+        );
+        warm.push(
+            one_start(
+                &cp,
+                ch.clone(),
+                &url,
+                &warm_dir,
+                &fake.base_url(),
+                &input,
+                &grant,
+            )
+            .await,
+        );
+    }
+    let size = std::fs::metadata(examples::RESEARCH_AGENT).unwrap().len();
+    let report = |name: &str, s: &[Sample]| {
+        let total = median(s.iter().map(|s| s.start_to_first_run).collect());
+        let load = median(s.iter().map(|s| s.component_load).collect());
+        println!(
+            "{name}: node start -> first run of research-agent ({size} bytes): median {:.1} ms; component load {:.2} ms",
+            ms(total),
+            ms(load)
+        );
+        (total, load)
+    };
+    let (cold_total, cold_load) = report("cold", &cold);
+    let (warm_total, warm_load) = report("warm", &warm);
+    println!(
+        "warm/cold over {rounds} alternating rounds: start to first run {:.1}x faster, component load {:.0}x faster",
+        cold_total.as_secs_f64() / warm_total.as_secs_f64(),
+        cold_load.as_secs_f64() / warm_load.as_secs_f64()
+    );
+}
