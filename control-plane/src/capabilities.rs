@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! [grant]
-//! http = ["https://api.example.com"]
+//! http = ["https://api.example.com", "https://*.wikipedia.org"]
 //! models = ["gpt-4o-mini"]
 //! kv = true
 //! scratch_dir = false
@@ -84,7 +84,12 @@ mod humantime_serde_opt {
 impl Manifest {
     /// Parses manifest TOML; the error names the problem.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| format!("invalid capability manifest: {e}"))
+        let m: Manifest =
+            toml::from_str(text).map_err(|e| format!("invalid capability manifest: {e}"))?;
+        for pattern in &m.grant.http {
+            Origin::parse(pattern).map_err(|e| format!("invalid capability manifest: {e}"))?;
+        }
+        Ok(m)
     }
 
     /// The grant of a run that asks for what the manifest declares.
@@ -150,15 +155,14 @@ pub fn grant_for(agent: &str, manifest: Option<&Manifest>, asked: &Grant) -> Res
     }
     grant.as_declared = false;
 
-    let within = |declared: &[String], item: &String| declared.iter().any(|d| covers(d, item));
     let mut beyond = Vec::new();
     for h in &grant.http {
-        if !within(&m.grant.http, h) {
+        if !m.grant.http.iter().any(|d| covers(d, h)) {
             beyond.push(format!("http {h}"));
         }
     }
     for model in &grant.models {
-        if !within(&m.grant.models, model) {
+        if !m.grant.models.iter().any(|d| d == model || d == "*") {
             beyond.push(format!("model {model}"));
         }
     }
@@ -188,19 +192,86 @@ pub fn grant_for(agent: &str, manifest: Option<&Manifest>, asked: &Grant) -> Res
     ))
 }
 
-/// Whether a declared pattern admits an asked one: the same, `*`, or
-/// `*.example.com` for `example.com` and its subdomains (any scheme and
-/// port). The node's HTTP policy still applies at run time.
-fn covers(declared: &str, asked: &str) -> bool {
-    if declared == asked || declared == "*" {
-        return true;
+/// An HTTP origin pattern, as `--allow-http` takes it:
+/// `scheme://host[:port]`, with `*` for any scheme, host or port and
+/// `*.example.com` for subdomains; no port means the scheme's default.
+#[derive(Debug, Clone, PartialEq)]
+struct Origin {
+    scheme: Option<String>,
+    host: Host,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Host {
+    Any,
+    /// `*.suffix`: subdomains of suffix.
+    Below(String),
+    Exact(String),
+}
+
+impl Origin {
+    fn parse(text: &str) -> Result<Origin, String> {
+        let bad = |why: &str| format!("http pattern `{text}`: {why}");
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+            bad("expected scheme://host[:port], e.g. https://api.example.com or *://*:*")
+        })?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "*" => None,
+            s @ ("http" | "https") => Some(s.to_string()),
+            _ => return Err(bad("the scheme must be http, https or *")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && (p == "*" || p.parse::<u16>().is_ok()) => {
+                (h, Some(p))
+            }
+            _ => (rest, None),
+        };
+        let port = match port {
+            Some("*") => None,
+            Some(p) => Some(p.parse().map_err(|_| bad("bad port"))?),
+            None => match scheme.as_deref() {
+                Some("http") => Some(80),
+                Some("https") => Some(443),
+                _ => None,
+            },
+        };
+        let host = host.to_ascii_lowercase();
+        let host = if host == "*" {
+            Host::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            Host::Below(suffix.to_string())
+        } else if host.is_empty() || host.contains('*') {
+            return Err(bad("the host must be a name, *, or *.example.com"));
+        } else {
+            Host::Exact(host)
+        };
+        Ok(Origin { scheme, host, port })
     }
-    let Some(suffix) = declared.strip_prefix("*.") else {
-        return false;
-    };
-    let host = asked.split_once("://").map_or(asked, |(_, rest)| rest);
-    let host = host.split(['/', ':']).next().unwrap_or(host);
-    host == suffix || host.ends_with(&format!(".{suffix}"))
+
+    /// Whether every URL `other` admits, this admits too.
+    fn covers(&self, other: &Origin) -> bool {
+        let below = |h: &str, suffix: &str| h.ends_with(&format!(".{suffix}"));
+        let host = match (&self.host, &other.host) {
+            (Host::Any, _) => true,
+            (Host::Below(s), Host::Below(t)) => s == t || below(t, s),
+            (Host::Below(s), Host::Exact(h)) => below(h, s),
+            (Host::Exact(a), Host::Exact(b)) => a == b,
+            _ => false,
+        };
+        host && (self.scheme.is_none() || self.scheme == other.scheme)
+            && (self.port.is_none() || self.port == other.port)
+    }
+}
+
+/// Whether a declared HTTP pattern admits an asked one (both checked when
+/// the manifest was parsed; an unparsable ask is not admitted).
+fn covers(declared: &str, asked: &str) -> bool {
+    match (Origin::parse(declared), Origin::parse(asked)) {
+        (Ok(d), Ok(a)) => d.covers(&a),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -263,11 +334,26 @@ mod tests {
 
     #[test]
     fn wildcards_cover_what_they_name() {
-        assert!(covers("*", "http://127.0.0.1:8080"));
-        assert!(covers("*.example.com", "https://api.example.com:443"));
-        assert!(covers("*.example.com", "example.com"));
-        assert!(!covers("*.example.com", "https://example.com.evil.net"));
+        assert!(covers("*://*:*", "http://127.0.0.1:8080"));
+        assert!(covers("https://*.example.com", "https://api.example.com"));
+        assert!(covers(
+            "https://*.example.com",
+            "https://api.example.com:443"
+        ));
+        assert!(covers("https://*.example.com", "https://*.api.example.com"));
+        assert!(!covers("https://*.example.com", "https://example.com"));
+        assert!(!covers(
+            "https://*.example.com",
+            "https://example.com.evil.net"
+        ));
+        assert!(!covers("https://*.example.com", "http://api.example.com"));
+        assert!(!covers(
+            "https://api.example.com",
+            "https://api.example.com:8443"
+        ));
         assert!(!covers("https://a.example.com", "https://b.example.com"));
+        assert!(!covers("https://a.example.com", "*://*:*"));
+        assert!(Manifest::parse("[grant]\nhttp = [\"example.com\"]").is_err());
     }
 
     #[test]
