@@ -265,8 +265,12 @@ impl Origin {
     }
 }
 
-/// Whether a declared HTTP pattern admits an asked one (both checked when
-/// the manifest was parsed; an unparsable ask is not admitted).
+/// Whether the HTTP pattern `declared` admits every URL `asked` admits
+/// (an unparsable pattern admits and is admitted by nothing).
+pub fn http_pattern_covers(declared: &str, asked: &str) -> bool {
+    covers(declared, asked)
+}
+
 fn covers(declared: &str, asked: &str) -> bool {
     match (Origin::parse(declared), Origin::parse(asked)) {
         (Ok(d), Ok(a)) => d.covers(&a),

@@ -17,12 +17,76 @@ pub struct NodeConfig {
     pub limits: RunBudget,
     pub llm: LlmConfig,
     pub kv: KvConfig,
+    /// The most any run on this node may be granted.
+    pub policy: NodePolicy,
+}
+
+/// The node's ceiling on grants: a run keeps only what this allows too
+/// (the rest is dropped, and logged). Unset lists allow anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodePolicy {
+    /// HTTP patterns (as `--allow-http`) a run's patterns must fall within.
+    pub http: Option<Vec<String>>,
+    /// Models a run may be granted (`*`: any).
+    pub models: Option<Vec<String>>,
+    pub kv: bool,
+    pub scratch_dir: bool,
+}
+
+impl Default for NodePolicy {
+    fn default() -> Self {
+        NodePolicy {
+            http: None,
+            models: None,
+            kv: true,
+            scratch_dir: true,
+        }
+    }
+}
+
+impl NodePolicy {
+    /// `grant` without what this policy does not allow; says what it
+    /// dropped.
+    pub fn restrict(&self, mut grant: crate::Grant) -> (crate::Grant, Vec<String>) {
+        let mut dropped = Vec::new();
+        if let Some(allowed) = &self.http {
+            grant.http.retain(|h| {
+                let ok = allowed
+                    .iter()
+                    .any(|a| warden_control_plane::capabilities::http_pattern_covers(a, h));
+                if !ok {
+                    dropped.push(format!("http {h}"));
+                }
+                ok
+            });
+        }
+        if let Some(allowed) = &self.models {
+            grant.models.retain(|m| {
+                let ok = allowed.iter().any(|a| a == m || a == "*");
+                if !ok {
+                    dropped.push(format!("model {m}"));
+                }
+                ok
+            });
+        }
+        if grant.kv && !self.kv {
+            grant.kv = false;
+            dropped.push("kv".into());
+        }
+        if grant.scratch_dir && !self.scratch_dir {
+            grant.scratch_dir = false;
+            dropped.push("scratch_dir".into());
+        }
+        (grant, dropped)
+    }
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             data_dir: default_data_dir(),
+            policy: NodePolicy::default(),
             engine: EngineConfig::default(),
             limits: RunBudget {
                 timeout: std::time::Duration::from_secs(15 * 60),
@@ -218,5 +282,35 @@ mod tests {
         c.apply_env(|k| (k == "WARDEN_DATA_DIR").then(|| "/srv/w".to_string()));
         assert_eq!(c.data_dir, PathBuf::from("/srv/w"));
         assert!(toml::from_str::<NodeConfig>("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn the_node_policy_drops_what_it_does_not_allow() {
+        let policy: NodePolicy = toml::from_str(
+            r#"
+            http = ["https://*.example.com"]
+            models = ["small"]
+            kv = false
+        "#,
+        )
+        .unwrap();
+        let grant = crate::Grant {
+            http: vec!["https://api.example.com".into(), "https://evil.net".into()],
+            models: vec!["small".into(), "big".into()],
+            kv: true,
+            scratch_dir: true,
+            ..Default::default()
+        };
+        let (kept, dropped) = policy.restrict(grant);
+        assert_eq!(kept.http, ["https://api.example.com"]);
+        assert_eq!(kept.models, ["small"]);
+        assert!(!kept.kv && kept.scratch_dir);
+        assert_eq!(dropped, ["http https://evil.net", "model big", "kv"]);
+        // The default policy keeps everything.
+        let all = crate::Grant {
+            kv: true,
+            ..Default::default()
+        };
+        assert_eq!(NodePolicy::default().restrict(all.clone()).0, all);
     }
 }

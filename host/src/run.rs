@@ -163,6 +163,7 @@ pub struct Sandbox {
     engine: AgentEngine,
     services: HostServices,
     limits: RunBudget,
+    policy: crate::config::NodePolicy,
 }
 
 impl Sandbox {
@@ -190,7 +191,8 @@ impl Sandbox {
                 scratch_root: data.join("scratch"),
             },
             config.limits.clone(),
-        ))
+        )
+        .with_policy(config.policy.clone()))
     }
 
     pub fn new(engine: AgentEngine, services: HostServices, limits: RunBudget) -> Self {
@@ -198,7 +200,14 @@ impl Sandbox {
             engine,
             services,
             limits,
+            policy: Default::default(),
         }
+    }
+
+    /// The node's ceiling on grants (default: no ceiling).
+    pub fn with_policy(mut self, policy: crate::config::NodePolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     pub fn engine(&self) -> &AgentEngine {
@@ -213,8 +222,13 @@ impl Sandbox {
     /// Runs `agent` once. Never panics on guest behaviour: every way a
     /// guest can fail is a [`RunFailure`] in the outcome.
     #[tracing::instrument(name = "run", skip_all, fields(agent = %req.agent_name, run_id = %req.run_id, attempt = req.attempt))]
-    pub async fn run(&self, agent: &AgentComponent, req: RunRequest) -> RunOutcome {
+    pub async fn run(&self, agent: &AgentComponent, mut req: RunRequest) -> RunOutcome {
         let started = Instant::now();
+        let (grant, dropped) = self.policy.restrict(std::mem::take(&mut req.grant));
+        req.grant = grant;
+        if !dropped.is_empty() {
+            tracing::warn!(dropped = %dropped.join(", "), "the node's policy does not allow part of the grant");
+        }
         let mut budget = req.budget.clamp_to(&self.limits);
         budget.max_memory_bytes = budget.max_memory_bytes.min(self.engine.max_memory_bytes());
         let meter = Arc::new(RunMeter::new(budget.clone()));

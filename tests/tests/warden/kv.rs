@@ -63,3 +63,21 @@ async fn kv_is_denied_unless_granted() {
         failure.message
     );
 }
+
+#[tokio::test]
+async fn a_node_policy_without_kv_denies_it_even_when_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |c| c.policy.kv = false);
+    let probe = load(&sb, components::KV_PROBE);
+    let mut req = RunRequest::new("x", r#"{"op":"keys"}"#);
+    req.grant = Grant {
+        kv: true,
+        ..Grant::default()
+    };
+    let failure = sb.run(&probe, req).await.result.unwrap_err();
+    assert!(
+        failure.message.contains("not granted"),
+        "{}",
+        failure.message
+    );
+}
