@@ -238,10 +238,13 @@ fn check_component(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
 }
 
-/// Submit a run of a published agent to the control plane.
+/// Submit a run to the control plane: of a published agent, or of an OCI
+/// reference (the control plane resolves the tag to a digest once and pulls
+/// the component). The grant is what the agent's capability manifest
+/// declares, narrowed by the grant flags; asking for more is refused.
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
-    /// NAME@VERSION of a published agent.
+    /// NAME@VERSION of a published agent, or oci://HOST/REPO:TAG.
     agent: String,
 
     /// Input: JSON text, or @FILE, or @- for stdin.
