@@ -263,41 +263,44 @@ impl ControlPlane {
 const MAX_SUBMIT_BATCH: usize = 10_000;
 
 impl ControlPlane {
-    /// Checks a submit (agent published or pullable, input JSON, grant
-    /// within the capability manifest) and makes its run.
-    async fn new_run(&self, r: SubmitRequest) -> Result<NewRun, Status> {
+    /// The agent a submit names, as (agent, component digest, capability
+    /// manifest): a published NAME@VERSION, or an OCI reference resolved
+    /// (and pulled if new) now.
+    async fn resolve_agent(&self, reference: &str) -> Result<(String, String, String), Status> {
+        if let Some(oci) = OciRef::parse(reference) {
+            let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            return self.import_oci(&oci).await;
+        }
+        let (name, version) = parse_reference(reference)?;
+        match self.resolve_cached(name, version)? {
+            Ok(resolved) => Ok((
+                format!("{name}@{version}"),
+                resolved.digest,
+                resolved.capabilities,
+            )),
+            Err(true) => Err(Status::not_found(format!(
+                "agent {name} has no version {version}"
+            ))),
+            Err(false) => Err(Status::not_found(format!(
+                "no agent named {name} is published"
+            ))),
+        }
+    }
+
+    /// Checks a submit (input JSON, grant within the capability manifest)
+    /// of the agent `resolved` (from [`Self::resolve_agent`]) and makes its
+    /// run.
+    fn new_run(
+        &self,
+        r: SubmitRequest,
+        resolved: (String, String, String),
+    ) -> Result<NewRun, Status> {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.input) {
             return Err(Status::invalid_argument(format!(
                 "the input is not valid JSON: {e}"
             )));
         }
-        let (agent, digest, capabilities) = match OciRef::parse(&r.agent) {
-            Some(oci) => {
-                let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
-                self.import_oci(&oci).await?
-            }
-            None => {
-                let (name, version) = parse_reference(&r.agent)?;
-                let resolved = match self.resolve_cached(name, version)? {
-                    Ok(resolved) => resolved,
-                    Err(true) => {
-                        return Err(Status::not_found(format!(
-                            "agent {name} has no version {version}"
-                        )));
-                    }
-                    Err(false) => {
-                        return Err(Status::not_found(format!(
-                            "no agent named {name} is published"
-                        )));
-                    }
-                };
-                (
-                    format!("{name}@{version}"),
-                    resolved.digest,
-                    resolved.capabilities,
-                )
-            }
-        };
+        let (agent, digest, capabilities) = resolved;
         let manifest = if capabilities.is_empty() {
             None
         } else {
@@ -383,7 +386,9 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        let run = self.new_run(req.into_inner()).await?;
+        let r = req.into_inner();
+        let resolved = self.resolve_agent(&r.agent).await?;
+        let run = self.new_run(r, resolved)?;
         let run = self.insert_run(run).await?;
         Ok(Response::new(SubmitResponse { run: Some(run) }))
     }
@@ -399,13 +404,17 @@ impl run_service_server::RunService for ControlPlane {
                 requests.len()
             )));
         }
+        // Each distinct agent is resolved once per batch.
+        let mut resolved = std::collections::HashMap::new();
         let mut runs = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
-            let run = self
-                .new_run(r)
-                .await
-                .map_err(|e| Status::new(e.code(), format!("run {i}: {}", e.message())))?;
-            runs.push(run);
+            let at = |e: Status| Status::new(e.code(), format!("run {i}: {}", e.message()));
+            if !resolved.contains_key(&r.agent) {
+                let agent = self.resolve_agent(&r.agent).await.map_err(at)?;
+                resolved.insert(r.agent.clone(), agent);
+            }
+            let agent = resolved[&r.agent].clone();
+            runs.push(self.new_run(r, agent).map_err(at)?);
         }
         let runs = self.store.insert_runs(&runs)?;
         self.changed.notify_waiters();
