@@ -159,9 +159,24 @@ fn auth(r: &OciRef, opts: &OciOptions) -> RegistryAuth {
     }
 }
 
-fn registry_error(r: &OciRef, e: oci_client::errors::OciDistributionError) -> OciError {
+fn registry_error(
+    r: &OciRef,
+    opts: &OciOptions,
+    e: oci_client::errors::OciDistributionError,
+) -> OciError {
     use oci_client::errors::OciDistributionError as E;
+    let credentials_needed = || {
+        if opts.credentials.username.is_some() {
+            "the registry refused the credentials given".to_string()
+        } else {
+            "the registry requires credentials (docker login, or --registry-username/--registry-password)".to_string()
+        }
+    };
     let message = match &e {
+        E::UnauthorizedError { .. } => credentials_needed(),
+        E::ServerError {
+            code: 401 | 403, ..
+        } => credentials_needed(),
         E::ImageManifestNotFoundError(_) => "no such tag or digest in the registry".to_string(),
         E::RegistryError { envelope, .. }
             if envelope.errors.iter().any(|e| {
@@ -175,9 +190,6 @@ fn registry_error(r: &OciRef, e: oci_client::errors::OciDistributionError) -> Oc
             "no such tag or digest in the registry".to_string()
         }
         E::AuthenticationFailure(m) => format!("the registry refused the credentials: {m}"),
-        E::UnauthorizedError { .. } => {
-            "the registry requires credentials (docker login, or --registry-username/--registry-password)".to_string()
-        }
         E::RequestError(re) if re.is_connect() || re.is_timeout() => {
             format!("cannot reach the registry {}: {re}", r.reference.registry())
         }
@@ -207,7 +219,7 @@ async fn resolve_with(
     let (manifest, digest) = c
         .pull_manifest(&r.reference, &auth(r, opts))
         .await
-        .map_err(|e| registry_error(r, e))?;
+        .map_err(|e| registry_error(r, opts, e))?;
     if let Some(pinned) = r.reference.digest()
         && pinned != digest
     {
@@ -246,7 +258,7 @@ pub async fn pull(
     let mut stream = c
         .pull_blob_stream(&r.reference, layer)
         .await
-        .map_err(|e| registry_error(r, e))?;
+        .map_err(|e| registry_error(r, opts, e))?;
     progress.start(stream.content_length.or(Some(layer.size as u64)));
     let mut bytes = Vec::with_capacity(layer.size as usize);
     while let Some(chunk) = stream.next().await {
@@ -369,19 +381,19 @@ pub async fn push(
         oci_client::RegistryOperation::Push,
     )
     .await
-    .map_err(|e| registry_error(r, e))?;
+    .map_err(|e| registry_error(r, opts, e))?;
     progress.start(Some(component.len() as u64));
     c.push_blob(&r.reference, &config.data, &manifest.config.digest)
         .await
-        .map_err(|e| registry_error(r, e))?;
+        .map_err(|e| registry_error(r, opts, e))?;
     c.push_blob(&r.reference, component, &digest)
         .await
-        .map_err(|e| registry_error(r, e))?;
+        .map_err(|e| registry_error(r, opts, e))?;
     progress.advance(component.len() as u64);
     let content_type = http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE);
     c.push_manifest_raw(&r.reference, manifest_json, content_type)
         .await
-        .map_err(|e| registry_error(r, e))?;
+        .map_err(|e| registry_error(r, opts, e))?;
     Ok(Pushed {
         digest,
         manifest_digest,

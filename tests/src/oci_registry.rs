@@ -16,6 +16,16 @@ pub struct OciRegistry {
 impl OciRegistry {
     /// Starts `docker-registry` on a free port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A registry that requires `user`/`password` (HTTP basic, htpasswd
+    /// made with PyPI's `bcrypt`).
+    pub fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Self {
         let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -25,14 +35,33 @@ impl OciRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let made = Command::new("python3")
+                .args([
+                    "-c",
+                    "import bcrypt, sys; print(sys.argv[1] + ':' + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(rounds=5)).decode())",
+                    user,
+                    password,
+                ])
+                .output()
+                .expect("python3 runs");
+            assert!(
+                made.status.success(),
+                "cannot make an htpasswd (`pip install bcrypt`; .ci/run does this): {}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            std::fs::write(&htpasswd, made.stdout).unwrap();
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = Command::new(bin)
             .arg("serve")
@@ -84,6 +113,7 @@ fn answers(host: &str) -> bool {
     {
         return false;
     }
+    // 200, or 401 when the registry requires credentials: either way it is up.
     let mut head = [0u8; 12];
-    conn.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+    conn.read_exact(&mut head).is_ok() && (head.ends_with(b"200") || head.ends_with(b"401"))
 }

@@ -338,3 +338,59 @@ fn a_grant_beyond_the_manifest_is_refused_before_the_run_exists() {
         "only the run that was allowed: {listed}"
     );
 }
+
+#[test]
+fn credentials_come_from_flags_or_the_docker_config() {
+    let registry = OciRegistry::start_with_auth("alice", "secret");
+    let tag = registry.reference("private/hello:1");
+    refused(
+        &warden(&["publish", examples::HELLO, &tag]),
+        "requires credentials",
+    );
+    refused(
+        &warden(&[
+            "publish",
+            examples::HELLO,
+            &tag,
+            "--registry-username",
+            "alice",
+            "--registry-password",
+            "wrong",
+        ]),
+        "refused the credentials",
+    );
+    ok(&warden(&[
+        "publish",
+        examples::HELLO,
+        &tag,
+        "--registry-username",
+        "alice",
+        "--registry-password",
+        "secret",
+    ]));
+
+    // What `docker login` writes: base64 of user:password per registry.
+    let docker = tempfile::tempdir().unwrap();
+    let auth = base64_of("alice:secret");
+    std::fs::write(
+        docker.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.host),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden-cli"))
+        .args(["run", &tag, "--input", r#"{"name":"docker"}"#, "--json"])
+        .env("DOCKER_CONFIG", docker.path())
+        .env(
+            "WARDEN_DATA_DIR",
+            std::env::temp_dir().join("warden-oci-tests"),
+        )
+        .output()
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(result["status"], "ok", "{result}");
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
