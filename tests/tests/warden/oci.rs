@@ -347,27 +347,19 @@ fn credentials_come_from_flags_or_the_docker_config() {
         &warden(&["publish", examples::HELLO, &tag]),
         "requires credentials",
     );
-    refused(
-        &warden(&[
+    let publish_as = |password: &str| {
+        warden(&[
             "publish",
             examples::HELLO,
             &tag,
             "--registry-username",
             "alice",
             "--registry-password",
-            "wrong",
-        ]),
-        "refused the credentials",
-    );
-    ok(&warden(&[
-        "publish",
-        examples::HELLO,
-        &tag,
-        "--registry-username",
-        "alice",
-        "--registry-password",
-        "secret",
-    ]));
+            password,
+        ])
+    };
+    refused(&publish_as("wrong"), "refused the credentials");
+    ok(&publish_as("secret"));
 
     // What `docker login` writes: base64 of user:password per registry.
     let docker = tempfile::tempdir().unwrap();
