@@ -94,7 +94,7 @@ impl OciRef {
             .rsplit_once(':')
             .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
             .map_or(host, |(h, _)| h);
-        matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+        matches!(host, "localhost" | "127.0.0.1")
     }
 }
 
@@ -398,4 +398,45 @@ pub async fn push(
         digest,
         manifest_digest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> OciRef {
+        OciRef::parse(text).unwrap().unwrap()
+    }
+
+    #[test]
+    fn references_name_the_agent_and_the_version() {
+        let r = parse("oci://ghcr.io/acme/agents/hello:1.0");
+        assert_eq!(
+            (r.name(), r.version()),
+            ("ghcr.io/acme/agents/hello".into(), "1.0".into())
+        );
+        let pinned = format!("oci://ghcr.io/acme/hello@sha256:{}", "a".repeat(64));
+        assert!(parse(&pinned).version().starts_with("sha256:"));
+        assert!(
+            OciRef::parse("hello@1.0").is_none(),
+            "not an OCI reference at all"
+        );
+        assert!(matches!(OciRef::parse("oci://ghcr.io"), Some(Err(_))));
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_unless_insecure() {
+        for host in ["localhost:5000", "127.0.0.1:5000", "localhost"] {
+            assert!(
+                parse(&format!("oci://{host}/a/b:1")).is_loopback(),
+                "{host}"
+            );
+        }
+        for host in ["ghcr.io", "registry.local:5000", "10.0.0.1:5000"] {
+            assert!(
+                !parse(&format!("oci://{host}/a/b:1")).is_loopback(),
+                "{host}"
+            );
+        }
+    }
 }
