@@ -173,8 +173,8 @@ fn registry_error(
         }
     };
     let message = match &e {
-        E::UnauthorizedError { .. } => credentials_needed(),
-        E::ServerError {
+        E::UnauthorizedError { .. }
+        | E::ServerError {
             code: 401 | 403, ..
         } => credentials_needed(),
         E::ImageManifestNotFoundError(_) => "no such tag or digest in the registry".to_string(),
