@@ -7,18 +7,12 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warden_control_plane::{ComponentValidator, ControlPlane, ControlPlaneConfig, Store};
+use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
 use warden_host::node::{NodeAgent, NodeOptions};
 use warden_proto::v1 as pb;
+use warden_tests::AcceptAll;
 use warden_tests::cluster::{connect, publish};
 use warden_tests::{examples, sandbox_with};
-
-struct AcceptAll;
-impl ComponentValidator for AcceptAll {
-    fn validate(&self, _: &str, _: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

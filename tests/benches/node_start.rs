@@ -8,19 +8,13 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warden_control_plane::{ComponentValidator, ControlPlane, ControlPlaneConfig, Store};
+use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
 use warden_host::node::{NodeAgent, NodeOptions};
 use warden_proto::v1 as pb;
+use warden_tests::AcceptAll;
 use warden_tests::cluster::{connect, publish_with, submit};
 use warden_tests::fake_openai::FakeOpenAi;
 use warden_tests::{examples, sandbox_with};
-
-struct AcceptAll;
-impl ComponentValidator for AcceptAll {
-    fn validate(&self, _: &str, _: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 struct Sample {
     /// NodeAgent created (engine built) → first run recorded succeeded.

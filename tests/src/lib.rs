@@ -14,6 +14,16 @@ use std::path::Path;
 use warden_host::config::NodeConfig;
 use warden_host::{AgentComponent, Sandbox};
 
+/// A component validator that accepts anything: for in-process control
+/// planes whose tests publish only known-good components.
+pub struct AcceptAll;
+
+impl warden_control_plane::ComponentValidator for AcceptAll {
+    fn validate(&self, _: &str, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// A sandbox whose data lives under `dir`, with an optional LLM provider.
 pub fn sandbox(dir: &Path, llm_base_url: Option<String>) -> Sandbox {
     sandbox_with(dir, |c| c.llm.base_url = llm_base_url)

@@ -4,17 +4,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use warden_control_plane::{ComponentValidator, ControlPlane, ControlPlaneConfig, Store};
+use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
 use warden_host::node::{NodeAgent, NodeOptions};
+use warden_tests::AcceptAll;
 use warden_tests::cluster::{connect, publish, submit, wait_run};
 use warden_tests::{examples, sandbox_with};
-
-struct AcceptAll;
-impl ComponentValidator for AcceptAll {
-    fn validate(&self, _: &str, _: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 struct Node {
     agent: Arc<NodeAgent>,
