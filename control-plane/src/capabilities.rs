@@ -157,7 +157,7 @@ pub fn grant_for(agent: &str, manifest: Option<&Manifest>, asked: &Grant) -> Res
 
     let mut beyond = Vec::new();
     for h in &grant.http {
-        if !m.grant.http.iter().any(|d| covers(d, h)) {
+        if !m.grant.http.iter().any(|d| http_pattern_covers(d, h)) {
             beyond.push(format!("http {h}"));
         }
     }
@@ -268,10 +268,6 @@ impl Origin {
 /// Whether the HTTP pattern `declared` admits every URL `asked` admits
 /// (an unparsable pattern admits and is admitted by nothing).
 pub fn http_pattern_covers(declared: &str, asked: &str) -> bool {
-    covers(declared, asked)
-}
-
-fn covers(declared: &str, asked: &str) -> bool {
     match (Origin::parse(declared), Origin::parse(asked)) {
         (Ok(d), Ok(a)) => d.covers(&a),
         _ => false,
@@ -338,25 +334,40 @@ mod tests {
 
     #[test]
     fn wildcards_cover_what_they_name() {
-        assert!(covers("*://*:*", "http://127.0.0.1:8080"));
-        assert!(covers("https://*.example.com", "https://api.example.com"));
-        assert!(covers(
+        assert!(http_pattern_covers("*://*:*", "http://127.0.0.1:8080"));
+        assert!(http_pattern_covers(
+            "https://*.example.com",
+            "https://api.example.com"
+        ));
+        assert!(http_pattern_covers(
             "https://*.example.com",
             "https://api.example.com:443"
         ));
-        assert!(covers("https://*.example.com", "https://*.api.example.com"));
-        assert!(!covers("https://*.example.com", "https://example.com"));
-        assert!(!covers(
+        assert!(http_pattern_covers(
+            "https://*.example.com",
+            "https://*.api.example.com"
+        ));
+        assert!(!http_pattern_covers(
+            "https://*.example.com",
+            "https://example.com"
+        ));
+        assert!(!http_pattern_covers(
             "https://*.example.com",
             "https://example.com.evil.net"
         ));
-        assert!(!covers("https://*.example.com", "http://api.example.com"));
-        assert!(!covers(
+        assert!(!http_pattern_covers(
+            "https://*.example.com",
+            "http://api.example.com"
+        ));
+        assert!(!http_pattern_covers(
             "https://api.example.com",
             "https://api.example.com:8443"
         ));
-        assert!(!covers("https://a.example.com", "https://b.example.com"));
-        assert!(!covers("https://a.example.com", "*://*:*"));
+        assert!(!http_pattern_covers(
+            "https://a.example.com",
+            "https://b.example.com"
+        ));
+        assert!(!http_pattern_covers("https://a.example.com", "*://*:*"));
         assert!(Manifest::parse("[grant]\nhttp = [\"example.com\"]").is_err());
     }
 

@@ -79,15 +79,6 @@ impl OciRef {
         )
     }
 
-    /// The tag, or the digest when pinned by one.
-    pub fn version(&self) -> String {
-        self.reference
-            .digest()
-            .or(self.reference.tag())
-            .unwrap_or("latest")
-            .to_string()
-    }
-
     fn is_loopback(&self) -> bool {
         let host = self.reference.registry();
         let host = host
@@ -110,8 +101,6 @@ pub struct Pulled {
     pub bytes: Vec<u8>,
     /// `sha256:` of the component (the layer), verified.
     pub digest: String,
-    /// `sha256:` of the OCI manifest the tag resolved to.
-    pub manifest_digest: String,
     /// The capability manifest, when the artifact carries one.
     pub capabilities: Option<String>,
 }
@@ -202,21 +191,19 @@ fn registry_error(
     }
 }
 
-/// Resolves `r` to its manifest and digest.
-pub async fn resolve(
-    r: &OciRef,
-    opts: &OciOptions,
-) -> Result<(OciImageManifest, String), OciError> {
-    let c = client(r, opts);
-    resolve_with(&c, r, opts).await
+/// A reference resolved to its manifest (once), ready to pull.
+pub struct Resolved {
+    client: Client,
+    reference: OciRef,
+    manifest: OciImageManifest,
+    /// `sha256:` of the OCI manifest the reference resolved to.
+    pub manifest_digest: String,
 }
 
-async fn resolve_with(
-    c: &Client,
-    r: &OciRef,
-    opts: &OciOptions,
-) -> Result<(OciImageManifest, String), OciError> {
-    let (manifest, digest) = c
+/// Resolves `r` to its manifest and digest.
+pub async fn resolve(r: &OciRef, opts: &OciOptions) -> Result<Resolved, OciError> {
+    let client = client(r, opts);
+    let (manifest, digest) = client
         .pull_manifest(&r.reference, &auth(r, opts))
         .await
         .map_err(|e| registry_error(r, opts, e))?;
@@ -229,7 +216,12 @@ async fn resolve_with(
         });
     }
     match manifest {
-        OciManifest::Image(m) => Ok((m, digest)),
+        OciManifest::Image(manifest) => Ok(Resolved {
+            client,
+            reference: r.clone(),
+            manifest,
+            manifest_digest: digest,
+        }),
         OciManifest::ImageIndex(_) => Err(OciError::NotWasm(
             r.to_string(),
             "it is an image index, not a single component".into(),
@@ -243,58 +235,78 @@ pub async fn pull(
     opts: &OciOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled, OciError> {
-    let c = client(r, opts);
-    let (manifest, manifest_digest) = resolve_with(&c, r, opts).await?;
-    let layer = wasm_layer(r, &manifest)?;
-    if layer.size < 0 || layer.size as u64 > MAX_COMPONENT_BYTES {
-        return Err(OciError::NotWasm(
-            r.to_string(),
-            format!(
-                "its layer is {} bytes, more than the limit of {MAX_COMPONENT_BYTES}",
-                layer.size
-            ),
-        ));
+    resolve(r, opts).await?.pull(opts, progress).await
+}
+
+impl Resolved {
+    /// `sha256:` of the component: the manifest's one wasm layer.
+    pub fn digest(&self) -> Result<&str, OciError> {
+        Ok(&wasm_layer(&self.reference, &self.manifest)?.digest)
     }
-    let mut stream = c
-        .pull_blob_stream(&r.reference, layer)
-        .await
-        .map_err(|e| registry_error(r, opts, e))?;
-    progress.start(stream.content_length.or(Some(layer.size as u64)));
-    let mut bytes = Vec::with_capacity(layer.size as usize);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| OciError::Registry {
-            reference: r.to_string(),
-            message: format!("download broke: {e}"),
-        })?;
-        if bytes.len() as u64 + chunk.len() as u64 > MAX_COMPONENT_BYTES {
-            return Err(OciError::NotWasm(
-                r.to_string(),
-                "the layer is larger than declared".into(),
-            ));
-        }
-        bytes.extend_from_slice(&chunk);
-        progress.advance(chunk.len() as u64);
-    }
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    if digest != layer.digest {
-        return Err(OciError::Registry {
-            reference: r.to_string(),
-            message: format!(
-                "digest mismatch: the layer should be {} but the bytes are {digest}",
-                layer.digest
-            ),
-        });
-    }
-    Ok(Pulled {
-        bytes,
-        digest,
-        manifest_digest,
-        capabilities: manifest
+
+    /// The capability manifest the artifact carries, if any.
+    pub fn capabilities(&self) -> Option<&str> {
+        self.manifest
             .annotations
             .as_ref()
             .and_then(|a| a.get(CAPABILITIES_ANNOTATION))
-            .cloned(),
-    })
+            .map(String::as_str)
+    }
+
+    /// Downloads the component, verifying its digest, with progress.
+    pub async fn pull(
+        &self,
+        opts: &OciOptions,
+        progress: &dyn Progress,
+    ) -> Result<Pulled, OciError> {
+        let r = &self.reference;
+        let layer = wasm_layer(r, &self.manifest)?;
+        if layer.size < 0 || layer.size as u64 > MAX_COMPONENT_BYTES {
+            return Err(OciError::NotWasm(
+                r.to_string(),
+                format!(
+                    "its layer is {} bytes, more than the limit of {MAX_COMPONENT_BYTES}",
+                    layer.size
+                ),
+            ));
+        }
+        let mut stream = self
+            .client
+            .pull_blob_stream(&r.reference, layer)
+            .await
+            .map_err(|e| registry_error(r, opts, e))?;
+        progress.start(stream.content_length.or(Some(layer.size as u64)));
+        let mut bytes = Vec::with_capacity(layer.size as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| OciError::Registry {
+                reference: r.to_string(),
+                message: format!("download broke: {e}"),
+            })?;
+            if bytes.len() as u64 + chunk.len() as u64 > MAX_COMPONENT_BYTES {
+                return Err(OciError::NotWasm(
+                    r.to_string(),
+                    "the layer is larger than declared".into(),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+            progress.advance(chunk.len() as u64);
+        }
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if digest != layer.digest {
+            return Err(OciError::Registry {
+                reference: r.to_string(),
+                message: format!(
+                    "digest mismatch: the layer should be {} but the bytes are {digest}",
+                    layer.digest
+                ),
+            });
+        }
+        Ok(Pulled {
+            bytes,
+            digest,
+            capabilities: self.capabilities().map(str::to_string),
+        })
+    }
 }
 
 fn wasm_layer<'m>(
@@ -409,14 +421,11 @@ mod tests {
     }
 
     #[test]
-    fn references_name_the_agent_and_the_version() {
+    fn references_name_the_agent_across_tags_and_digests() {
         let r = parse("oci://ghcr.io/acme/agents/hello:1.0");
-        assert_eq!(
-            (r.name(), r.version()),
-            ("ghcr.io/acme/agents/hello".into(), "1.0".into())
-        );
+        assert_eq!(r.name(), "ghcr.io/acme/agents/hello");
         let pinned = format!("oci://ghcr.io/acme/hello@sha256:{}", "a".repeat(64));
-        assert!(parse(&pinned).version().starts_with("sha256:"));
+        assert_eq!(parse(&pinned).name(), "ghcr.io/acme/hello");
         assert!(
             OciRef::parse("hello@1.0").is_none(),
             "not an OCI reference at all"

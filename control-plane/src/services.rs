@@ -339,41 +339,28 @@ impl ControlPlane {
             _ => Status::invalid_argument(e.to_string()),
         };
         let opts = &self.config.oci;
-        let (manifest, manifest_digest) =
-            crate::oci::resolve(oci, opts).await.map_err(unavailable)?;
-        let capabilities = manifest
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::oci::CAPABILITIES_ANNOTATION))
-            .cloned()
-            .unwrap_or_default();
+        let resolved = crate::oci::resolve(oci, opts).await.map_err(unavailable)?;
+        let capabilities = resolved.capabilities().unwrap_or_default().to_string();
         if !capabilities.is_empty() {
             Manifest::parse(&capabilities)
                 .map_err(|e| Status::invalid_argument(format!("{oci}: {e}")))?;
         }
-        let layer = manifest
-            .layers
-            .iter()
-            .find(|l| l.media_type == crate::oci::WASM_LAYER)
-            .map(|l| l.digest.clone());
-        let digest = match layer {
-            Some(d) if self.store.has_component(&d)? => d,
-            _ => {
-                let pinned = OciRef {
-                    reference: oci.reference.clone_with_digest(manifest_digest.clone()),
-                };
-                let pulled = crate::oci::pull(&pinned, opts, &crate::oci::Quiet)
-                    .await
-                    .map_err(unavailable)?;
-                self.validator
-                    .validate(&oci.to_string(), &pulled.bytes)
-                    .map_err(Status::invalid_argument)?;
-                self.store.put_component(&pulled.digest, &pulled.bytes)?;
-                tracing::info!(reference = %oci, digest = %pulled.digest, size = pulled.bytes.len(), "component pulled from OCI");
-                pulled.digest
-            }
+        let layer = resolved.digest().map_err(unavailable)?.to_string();
+        let digest = if self.store.component_size(&layer)?.is_some() {
+            layer
+        } else {
+            let pulled = resolved
+                .pull(opts, &crate::oci::Quiet)
+                .await
+                .map_err(unavailable)?;
+            self.validator
+                .validate(&oci.to_string(), &pulled.bytes)
+                .map_err(Status::invalid_argument)?;
+            self.store.put_component(&pulled.digest, &pulled.bytes)?;
+            tracing::info!(reference = %oci, digest = %pulled.digest, size = pulled.bytes.len(), "component pulled from OCI");
+            pulled.digest
         };
-        let agent = format!("oci://{}@{manifest_digest}", oci.name());
+        let agent = format!("oci://{}@{}", oci.name(), resolved.manifest_digest);
         Ok((agent, digest, capabilities))
     }
 }
@@ -567,7 +554,7 @@ impl registry_service_server::RegistryService for ControlPlane {
         if let Some(oci) = OciRef::parse(&reference) {
             let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
             let (agent, digest, capabilities) = self.import_oci(&oci).await?;
-            let size = self.store.component(&digest)?.map_or(0, |b| b.len() as u64);
+            let size = self.store.component_size(&digest)?.unwrap_or(0);
             let (name, version) = agent.split_once('@').unwrap_or((&agent, ""));
             return Ok(Response::new(ResolveResponse {
                 name: name.to_string(),

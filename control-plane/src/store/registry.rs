@@ -88,11 +88,12 @@ impl Store {
         self.with_tx(|tx| put_component(tx, digest, data, now_ms()))
     }
 
-    pub fn has_component(&self, digest: &str) -> StoreResult<bool> {
+    /// The size of a stored component, or `None` when it is not stored.
+    pub fn component_size(&self, digest: &str) -> StoreResult<Option<u64>> {
         self.with_conn(|c| {
-            Ok(
-                c.prepare_cached("SELECT EXISTS (SELECT 1 FROM components WHERE digest = ?1)")?
-                    .query_row([digest], |r| r.get(0))?,
+            optional(
+                c.prepare_cached("SELECT size FROM components WHERE digest = ?1")?
+                    .query_row([digest], |r| r.get::<_, i64>(0).map(|n| n as u64)),
             )
         })
     }
