@@ -5,13 +5,11 @@
 //!
 //! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS]`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
-use warden_host::node::{NodeAgent, NodeOptions};
+use warden_control_plane::ControlPlane;
 use warden_proto::v1 as pb;
-use warden_tests::AcceptAll;
 use warden_tests::cluster::{connect, publish};
+use warden_tests::in_process::Node;
 use warden_tests::{examples, sandbox_with};
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -28,29 +26,11 @@ async fn main() {
     let slots: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("cp.sqlite3")).unwrap();
-    let cp = ControlPlane::new(store, ControlPlaneConfig::default(), Arc::new(AcceptAll));
-    let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cp.clone().serve(listener, std::future::pending()));
-
-    let sandbox = sandbox_with(&dir.path().join("node"), |c| c.engine.pool_slots = slots);
-    let node = NodeAgent::new(
-        sandbox,
-        NodeOptions {
-            control_plane: url.clone(),
-            node_id: "bench-node".into(),
-            labels: Default::default(),
-            slots,
-            drain_grace: Duration::from_secs(1),
-            prewarm: Vec::new(),
-        },
-        &dir.path().join("node"),
-    )
-    .unwrap();
-    tokio::spawn(node.run(std::future::pending()));
+    let (cp, url) = warden_tests::in_process::control_plane(dir.path()).await;
+    let node_dir = dir.path().join("node");
+    let sandbox = sandbox_with(&node_dir, |c| c.engine.pool_slots = slots);
+    // Runs until the bench exits.
+    let _node = Node::start(&url, "bench-node", sandbox, &node_dir, slots, &[]);
 
     let ch = connect(&url).await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;

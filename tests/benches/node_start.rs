@@ -6,14 +6,12 @@
 //!
 //! Run: `cargo bench -p warden-tests --bench node_start -- [ROUNDS]`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
-use warden_host::node::{NodeAgent, NodeOptions};
+use warden_control_plane::ControlPlane;
 use warden_proto::v1 as pb;
-use warden_tests::AcceptAll;
 use warden_tests::cluster::{connect, publish_with, submit};
 use warden_tests::fake_openai::FakeOpenAi;
+use warden_tests::in_process::Node;
 use warden_tests::{examples, sandbox_with};
 
 struct Sample {
@@ -24,63 +22,58 @@ struct Sample {
     component_load: Duration,
 }
 
-async fn one_start(
-    cp: &ControlPlane,
+/// The control plane, the stand-ins and the run every sample queues.
+struct Bench {
+    cp: ControlPlane,
     ch: tonic::transport::Channel,
-    url: &str,
-    dir: &std::path::Path,
-    llm: &str,
-    input: &str,
-    grant: &pb::Grant,
-) -> Sample {
-    // Queue the run first, so the node's start is the only thing timed.
-    let id = submit(ch, "research-agent@1", input, |r| {
-        r.grant = Some(grant.clone())
-    })
-    .await;
-    let started = Instant::now();
-    let llm = llm.to_string();
-    let sandbox = sandbox_with(dir, move |c| {
-        c.engine.pool_slots = 4;
-        c.llm.base_url = Some(llm);
-    });
-    let node = NodeAgent::new(
-        sandbox,
-        NodeOptions {
-            control_plane: url.to_string(),
-            node_id: format!("bench-{}", rand_id()),
-            labels: Default::default(),
-            slots: 4,
-            drain_grace: Duration::from_secs(5),
-            prewarm: Vec::new(),
-        },
-        dir,
-    )
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(node.clone().run(async move {
-        let _ = stopped.await;
-    }));
-    loop {
-        let run = cp.store().get_run(&id).unwrap().unwrap();
-        if run.state == "succeeded" {
-            break;
-        }
-        assert!(
-            !warden_control_plane::store::is_terminal(&run.state),
-            "the run ended {}: {}",
-            run.state,
-            run.error_message
+    url: String,
+    llm: String,
+    input: String,
+    grant: pb::Grant,
+}
+
+impl Bench {
+    /// Queues one run, starts a node on `dir`, times it to the run's end.
+    async fn one_start(&self, dir: &std::path::Path) -> Sample {
+        // Queue the run first, so the node's start is the only thing timed.
+        let id = submit(self.ch.clone(), "research-agent@1", &self.input, |r| {
+            r.grant = Some(self.grant.clone())
+        })
+        .await;
+        let started = Instant::now();
+        let llm = self.llm.clone();
+        let sandbox = sandbox_with(dir, move |c| {
+            c.engine.pool_slots = 4;
+            c.llm.base_url = Some(llm);
+        });
+        let node = Node::start(
+            &self.url,
+            &format!("bench-{}", rand_id()),
+            sandbox,
+            dir,
+            4,
+            &[],
         );
-        tokio::time::sleep(Duration::from_micros(500)).await;
+        loop {
+            let run = self.cp.store().get_run(&id).unwrap().unwrap();
+            if run.state == "succeeded" {
+                break;
+            }
+            assert!(
+                !warden_control_plane::store::is_terminal(&run.state),
+                "the run ended {}: {}",
+                run.state,
+                run.error_message
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        let sample = Sample {
+            start_to_first_run: started.elapsed(),
+            component_load: node.agent.last_component_load(),
+        };
+        node.stop().await;
+        sample
     }
-    let sample = Sample {
-        start_to_first_run: started.elapsed(),
-        component_load: node.last_component_load(),
-    };
-    let _ = stop.send(());
-    task.await.unwrap();
-    sample
 }
 
 fn rand_id() -> u64 {
@@ -107,13 +100,7 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(7);
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("cp.sqlite3")).unwrap();
-    let cp = ControlPlane::new(store, ControlPlaneConfig::default(), Arc::new(AcceptAll));
-    let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cp.clone().serve(listener, std::future::pending()));
+    let (cp, url) = warden_tests::in_process::control_plane(tmp.path()).await;
     let ch = connect(&url).await;
     let manifest = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -138,46 +125,27 @@ async fn main() {
         ..pb::Grant::default()
     };
 
+    let bench = Bench {
+        cp,
+        ch,
+        url,
+        llm: fake.base_url(),
+        input,
+        grant,
+    };
+
     let warm_dir = tmp.path().join("warm");
     // Fill the warm dir once.
-    let _ = one_start(
-        &cp,
-        ch.clone(),
-        &url,
-        &warm_dir,
-        &fake.base_url(),
-        &input,
-        &grant,
-    )
-    .await;
+    bench.one_start(&warm_dir).await;
 
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let cold_dir = tmp.path().join(format!("cold-{round}"));
         cold.push(
-            one_start(
-                &cp,
-                ch.clone(),
-                &url,
-                &cold_dir,
-                &fake.base_url(),
-                &input,
-                &grant,
-            )
-            .await,
+            bench
+                .one_start(&tmp.path().join(format!("cold-{round}")))
+                .await,
         );
-        warm.push(
-            one_start(
-                &cp,
-                ch.clone(),
-                &url,
-                &warm_dir,
-                &fake.base_url(),
-                &input,
-                &grant,
-            )
-            .await,
-        );
+        warm.push(bench.one_start(&warm_dir).await);
     }
     let size = std::fs::metadata(examples::RESEARCH_AGENT).unwrap().len();
     let report = |name: &str, s: &[Sample]| {

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod fake_openai;
 pub mod http_server;
+pub mod in_process;
 pub mod oci_registry;
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
@@ -13,16 +14,6 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 use std::path::Path;
 use warden_host::config::NodeConfig;
 use warden_host::{AgentComponent, Sandbox};
-
-/// A component validator that accepts anything: for in-process control
-/// planes whose tests publish only known-good components.
-pub struct AcceptAll;
-
-impl warden_control_plane::ComponentValidator for AcceptAll {
-    fn validate(&self, _: &str, _: &[u8]) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// A sandbox whose data lives under `dir`, with an optional LLM provider.
 pub fn sandbox(dir: &Path, llm_base_url: Option<String>) -> Sandbox {

@@ -2,69 +2,26 @@
 //! with a real control plane over gRPC: each node fetches a component once,
 //! keeps it across restarts, re-fetches a damaged blob, and pre-warms.
 
-use std::sync::Arc;
 use std::time::Duration;
-use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
-use warden_host::node::{NodeAgent, NodeOptions};
-use warden_tests::AcceptAll;
 use warden_tests::cluster::{connect, publish, submit, wait_run};
+use warden_tests::in_process::Node;
 use warden_tests::{examples, sandbox_with};
 
-struct Node {
-    agent: Arc<NodeAgent>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Node {
-    fn start(url: &str, id: &str, dir: &std::path::Path, prewarm: &[&str]) -> Node {
-        let sandbox = sandbox_with(dir, |c| c.engine.pool_slots = 8);
-        let agent = NodeAgent::new(
-            sandbox,
-            NodeOptions {
-                control_plane: url.to_string(),
-                node_id: id.to_string(),
-                labels: Default::default(),
-                slots: 4,
-                drain_grace: Duration::from_secs(5),
-                prewarm: prewarm.iter().map(|s| s.to_string()).collect(),
-            },
-            dir,
-        )
-        .unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(agent.clone().run(async move {
-            let _ = stopped.await;
-        }));
-        Node {
-            agent,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap();
-    }
+fn start(url: &str, id: &str, dir: &std::path::Path, prewarm: &[&str]) -> Node {
+    let sandbox = sandbox_with(dir, |c| c.engine.pool_slots = 8);
+    Node::start(url, id, sandbox, dir, 4, prewarm)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("cp.sqlite3")).unwrap();
-    let cp = ControlPlane::new(store, ControlPlaneConfig::default(), Arc::new(AcceptAll));
-    let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(cp.clone().serve(listener, std::future::pending()));
+    let (cp, url) = warden_tests::in_process::control_plane(tmp.path()).await;
     let ch = connect(&url).await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
 
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let a = Node::start(&url, "a", &dir_a, &[]);
-    let b = Node::start(&url, "b", &dir_b, &[]);
+    let a = start(&url, "a", &dir_a, &[]);
+    let b = start(&url, "b", &dir_b, &[]);
     let mut ids = Vec::new();
     for i in 0..40 {
         ids.push(
@@ -95,7 +52,7 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     // Restarted on the same data dir, with pre-warming: no fetch at all.
     a.stop().await;
     b.stop().await;
-    let a = Node::start(&url, "a", &dir_a, &["hello@1"]);
+    let a = start(&url, "a", &dir_a, &["hello@1"]);
     let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
         r.state == "succeeded"
@@ -118,7 +75,7 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     let mut data = std::fs::read(&blob).unwrap();
     data[100] ^= 0x40;
     std::fs::write(&blob, &data).unwrap();
-    let b = Node::start(&url, "b", &dir_b, &["hello@1"]);
+    let b = start(&url, "b", &dir_b, &["hello@1"]);
     // Pre-warming runs before the node pulls; a run proves it is up.
     let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
