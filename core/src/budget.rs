@@ -1,0 +1,322 @@
+//! Budgets and usage: [`RunBudget`] (what a run may spend, with the one set
+//! of defaults), [`BudgetRequest`] (a budget with unset fields, as submits,
+//! manifests and CLI flags give it), [`ModelPrice`] (the price table entry
+//! cost budgets use) and [`Usage`] (the report every run ends with).
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What one run may spend. The node clamps a requested budget to its own
+/// maxima with [`RunBudget::clamp_to`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunBudget {
+    /// Wall time, including time spent inside host calls.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Fuel (roughly, wasm instructions); `None` for no CPU budget.
+    pub fuel: Option<u64>,
+    /// Linear memory, in bytes, per memory of the instance.
+    pub max_memory_bytes: u64,
+    /// LLM tokens (prompt + completion); `None` for no token budget.
+    pub max_tokens: Option<u64>,
+    /// LLM spend in USD, priced by the node's price table.
+    pub max_cost_usd: Option<f64>,
+    /// Outgoing HTTP requests.
+    pub max_http_requests: u32,
+    /// Bytes of HTTP response bodies, over all requests.
+    pub max_http_response_bytes: u64,
+    /// Bytes of the value `run` returns.
+    pub max_output_bytes: u64,
+    /// Bytes of logs, stdout and stderr together.
+    pub max_log_bytes: u64,
+}
+
+impl Default for RunBudget {
+    /// The budget of a run that sets nothing: the one set of defaults, used
+    /// by `warden run`, submits, manifests and nodes alike.
+    fn default() -> Self {
+        RunBudget {
+            timeout: Duration::from_secs(30),
+            fuel: None,
+            max_memory_bytes: 64 << 20,
+            max_tokens: None,
+            max_cost_usd: None,
+            max_http_requests: 100,
+            max_http_response_bytes: 16 << 20,
+            max_output_bytes: 1 << 20,
+            max_log_bytes: 1 << 20,
+        }
+    }
+}
+
+impl RunBudget {
+    /// This budget, with every limit no larger than `max`'s.
+    pub fn clamp_to(&self, max: &RunBudget) -> RunBudget {
+        fn opt_min<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+                (a, None) => a,
+                (None, b) => b,
+            }
+        }
+        RunBudget {
+            timeout: self.timeout.min(max.timeout),
+            fuel: opt_min(self.fuel, max.fuel),
+            max_memory_bytes: self.max_memory_bytes.min(max.max_memory_bytes),
+            max_tokens: opt_min(self.max_tokens, max.max_tokens),
+            max_cost_usd: opt_min(self.max_cost_usd, max.max_cost_usd),
+            max_http_requests: self.max_http_requests.min(max.max_http_requests),
+            max_http_response_bytes: self
+                .max_http_response_bytes
+                .min(max.max_http_response_bytes),
+            max_output_bytes: self.max_output_bytes.min(max.max_output_bytes),
+            max_log_bytes: self.max_log_bytes.min(max.max_log_bytes),
+        }
+    }
+}
+
+/// A budget with unset fields: what a submit, a capability manifest's
+/// `[budget]` or the CLI's flags say. Layers combine with [`Self::or`];
+/// [`Self::resolve`] fills what is still unset from [`RunBudget::default`].
+/// For `fuel`, `max_tokens` and `max_cost_usd` unset means "no limit"
+/// unless a lower layer sets one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetRequest {
+    #[serde(with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    pub fuel: Option<u64>,
+    pub max_memory_bytes: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+    pub max_http_requests: Option<u32>,
+    pub max_http_response_bytes: Option<u64>,
+    pub max_output_bytes: Option<u64>,
+    pub max_log_bytes: Option<u64>,
+}
+
+impl BudgetRequest {
+    /// Each field of `self`, or `fallback`'s where `self` leaves it unset.
+    pub fn or(&self, fallback: &BudgetRequest) -> BudgetRequest {
+        BudgetRequest {
+            timeout: self.timeout.or(fallback.timeout),
+            fuel: self.fuel.or(fallback.fuel),
+            max_memory_bytes: self.max_memory_bytes.or(fallback.max_memory_bytes),
+            max_tokens: self.max_tokens.or(fallback.max_tokens),
+            max_cost_usd: self.max_cost_usd.or(fallback.max_cost_usd),
+            max_http_requests: self.max_http_requests.or(fallback.max_http_requests),
+            max_http_response_bytes: self
+                .max_http_response_bytes
+                .or(fallback.max_http_response_bytes),
+            max_output_bytes: self.max_output_bytes.or(fallback.max_output_bytes),
+            max_log_bytes: self.max_log_bytes.or(fallback.max_log_bytes),
+        }
+    }
+
+    /// The budget, with what is unset taken from [`RunBudget::default`].
+    pub fn resolve(&self) -> RunBudget {
+        let d = RunBudget::default();
+        RunBudget {
+            timeout: self.timeout.unwrap_or(d.timeout),
+            fuel: self.fuel.or(d.fuel),
+            max_memory_bytes: self.max_memory_bytes.unwrap_or(d.max_memory_bytes),
+            max_tokens: self.max_tokens.or(d.max_tokens),
+            max_cost_usd: self.max_cost_usd.or(d.max_cost_usd),
+            max_http_requests: self.max_http_requests.unwrap_or(d.max_http_requests),
+            max_http_response_bytes: self
+                .max_http_response_bytes
+                .unwrap_or(d.max_http_response_bytes),
+            max_output_bytes: self.max_output_bytes.unwrap_or(d.max_output_bytes),
+            max_log_bytes: self.max_log_bytes.unwrap_or(d.max_log_bytes),
+        }
+    }
+}
+
+impl From<&RunBudget> for BudgetRequest {
+    fn from(b: &RunBudget) -> Self {
+        BudgetRequest {
+            timeout: Some(b.timeout),
+            fuel: b.fuel,
+            max_memory_bytes: Some(b.max_memory_bytes),
+            max_tokens: b.max_tokens,
+            max_cost_usd: b.max_cost_usd,
+            max_http_requests: Some(b.max_http_requests),
+            max_http_response_bytes: Some(b.max_http_response_bytes),
+            max_output_bytes: Some(b.max_output_bytes),
+            max_log_bytes: Some(b.max_log_bytes),
+        }
+    }
+}
+
+/// Price of one model, in USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl ModelPrice {
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        (prompt_tokens as f64 * self.input_per_mtok
+            + completion_tokens as f64 * self.output_per_mtok)
+            / 1e6
+    }
+
+    pub fn per_prompt_token(&self) -> f64 {
+        self.input_per_mtok / 1e6
+    }
+
+    pub fn per_completion_token(&self) -> f64 {
+        self.output_per_mtok / 1e6
+    }
+}
+
+/// What a run used. Reported with every result, success or failure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub wall_time_ms: f64,
+    /// `None` when fuel metering is off on this engine.
+    pub fuel_used: Option<u64>,
+    pub peak_memory_bytes: u64,
+    pub llm_calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+    pub http_requests: u64,
+    pub http_response_bytes: u64,
+    pub log_bytes: u64,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// `Duration` as a humantime string ("30s", "1m 30s") in TOML and JSON.
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like 30s: {e}"))
+        })
+    }
+}
+
+/// `Option<Duration>` as an optional humantime string.
+mod duration_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        humantime::parse_duration(&text).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like 30s: {e}"))
+        })
+    }
+}
+
+/// Parses a byte size: `65536`, `64KiB`, `64MiB`, `1GiB`, `10MB`, `1.5 GiB`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("10MB").unwrap(), 10_000_000);
+        assert!(parse_bytes("ten").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn clamp_takes_the_smaller_limit() {
+        let node = RunBudget {
+            timeout: Duration::from_secs(10),
+            fuel: Some(1000),
+            max_tokens: None,
+            ..RunBudget::default()
+        };
+        let asked = RunBudget {
+            timeout: Duration::from_secs(60),
+            fuel: None,
+            max_tokens: Some(5),
+            ..RunBudget::default()
+        };
+        let b = asked.clamp_to(&node);
+        assert_eq!(b.timeout, Duration::from_secs(10));
+        assert_eq!(b.fuel, Some(1000));
+        assert_eq!(b.max_tokens, Some(5));
+    }
+
+    #[test]
+    fn layers_fill_only_what_is_unset_then_the_defaults() {
+        let flags = BudgetRequest {
+            max_tokens: Some(5),
+            ..BudgetRequest::default()
+        };
+        let manifest: BudgetRequest =
+            toml::from_str("timeout = \"2m\"\nmax_tokens = 100\nfuel = 7").unwrap();
+        let b = flags.or(&manifest).resolve();
+        assert_eq!(b.timeout, Duration::from_secs(120));
+        assert_eq!(b.max_tokens, Some(5));
+        assert_eq!(b.fuel, Some(7));
+        assert_eq!(b.max_memory_bytes, RunBudget::default().max_memory_bytes);
+        assert_eq!(BudgetRequest::default().resolve(), RunBudget::default());
+        let full = RunBudget {
+            fuel: Some(1),
+            ..RunBudget::default()
+        };
+        assert_eq!(BudgetRequest::from(&full).resolve(), full);
+        let err = toml::from_str::<BudgetRequest>("timeout = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+}

@@ -1,0 +1,139 @@
+//! Why a run failed: [`FailureKind`], the one enum shared by the CLI's JSON,
+//! the lease protocol, the control plane's retry rule and metrics, and
+//! [`RunFailure`], a kind with a message for the user.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The kinds of failure a run can end in. Names are stable: they appear in
+/// `--json` output, exit reports and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Wall-time budget exceeded (guest code or time spent in host calls).
+    Timeout,
+    /// The fuel (CPU work) budget ran out.
+    FuelExhausted,
+    /// The guest tried to grow memory past its limit.
+    MemoryLimit,
+    /// Output or log bytes over their budget.
+    OutputTooLarge,
+    /// Guest panic, `unreachable`, stack overflow or another wasm trap.
+    Trap,
+    /// The agent's `run` returned `Err`.
+    GuestError,
+    /// The agent needs a capability the run was not granted.
+    CapabilityDenied,
+    /// Not a component, or not one of the `warden:agent/agent` world.
+    InvalidComponent,
+    /// The run was cancelled.
+    Cancelled,
+    /// The node shut down before the run finished.
+    NodeShutdown,
+    /// A fault of the host, not of the agent.
+    HostError,
+    /// The node lost the run's lease (it expired, or went to another node);
+    /// its result is not recorded.
+    LeaseLost,
+}
+
+impl FailureKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [FailureKind; 12] = [
+        FailureKind::Timeout,
+        FailureKind::FuelExhausted,
+        FailureKind::MemoryLimit,
+        FailureKind::OutputTooLarge,
+        FailureKind::Trap,
+        FailureKind::GuestError,
+        FailureKind::CapabilityDenied,
+        FailureKind::InvalidComponent,
+        FailureKind::Cancelled,
+        FailureKind::NodeShutdown,
+        FailureKind::HostError,
+        FailureKind::LeaseLost,
+    ];
+
+    /// Whether a run that failed this way is worth another attempt. Fixed
+    /// per kind: a deterministic agent fails the same way again on anything
+    /// but a host-side fault. The control plane's retry rule is this
+    /// function; it keeps no copy.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::NodeShutdown | FailureKind::HostError | FailureKind::LeaseLost
+        )
+    }
+
+    /// The snake_case name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::FuelExhausted => "fuel_exhausted",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::Trap => "trap",
+            FailureKind::GuestError => "guest_error",
+            FailureKind::CapabilityDenied => "capability_denied",
+            FailureKind::InvalidComponent => "invalid_component",
+            FailureKind::Cancelled => "cancelled",
+            FailureKind::NodeShutdown => "node_shutdown",
+            FailureKind::HostError => "host_error",
+            FailureKind::LeaseLost => "lease_lost",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed run: its kind and a message that names the problem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct RunFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl RunFailure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        RunFailure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_serde() {
+        for kind in FailureKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            let back: FailureKind = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, kind);
+        }
+    }
+
+    #[test]
+    fn only_host_side_faults_retry() {
+        let retryable: Vec<_> = FailureKind::ALL
+            .into_iter()
+            .filter(|k| k.retryable())
+            .collect();
+        assert_eq!(
+            retryable,
+            [
+                FailureKind::NodeShutdown,
+                FailureKind::HostError,
+                FailureKind::LeaseLost
+            ]
+        );
+    }
+}
