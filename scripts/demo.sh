@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null; then rustup target add wasm32-wasip2 >/dev/null 2>&1 || true; fi
 
 echo "==> building warden"
-cargo build -p warden-host -p warden-tests --bins
+cargo build -p warden-cli -p warden-tests --bins
 echo "==> building the example agents (wasm32-wasip2)"
 cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml --target-dir target/guests
 

@@ -8,9 +8,7 @@
 //! stale one is rejected. Leases not renewed by their expiry, and the leases
 //! of nodes that stop heartbeating, are re-queued with attempt + 1.
 
-pub mod capabilities;
-pub mod oci;
-mod services;
+mod service;
 pub mod store;
 
 pub use store::Store;
@@ -41,7 +39,7 @@ pub struct ControlPlaneConfig {
     /// Largest component accepted by Publish.
     pub max_component_bytes: usize,
     /// How submits of `oci://` references reach their registries.
-    pub oci: oci::OciOptions,
+    pub oci: warden_oci::OciOptions,
 }
 
 impl Default for ControlPlaneConfig {
@@ -52,7 +50,7 @@ impl Default for ControlPlaneConfig {
             node_timeout: Duration::from_secs(5),
             default_max_attempts: 3,
             max_component_bytes: 64 << 20,
-            oci: oci::OciOptions::default(),
+            oci: warden_oci::OciOptions::default(),
         }
     }
 }
@@ -215,16 +213,6 @@ impl ControlPlane {
                 (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "lease reaper"),
             }
         }
-    }
-}
-
-/// Splits `name@version`; the error names the problem.
-pub fn split_reference(reference: &str) -> Result<(&str, &str), String> {
-    match reference.split_once('@') {
-        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok((name, version)),
-        _ => Err(format!(
-            "`{reference}` is not NAME@VERSION (e.g. hello@1.0.0)"
-        )),
     }
 }
 

@@ -250,7 +250,9 @@ mod tests {
 
     #[test]
     fn bad_manifests_name_the_problem() {
-        let err = Manifest::parse("[grant]\nhttp = 3").unwrap_err().to_string();
+        let err = Manifest::parse("[grant]\nhttp = 3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid capability manifest"), "{err}");
         let err = Manifest::parse("[grnat]").unwrap_err().to_string();
         assert!(err.contains("grnat"), "{err}");

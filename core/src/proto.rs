@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(FailureKind::from_proto(0), None);
         assert_eq!(FailureKind::from_proto(99), None);
         for s in RunState::ALL {
-            assert_eq!(RunState::from_proto(pb::RunState::from(*s) as i32), Some(*s));
+            assert_eq!(
+                RunState::from_proto(pb::RunState::from(*s) as i32),
+                Some(*s)
+            );
         }
         for s in AttemptOutcome::ALL {
             let wire = pb::AttemptOutcome::from(*s) as i32;
@@ -207,7 +210,10 @@ mod tests {
             assert_eq!(RenewStatus::from_proto(wire), Some(*s));
         }
         for s in NodeState::ALL {
-            assert_eq!(NodeState::from_proto(pb::NodeState::from(*s) as i32), Some(*s));
+            assert_eq!(
+                NodeState::from_proto(pb::NodeState::from(*s) as i32),
+                Some(*s)
+            );
         }
         assert_eq!(RunState::from_proto(0), None);
     }
@@ -229,6 +235,9 @@ mod tests {
             max_tokens: Some(3),
             ..BudgetRequest::default()
         };
-        assert_eq!(BudgetRequest::from(Some(pb::Budget::from(&partial))), partial);
+        assert_eq!(
+            BudgetRequest::from(Some(pb::Budget::from(&partial))),
+            partial
+        );
     }
 }

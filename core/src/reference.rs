@@ -64,7 +64,11 @@ mod tests {
         let table = [
             ("hello@1.0.0", "hello", "1.0.0"),
             ("oci://reg/team/agent:v1", "oci://reg/team/agent", "v1"),
-            ("oci://reg:5000/team/agent:v1", "oci://reg:5000/team/agent", "v1"),
+            (
+                "oci://reg:5000/team/agent:v1",
+                "oci://reg:5000/team/agent",
+                "v1",
+            ),
             ("oci://reg:5000/team/agent", "oci://reg:5000/team/agent", ""),
             (
                 "oci://reg:5000/team/agent@sha256:ab",

@@ -1,10 +1,10 @@
 //! Node configuration: [`NodeConfig`], read from a TOML file, overridden by
 //! `WARDEN_*` environment variables, overridden by CLI flags (at the edge).
 
-use crate::budget::RunBudget;
 use crate::capability::llm::LlmConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use warden_core::{NodePolicy, RunBudget};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,67 +19,6 @@ pub struct NodeConfig {
     pub kv: KvConfig,
     /// The most any run on this node may be granted.
     pub policy: NodePolicy,
-}
-
-/// The node's ceiling on grants: a run keeps only what this allows too
-/// (the rest is dropped, and logged). Unset lists allow anything.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NodePolicy {
-    /// HTTP patterns (as `--allow-http`) a run's patterns must fall within.
-    pub http: Option<Vec<String>>,
-    /// Models a run may be granted (`*`: any).
-    pub models: Option<Vec<String>>,
-    pub kv: bool,
-    pub scratch_dir: bool,
-}
-
-impl Default for NodePolicy {
-    fn default() -> Self {
-        NodePolicy {
-            http: None,
-            models: None,
-            kv: true,
-            scratch_dir: true,
-        }
-    }
-}
-
-impl NodePolicy {
-    /// `grant` without what this policy does not allow; says what it
-    /// dropped.
-    pub fn restrict(&self, mut grant: crate::Grant) -> (crate::Grant, Vec<String>) {
-        let mut dropped = Vec::new();
-        if let Some(allowed) = &self.http {
-            grant.http.retain(|h| {
-                let ok = allowed
-                    .iter()
-                    .any(|a| warden_control_plane::capabilities::http_pattern_covers(a, h));
-                if !ok {
-                    dropped.push(format!("http {h}"));
-                }
-                ok
-            });
-        }
-        if let Some(allowed) = &self.models {
-            grant.models.retain(|m| {
-                let ok = allowed.iter().any(|a| a == m || a == "*");
-                if !ok {
-                    dropped.push(format!("model {m}"));
-                }
-                ok
-            });
-        }
-        if grant.kv && !self.kv {
-            grant.kv = false;
-            dropped.push("kv".into());
-        }
-        if grant.scratch_dir && !self.scratch_dir {
-            grant.scratch_dir = false;
-            dropped.push("scratch_dir".into());
-        }
-        (grant, dropped)
-    }
 }
 
 impl Default for NodeConfig {
@@ -171,6 +110,8 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("invalid [policy] in the node config: {0}")]
+    Policy(#[from] warden_core::PatternError),
 }
 
 impl NodeConfig {
@@ -191,6 +132,7 @@ impl NodeConfig {
             None => NodeConfig::default(),
         };
         config.apply_env(|k| std::env::var(k).ok());
+        config.policy.check()?;
         Ok(config)
     }
 
@@ -207,61 +149,9 @@ impl NodeConfig {
     }
 }
 
-/// `Duration` as a humantime string ("30s", "1m 30s") in TOML and JSON.
-pub mod duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses a byte size: `65536`, `64KiB`, `64MiB`, `1GiB`, `10MB`, `1.5 GiB`.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}` (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
-        }
-    };
-    Ok((num * mult as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_bytes("1 GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_bytes("1000").unwrap(), 1000);
-        assert_eq!(parse_bytes("10MB").unwrap(), 10_000_000);
-        assert!(parse_bytes("ten").is_err());
-        assert!(parse_bytes("5 parsecs").is_err());
-    }
 
     #[test]
     fn toml_round_trips_and_env_overrides() {
@@ -282,35 +172,5 @@ mod tests {
         c.apply_env(|k| (k == "WARDEN_DATA_DIR").then(|| "/srv/w".to_string()));
         assert_eq!(c.data_dir, PathBuf::from("/srv/w"));
         assert!(toml::from_str::<NodeConfig>("nonsense = 1").is_err());
-    }
-
-    #[test]
-    fn the_node_policy_drops_what_it_does_not_allow() {
-        let policy: NodePolicy = toml::from_str(
-            r#"
-            http = ["https://*.example.com"]
-            models = ["small"]
-            kv = false
-        "#,
-        )
-        .unwrap();
-        let grant = crate::Grant {
-            http: vec!["https://api.example.com".into(), "https://evil.net".into()],
-            models: vec!["small".into(), "big".into()],
-            kv: true,
-            scratch_dir: true,
-            ..Default::default()
-        };
-        let (kept, dropped) = policy.restrict(grant);
-        assert_eq!(kept.http, ["https://api.example.com"]);
-        assert_eq!(kept.models, ["small"]);
-        assert!(!kept.kv && kept.scratch_dir);
-        assert_eq!(dropped, ["http https://evil.net", "model big", "kv"]);
-        // The default policy keeps everything.
-        let all = crate::Grant {
-            kv: true,
-            ..Default::default()
-        };
-        assert_eq!(NodePolicy::default().restrict(all.clone()).0, all);
     }
 }

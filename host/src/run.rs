@@ -7,8 +7,6 @@
 //! never starves other runs), and a host-side timeout around the whole call
 //! covers time spent inside host calls such as a slow LLM request.
 
-use crate::budget::{RunBudget, RunMeter, Usage};
-use crate::capability::Grant;
 use crate::capability::config::ConfigCtx;
 use crate::capability::context::ContextCtx;
 use crate::capability::fs::ScratchDir;
@@ -18,11 +16,13 @@ use crate::capability::llm::{LlmCtx, LlmService};
 use crate::capability::logging::{LogLine, LogSource, RunLog};
 use crate::config::{KvBackend, NodeConfig};
 use crate::engine::{AgentComponent, AgentEngine};
-use crate::failure::{BudgetTrap, FailureKind, RunFailure};
+use crate::meter::RunMeter;
 use crate::store::{MemoryLimiter, RunState};
+use crate::trap::BudgetTrap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use warden_core::{FailureKind, Grant, RunBudget, RunFailure, Usage};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -111,17 +111,12 @@ impl RunRequest {
             input: input.into(),
             budget: RunBudget::default(),
             grant: Grant::default(),
-            run_id: new_run_id(),
+            run_id: warden_core::new_run_id(),
             attempt: 1,
             echo_logs: false,
             cancel: CancelToken::default(),
         }
     }
-}
-
-/// A random run id (128 bits, hex).
-pub fn new_run_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 /// How a run ended.
@@ -163,7 +158,7 @@ pub struct Sandbox {
     engine: AgentEngine,
     services: HostServices,
     limits: RunBudget,
-    policy: crate::config::NodePolicy,
+    policy: warden_core::NodePolicy,
 }
 
 impl Sandbox {
@@ -205,7 +200,7 @@ impl Sandbox {
     }
 
     /// The node's ceiling on grants (default: no ceiling).
-    pub fn with_policy(mut self, policy: crate::config::NodePolicy) -> Self {
+    pub fn with_policy(mut self, policy: warden_core::NodePolicy) -> Self {
         self.policy = policy;
         self
     }

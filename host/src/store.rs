@@ -4,7 +4,6 @@
 //! records peak memory.
 
 use crate::bindings;
-use crate::budget::RunMeter;
 use crate::capability::config::ConfigCtx;
 use crate::capability::context::ContextCtx;
 use crate::capability::fs::ScratchDir;
@@ -12,7 +11,8 @@ use crate::capability::http::HttpHooks;
 use crate::capability::kv::KvCtx;
 use crate::capability::llm::LlmCtx;
 use crate::capability::logging::RunLog;
-use crate::failure::BudgetTrap;
+use crate::meter::RunMeter;
+use crate::trap::BudgetTrap;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

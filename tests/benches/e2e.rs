@@ -98,8 +98,9 @@ async fn round(cp: &ControlPlane, ch: tonic::transport::Channel, runs: usize, mo
     // Wait for all to finish (counting through an index: cheap).
     loop {
         let store = cp.store();
-        let pending: u64 = ["queued", "leased", "running"]
-            .iter()
+        use warden_core::RunState;
+        let pending: u64 = [RunState::Queued, RunState::Leased, RunState::Running]
+            .into_iter()
             .map(|s| store.count_runs(s).unwrap())
             .sum();
         if pending == 0 {

@@ -56,11 +56,12 @@ impl Bench {
         );
         loop {
             let run = self.cp.store().get_run(&id).unwrap().unwrap();
-            if run.state == "succeeded" {
+            let state = warden_core::RunState::from_proto(run.run_state).unwrap();
+            if state == warden_core::RunState::Succeeded {
                 break;
             }
             assert!(
-                !warden_control_plane::store::is_terminal(&run.state),
+                !state.is_terminal(),
                 "the run ended {}: {}",
                 run.state,
                 run.error_message

@@ -242,3 +242,31 @@ pub async fn wait_run(
 pub fn log_dir(tmp: &Path) -> PathBuf {
     tmp.join("logs")
 }
+
+/// A run's state (panics if the control plane sent none).
+#[track_caller]
+pub fn state(run: &pb::Run) -> warden_core::RunState {
+    warden_core::RunState::from_proto(run.run_state)
+        .unwrap_or_else(|| panic!("run {} has no state", run.run_id))
+}
+
+/// Polls until the run is in `want`, or panics after `limit`.
+pub async fn wait_state(
+    channel: Channel,
+    id: &str,
+    limit: Duration,
+    want: warden_core::RunState,
+) -> pb::Run {
+    wait_run(channel, id, limit, |r| {
+        warden_core::RunState::from_proto(r.run_state) == Some(want)
+    })
+    .await
+}
+
+/// Polls until the run has ended, or panics after `limit`.
+pub async fn wait_ended(channel: Channel, id: &str, limit: Duration) -> pb::Run {
+    wait_run(channel, id, limit, |r| {
+        warden_core::RunState::from_proto(r.run_state).is_some_and(|s| s.is_terminal())
+    })
+    .await
+}

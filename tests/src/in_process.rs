@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
 use warden_host::Sandbox;
-use warden_host::node::{NodeAgent, NodeOptions};
+use warden_node::{NodeAgent, NodeOptions};
 
 /// A component validator that accepts anything: in-process control planes
 /// here are published only known-good components.

@@ -6,13 +6,16 @@
 //! `versions` (immutable name@version -> digest) and `counters` (the
 //! monotonic fencing token).
 
+mod leases;
 mod nodes;
 mod registry;
 mod runs;
+#[cfg(test)]
+mod tests;
 
+pub use leases::{LeaseCheck, Outcome, RunReport};
 pub use registry::Published;
-pub use runs::is_terminal;
-pub use runs::{LeaseCheck, NewRun, Outcome, RunFilter, RunReport, backoff_ms};
+pub use runs::{NewRun, RunFilter};
 
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
@@ -134,11 +137,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+pub use warden_core::now_ms;
+
+/// Column `idx` of `row`, parsed from its stored name (a state enum).
+fn parse_column<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 impl Store {

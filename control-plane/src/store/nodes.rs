@@ -1,9 +1,10 @@
 //! Nodes: register, heartbeat, drain, liveness.
 
-use super::{Store, StoreResult, now_ms};
+use super::{Store, StoreResult, now_ms, parse_column};
 use prost::Message;
 use rusqlite::params;
 use std::collections::BTreeMap;
+use warden_core::NodeState;
 use warden_proto::v1::{NodeCapacity, NodeInfo, RegisterRequest};
 
 impl Store {
@@ -79,12 +80,14 @@ impl Store {
                 .query_map([], |r| {
                     let labels: String = r.get(2)?;
                     let capacity: Vec<u8> = r.get(3)?;
+                    let state: NodeState = parse_column(r, 4)?;
                     Ok(NodeInfo {
                         node_id: r.get(0)?,
                         hostname: r.get(1)?,
                         labels: serde_json::from_str(&labels).unwrap_or_default(),
                         capacity: NodeCapacity::decode(capacity.as_slice()).ok(),
-                        state: r.get(4)?,
+                        state: state.as_str().to_string(),
+                        node_state: warden_proto::v1::NodeState::from(state) as i32,
                         active_runs: r.get(5)?,
                         free_slots: r.get(6)?,
                         last_heartbeat_unix_ms: r.get(7)?,

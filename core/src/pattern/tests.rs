@@ -81,13 +81,49 @@ fn invalid_patterns_name_the_problem() {
 fn matching_a_request() {
     // (pattern, scheme, host, port, allowed)
     let table = [
-        ("https://api.example.com", "https", "api.example.com", 443, true),
-        ("https://api.example.com", "http", "api.example.com", 80, false),
-        ("https://api.example.com", "https", "api.example.com", 8443, false),
-        ("https://api.example.com", "https", "example.com", 443, false),
-        ("https://*.example.com", "https", "a.b.example.com", 443, true),
+        (
+            "https://api.example.com",
+            "https",
+            "api.example.com",
+            443,
+            true,
+        ),
+        (
+            "https://api.example.com",
+            "http",
+            "api.example.com",
+            80,
+            false,
+        ),
+        (
+            "https://api.example.com",
+            "https",
+            "api.example.com",
+            8443,
+            false,
+        ),
+        (
+            "https://api.example.com",
+            "https",
+            "example.com",
+            443,
+            false,
+        ),
+        (
+            "https://*.example.com",
+            "https",
+            "a.b.example.com",
+            443,
+            true,
+        ),
         ("https://*.example.com", "https", "example.com", 443, false),
-        ("https://*.example.com", "https", "badexample.com", 443, false),
+        (
+            "https://*.example.com",
+            "https",
+            "badexample.com",
+            443,
+            false,
+        ),
         ("*://any.test:*", "http", "any.test", 1234, true),
         ("http://10.0.0.0/8:*", "http", "10.9.9.9", 1, true),
         ("http://10.0.0.0/8:*", "http", "11.0.0.1", 1, false),
@@ -131,9 +167,17 @@ fn covering_is_one_rule() {
         ("https://*.example.com", "https://*.api.example.com", true),
         ("https://*.example.com", "https://*.example.com", true),
         ("https://*.example.com", "https://example.com", false),
-        ("https://*.example.com", "https://example.com.evil.net", false),
+        (
+            "https://*.example.com",
+            "https://example.com.evil.net",
+            false,
+        ),
         ("https://*.example.com", "http://api.example.com", false),
-        ("https://api.example.com", "https://api.example.com:8443", false),
+        (
+            "https://api.example.com",
+            "https://api.example.com:8443",
+            false,
+        ),
         ("https://a.example.com", "https://b.example.com", false),
         ("https://a.example.com", "*://*:*", false),
         ("https://a.example.com", "https://*.example.com", false),
@@ -190,5 +234,8 @@ fn special_addresses_are_refused_unless_named() {
             .is_ok()
     );
     let v6 = policy(&["http://[::1]:8080"]);
-    assert!(v6.check_ip("http", "::1", 8080, "::1".parse().unwrap()).is_ok());
+    assert!(
+        v6.check_ip("http", "::1", 8080, "::1".parse().unwrap())
+            .is_ok()
+    );
 }

@@ -1,5 +1,5 @@
 //! The `warden` CLI, for the integration tests (see Cargo.toml).
 
 fn main() -> std::process::ExitCode {
-    warden_host::cli::main()
+    warden_cli::main()
 }

@@ -1,31 +1,16 @@
 //! Bad input through the `warden run` CLI: each a clear error and a
 //! non-zero exit, never a panic.
 
+use crate::json;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use warden_tests::{components, examples};
 
+/// `warden run ARGS` with its data under `data`.
 fn warden(data: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_warden-cli"))
-        .arg("run")
-        .args(args)
-        .env("WARDEN_DATA_DIR", data)
-        .env_remove("WARDEN_CONFIG")
-        .output()
-        .expect("warden runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "warden panicked: {stderr}");
-    out
-}
-
-/// The one JSON object `--json` prints.
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    crate::warden(data, &all)
 }
 
 #[test]
@@ -91,7 +76,15 @@ fn requests_that_cannot_start_exit_two_with_a_message() {
         ),
         (
             vec![examples::HELLO, "--allow-http", "example.com"],
-            "invalid HTTP allow pattern",
+            "HTTP pattern `example.com`: expected scheme://host[:port]",
+        ),
+        (
+            vec![
+                examples::HELLO,
+                "--allow-http",
+                "https://api.example.com/v1",
+            ],
+            "HTTP pattern `https://api.example.com/v1`: paths are not allowed in an origin pattern",
         ),
         (vec![examples::HELLO, "--max-memory", "lots"], "not a size"),
         (

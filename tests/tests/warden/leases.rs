@@ -16,9 +16,9 @@ fn bin() -> PathBuf {
 /// A control plane process on a free port, with its database and logs in a
 /// temp dir, and helpers to start nodes against it.
 pub(crate) struct TestCluster {
-    tmp: tempfile::TempDir,
+    pub(crate) tmp: tempfile::TempDir,
     port: u16,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TestCluster {

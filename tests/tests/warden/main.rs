@@ -4,6 +4,7 @@
 mod bad_input;
 mod cache;
 mod examples;
+mod failures;
 mod http;
 mod kv;
 mod leases;
@@ -13,7 +14,34 @@ mod node_cache;
 mod oci;
 mod sandbox;
 
+use std::path::Path;
+use std::process::{Command, Output};
 use warden_host::{FailureKind, RunOutcome};
+
+/// Runs the `warden` CLI with its data under `data`; panics if it panicked.
+pub(crate) fn warden(data: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden-cli"))
+        .args(args)
+        .env("WARDEN_DATA_DIR", data)
+        .env_remove("WARDEN_CONFIG")
+        .output()
+        .expect("warden runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "warden panicked: {stderr}");
+    out
+}
+
+/// The one JSON object `--json` prints.
+#[track_caller]
+pub(crate) fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
 
 /// The failure kind of an outcome, or a panic naming the output.
 #[track_caller]

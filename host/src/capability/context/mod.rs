@@ -2,7 +2,7 @@
 //! attempt, what is left of its budget). Nothing about the host.
 
 use crate::bindings::context::{self, BudgetRemaining};
-use crate::budget::RunMeter;
+use crate::meter::RunMeter;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -1,7 +1,8 @@
 //! Outgoing HTTP through `wasi:http/outgoing-handler`, with our policy in the
 //! `send_request` hook of `wasmtime-wasi-http`: [`HttpHooks`].
 //!
-//! Per request: the URL must match the run's allow-list ([`HttpPolicy`],
+//! Per request: the URL must match the run's allow-list ([`HttpPolicy`], the one
+//! pattern language of `warden_core::pattern`,
 //! else `HTTP-request-denied`); the request counts against the run's budget
 //! (else `connection-limit-reached`); the host name is resolved here
 //! and every address checked, and the connection goes to the address that
@@ -10,12 +11,11 @@
 //! to the guest as a 3xx, and following it is a new request, checked again.
 //! Response bodies count against the run's byte budget as they stream.
 
-mod policy;
 mod send;
 
-pub use policy::{Denied, HostPattern, HttpPolicy, PatternError, special_range};
+pub use warden_core::pattern::{Denied, HttpPolicy, PatternError, special_range};
 
-use crate::budget::RunMeter;
+use crate::meter::RunMeter;
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 

@@ -2,7 +2,7 @@
 //! checked one, speak HTTP/1.1 (over TLS for https), meter the body.
 
 use super::{HttpPolicy, IoFuture};
-use crate::budget::RunMeter;
+use crate::meter::RunMeter;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+pub use warden_core::ModelPrice;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -18,7 +19,7 @@ pub struct LlmConfig {
     /// `max_tokens` sent when the agent asks for none (before clamping).
     pub default_max_tokens: u32,
     /// Per-request timeout towards the provider.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "warden_core::budget::duration")]
     pub request_timeout: Duration,
     /// USD per million tokens, by model name.
     pub prices: BTreeMap<String, ModelPrice>,
@@ -34,29 +35,5 @@ impl Default for LlmConfig {
             request_timeout: Duration::from_secs(120),
             prices: BTreeMap::new(),
         }
-    }
-}
-
-/// Price of one model, in USD per million tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelPrice {
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-}
-
-impl ModelPrice {
-    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
-        (prompt_tokens as f64 * self.input_per_mtok
-            + completion_tokens as f64 * self.output_per_mtok)
-            / 1e6
-    }
-
-    pub fn per_prompt_token(&self) -> f64 {
-        self.input_per_mtok / 1e6
-    }
-
-    pub fn per_completion_token(&self) -> f64 {
-        self.output_per_mtok / 1e6
     }
 }

@@ -12,7 +12,7 @@ pub use config::{LlmConfig, ModelPrice};
 pub use openai::OpenAiProvider;
 
 use crate::bindings::llm::{ChatResponse, Error, Message, Tool};
-use crate::budget::RunMeter;
+use crate::meter::RunMeter;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -105,7 +105,7 @@ impl LlmCtx {
             .ok_or_else(|| {
                 Error::ModelNotAllowed("no model named and no default model configured".into())
             })?;
-        if self.allowed_models.iter().any(|m| m == "*" || *m == model) {
+        if warden_core::model_allowed(&self.allowed_models, &model) {
             Ok(model)
         } else {
             Err(Error::ModelNotAllowed(model))

@@ -3,8 +3,8 @@
 //! `output_too_large`.
 
 use crate::bindings::logging::{self, Level};
-use crate::budget::RunMeter;
-use crate::failure::BudgetTrap;
+use crate::meter::RunMeter;
+use crate::trap::BudgetTrap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};

@@ -1,86 +1,16 @@
-//! Budgets and usage: [`RunBudget`] (what a run may spend), [`RunMeter`]
-//! (what it has spent so far, shared by the store and the host calls that run
-//! off the store, such as HTTP bodies) and [`Usage`] (the report every run
-//! ends with).
+//! [`RunMeter`]: what a run has spent so far, shared by the store and the
+//! host calls that run off the store (such as HTTP bodies), checked against
+//! its [`RunBudget`].
 //!
 //! Each budget is enforced where it is cheapest and exact: wall time by the
 //! epoch callback and a host-side deadline, fuel and memory by wasmtime, LLM
 //! tokens and cost by the LLM capability through [`RunMeter::reserve_llm`],
 //! HTTP and logs by their capabilities.
 
-use crate::capability::llm::ModelPrice;
-use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
-
-/// What one run may spend. The node clamps a requested budget to its own
-/// maxima with [`RunBudget::clamp_to`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RunBudget {
-    /// Wall time, including time spent inside host calls.
-    #[serde(with = "crate::config::duration")]
-    pub timeout: Duration,
-    /// Fuel (roughly, wasm instructions); `None` for no CPU budget.
-    pub fuel: Option<u64>,
-    /// Linear memory, in bytes, per memory of the instance.
-    pub max_memory_bytes: u64,
-    /// LLM tokens (prompt + completion); `None` for no token budget.
-    pub max_tokens: Option<u64>,
-    /// LLM spend in USD, priced by the node's price table.
-    pub max_cost_usd: Option<f64>,
-    /// Outgoing HTTP requests.
-    pub max_http_requests: u32,
-    /// Bytes of HTTP response bodies, over all requests.
-    pub max_http_response_bytes: u64,
-    /// Bytes of the value `run` returns.
-    pub max_output_bytes: u64,
-    /// Bytes of logs, stdout and stderr together.
-    pub max_log_bytes: u64,
-}
-
-impl Default for RunBudget {
-    fn default() -> Self {
-        RunBudget {
-            timeout: Duration::from_secs(30),
-            fuel: None,
-            max_memory_bytes: 64 << 20,
-            max_tokens: None,
-            max_cost_usd: None,
-            max_http_requests: 100,
-            max_http_response_bytes: 16 << 20,
-            max_output_bytes: 1 << 20,
-            max_log_bytes: 1 << 20,
-        }
-    }
-}
-
-impl RunBudget {
-    /// This budget, with every limit no larger than `max`'s.
-    pub fn clamp_to(&self, max: &RunBudget) -> RunBudget {
-        fn opt_min<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(if b < a { b } else { a }),
-                (a, None) => a,
-                (None, b) => b,
-            }
-        }
-        RunBudget {
-            timeout: self.timeout.min(max.timeout),
-            fuel: opt_min(self.fuel, max.fuel),
-            max_memory_bytes: self.max_memory_bytes.min(max.max_memory_bytes),
-            max_tokens: opt_min(self.max_tokens, max.max_tokens),
-            max_cost_usd: opt_min(self.max_cost_usd, max.max_cost_usd),
-            max_http_requests: self.max_http_requests.min(max.max_http_requests),
-            max_http_response_bytes: self
-                .max_http_response_bytes
-                .min(max.max_http_response_bytes),
-            max_output_bytes: self.max_output_bytes.min(max.max_output_bytes),
-            max_log_bytes: self.max_log_bytes.min(max.max_log_bytes),
-        }
-    }
-}
+use warden_core::{ModelPrice, RunBudget, Usage};
 
 /// Why an LLM call may not go ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,28 +177,6 @@ impl RunMeter {
     }
 }
 
-/// What a run used. Reported with every result, success or failure.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    pub wall_time_ms: f64,
-    /// `None` when fuel metering is off on this engine.
-    pub fuel_used: Option<u64>,
-    pub peak_memory_bytes: u64,
-    pub llm_calls: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost_usd: f64,
-    pub http_requests: u64,
-    pub http_response_bytes: u64,
-    pub log_bytes: u64,
-}
-
-impl Usage {
-    pub fn total_tokens(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,26 +221,6 @@ mod tests {
             m.reserve_llm(Some(500), 512, 0, &price),
             Err(BudgetExhausted)
         );
-    }
-
-    #[test]
-    fn clamp_takes_the_smaller_limit() {
-        let node = RunBudget {
-            timeout: Duration::from_secs(10),
-            fuel: Some(1000),
-            max_tokens: None,
-            ..RunBudget::default()
-        };
-        let asked = RunBudget {
-            timeout: Duration::from_secs(60),
-            fuel: None,
-            max_tokens: Some(5),
-            ..RunBudget::default()
-        };
-        let b = asked.clamp_to(&node);
-        assert_eq!(b.timeout, Duration::from_secs(10));
-        assert_eq!(b.fuel, Some(1000));
-        assert_eq!(b.max_tokens, Some(5));
     }
 
     #[test]

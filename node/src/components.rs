@@ -5,16 +5,16 @@
 //! fetched from the registry once, with concurrent fetches of one digest
 //! deduplicated.
 
-use crate::cache::{evict_lru, sha256_hex, touch};
-use crate::engine::{AgentComponent, LoadError, Quiet};
-use crate::failure::{FailureKind, RunFailure};
-use crate::run::Sandbox;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
+use warden_core::{FailureKind, RunFailure};
+use warden_host::Sandbox;
+use warden_host::cache::{evict_lru, sha256_hex, touch};
+use warden_host::engine::{AgentComponent, LoadError, Quiet};
 use warden_proto::v1 as pb;
 use warden_proto::v1::registry_service_client::RegistryServiceClient;
 

@@ -1,10 +1,8 @@
 //! `warden control-plane`, `warden node` and `warden dev` (both in one
 //! process).
 
-use crate::config::NodeConfig;
-use crate::engine::{AgentEngine, Quiet};
-use crate::node::{NodeAgent, NodeOptions, persistent_node_id};
-use crate::run::Sandbox;
+use crate::args::parse_key_value;
+use crate::validator::EngineValidator;
 use anyhow::Context;
 use clap::Args;
 use std::collections::BTreeMap;
@@ -14,7 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_control_plane::{ComponentValidator, ControlPlane, ControlPlaneConfig, Store};
+use warden_control_plane::{ControlPlane, ControlPlaneConfig, Store};
+use warden_host::config::{EngineConfig, NodeConfig};
+use warden_host::{AgentEngine, Sandbox};
+use warden_node::{NodeAgent, NodeOptions, persistent_node_id};
 
 /// Run the control plane: run and lease store (SQLite), scheduler, node
 /// registry and the built-in component registry, over gRPC.
@@ -51,7 +52,7 @@ struct ServerArgs {
 
     /// How submits of oci:// references reach their registries.
     #[command(flatten)]
-    oci: super::oci::OciArgs,
+    oci: crate::oci::OciArgs,
 }
 
 /// Run a node: register with the control plane, pull leases, run agents.
@@ -79,7 +80,7 @@ struct NodeFlags {
     slots: Option<u32>,
 
     /// A label for placement (e.g. region=eu). Repeatable.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::run::parse_key_value)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
 
     /// On SIGTERM, how long in-flight runs may take to finish before they
@@ -124,43 +125,6 @@ pub(crate) struct DevArgs {
     data: DataDir,
 }
 
-/// Validates published components with a compile-only engine.
-pub(crate) struct EngineValidator(AgentEngine);
-
-impl EngineValidator {
-    /// A validator with its own one-slot engine and no compile cache.
-    pub(crate) fn new() -> anyhow::Result<Self> {
-        let config = crate::config::EngineConfig {
-            pool_slots: 1,
-            cache: false,
-            ..crate::config::EngineConfig::default()
-        };
-        Ok(EngineValidator(AgentEngine::new(&config, 64 << 20, None)?))
-    }
-
-    /// Loads `bytes` as an agent; its imports and exports.
-    pub(crate) fn load(
-        &self,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<(Vec<String>, Vec<String>), String> {
-        let (agent, _) = self
-            .0
-            .load(name, bytes, &Quiet)
-            .map_err(|e| e.to_string())?;
-        Ok(agent.interface(self.0.engine()))
-    }
-}
-
-impl ComponentValidator for EngineValidator {
-    fn validate(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        self.0
-            .load(name, bytes, &Quiet)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -189,7 +153,7 @@ async fn start_control_plane(
         .unwrap_or_else(|| config.data_dir.join("control-plane.sqlite3"));
     let store = Store::open(&db)?;
     let engine = AgentEngine::new(
-        &crate::config::EngineConfig {
+        &EngineConfig {
             pool_slots: 1,
             ..config.engine.clone()
         },
@@ -207,7 +171,7 @@ async fn start_control_plane(
             oci: args.oci.options(),
             ..ControlPlaneConfig::default()
         },
-        Arc::new(EngineValidator(engine)),
+        Arc::new(EngineValidator::with_engine(engine)),
     );
     let listener = warden_control_plane::bind(args.listen)
         .await

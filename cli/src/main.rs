@@ -1,5 +1,5 @@
 //! The `warden` command line; see `warden --help`.
 
 fn main() -> std::process::ExitCode {
-    warden_host::cli::main()
+    warden_cli::main()
 }

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use warden_control_plane::oci::{Credentials, OciOptions, Progress};
+use warden_oci::{Credentials, OciOptions, Progress};
 
 /// How to reach OCI registries.
 #[derive(Debug, Clone, Args)]

@@ -1,11 +1,12 @@
 //! How a run's outcome is shown: one JSON object (`--json`) or a human
 //! summary.
 
-use super::EXIT_RUN_FAILED;
-use crate::capability::logging::LogLine;
-use crate::{RunOutcome, Usage};
+use crate::EXIT_RUN_FAILED;
 use serde::Serialize;
 use std::process::ExitCode;
+use warden_core::Usage;
+use warden_host::RunOutcome;
+use warden_host::capability::logging::LogLine;
 
 #[derive(Serialize)]
 struct JsonError<'a> {

@@ -1,11 +1,19 @@
-//! `warden` subcommands. Errors are reported here, at the edge, with
-//! `anyhow`; library crates return typed errors.
+//! The `warden` command line: one module per command group (`run`,
+//! `cluster` for dev/node/control-plane, `registry` for publish/inspect,
+//! `submit`, `runs` for runs/nodes), with shared flags in `args`.
+//! Errors are reported here, at the edge, with `anyhow`; library crates
+//! return typed errors.
 
-mod client;
+mod args;
 mod cluster;
 mod oci;
 mod output;
+mod registry;
+mod remote;
 mod run;
+mod runs;
+mod submit;
+mod validator;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -44,11 +52,11 @@ enum Command {
     Dev(cluster::DevArgs),
     ControlPlane(cluster::ControlPlaneArgs),
     Node(cluster::NodeArgs),
-    Publish(client::PublishArgs),
-    Inspect(client::InspectArgs),
-    Submit(client::SubmitArgs),
-    Runs(client::RunsArgs),
-    Nodes(client::NodesArgs),
+    Publish(registry::PublishArgs),
+    Inspect(registry::InspectArgs),
+    Submit(submit::SubmitArgs),
+    Runs(runs::RunsArgs),
+    Nodes(runs::NodesArgs),
 }
 
 /// Exit code for a run that failed (any failure kind).
@@ -77,11 +85,11 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => cluster::dev(args).await,
             Command::ControlPlane(args) => cluster::control_plane(args).await,
             Command::Node(args) => cluster::node(args).await,
-            Command::Publish(args) => client::publish(args).await,
-            Command::Inspect(args) => client::inspect(args).await,
-            Command::Submit(args) => client::submit(args).await,
-            Command::Runs(args) => client::runs(args).await,
-            Command::Nodes(args) => client::nodes(args).await,
+            Command::Publish(args) => registry::publish(args).await,
+            Command::Inspect(args) => registry::inspect(args).await,
+            Command::Submit(args) => submit::submit(args).await,
+            Command::Runs(args) => runs::runs(args).await,
+            Command::Nodes(args) => runs::nodes(args).await,
         }
     });
     match result {

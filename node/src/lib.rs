@@ -7,23 +7,23 @@
 //! jitter; results of runs that finished meanwhile are retried until
 //! recorded. On shutdown it stops pulling, lets in-flight runs finish
 //! within a grace period, then fails the rest as `node_shutdown` so they are
-//! re-queued at once.
+//! re-queued at once. A run whose lease expires (its renewals could not
+//! reach the control plane in time) is stopped at the lease's
+//! `expires_unix_ms` as `lease_lost`, and its result is not reported.
 
 mod components;
-pub mod convert;
 
-use crate::failure::FailureKind;
-use crate::run::{CancelReason, CancelToken, RunOutcome, RunRequest, Sandbox};
 use components::ComponentStore;
-use convert::*;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use warden_core::{Backoff, FailureKind, RenewStatus, RunBudget};
+use warden_host::run::{CancelReason, CancelToken, RunOutcome, RunRequest, Sandbox};
 use warden_proto::v1 as pb;
 use warden_proto::v1::lease_service_client::LeaseServiceClient;
 use warden_proto::v1::node_service_client::NodeServiceClient;
@@ -54,6 +54,9 @@ pub enum NodeError {
 struct ActiveRun {
     lease: pb::LeaseRef,
     cancel: CancelToken,
+    /// When the lease expires (control plane clock, Unix ms), as last
+    /// granted or renewed.
+    expires_unix_ms: Arc<AtomicI64>,
 }
 
 /// Most acks or results in one call.
@@ -88,10 +91,8 @@ pub struct NodeAgent {
     pub reconnects: AtomicU64,
 }
 
-/// Exponential backoff with full jitter: 100 ms doubling to 5 s.
 fn backoff(failures: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
+    Backoff::RECONNECT.delay(failures)
 }
 
 /// The node id kept in `data_dir/node-id`, created on first start.
@@ -199,7 +200,7 @@ impl NodeAgent {
                 os: std::env::consts::OS.into(),
                 arch: std::env::consts::ARCH.into(),
                 warden_version: env!("CARGO_PKG_VERSION").into(),
-                wasmtime_version: "48.0.8".into(),
+                wasmtime_version: warden_host::WASMTIME_VERSION.into(),
             }),
         }
     }
@@ -235,6 +236,7 @@ impl NodeAgent {
         self.prewarm().await;
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(interval));
         let renew = tokio::spawn(self.clone().renew_loop());
+        let expiry = tokio::spawn(self.clone().expiry_loop());
         let ack = tokio::spawn(self.clone().ack_loop(acks));
         let report = tokio::spawn(self.clone().report_loop(results));
         tokio::select! {
@@ -242,7 +244,7 @@ impl NodeAgent {
             () = shutdown => {}
         }
         self.drain().await;
-        for task in [heartbeat, renew, ack, report] {
+        for task in [heartbeat, renew, expiry, ack, report] {
             task.abort();
         }
     }
@@ -395,10 +397,29 @@ impl NodeAgent {
                 let Some(run) = active.get(&lease.run_id) else {
                     continue;
                 };
-                match r.status.as_str() {
-                    "cancelled" => run.cancel.cancel(CancelReason::Cancelled),
-                    "lost" => run.cancel.cancel(CancelReason::LeaseLost),
-                    _ => {}
+                match RenewStatus::from_proto(r.renew_status) {
+                    Some(RenewStatus::Ok) => {}
+                    Some(RenewStatus::Cancelled) => run.cancel.cancel(CancelReason::Cancelled),
+                    Some(RenewStatus::Lost) => run.cancel.cancel(CancelReason::LeaseLost),
+                    None => continue,
+                }
+                run.expires_unix_ms
+                    .fetch_max(r.expires_unix_ms, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops runs whose lease has expired: renewals did not reach the
+    /// control plane in time, which has (or soon will have) re-queued
+    /// them, so their results would be stale.
+    async fn expiry_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let now = warden_core::now_ms();
+            for run in self.active.lock().unwrap().values() {
+                if run.expires_unix_ms.load(Ordering::Relaxed) <= now {
+                    run.cancel.cancel(CancelReason::LeaseLost);
                 }
             }
         }
@@ -423,6 +444,11 @@ impl NodeAgent {
             ActiveRun {
                 lease: lease_ref.clone(),
                 cancel: cancel.clone(),
+                // 0: a control plane that sets no expiry.
+                expires_unix_ms: Arc::new(AtomicI64::new(match lease.expires_unix_ms {
+                    0 => i64::MAX,
+                    at => at,
+                })),
             },
         );
         let outcome = match self
@@ -434,8 +460,8 @@ impl NodeAgent {
                 let req = RunRequest {
                     agent_name: lease.agent_name.clone(),
                     input: lease.input.clone(),
-                    budget: budget_from_proto(lease.budget),
-                    grant: grant_from_proto(lease.grant.clone()),
+                    budget: RunBudget::from(lease.budget),
+                    grant: lease.grant.clone().unwrap_or_default().into(),
                     run_id: lease.run_id.clone(),
                     attempt: lease.attempt,
                     echo_logs: false,
@@ -451,7 +477,10 @@ impl NodeAgent {
         };
         self.active.lock().unwrap().remove(&lease.run_id);
         if cancel.reason() == Some(CancelReason::LeaseLost) {
-            tracing::warn!("lease lost while running; the result is not reported");
+            tracing::warn!(
+                kind = %FailureKind::LeaseLost,
+                "lease lost while running (expired, or leased elsewhere); the result is not reported"
+            );
             return;
         }
         self.report(lease_ref, outcome, cancel.reason()).await;
@@ -465,7 +494,7 @@ impl NodeAgent {
         outcome: RunOutcome,
         cancelled: Option<CancelReason>,
     ) {
-        let usage = Some(usage_to_proto(&outcome.usage));
+        let usage = Some(pb::Usage::from(&outcome.usage));
         let result = match outcome.result {
             Ok(output) => pb::run_result::Result::Complete(pb::CompleteRequest {
                 lease: Some(lease),
@@ -481,7 +510,7 @@ impl NodeAgent {
                 };
                 pb::run_result::Result::Fail(pb::FailRequest {
                     lease: Some(lease),
-                    kind: kind_to_proto(kind) as i32,
+                    kind: pb::FailureKind::from(kind) as i32,
                     message: f.message,
                     usage,
                 })

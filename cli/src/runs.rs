@@ -1,0 +1,207 @@
+//! `warden runs` and `warden nodes`: what the control plane knows.
+
+use crate::output;
+use crate::remote::{Remote, status};
+use crate::submit::{outcome_of, state_name, wait_for};
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+use warden_core::{FailureKind, NodeState, RunState, Usage};
+use warden_proto::v1 as pb;
+use warden_proto::v1::node_service_client::NodeServiceClient;
+use warden_proto::v1::run_service_client::RunServiceClient;
+
+/// Inspect and control runs.
+#[derive(Debug, Args)]
+pub(crate) struct RunsArgs {
+    #[command(subcommand)]
+    command: RunsCommand,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// The newest runs.
+    List {
+        /// Only runs in this state (queued, leased, running, succeeded,
+        /// failed, dead_lettered, cancelled).
+        #[arg(long)]
+        state: Option<RunState>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run with every attempt.
+    Get {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a run until it ends, then print its result.
+    Watch {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run: queued runs at once, running ones on their node.
+    Cancel { run_id: String },
+}
+
+fn run_json(run: &pb::Run) -> serde_json::Value {
+    let attempts: Vec<_> = run
+        .attempts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "attempt": a.attempt, "node_id": a.node_id, "token": a.token,
+                "outcome": warden_core::AttemptOutcome::from_proto(a.attempt_outcome), "started_unix_ms": a.started_unix_ms,
+                "ended_unix_ms": a.ended_unix_ms,
+                "error": FailureKind::from_proto(a.kind).map(|k| serde_json::json!({"kind": k, "message": a.message, "retryable": k.retryable()})),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "run_id": run.run_id, "agent": run.agent, "digest": run.component_digest,
+        "state": state_name(run), "attempt": run.attempt, "max_attempts": run.max_attempts,
+        "input": serde_json::from_str::<serde_json::Value>(&run.input).ok(),
+        "output": serde_json::from_str::<serde_json::Value>(&run.output).ok(),
+        "error": FailureKind::from_proto(run.error_kind).map(|k| serde_json::json!({"kind": k, "message": run.error_message, "retryable": k.retryable()})),
+        "usage": Usage::from(run.usage),
+        "created_unix_ms": run.created_unix_ms, "updated_unix_ms": run.updated_unix_ms,
+        "attempts": attempts,
+    })
+}
+
+pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let mut client = RunServiceClient::new(args.remote.channel().await?);
+    match args.command {
+        RunsCommand::List { state, limit, json } => {
+            let runs = client
+                .list(pb::ListRunsRequest {
+                    state: state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    run_state: state.map_or(0, |s| pb::RunState::from(s) as i32),
+                    limit,
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .runs;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(runs.iter().map(run_json).collect())
+                );
+            } else {
+                println!("{:<32}  {:<14}  {:>7}  AGENT", "RUN", "STATE", "ATTEMPT");
+                for r in &runs {
+                    println!(
+                        "{:<32}  {:<14}  {:>7}  {}",
+                        r.run_id,
+                        state_name(r),
+                        r.attempt,
+                        r.agent
+                    );
+                }
+            }
+        }
+        RunsCommand::Get { run_id, json } => {
+            let run = client
+                .get(pb::GetRunRequest { run_id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let doc = run_json(&run);
+            if json {
+                println!("{doc}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            }
+        }
+        RunsCommand::Watch { run_id, json } => {
+            let run = wait_for(&mut client, &run_id, json).await?;
+            return Ok(output::print_outcome(&outcome_of(&run), json));
+        }
+        RunsCommand::Cancel { run_id } => {
+            let run = client
+                .cancel(pb::CancelRunRequest { run_id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let state = RunState::from_proto(run.run_state);
+            let note = if run.cancel_requested && !state.is_some_and(RunState::is_terminal) {
+                " (cancel requested; the node stops it)"
+            } else {
+                ""
+            };
+            println!("{} {}{note}", run.run_id, state_name(&run));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Inspect nodes.
+#[derive(Debug, Args)]
+pub(crate) struct NodesArgs {
+    #[command(subcommand)]
+    command: NodesCommand,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesCommand {
+    /// Every node the control plane knows, with its state and capacity.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
+    let mut client = NodeServiceClient::new(args.remote.channel().await?);
+    let NodesCommand::List { json } = args.command;
+    let nodes = client
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .nodes;
+    if json {
+        let docs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let cap = n.capacity.clone().unwrap_or_default();
+                serde_json::json!({
+                    "node_id": n.node_id, "hostname": n.hostname, "state": node_state(n),
+                    "labels": n.labels, "active_runs": n.active_runs, "free_slots": n.free_slots,
+                    "slots": cap.slots, "cpu_cores": cap.cpu_cores, "memory_bytes": cap.memory_bytes,
+                    "os": cap.os, "arch": cap.arch, "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(docs));
+    } else {
+        println!(
+            "{:<28}  {:<9}  {:>6}  {:>5}  LABELS",
+            "NODE", "STATE", "ACTIVE", "SLOTS"
+        );
+        for n in &nodes {
+            let cap = n.capacity.clone().unwrap_or_default();
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "{:<28}  {:<9}  {:>6}  {:>5}  {}",
+                n.node_id,
+                node_state(n),
+                n.active_runs,
+                cap.slots,
+                labels.join(",")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn node_state(n: &pb::NodeInfo) -> &'static str {
+    NodeState::from_proto(n.node_state).map_or("", NodeState::as_str)
+}

@@ -1,0 +1,247 @@
+//! `warden submit`: one run, or one per line of a JSON Lines file, and
+//! waiting for a run to end.
+
+use crate::args::{BudgetArgs, GrantArgs, parse_key_value, read_input};
+use crate::output;
+use crate::remote::{Remote, status};
+use anyhow::{Context, bail};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tonic::transport::Channel;
+use warden_core::{FailureKind, RunFailure, RunState, Usage};
+use warden_host::RunOutcome;
+use warden_proto::v1 as pb;
+use warden_proto::v1::run_service_client::RunServiceClient;
+
+/// Submit a run to the control plane: of a published agent, or of an OCI
+/// reference (the control plane resolves the tag to a digest once and pulls
+/// the component). The grant is what the agent's capability manifest
+/// declares, narrowed by the grant flags; asking for more is refused.
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    /// NAME@VERSION of a published agent, or oci://HOST/REPO:TAG.
+    agent: String,
+
+    /// Input: JSON text, or @FILE, or @- for stdin.
+    #[arg(long, short, default_value = "null", value_name = "JSON|@FILE")]
+    input: String,
+
+    /// Submit one run per line of this JSON Lines file (- for stdin), in
+    /// batches of 1,000 per call; prints one run id per line, in order.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "wait"])]
+    inputs: Option<PathBuf>,
+
+    /// Wait for the run to end and print its result (exit 0 only on success).
+    #[arg(long)]
+    wait: bool,
+
+    /// Attempts before a run that keeps failing retryably is dead-lettered.
+    /// Default: the control plane's `--max-attempts` (3 unless set).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: Option<u32>,
+
+    /// Only nodes with this label (KEY=VALUE). Repeatable.
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    selector: Vec<(String, String)>,
+
+    #[command(flatten)]
+    budget: BudgetArgs,
+
+    #[command(flatten)]
+    grant: GrantArgs,
+
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// A recorded run as the outcome `warden run` prints.
+pub(crate) fn outcome_of(run: &pb::Run) -> RunOutcome {
+    let state = RunState::from_proto(run.run_state);
+    let result = if state == Some(RunState::Succeeded) {
+        Ok(run.output.clone())
+    } else {
+        let kind = FailureKind::from_proto(run.error_kind).unwrap_or(FailureKind::HostError);
+        let message = if state == Some(RunState::DeadLettered) {
+            format!(
+                "dead-lettered after {} attempts: {}",
+                run.attempt, run.error_message
+            )
+        } else {
+            run.error_message.clone()
+        };
+        Err(RunFailure::new(kind, message))
+    };
+    RunOutcome {
+        result,
+        usage: Usage::from(run.usage),
+        logs: Vec::new(),
+    }
+}
+
+/// Follows a run until it ends; prints state changes to stderr.
+pub(crate) async fn wait_for(
+    client: &mut RunServiceClient<Channel>,
+    run_id: &str,
+    quiet: bool,
+) -> anyhow::Result<pb::Run> {
+    let mut stream = client
+        .watch(pb::WatchRunRequest {
+            run_id: run_id.into(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut last = None;
+    while let Some(run) = stream.message().await.map_err(status)? {
+        let state = RunState::from_proto(run.run_state)
+            .with_context(|| format!("the control plane sent run {run_id} without a state"))?;
+        if !quiet && last != Some(state) {
+            eprintln!("  {} {state} (attempt {})", run.run_id, run.attempt);
+        }
+        last = Some(state);
+        if state.is_terminal() {
+            return Ok(run);
+        }
+    }
+    bail!("the control plane closed the watch of run {run_id} before it ended")
+}
+
+pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    // Ask for the manifest's declaration, narrowed by the flags; unset
+    // budget fields and attempts take the manifest's and control plane's.
+    let grant = pb::Grant {
+        as_declared: true,
+        ..pb::Grant::from(&args.grant.grant()?)
+    };
+    let budget = pb::Budget::from(&args.budget.request());
+    let request = |input: String| pb::SubmitRequest {
+        agent: args.agent.clone(),
+        input,
+        budget: Some(budget),
+        grant: Some(grant.clone()),
+        node_selector: args.selector.iter().cloned().collect(),
+        max_attempts: args.max_attempts.unwrap_or(0),
+        traceparent: String::new(),
+    };
+    if let Some(path) = &args.inputs {
+        let inputs = read_json_lines(path)?;
+        let mut client = RunServiceClient::new(args.remote.channel().await?);
+        return submit_many(
+            &mut client,
+            inputs.into_iter().map(request).collect(),
+            args.json,
+        )
+        .await;
+    }
+    let input = read_input(&args.input)?;
+    let mut client = RunServiceClient::new(args.remote.channel().await?);
+    let run = client
+        .submit(request(input))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .run
+        .context("the control plane answered without a run")?;
+    if !args.wait {
+        print_submitted(&run, args.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = wait_for(&mut client, &run.run_id, args.json).await?;
+    Ok(output::print_outcome(&outcome_of(&run), args.json))
+}
+
+fn print_submitted(run: &pb::Run, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "run_id": run.run_id, "state": state_name(run) })
+        );
+    } else {
+        println!("{}", run.run_id);
+    }
+}
+
+/// The JSON values of a JSON Lines file (`-`: stdin), blank lines skipped;
+/// the error names the first bad line.
+fn read_json_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read inputs from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read inputs file {}", path.display()))?
+    };
+    let mut inputs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(line) {
+            bail!(
+                "{} line {}: the input is not valid JSON: {e}",
+                path.display(),
+                n + 1
+            );
+        }
+        inputs.push(line.to_string());
+    }
+    if inputs.is_empty() {
+        bail!("{} has no inputs", path.display());
+    }
+    Ok(inputs)
+}
+
+/// Submits runs with SubmitBatch, 1,000 per call, with a progress bar on
+/// stderr; prints each run id as its batch is queued.
+async fn submit_many(
+    client: &mut RunServiceClient<Channel>,
+    requests: Vec<pb::SubmitRequest>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    const BATCH: usize = 1000;
+    let total = requests.len();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("submitting {pos}/{len} runs {bar:30} {elapsed}")
+            .expect("valid template"),
+    );
+    if total <= BATCH {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut done = 0;
+    for chunk in requests.chunks(BATCH) {
+        let runs = client
+            .submit_batch(pb::SubmitBatchRequest {
+                runs: chunk.to_vec(),
+            })
+            .await
+            .map_err(|e| {
+                bar.abandon();
+                anyhow::anyhow!(
+                    "{} ({done} of {total} runs were queued before this batch)",
+                    status(e)
+                )
+            })?
+            .into_inner()
+            .runs;
+        bar.suspend(|| {
+            for run in &runs {
+                print_submitted(run, json);
+            }
+        });
+        done += runs.len();
+        bar.set_position(done as u64);
+    }
+    bar.finish_and_clear();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The name of a run's state (empty if the control plane sent none).
+pub(crate) fn state_name(run: &pb::Run) -> &'static str {
+    RunState::from_proto(run.run_state).map_or("", RunState::as_str)
+}

@@ -1,0 +1,170 @@
+//! `LeaseService`: the lease stream (never more in flight than a node's
+//! free slots), acks, renewals and results (Complete, Fail, Report).
+
+use super::{StreamOf, lease_answer};
+use crate::ControlPlane;
+use crate::store::{LeaseCheck, Outcome, RunReport};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use warden_proto::v1::*;
+
+#[tonic::async_trait]
+impl lease_service_server::LeaseService for ControlPlane {
+    type PullStream = StreamOf<Lease>;
+
+    async fn pull(&self, req: Request<PullRequest>) -> Result<Response<Self::PullStream>, Status> {
+        let node_id = req.into_inner().node_id;
+        let (tx, rx) = mpsc::channel(64);
+        let cp = self.clone();
+        tokio::spawn(async move {
+            let ttl = cp.config.lease_ttl.as_millis() as i64;
+            let alive_window = 3 * cp.config.heartbeat_interval.as_millis() as i64;
+            loop {
+                // Wake on any change, or poll: a retry's backoff ends silently.
+                let changed = cp.changed.notified();
+                let alive_since = crate::store::now_ms() - alive_window;
+                let leases = match cp.store.lease_runs(&node_id, 64, ttl, alive_since) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let got = !leases.is_empty();
+                for lease in leases {
+                    let run_id = lease.run_id.clone();
+                    if tx.send(Ok(lease)).await.is_err() {
+                        // The node went away with leases in hand; they
+                        // expire and are re-queued by the reaper.
+                        tracing::info!(node = %node_id, run = %run_id, "lease stream closed");
+                        return;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                if !got {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let stale = self.store.ack(&req.into_inner().leases)?;
+        Ok(Response::new(AckResponse { stale }))
+    }
+
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let r = req.into_inner();
+        let ttl = self.config.lease_ttl.as_millis() as i64;
+        let results = self
+            .store
+            .renew(&r.node_id, &r.leases, ttl)?
+            .into_iter()
+            .map(|(lease, status, expires)| RenewResult {
+                lease: Some(lease),
+                status: status.as_str().to_string(),
+                expires_unix_ms: expires,
+                renew_status: warden_proto::v1::RenewStatus::from(status) as i32,
+            })
+            .collect();
+        Ok(Response::new(RenewResponse { results }))
+    }
+
+    async fn complete(
+        &self,
+        req: Request<CompleteRequest>,
+    ) -> Result<Response<ResultResponse>, Status> {
+        let r = RunResult {
+            result: Some(run_result::Result::Complete(req.into_inner())),
+        };
+        lease_answer(self.record_one(r)?)
+    }
+
+    async fn fail(&self, req: Request<FailRequest>) -> Result<Response<ResultResponse>, Status> {
+        let r = RunResult {
+            result: Some(run_result::Result::Fail(req.into_inner())),
+        };
+        lease_answer(self.record_one(r)?)
+    }
+
+    async fn report(
+        &self,
+        req: Request<ReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let results = req.into_inner().results;
+        let mut answers: Vec<Option<ReportAnswer>> = vec![None; results.len()];
+        let mut valid = Vec::with_capacity(results.len());
+        for (i, r) in results.iter().enumerate() {
+            match as_report(r) {
+                Ok(report) => valid.push((i, report)),
+                Err(message) => {
+                    answers[i] = Some(ReportAnswer {
+                        lease: None,
+                        status: ReportStatus::Rejected as i32,
+                        message,
+                    })
+                }
+            }
+        }
+        let reports: Vec<RunReport<'_>> = valid.iter().map(|(_, r)| *r).collect();
+        let checks = self.store.record(&reports)?;
+        self.changed.notify_waiters();
+        for ((i, report), check) in valid.iter().zip(checks) {
+            let (status, message) = match check {
+                LeaseCheck::Recorded => (ReportStatus::Recorded, String::new()),
+                LeaseCheck::AlreadyRecorded => (ReportStatus::AlreadyRecorded, String::new()),
+                LeaseCheck::Stale(m) | LeaseCheck::Conflict(m) => (ReportStatus::Rejected, m),
+                LeaseCheck::NotFound => (ReportStatus::Rejected, "no such run".to_string()),
+            };
+            answers[*i] = Some(ReportAnswer {
+                lease: Some(report.lease.clone()),
+                status: status as i32,
+                message,
+            });
+        }
+        Ok(Response::new(ReportResponse {
+            answers: answers.into_iter().flatten().collect(),
+        }))
+    }
+}
+
+/// A reported result as the store takes it; the error names what is missing.
+fn as_report(r: &RunResult) -> Result<RunReport<'_>, String> {
+    static NO_USAGE: std::sync::LazyLock<Usage> = std::sync::LazyLock::new(Usage::default);
+    let (lease, usage, outcome) = match &r.result {
+        Some(run_result::Result::Complete(c)) => {
+            (&c.lease, &c.usage, Outcome::Succeeded { output: &c.output })
+        }
+        Some(run_result::Result::Fail(f)) => (
+            &f.lease,
+            &f.usage,
+            Outcome::Failed {
+                // A kind this control plane does not know is a host fault.
+                kind: warden_core::FailureKind::from_proto(f.kind)
+                    .unwrap_or(warden_core::FailureKind::HostError),
+                message: &f.message,
+            },
+        ),
+        None => return Err("a result must be a complete or a fail".into()),
+    };
+    Ok(RunReport {
+        lease: lease.as_ref().ok_or("missing lease")?,
+        outcome,
+        usage: usage.as_ref().unwrap_or(&NO_USAGE),
+    })
+}
+
+impl ControlPlane {
+    /// Records a single Complete or Fail.
+    fn record_one(&self, r: RunResult) -> Result<LeaseCheck, Status> {
+        let report = as_report(&r).map_err(Status::invalid_argument)?;
+        let check = self.store.record(&[report])?.remove(0);
+        self.changed.notify_waiters();
+        Ok(check)
+    }
+}

@@ -1,0 +1,39 @@
+//! The gRPC services over [`ControlPlane`], one file each: [`node`]
+//! (register, heartbeat, drain), [`lease`] (the lease stream with its flow
+//! control, ack, renew, results), [`run`] (submit, get, list, cancel,
+//! watch) and [`registry`] (publish, resolve, fetch). This file holds what
+//! they share: the store error and lease answers as `tonic::Status`.
+
+mod lease;
+mod node;
+mod registry;
+mod run;
+
+use crate::store::{LeaseCheck, StoreError};
+use std::pin::Pin;
+use tokio_stream::Stream;
+use tonic::{Response, Status};
+use warden_proto::v1::ResultResponse;
+
+pub(crate) type StreamOf<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        Status::internal(e.to_string())
+    }
+}
+
+/// The answer to a single Complete or Fail.
+pub(crate) fn lease_answer(check: LeaseCheck) -> Result<Response<ResultResponse>, Status> {
+    match check {
+        LeaseCheck::Recorded => Ok(Response::new(ResultResponse { recorded: true })),
+        LeaseCheck::AlreadyRecorded => Ok(Response::new(ResultResponse { recorded: false })),
+        LeaseCheck::Stale(m) | LeaseCheck::Conflict(m) => Err(Status::failed_precondition(m)),
+        LeaseCheck::NotFound => Err(Status::not_found("no such run")),
+    }
+}
+
+pub(crate) fn parse_reference(reference: &str) -> Result<(&str, &str), Status> {
+    warden_core::split_reference(reference).map_err(|e| Status::invalid_argument(e.to_string()))
+}

@@ -1,0 +1,138 @@
+//! `RegistryService`: the built-in registry: publish (validated, immutable
+//! versions), resolve (`NAME@VERSION` or `oci://`), fetch by digest, list.
+
+use super::{StreamOf, parse_reference};
+use crate::ControlPlane;
+use crate::store::Published;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status, Streaming};
+use warden_core::Manifest;
+use warden_oci::OciRef;
+use warden_proto::v1::*;
+
+#[tonic::async_trait]
+impl registry_service_server::RegistryService for ControlPlane {
+    type FetchStream = StreamOf<FetchChunk>;
+
+    async fn publish(
+        &self,
+        req: Request<Streaming<PublishChunk>>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.message().await?.and_then(|c| c.part) {
+            Some(publish_chunk::Part::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the header",
+                ));
+            }
+        };
+        let reference = format!("{}@{}", header.name, header.version);
+        parse_reference(&reference)?;
+        if !header.capabilities.is_empty() {
+            Manifest::parse(&header.capabilities)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let max = self.config.max_component_bytes;
+        let mut data = Vec::with_capacity((header.size as usize).min(max));
+        while let Some(chunk) = stream.message().await? {
+            if let Some(publish_chunk::Part::Data(bytes)) = chunk.part {
+                if data.len() + bytes.len() > max {
+                    return Err(Status::resource_exhausted(format!(
+                        "component is larger than the registry's limit of {max} bytes"
+                    )));
+                }
+                data.extend_from_slice(&bytes);
+            }
+        }
+        if header.size != 0 && header.size != data.len() as u64 {
+            return Err(Status::data_loss(format!(
+                "upload ended after {} of {} bytes",
+                data.len(),
+                header.size
+            )));
+        }
+        self.validator
+            .validate(&reference, &data)
+            .map_err(Status::invalid_argument)?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        let created = match self.store.publish(
+            &header.name,
+            &header.version,
+            &digest,
+            &data,
+            &header.capabilities,
+        )? {
+            Published::Created => true,
+            Published::Unchanged => false,
+            Published::Conflict { existing_digest } => {
+                return Err(Status::already_exists(format!(
+                    "{reference} is already published as {existing_digest}; versions are immutable, publish a new version"
+                )));
+            }
+        };
+        tracing::info!(%reference, %digest, size = data.len(), created, "component published");
+        Ok(Response::new(PublishResponse {
+            digest,
+            size: data.len() as u64,
+            created,
+        }))
+    }
+
+    async fn resolve(
+        &self,
+        req: Request<ResolveRequest>,
+    ) -> Result<Response<ResolveResponse>, Status> {
+        let reference = req.into_inner().reference;
+        if let Some(oci) = OciRef::parse(&reference) {
+            let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let (agent, digest, capabilities) = self.import_oci(&oci).await?;
+            let size = self.store.component_size(&digest)?.unwrap_or(0);
+            let (name, version) = agent.split_once('@').unwrap_or((&agent, ""));
+            return Ok(Response::new(ResolveResponse {
+                name: name.to_string(),
+                version: version.to_string(),
+                digest,
+                size,
+                capabilities,
+            }));
+        }
+        let (name, version) = parse_reference(&reference)?;
+        match self.store.resolve(name, version)? {
+            Ok(r) => Ok(Response::new(r)),
+            Err(true) => Err(Status::not_found(format!(
+                "agent {name} has no version {version}"
+            ))),
+            Err(false) => Err(Status::not_found(format!(
+                "no agent named {name} is published"
+            ))),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        req: Request<FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let digest = req.into_inner().digest;
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = self
+            .store
+            .component(&digest)?
+            .ok_or_else(|| Status::not_found(format!("no component {digest}")))?;
+        let chunks: Vec<Result<FetchChunk, Status>> = data
+            .chunks(1 << 20)
+            .map(|c| Ok(FetchChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<ListComponentsRequest>,
+    ) -> Result<Response<ListComponentsResponse>, Status> {
+        Ok(Response::new(ListComponentsResponse {
+            components: self.store.list_components()?,
+        }))
+    }
+}

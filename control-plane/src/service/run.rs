@@ -1,0 +1,249 @@
+//! `RunService`: submit (one or a batch; the agent resolved, the grant
+//! checked against its capability manifest, budget defaults filled), get,
+//! list, cancel and watch runs.
+
+use super::{StreamOf, parse_reference};
+use crate::ControlPlane;
+use crate::store::{NewRun, RunFilter};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use warden_core::{BudgetRequest, Grant, Manifest, RunState, grant_for};
+use warden_oci::OciRef;
+use warden_proto::v1::*;
+
+/// Most runs in one SubmitBatch.
+const MAX_SUBMIT_BATCH: usize = 10_000;
+
+impl ControlPlane {
+    /// The agent a submit names, as (agent, component digest, capability
+    /// manifest): a published NAME@VERSION, or an OCI reference resolved
+    /// (and pulled if new) now.
+    async fn resolve_agent(&self, reference: &str) -> Result<(String, String, String), Status> {
+        if let Some(oci) = OciRef::parse(reference) {
+            let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            return self.import_oci(&oci).await;
+        }
+        let (name, version) = parse_reference(reference)?;
+        match self.resolve_cached(name, version)? {
+            Ok(resolved) => Ok((
+                format!("{name}@{version}"),
+                resolved.digest,
+                resolved.capabilities,
+            )),
+            Err(true) => Err(Status::not_found(format!(
+                "agent {name} has no version {version}"
+            ))),
+            Err(false) => Err(Status::not_found(format!(
+                "no agent named {name} is published"
+            ))),
+        }
+    }
+
+    /// Checks a submit (input JSON, grant within the capability manifest)
+    /// of the agent `resolved` (from [`Self::resolve_agent`]) and makes its
+    /// run.
+    fn new_run(
+        &self,
+        r: SubmitRequest,
+        resolved: (String, String, String),
+    ) -> Result<NewRun, Status> {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.input) {
+            return Err(Status::invalid_argument(format!(
+                "the input is not valid JSON: {e}"
+            )));
+        }
+        let (agent, digest, capabilities) = resolved;
+        let manifest = if capabilities.is_empty() {
+            None
+        } else {
+            // Checked on publish; a bad one here is a stored record gone bad.
+            Some(Manifest::parse(&capabilities).map_err(|e| Status::internal(e.to_string()))?)
+        };
+        let asked = r.grant.unwrap_or_default();
+        let as_declared = asked.as_declared;
+        let grant = grant_for(&agent, manifest.as_ref(), &Grant::from(asked), as_declared)
+            .map_err(|e| match e {
+                warden_core::GrantError::Beyond { .. } => Status::permission_denied(e.to_string()),
+                _ => Status::invalid_argument(e.to_string()),
+            })?;
+        let mut budget = BudgetRequest::from(r.budget);
+        if let Some(m) = &manifest {
+            budget = budget.or(&m.budget);
+        }
+        Ok(NewRun {
+            id: warden_core::new_run_id(),
+            agent,
+            digest,
+            input: r.input,
+            budget: Budget::from(&budget),
+            grant: warden_proto::v1::Grant::from(&grant),
+            selector: r.node_selector.into_iter().collect(),
+            max_attempts: if r.max_attempts == 0 {
+                self.config.default_max_attempts
+            } else {
+                r.max_attempts
+            },
+            traceparent: r.traceparent,
+        })
+    }
+
+    /// Resolves an OCI reference to a digest once, pulls the component if
+    /// this control plane does not have it yet (verified, validated), and
+    /// returns (agent, digest, capability manifest).
+    pub(super) async fn import_oci(
+        &self,
+        oci: &OciRef,
+    ) -> Result<(String, String, String), Status> {
+        let unavailable = |e: warden_oci::OciError| match e {
+            warden_oci::OciError::Registry { .. } => Status::unavailable(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        };
+        let opts = &self.config.oci;
+        let resolved = warden_oci::resolve(oci, opts).await.map_err(unavailable)?;
+        let capabilities = resolved.capabilities().unwrap_or_default().to_string();
+        if !capabilities.is_empty() {
+            Manifest::parse(&capabilities)
+                .map_err(|e| Status::invalid_argument(format!("{oci}: {e}")))?;
+        }
+        let layer = resolved.digest().map_err(unavailable)?.to_string();
+        let digest = if self.store.component_size(&layer)?.is_some() {
+            layer
+        } else {
+            let pulled = resolved
+                .pull(opts, &warden_oci::Quiet)
+                .await
+                .map_err(unavailable)?;
+            self.validator
+                .validate(&oci.to_string(), &pulled.bytes)
+                .map_err(Status::invalid_argument)?;
+            self.store.put_component(&pulled.digest, &pulled.bytes)?;
+            tracing::info!(reference = %oci, digest = %pulled.digest, size = pulled.bytes.len(), "component pulled from OCI");
+            pulled.digest
+        };
+        let agent = format!("oci://{}@{}", oci.name(), resolved.manifest_digest);
+        Ok((agent, digest, capabilities))
+    }
+}
+
+#[tonic::async_trait]
+impl run_service_server::RunService for ControlPlane {
+    type WatchStream = StreamOf<Run>;
+
+    async fn submit(
+        &self,
+        req: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let r = req.into_inner();
+        let resolved = self.resolve_agent(&r.agent).await?;
+        let run = self.new_run(r, resolved)?;
+        let run = self.insert_run(run).await?;
+        Ok(Response::new(SubmitResponse { run: Some(run) }))
+    }
+
+    async fn submit_batch(
+        &self,
+        req: Request<SubmitBatchRequest>,
+    ) -> Result<Response<SubmitBatchResponse>, Status> {
+        let requests = req.into_inner().runs;
+        if requests.len() > MAX_SUBMIT_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} runs in one batch; the most is {MAX_SUBMIT_BATCH}",
+                requests.len()
+            )));
+        }
+        // Each distinct agent is resolved once per batch.
+        let mut resolved = std::collections::HashMap::new();
+        let mut runs = Vec::with_capacity(requests.len());
+        for (i, r) in requests.into_iter().enumerate() {
+            let at = |e: Status| Status::new(e.code(), format!("run {i}: {}", e.message()));
+            if !resolved.contains_key(&r.agent) {
+                let agent = self.resolve_agent(&r.agent).await.map_err(at)?;
+                resolved.insert(r.agent.clone(), agent);
+            }
+            let agent = resolved[&r.agent].clone();
+            runs.push(self.new_run(r, agent).map_err(at)?);
+        }
+        let runs = self.store.insert_runs(&runs)?;
+        self.changed.notify_waiters();
+        Ok(Response::new(SubmitBatchResponse { runs }))
+    }
+
+    async fn get(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
+        let id = req.into_inner().run_id;
+        self.store
+            .get_run(&id)?
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no run {id}")))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListRunsRequest>,
+    ) -> Result<Response<ListRunsResponse>, Status> {
+        let r = req.into_inner();
+        let state = match (RunState::from_proto(r.run_state), r.state.as_str()) {
+            (Some(state), _) => Some(state),
+            (None, "") => None,
+            (None, name) => Some(
+                name.parse::<RunState>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+        };
+        let runs = self.store.list_runs(&RunFilter {
+            state,
+            limit: r.limit,
+        })?;
+        Ok(Response::new(ListRunsResponse { runs }))
+    }
+
+    async fn cancel(&self, req: Request<CancelRunRequest>) -> Result<Response<Run>, Status> {
+        let id = req.into_inner().run_id;
+        let run = self
+            .store
+            .cancel(&id)?
+            .ok_or_else(|| Status::not_found(format!("no run {id}")))?;
+        self.changed.notify_waiters();
+        Ok(Response::new(run))
+    }
+
+    async fn watch(
+        &self,
+        req: Request<WatchRunRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let id = req.into_inner().run_id;
+        if self.store.get_run(&id)?.is_none() {
+            return Err(Status::not_found(format!("no run {id}")));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let cp = self.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let changed = cp.changed.notified();
+                let run = match cp.store.get_run(&id) {
+                    Ok(Some(run)) => run,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let key = (run.run_state, run.attempt, run.updated_unix_ms);
+                let done = RunState::from_proto(run.run_state).is_some_and(RunState::is_terminal);
+                if last.as_ref() != Some(&key) {
+                    last = Some(key);
+                    if tx.send(Ok(run)).await.is_err() {
+                        return;
+                    }
+                }
+                if done {
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(250), changed).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,458 @@
+//! Leases and results: lease queued runs to a node, ack, renew, record
+//! Complete/Fail exactly once (with retry, backoff and dead-lettering),
+//! expire. Every change is one transaction; a result is accepted only for
+//! the run's current (attempt, fencing token).
+
+use super::runs::decode;
+use super::{Store, StoreResult, next_token, now_ms};
+use prost::Message;
+use rusqlite::{OptionalExtension, Transaction, params};
+use std::collections::BTreeMap;
+use warden_core::{AttemptOutcome, Backoff, FailureKind, NodeState, RenewStatus, RunState};
+use warden_proto::v1 as pb;
+use warden_proto::v1::{Lease, LeaseRef, Usage};
+
+/// The answer to Complete/Fail for a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseCheck {
+    /// Recorded now.
+    Recorded,
+    /// This exact result was recorded before (a retried call).
+    AlreadyRecorded,
+    /// The lease is not the run's current one (expired and re-leased, or
+    /// never existed): the result is not recorded.
+    Stale(String),
+    /// The lease is current, but a different result was recorded for it.
+    Conflict(String),
+    NotFound,
+}
+
+/// How a run attempt ended, as reported by its node.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    Succeeded { output: &'a str },
+    Failed { kind: FailureKind, message: &'a str },
+}
+
+/// One result to record for a lease.
+#[derive(Debug, Clone, Copy)]
+pub struct RunReport<'a> {
+    pub lease: &'a LeaseRef,
+    pub outcome: Outcome<'a>,
+    pub usage: &'a Usage,
+}
+
+fn wire_kind(kind: Option<FailureKind>) -> i32 {
+    kind.map_or(0, |k| pb::FailureKind::from(k) as i32)
+}
+
+impl Store {
+    /// Hands up to `max` queued runs whose selector the node's labels
+    /// satisfy to `node_id`, never more than the node's free slots in
+    /// flight. Each lease gets a new fencing token and attempt. A node that
+    /// is not ready (draining, lost, gone) or has not heartbeaten since
+    /// `alive_since_ms` (paused, partitioned) gets nothing, even if its
+    /// stream is still open.
+    pub fn lease_runs(
+        &self,
+        node_id: &str,
+        max: u32,
+        ttl_ms: i64,
+        alive_since_ms: i64,
+    ) -> StoreResult<Vec<Lease>> {
+        let now = now_ms();
+        self.with_tx(|tx| {
+            let node: Option<(String, String, Vec<u8>, i64)> = tx
+                .prepare_cached(
+                    "SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1",
+                )?
+                .query_row([node_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            let Some((state, labels, capacity, last_heartbeat)) = node else {
+                return Ok(Vec::new());
+            };
+            if state.parse() != Ok(NodeState::Ready) || last_heartbeat < alive_since_ms {
+                return Ok(Vec::new());
+            }
+            let labels: BTreeMap<String, String> =
+                serde_json::from_str(&labels).unwrap_or_default();
+            let slots = pb::NodeCapacity::decode(capacity.as_slice())
+                .map(|c| c.slots)
+                .unwrap_or(0);
+            let in_flight: u32 = tx
+                .prepare_cached(
+                    "SELECT count(*) FROM runs WHERE lease_node = ?1 AND state IN ('leased', 'running')",
+                )?
+                .query_row([node_id], |r| r.get(0))?;
+            let room = slots.saturating_sub(in_flight).min(max);
+            if room == 0 {
+                return Ok(Vec::new());
+            }
+            // In queue order; runs waiting out a retry backoff sort last and
+            // end the scan. (`not_before` is compared here, not in SQL: a
+            // bound value in a range would make SQLite re-plan every call.)
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, selector, not_before FROM runs WHERE state = 'queued'
+                 ORDER BY not_before, created LIMIT ?1",
+            )?;
+            let candidates: Vec<(String, String)> = stmt
+                .query_map([room * 4 + 16], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?))
+                })?
+                .filter_map(|row| match row {
+                    Ok((id, selector, not_before)) => {
+                        (not_before <= now).then_some(Ok((id, selector)))
+                    }
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_, _>>()?;
+            let mut leases = Vec::new();
+            for (id, selector) in candidates {
+                if leases.len() as u32 >= room {
+                    break;
+                }
+                let selector: BTreeMap<String, String> =
+                    serde_json::from_str(&selector).unwrap_or_default();
+                if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                    continue;
+                }
+                leases.push(lease_one(tx, &id, node_id, now, ttl_ms)?);
+            }
+            Ok(leases)
+        })
+    }
+
+    /// The node started these runs (leased -> running). Returns the leases
+    /// that are no longer current.
+    pub fn ack(&self, leases: &[LeaseRef]) -> StoreResult<Vec<LeaseRef>> {
+        let now = now_ms();
+        self.with_tx(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE runs SET state = 'running', updated = ?4
+                 WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND state = 'leased'",
+            )?;
+            let mut stale = Vec::new();
+            for lease in leases {
+                let n = stmt.execute(params![
+                    lease.run_id,
+                    lease.attempt,
+                    lease.token as i64,
+                    now
+                ])?;
+                if n != 1 {
+                    stale.push(lease.clone());
+                }
+            }
+            Ok(stale)
+        })
+    }
+
+    /// Extends current leases of `node_id`; says for each whether it is
+    /// extended, cancelled (extended, so the node can report the cancel)
+    /// or lost, with the new expiry.
+    pub fn renew(
+        &self,
+        node_id: &str,
+        leases: &[LeaseRef],
+        ttl_ms: i64,
+    ) -> StoreResult<Vec<(LeaseRef, RenewStatus, i64)>> {
+        let now = now_ms();
+        let expires = now + ttl_ms;
+        self.with_tx(|tx| {
+            let mut out = Vec::with_capacity(leases.len());
+            for l in leases {
+                let cancel: Option<bool> = tx
+                    .prepare_cached(
+                        "UPDATE runs SET lease_expires = ?5
+                         WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND lease_node = ?4
+                           AND state IN ('leased', 'running')
+                         RETURNING cancel_requested",
+                    )?
+                    .query_row(
+                        params![l.run_id, l.attempt, l.token as i64, node_id, expires],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let status = match cancel {
+                    Some(true) => RenewStatus::Cancelled,
+                    Some(false) => RenewStatus::Ok,
+                    None => RenewStatus::Lost,
+                };
+                out.push((l.clone(), status, expires));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records results, each exactly once and checked on its own, in one
+    /// transaction. Answers are in the order of `results`.
+    pub fn record(&self, results: &[RunReport<'_>]) -> StoreResult<Vec<LeaseCheck>> {
+        let now = now_ms();
+        self.with_tx(|tx| {
+            results
+                .iter()
+                .map(|r| match r.outcome {
+                    Outcome::Succeeded { output } => complete(tx, r.lease, output, r.usage, now),
+                    Outcome::Failed { kind, message } => {
+                        fail(tx, r.lease, kind, message, r.usage, now)
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Re-queues (or dead-letters) runs whose lease expired, and the runs of
+    /// nodes marked lost or gone, as `lease_lost`; a run whose cancel was
+    /// requested is cancelled instead. Returns how many leases it ended.
+    pub fn expire_leases(&self) -> StoreResult<usize> {
+        let now = now_ms();
+        let lease_lost = wire_kind(Some(FailureKind::LeaseLost));
+        self.with_tx(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT r.id, r.attempt, r.lease_token FROM runs r
+                 LEFT JOIN nodes n ON n.id = r.lease_node
+                 WHERE r.state IN ('leased', 'running')
+                   AND (r.lease_expires < ?1 OR n.state IN ('lost', 'gone'))",
+            )?;
+            let expired: Vec<(String, u32, i64)> = stmt
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (id, attempt, token) in &expired {
+                let lease = LeaseRef {
+                    run_id: id.clone(),
+                    attempt: *attempt,
+                    token: *token as u64,
+                };
+                let message = format!("the lease of attempt {attempt} expired");
+                end_attempt(
+                    tx,
+                    &lease,
+                    AttemptOutcome::Expired,
+                    Some(FailureKind::LeaseLost),
+                    &message,
+                    &Usage::default(),
+                    now,
+                )?;
+                tx.prepare_cached(
+                    "UPDATE runs SET
+                        state = CASE WHEN cancel_requested THEN 'cancelled'
+                                     WHEN attempt < max_attempts THEN 'queued'
+                                     ELSE 'dead_lettered' END,
+                        error_kind = ?3, error_message = ?4,
+                        not_before = ?2, updated = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, now, lease_lost, message])?;
+            }
+            Ok(expired.len())
+        })
+    }
+}
+
+fn lease_one(
+    tx: &Transaction<'_>,
+    id: &str,
+    node_id: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> StoreResult<Lease> {
+    let token = next_token(tx)?;
+    let expires = now + ttl_ms;
+    let row = tx
+        .prepare_cached(
+            "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?2,
+                lease_token = ?3, lease_expires = ?4, updated = ?5
+             WHERE id = ?1 AND state = 'queued'
+             RETURNING attempt, digest, agent, input, budget, grant_, traceparent",
+        )?
+        .query_row(params![id, node_id, token as i64, expires, now], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+    let (attempt, digest, agent, input, budget, grant, traceparent) = row;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (run_id, attempt, node_id, token, started, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+    )?
+    .execute(params![id, attempt, node_id, token as i64, now])?;
+    let (name, version) = warden_core::name_and_version(&agent);
+    Ok(Lease {
+        run_id: id.to_string(),
+        attempt,
+        token,
+        component_digest: digest,
+        agent_name: name.to_string(),
+        agent_version: version.to_string(),
+        input,
+        budget: decode(Some(budget)),
+        grant: decode(Some(grant)),
+        expires_unix_ms: expires,
+        traceparent,
+    })
+}
+
+/// Records a success for `lease`, exactly once.
+fn complete(
+    tx: &Transaction<'_>,
+    lease: &LeaseRef,
+    output: &str,
+    usage: &Usage,
+    now: i64,
+) -> StoreResult<LeaseCheck> {
+    if let Err(answer) = check_lease(tx, lease, AttemptOutcome::Succeeded)? {
+        return Ok(answer);
+    }
+    tx.prepare_cached(
+        "UPDATE runs SET state = 'succeeded', output = ?2, usage = ?3, error_kind = 0,
+                error_message = NULL, updated = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![lease.run_id, output, usage.encode_to_vec(), now])?;
+    end_attempt(tx, lease, AttemptOutcome::Succeeded, None, "", usage, now)?;
+    Ok(LeaseCheck::Recorded)
+}
+
+/// Records a failure for `lease`, exactly once: retryable kinds
+/// ([`FailureKind::retryable`]) go back to the queue after a
+/// [`Backoff::RUN_RETRY`] delay until `max_attempts`, then dead-letter.
+fn fail(
+    tx: &Transaction<'_>,
+    lease: &LeaseRef,
+    kind: FailureKind,
+    message: &str,
+    usage: &Usage,
+    now: i64,
+) -> StoreResult<LeaseCheck> {
+    if let Err(answer) = check_lease(tx, lease, AttemptOutcome::Failed)? {
+        return Ok(answer);
+    }
+    let (max_attempts, cancel_requested): (u32, bool) = tx
+        .prepare_cached("SELECT max_attempts, cancel_requested FROM runs WHERE id = ?1")?
+        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (state, not_before) = if kind == FailureKind::Cancelled || cancel_requested {
+        (RunState::Cancelled, now)
+    } else if kind.retryable() && lease.attempt < max_attempts {
+        // A node that shut down gives its runs back at once.
+        let delay = if kind == FailureKind::NodeShutdown {
+            0
+        } else {
+            Backoff::RUN_RETRY.delay(lease.attempt).as_millis() as i64
+        };
+        (RunState::Queued, now + delay)
+    } else if kind.retryable() {
+        (RunState::DeadLettered, now)
+    } else {
+        (RunState::Failed, now)
+    };
+    tx.prepare_cached(
+        "UPDATE runs SET state = ?2, error_kind = ?3, error_message = ?4, usage = ?5,
+                not_before = ?6, updated = ?7
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        lease.run_id,
+        state.as_str(),
+        wire_kind(Some(kind)),
+        message,
+        usage.encode_to_vec(),
+        not_before,
+        now
+    ])?;
+    let outcome = if state == RunState::Cancelled {
+        AttemptOutcome::Cancelled
+    } else {
+        AttemptOutcome::Failed
+    };
+    end_attempt(tx, lease, outcome, Some(kind), message, usage, now)?;
+    Ok(LeaseCheck::Recorded)
+}
+
+/// Whether a result for `lease` may be recorded now. `Err` carries the
+/// answer when it may not (already recorded, stale, conflicting).
+fn check_lease(
+    tx: &Transaction<'_>,
+    lease: &LeaseRef,
+    outcome: AttemptOutcome,
+) -> StoreResult<Result<(), LeaseCheck>> {
+    let current: Option<(u32, Option<i64>, String)> = tx
+        .prepare_cached("SELECT attempt, lease_token, state FROM runs WHERE id = ?1")?
+        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((attempt, token, state)) = current else {
+        return Ok(Err(LeaseCheck::NotFound));
+    };
+    let state: RunState = state
+        .parse()
+        .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
+    let recorded: Option<(i64, String)> = tx
+        .prepare_cached("SELECT token, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2")?
+        .query_row(params![lease.run_id, lease.attempt], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    if let Some((t, recorded)) = recorded {
+        let recorded: AttemptOutcome = recorded
+            .parse()
+            .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
+        // An expired attempt's late result is stale, like any old token.
+        let ended = !matches!(recorded, AttemptOutcome::Running | AttemptOutcome::Expired);
+        if t as u64 == lease.token && ended {
+            let same = recorded == outcome
+                || (outcome == AttemptOutcome::Failed && recorded == AttemptOutcome::Cancelled);
+            return Ok(Err(if same {
+                LeaseCheck::AlreadyRecorded
+            } else {
+                LeaseCheck::Conflict(format!(
+                    "attempt {} of run {} was already recorded as {recorded}",
+                    lease.attempt, lease.run_id
+                ))
+            }));
+        }
+    }
+    let current_lease = attempt == lease.attempt
+        && token.map(|t| t as u64) == Some(lease.token)
+        && state.is_leased();
+    if current_lease {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(LeaseCheck::Stale(format!(
+            "stale lease: run {} is at attempt {attempt} ({state}); this result is for attempt {} (token {})",
+            lease.run_id, lease.attempt, lease.token
+        ))))
+    }
+}
+
+fn end_attempt(
+    tx: &Transaction<'_>,
+    lease: &LeaseRef,
+    outcome: AttemptOutcome,
+    kind: Option<FailureKind>,
+    message: &str,
+    usage: &Usage,
+    now: i64,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "UPDATE attempts SET ended = ?3, outcome = ?4, error_kind = ?5, error_message = ?6,
+                usage = ?7
+         WHERE run_id = ?1 AND attempt = ?2",
+    )?
+    .execute(params![
+        lease.run_id,
+        lease.attempt,
+        now,
+        outcome.as_str(),
+        wire_kind(kind),
+        message,
+        usage.encode_to_vec()
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Unit tests of the lease store, the heart of exactly-once recording:
+//! claims respect free slots, renewals extend, expiry re-queues with
+//! attempt + 1, stale tokens are rejected, repeats are idempotent,
+//! retryable failures back off and then dead-letter, cancels land.
+
+use super::*;
+use std::collections::BTreeMap;
+use warden_core::{Backoff, FailureKind, RenewStatus, RunState};
+use warden_proto::v1 as pb;
+
+const TTL: i64 = 10_000;
+
+fn store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Store::open(&dir.path().join("cp.sqlite3")).unwrap(), dir)
+}
+
+fn register(store: &Store, id: &str, slots: u32) {
+    store
+        .register_node(&pb::RegisterRequest {
+            node_id: id.into(),
+            hostname: "test".into(),
+            labels: Default::default(),
+            capacity: Some(pb::NodeCapacity {
+                slots,
+                ..Default::default()
+            }),
+        })
+        .unwrap();
+}
+
+fn submit(store: &Store, n: usize, max_attempts: u32) -> Vec<String> {
+    let runs: Vec<NewRun> = (0..n)
+        .map(|_| NewRun {
+            id: warden_core::new_run_id(),
+            agent: "a@1".into(),
+            digest: "sha256:00".into(),
+            input: "null".into(),
+            budget: Default::default(),
+            grant: Default::default(),
+            selector: BTreeMap::new(),
+            max_attempts,
+            traceparent: String::new(),
+        })
+        .collect();
+    store
+        .insert_runs(&runs)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect()
+}
+
+fn lease(store: &Store, node: &str, max: u32, ttl: i64) -> Vec<pb::Lease> {
+    store.lease_runs(node, max, ttl, 0).unwrap()
+}
+
+fn lease_ref(l: &pb::Lease) -> pb::LeaseRef {
+    pb::LeaseRef {
+        run_id: l.run_id.clone(),
+        attempt: l.attempt,
+        token: l.token,
+    }
+}
+
+fn complete(store: &Store, l: &pb::LeaseRef, output: &str) -> LeaseCheck {
+    let usage = pb::Usage::default();
+    store
+        .record(&[RunReport {
+            lease: l,
+            outcome: Outcome::Succeeded { output },
+            usage: &usage,
+        }])
+        .unwrap()
+        .remove(0)
+}
+
+fn fail(store: &Store, l: &pb::LeaseRef, kind: FailureKind) -> LeaseCheck {
+    let usage = pb::Usage::default();
+    store
+        .record(&[RunReport {
+            lease: l,
+            outcome: Outcome::Failed {
+                kind,
+                message: "boom",
+            },
+            usage: &usage,
+        }])
+        .unwrap()
+        .remove(0)
+}
+
+fn state(store: &Store, id: &str) -> RunState {
+    let run = store.get_run(id).unwrap().unwrap();
+    RunState::from_proto(run.run_state).unwrap()
+}
+
+fn column(store: &Store, id: &str, column: &str) -> i64 {
+    store
+        .with_conn(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {column} FROM runs WHERE id = ?1"),
+                [id],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+}
+
+/// Moves a run's retry time to now, as if its backoff had passed.
+fn skip_backoff(store: &Store, id: &str) {
+    store
+        .with_tx(|tx| {
+            tx.execute("UPDATE runs SET not_before = 0 WHERE id = ?1", [id])?;
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn claims_never_exceed_free_slots() {
+    let (store, _dir) = store();
+    register(&store, "n1", 2);
+    submit(&store, 5, 3);
+    let first = lease(&store, "n1", 64, TTL);
+    assert_eq!(first.len(), 2, "two slots, two leases");
+    assert!(lease(&store, "n1", 64, TTL).is_empty(), "no free slot left");
+    // Finishing one frees one slot, and only one.
+    assert_eq!(
+        complete(&store, &lease_ref(&first[0]), "1"),
+        LeaseCheck::Recorded
+    );
+    assert_eq!(lease(&store, "n1", 64, TTL).len(), 1);
+    assert!(lease(&store, "n1", 64, TTL).is_empty());
+    // `max` bounds a claim too.
+    register(&store, "n2", 8);
+    assert_eq!(lease(&store, "n2", 1, TTL).len(), 1);
+    // An unknown or draining node gets nothing.
+    assert!(lease(&store, "ghost", 64, TTL).is_empty());
+    assert!(store.heartbeat("n2", 0, 0, false).unwrap());
+    assert!(lease(&store, "n2", 64, TTL).is_empty());
+    // Fencing tokens are distinct and grow.
+    let tokens: Vec<u64> = first.iter().map(|l| l.token).collect();
+    assert!(tokens[0] < tokens[1], "{tokens:?}");
+}
+
+#[test]
+fn renew_extends_and_says_cancelled_or_lost() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    let ids = submit(&store, 1, 3);
+    let l = lease(&store, "n1", 1, 1_000).remove(0);
+    let before = column(&store, &ids[0], "lease_expires");
+    let renewed = store.renew("n1", &[lease_ref(&l)], 60_000).unwrap();
+    assert_eq!(renewed[0].1, RenewStatus::Ok);
+    let after = column(&store, &ids[0], "lease_expires");
+    assert!(after >= before + 59_000, "{before} -> {after}");
+    assert_eq!(renewed[0].2, after);
+    // Another node cannot renew it; neither can a wrong token.
+    assert_eq!(
+        store.renew("n2", &[lease_ref(&l)], 60_000).unwrap()[0].1,
+        RenewStatus::Lost
+    );
+    let mut wrong = lease_ref(&l);
+    wrong.token += 1000;
+    assert_eq!(
+        store.renew("n1", &[wrong], 60_000).unwrap()[0].1,
+        RenewStatus::Lost
+    );
+    // A cancel request shows on the next renewal, which still extends.
+    let run = store.cancel(&ids[0]).unwrap().unwrap();
+    assert!(run.cancel_requested);
+    assert_eq!(state(&store, &ids[0]), RunState::Leased);
+    assert_eq!(
+        store.renew("n1", &[lease_ref(&l)], 60_000).unwrap()[0].1,
+        RenewStatus::Cancelled
+    );
+    // The node reports the cancel; the run ends cancelled.
+    assert_eq!(
+        fail(&store, &lease_ref(&l), FailureKind::Cancelled),
+        LeaseCheck::Recorded
+    );
+    assert_eq!(state(&store, &ids[0]), RunState::Cancelled);
+}
+
+#[test]
+fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    let ids = submit(&store, 1, 3);
+    let first = lease(&store, "n1", 1, -1).remove(0); // already expired
+    assert_eq!(first.attempt, 1);
+    assert_eq!(store.expire_leases().unwrap(), 1);
+    assert_eq!(state(&store, &ids[0]), RunState::Queued);
+    let run = store.get_run(&ids[0]).unwrap().unwrap();
+    assert_eq!(
+        FailureKind::from_proto(run.attempts[0].kind),
+        Some(FailureKind::LeaseLost)
+    );
+    assert_eq!(run.attempts[0].outcome, "expired");
+
+    let second = lease(&store, "n1", 1, TTL).remove(0);
+    assert_eq!(second.attempt, 2);
+    assert!(second.token > first.token);
+    // The first holder's late result is stale and changes nothing.
+    assert!(matches!(
+        complete(&store, &lease_ref(&first), "late"),
+        LeaseCheck::Stale(_)
+    ));
+    // So is a made-up token for the current attempt.
+    let mut forged = lease_ref(&second);
+    forged.token = second.token + 1;
+    assert!(matches!(
+        complete(&store, &forged, "forged"),
+        LeaseCheck::Stale(_)
+    ));
+    assert_eq!(
+        complete(&store, &lease_ref(&second), "\"ok\""),
+        LeaseCheck::Recorded
+    );
+    let run = store.get_run(&ids[0]).unwrap().unwrap();
+    assert_eq!(run.output, "\"ok\"");
+    assert!(matches!(
+        complete(&store, &lease_ref(&first), "late"),
+        LeaseCheck::Stale(_)
+    ));
+    assert_eq!(
+        complete(&store, &pb::LeaseRef::default(), "x"),
+        LeaseCheck::NotFound
+    );
+}
+
+#[test]
+fn repeats_with_the_current_token_are_idempotent_and_differences_conflict() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    let ids = submit(&store, 2, 3);
+    let leases = lease(&store, "n1", 2, TTL);
+    let (a, b) = (lease_ref(&leases[0]), lease_ref(&leases[1]));
+    assert_eq!(complete(&store, &a, "1"), LeaseCheck::Recorded);
+    assert_eq!(complete(&store, &a, "1"), LeaseCheck::AlreadyRecorded);
+    assert!(matches!(
+        fail(&store, &a, FailureKind::Trap),
+        LeaseCheck::Conflict(_)
+    ));
+    // A repeated Fail, even of a retryable kind that re-queued the run.
+    assert_eq!(
+        fail(&store, &b, FailureKind::HostError),
+        LeaseCheck::Recorded
+    );
+    assert_eq!(
+        fail(&store, &b, FailureKind::HostError),
+        LeaseCheck::AlreadyRecorded
+    );
+    let run = store.get_run(&ids[1]).unwrap().unwrap();
+    assert_eq!(run.attempts.len(), 1, "the repeat made no new attempt");
+    assert_eq!(state(&store, &ids[0]), RunState::Succeeded);
+    assert_eq!(state(&store, &ids[1]), RunState::Queued);
+}
+
+#[test]
+fn retryable_failures_back_off_then_dead_letter_and_others_fail_at_once() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    let id = submit(&store, 1, 3).remove(0);
+    for attempt in 1..=3 {
+        let l = lease(&store, "n1", 1, TTL);
+        assert_eq!(l.len(), 1, "attempt {attempt} is leased");
+        assert_eq!(l[0].attempt, attempt);
+        let before = now_ms();
+        assert_eq!(
+            fail(&store, &lease_ref(&l[0]), FailureKind::HostError),
+            LeaseCheck::Recorded
+        );
+        let after = now_ms();
+        if attempt < 3 {
+            assert_eq!(state(&store, &id), RunState::Queued);
+            let delay = column(&store, &id, "not_before");
+            let ceiling = Backoff::RUN_RETRY.ceiling(attempt).as_millis() as i64;
+            assert!(
+                delay >= before + ceiling / 2 && delay <= after + ceiling,
+                "attempt {attempt}: not_before {delay} not in [{}, {}]",
+                before + ceiling / 2,
+                after + ceiling
+            );
+            assert!(
+                lease(&store, "n1", 1, TTL).is_empty(),
+                "leased during its backoff"
+            );
+            skip_backoff(&store, &id);
+        }
+    }
+    assert_eq!(state(&store, &id), RunState::DeadLettered);
+    let run = store.get_run(&id).unwrap().unwrap();
+    assert_eq!(run.attempts.len(), 3);
+    assert_eq!(
+        FailureKind::from_proto(run.error_kind),
+        Some(FailureKind::HostError)
+    );
+
+    // node_shutdown re-queues at once; at max attempts it dead-letters.
+    let id = submit(&store, 1, 2).remove(0);
+    let l = lease(&store, "n1", 1, TTL).remove(0);
+    fail(&store, &lease_ref(&l), FailureKind::NodeShutdown);
+    assert_eq!(state(&store, &id), RunState::Queued);
+    let l = lease(&store, "n1", 1, TTL).remove(0);
+    assert_eq!(l.attempt, 2, "re-leased without a backoff");
+    fail(&store, &lease_ref(&l), FailureKind::NodeShutdown);
+    assert_eq!(state(&store, &id), RunState::DeadLettered);
+
+    // A guest's own failure is final on the first attempt.
+    let id = submit(&store, 1, 3).remove(0);
+    let l = lease(&store, "n1", 1, TTL).remove(0);
+    fail(&store, &lease_ref(&l), FailureKind::GuestError);
+    assert_eq!(state(&store, &id), RunState::Failed);
+}
+
+#[test]
+fn expiry_at_max_attempts_dead_letters_and_cancel_then_expiry_cancels() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    let id = submit(&store, 1, 1).remove(0);
+    lease(&store, "n1", 1, -1);
+    assert_eq!(store.expire_leases().unwrap(), 1);
+    assert_eq!(state(&store, &id), RunState::DeadLettered);
+    let run = store.get_run(&id).unwrap().unwrap();
+    assert_eq!(
+        FailureKind::from_proto(run.error_kind),
+        Some(FailureKind::LeaseLost)
+    );
+
+    let id = submit(&store, 1, 3).remove(0);
+    lease(&store, "n1", 1, -1);
+    store.cancel(&id).unwrap();
+    assert_eq!(store.expire_leases().unwrap(), 1);
+    assert_eq!(state(&store, &id), RunState::Cancelled);
+}
+
+#[test]
+fn cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    let ids = submit(&store, 2, 3);
+    let run = store.cancel(&ids[0]).unwrap().unwrap();
+    assert_eq!(
+        RunState::from_proto(run.run_state),
+        Some(RunState::Cancelled)
+    );
+    assert_eq!(
+        FailureKind::from_proto(run.error_kind),
+        Some(FailureKind::Cancelled)
+    );
+    let leased = lease(&store, "n1", 4, TTL);
+    assert_eq!(leased.len(), 1, "the cancelled run is never leased");
+    assert_eq!(leased[0].run_id, ids[1]);
+    complete(&store, &lease_ref(&leased[0]), "1");
+    let run = store.cancel(&ids[1]).unwrap().unwrap();
+    assert_eq!(
+        RunState::from_proto(run.run_state),
+        Some(RunState::Succeeded)
+    );
+    assert!(!run.cancel_requested);
+    assert!(store.cancel("nope").unwrap().is_none());
+}
+
+#[test]
+fn a_lost_node_s_leases_are_requeued_and_it_gets_none_until_it_registers() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    let id = submit(&store, 1, 3).remove(0);
+    lease(&store, "n1", 1, TTL);
+    assert_eq!(store.mark_lost_nodes(-1_000).unwrap(), 1);
+    assert_eq!(store.expire_leases().unwrap(), 1);
+    assert_eq!(state(&store, &id), RunState::Queued);
+    assert!(
+        lease(&store, "n1", 4, TTL).is_empty(),
+        "lost nodes get nothing"
+    );
+    assert!(
+        !store.heartbeat("n1", 0, 4, true).unwrap(),
+        "told to register again"
+    );
+    register(&store, "n1", 4);
+    let l = lease(&store, "n1", 4, TTL);
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].attempt, 2);
+}

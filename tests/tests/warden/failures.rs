@@ -1,0 +1,370 @@
+//! Every failure kind, produced for real and seen the way users see it:
+//! through `warden run --json` and through a cluster (`warden submit --wait
+//! --json`, and the recorded run), each with its kind and `retryable` flag.
+//! Also the flag → budget mapping of `warden run`, a manifest's `[budget]`,
+//! and the node's own retry path for host errors.
+
+use crate::leases::TestCluster;
+use crate::{json, warden};
+use std::time::Duration;
+use tonic::transport::Channel;
+use warden_core::{AttemptOutcome, FailureKind, RunState};
+use warden_tests::cluster::{Proc, connect, publish, state, submit, wait_ended, wait_state};
+use warden_tests::{components, examples};
+
+/// What, component, input, budget flags, kind, retryable.
+type GuestFailure = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    bool,
+);
+
+/// Each failure a guest can cause, with the flag that makes it. A guest's
+/// own doing is never retryable.
+const GUEST_FAILURES: &[GuestFailure] = &[
+    (
+        "spin",
+        components::SPIN,
+        "null",
+        &["--timeout", "300ms"],
+        "timeout",
+        false,
+    ),
+    (
+        "fuel-burn",
+        components::FUEL_BURN,
+        r#"{"iterations": 1000000000000}"#,
+        &["--fuel", "1000000"],
+        "fuel_exhausted",
+        false,
+    ),
+    (
+        "memory-bomb",
+        components::MEMORY_BOMB,
+        "null",
+        &["--max-memory", "8MiB"],
+        "memory_limit",
+        false,
+    ),
+    (
+        "big-output",
+        components::BIG_OUTPUT,
+        r#"{"bytes": 5000}"#,
+        &["--max-output", "1000"],
+        "output_too_large",
+        false,
+    ),
+    (
+        "big-log",
+        components::BIG_OUTPUT,
+        r#"{"log_lines": 100}"#,
+        &["--max-log", "500"],
+        "output_too_large",
+        false,
+    ),
+    ("panic", components::PANIC, r#""now""#, &[], "trap", false),
+    (
+        "guest-error",
+        components::GUEST_ERROR,
+        r#""no""#,
+        &[],
+        "guest_error",
+        false,
+    ),
+    (
+        "wrong-world",
+        components::WRONG_WORLD,
+        "null",
+        &[],
+        "invalid_component",
+        false,
+    ),
+];
+
+#[track_caller]
+fn assert_failed(doc: &serde_json::Value, what: &str, kind: &str, retryable: bool) {
+    assert_eq!(doc["status"], "failed", "{what}: {doc}");
+    assert_eq!(doc["error"]["kind"], kind, "{what}: {doc}");
+    assert_eq!(doc["error"]["retryable"], retryable, "{what}: {doc}");
+    assert!(
+        !doc["error"]["message"].as_str().unwrap_or("").is_empty(),
+        "{what}: no message: {doc}"
+    );
+}
+
+#[test]
+fn every_guest_failure_kind_through_warden_run_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for (what, component, input, flags, kind, retryable) in GUEST_FAILURES {
+        let mut args = vec!["run", component, "--input", input, "--json"];
+        args.extend_from_slice(flags);
+        let out = warden(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        assert_failed(&json(&out), what, kind, *retryable);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_guest_failure_kind_through_the_cluster() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let _node = c.node("node-a", &["--slots", "4"]);
+    let ch = connect(&c.url).await;
+    for (what, component, _, _, _, _) in GUEST_FAILURES {
+        if *what == "wrong-world" {
+            continue; // refused at publish; a node's own check is below
+        }
+        publish(ch.clone(), component, &format!("{what}@1")).await;
+    }
+    for (what, _, input, flags, kind, retryable) in GUEST_FAILURES {
+        if *what == "wrong-world" {
+            continue;
+        }
+        let agent = format!("{what}@1");
+        let mut args = vec!["submit", &agent, "--input", input, "--wait", "--json"];
+        args.extend_from_slice(flags);
+        let out = c.cli(&args);
+        assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+        let doc = json(&out);
+        assert_failed(&doc, what, kind, *retryable);
+    }
+    // The recorded runs: failed (not retried, not dead-lettered), one attempt.
+    let runs = c.cli(&["runs", "list", "--json"]);
+    let runs = json(&runs);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), GUEST_FAILURES.len() - 1);
+    for listed in runs {
+        let id = listed["run_id"].as_str().unwrap();
+        let run = json(&c.cli(&["runs", "get", id, "--json"]));
+        assert_eq!(run["state"], "failed", "{run}");
+        assert_eq!(run["attempt"], 1, "{run}");
+        assert_eq!(run["error"]["retryable"], false, "{run}");
+        assert_eq!(run["attempts"][0]["outcome"], "failed", "{run}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_error_on_a_real_node_is_retried_up_to_the_control_planes_max_attempts() {
+    // `--max-attempts 2` on the control plane, none on the submit: the
+    // control plane's default applies (the CLI used to always send 3).
+    let (c, _cp) = TestCluster::start(&["--max-attempts", "2"]);
+    let ch = connect(&c.url).await;
+    let published = publish(ch.clone(), examples::HELLO, "hello@1").await;
+    // Damage the stored blob: every node's fetch then fails its digest
+    // check, a host fault (retryable) the agent has no part in.
+    let db = rusqlite::Connection::open(c.tmp.path().join("cp.sqlite3")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let n = db
+        .execute(
+            "UPDATE components SET data = X'0061736d' WHERE digest = ?1",
+            [&published.digest],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let _node = c.node("node-a", &["--slots", "2"]);
+    let out = c.cli(&["submit", "hello@1", "--wait", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let doc = json(&out);
+    assert_failed(&doc, "hello", "host_error", true);
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dead-lettered after 2 attempts"),
+        "{doc}"
+    );
+    let runs = json(&c.cli(&["runs", "list", "--json"]));
+    let id = runs[0]["run_id"].as_str().unwrap();
+    let run = json(&c.cli(&["runs", "get", id, "--json"]));
+    assert_eq!(run["state"], "dead_lettered", "{run}");
+    assert_eq!(run["max_attempts"], 2, "{run}");
+    let attempts = run["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{run}");
+    for a in attempts {
+        assert_eq!(a["error"]["kind"], "host_error", "{run}");
+        assert_eq!(a["node_id"], "node-a", "{run}");
+    }
+}
+
+#[test]
+fn run_flags_set_the_budget_and_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, r#"{"from": "file"}"#).unwrap();
+    let at_input = format!("@{}", input.display());
+    let out = warden(
+        dir.path(),
+        &[
+            "run",
+            components::ENV_PROBE,
+            "--input",
+            &at_input,
+            "--timeout",
+            "7s",
+            "--max-tokens",
+            "123",
+            "--config",
+            "greeting=hi",
+            "--scratch-dir",
+            "--json",
+        ],
+    );
+    let doc = json(&out);
+    assert_eq!(doc["status"], "ok", "{doc}");
+    let o = &doc["output"];
+    assert_eq!(o["tokens_left"], 123, "{doc}");
+    let time_left = o["time_left_ms"].as_u64().unwrap();
+    assert!((5_000..=7_000).contains(&time_left), "{doc}");
+    assert_eq!(
+        o["config"],
+        serde_json::json!([["greeting", "hi"]]),
+        "{doc}"
+    );
+    assert_eq!(o["scratch"], serde_json::json!({"Ok": "kept"}), "{doc}");
+
+    // Without the flags: the defaults (30 s, no token budget, no scratch).
+    let doc = json(&warden(
+        dir.path(),
+        &["run", components::ENV_PROBE, "--json"],
+    ));
+    let o = &doc["output"];
+    assert!(o["tokens_left"].is_null(), "{doc}");
+    assert!(o["time_left_ms"].as_u64().unwrap() > 25_000, "{doc}");
+    assert!(o["scratch"].get("Err").is_some(), "{doc}");
+
+    // --no-kv: the host refuses the kv probe's bucket; with kv it works.
+    let kv = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            components::KV_PROBE,
+            "--input",
+            r#"{"op":"set","key":"k","value":"v"}"#,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&warden(dir.path(), &args))
+    };
+    assert_eq!(kv(&[])["status"], "ok");
+    let doc = kv(&["--no-kv"]);
+    assert_failed(&doc, "kv-probe --no-kv", "guest_error", false);
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not granted"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_manifests_budget_applies_to_warden_run_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("warden.toml");
+    std::fs::write(
+        &manifest,
+        "[grant]\nconfig = [\"greeting\"]\n[budget]\ntimeout = \"4s\"\nmax_tokens = 77\n",
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let doc = json(&warden(
+        dir.path(),
+        &["run", components::ENV_PROBE, "--manifest", m, "--json"],
+    ));
+    let o = &doc["output"];
+    assert_eq!(o["tokens_left"], 77, "{doc}");
+    assert!(o["time_left_ms"].as_u64().unwrap() <= 4_000, "{doc}");
+    let doc = json(&warden(
+        dir.path(),
+        &[
+            "run",
+            components::ENV_PROBE,
+            "--manifest",
+            m,
+            "--max-tokens",
+            "9",
+            "--json",
+        ],
+    ));
+    assert_eq!(doc["output"]["tokens_left"], 9, "{doc}");
+    // The manifest's timeout stops a spinning agent.
+    let started = std::time::Instant::now();
+    let out = warden(
+        dir.path(),
+        &["run", components::SPIN, "--manifest", m, "--json"],
+    );
+    assert_failed(&json(&out), "spin", "timeout", false);
+    assert!(started.elapsed() < Duration::from_secs(25));
+    // A grant beyond it is refused before the run.
+    let out = warden(
+        dir.path(),
+        &[
+            "run",
+            components::ENV_PROBE,
+            "--manifest",
+            m,
+            "--allow-model",
+            "big",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not declare model big"),
+        "{out:?}"
+    );
+}
+
+/// A control plane started with `cp_args`, one node, and a sleeper run of
+/// `ms` submitted and running: (cluster, control plane, node, channel, id).
+async fn one_sleeping_run(cp_args: &[&str], ms: u64) -> (TestCluster, Proc, Proc, Channel, String) {
+    let (c, cp) = TestCluster::start(cp_args);
+    let node = c.node("node-a", &["--slots", "2"]);
+    let ch = connect(&c.url).await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    let input = serde_json::json!({ "ms": ms, "tag": "done" }).to_string();
+    let id = submit(ch.clone(), "sleeper@1", &input, |_| {}).await;
+    wait_state(ch.clone(), &id, Duration::from_secs(20), RunState::Running).await;
+    (c, cp, node, ch, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_stops_a_run_whose_lease_expired_and_reports_nothing() {
+    // Renewals cannot reach a paused control plane; the node must stop the
+    // run at the lease's expiry on its own, and not report a stale result.
+    let (c, cp, _node, ch, id) =
+        one_sleeping_run(&["--lease-ttl", "1s", "--node-timeout", "60s"], 2500).await;
+    cp.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cp.signal("CONT");
+    let run = wait_ended(ch.clone(), &id, Duration::from_secs(30)).await;
+    assert_eq!(state(&run), RunState::Succeeded, "{run:?}");
+    assert!(run.attempt >= 2, "{run:?}");
+    let first = &run.attempts[0];
+    assert_eq!(
+        AttemptOutcome::from_proto(first.attempt_outcome),
+        Some(AttemptOutcome::Expired),
+        "{run:?}"
+    );
+    assert_eq!(
+        FailureKind::from_proto(first.kind),
+        Some(FailureKind::LeaseLost)
+    );
+    let log = std::fs::read_to_string(c.tmp.path().join("logs/node-a.log")).unwrap();
+    assert!(log.contains("lease lost while running"), "{log}");
+    assert!(
+        !log.contains("result rejected"),
+        "a stale result was sent: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_keep_a_run_longer_than_the_lease_ttl_on_its_first_attempt() {
+    // 3.5 s of work under a 1 s lease: only renewals keep it.
+    let (_c, _cp, _node, ch, id) = one_sleeping_run(&["--lease-ttl", "1s"], 3500).await;
+    let run = wait_ended(ch, &id, Duration::from_secs(30)).await;
+    assert_eq!(state(&run), RunState::Succeeded, "{run:?}");
+    assert_eq!(run.attempt, 1, "{run:?}");
+    assert_eq!(run.attempts.len(), 1, "{run:?}");
+    assert_eq!(run.output, "\"done\"");
+}
