@@ -110,3 +110,102 @@ async fn the_request_budget_is_enforced() {
     assert_eq!(outcome.usage.http_requests, 0);
     assert_eq!(srv.connections(), 0);
 }
+
+#[tokio::test]
+async fn a_public_hosts_node_policy_does_not_admit_an_address_grant() {
+    // The node means "public hosts only"; a grant naming every address must
+    // not slip through its clamp and reach a loopback server.
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |c| {
+        c.policy.http = Some(vec!["*://*:*".into()]);
+    });
+    let srv = server();
+    let out = fetch(&sb, &srv.url(), &["http://0.0.0.0/0:*"]).await;
+    assert_eq!(out["denied"], true, "{out}");
+    let out = fetch(
+        &sb,
+        &srv.url(),
+        &[&format!("http://127.0.0.1:{}", srv.port())],
+    )
+    .await;
+    assert_eq!(out["denied"], true, "{out}");
+    assert_eq!(srv.connections(), 0, "the policy let a request through");
+
+    // A policy that names the block literally admits it.
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |c| {
+        c.policy.http = Some(vec!["http://127.0.0.0/8:*".into()]);
+    });
+    let out = fetch(
+        &sb,
+        &srv.url(),
+        &[&format!("http://127.0.0.1:{}", srv.port())],
+    )
+    .await;
+    assert_eq!(out["status"], 200, "{out}");
+}
+
+#[tokio::test]
+async fn the_response_byte_budget_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let srv = TestServer::start(|_| Response::text(200, &"x".repeat(64 << 10)));
+    let probe = load(&sb, components::HTTP_PROBE);
+    let run = |max: u64| {
+        let mut req = RunRequest::new("p", serde_json::json!({ "url": srv.url() }).to_string());
+        req.grant = Grant {
+            http: vec![format!("http://127.0.0.1:{}", srv.port())],
+            ..Grant::default()
+        };
+        req.budget = RunBudget {
+            max_http_response_bytes: max,
+            ..RunBudget::default()
+        };
+        sb.run(&probe, req)
+    };
+    let outcome = run(1000).await;
+    let out = output(&outcome);
+    assert!(out["body"].is_null(), "the whole body arrived: {out}");
+    assert!(out["error"].as_str().unwrap().contains("1000"), "{out}");
+    assert!(
+        outcome.usage.http_response_bytes <= 1000,
+        "{:?}",
+        outcome.usage
+    );
+    // With room for it, the same body arrives whole.
+    let outcome = run(1 << 20).await;
+    assert_eq!(output(&outcome)["body"].as_str().unwrap().len(), 64 << 10);
+    assert_eq!(outcome.usage.http_response_bytes, 64 << 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_fires_while_the_guest_waits_in_a_host_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    // A server that answers after 10 s: the guest sits in a host call.
+    let srv = TestServer::start(|_| {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        Response::text(200, "late")
+    });
+    let probe = load(&sb, components::HTTP_PROBE);
+    let mut req = RunRequest::new("p", serde_json::json!({ "url": srv.url() }).to_string());
+    req.grant = Grant {
+        http: vec![format!("http://127.0.0.1:{}", srv.port())],
+        ..Grant::default()
+    };
+    req.budget = RunBudget {
+        timeout: std::time::Duration::from_millis(500),
+        ..RunBudget::default()
+    };
+    let started = std::time::Instant::now();
+    let outcome = sb.run(&probe, req).await;
+    let took = started.elapsed();
+    assert_eq!(
+        crate::failure_kind(&outcome),
+        warden_host::FailureKind::Timeout
+    );
+    // Generous bounds: at the deadline, long before the server answers.
+    assert!(took >= std::time::Duration::from_millis(450), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert_eq!(srv.connections(), 1, "the request was under way");
+}

@@ -5,6 +5,7 @@ mod bad_input;
 mod cache;
 mod examples;
 mod failures;
+mod grants;
 mod http;
 mod kv;
 mod leases;

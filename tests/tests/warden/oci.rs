@@ -228,6 +228,16 @@ fn submit_of_an_oci_reference_pins_the_digest_the_tag_had() {
         result["output"]["count"], 1,
         "kv declared and granted: {result}"
     );
+    // `warden run` of the same agent on the node's data dir sees the same
+    // key-value namespace (oci://HOST/REPO), so the count goes on.
+    let node_data = c.tmp.path().join("n1");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden-cli"))
+        .args(["run", &tag, "--input", r#"{"key":"k"}"#, "--json"])
+        .args(["--data-dir", node_data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(result["output"]["count"], 2, "another namespace: {result}");
 
     // Move the tag to another component: new submits get the new digest.
     ok(&warden(&["publish", examples::HELLO, &tag]));
