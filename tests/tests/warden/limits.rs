@@ -29,7 +29,8 @@ async fn spinning_guest_times_out_and_others_keep_running() {
             (outcome, started.elapsed())
         })
     };
-    // While the guest spins, other runs are served.
+    // While the guest spins, other runs are served: all 20 finish before
+    // the spinning run does (it cannot end before its 1 s deadline).
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..20 {
         let out = sb
@@ -38,8 +39,8 @@ async fn spinning_guest_times_out_and_others_keep_running() {
         assert_eq!(output(&out)["echo"]["i"], i);
     }
     assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "hello runs waited for the spinning guest"
+        !spinning.is_finished(),
+        "hello runs waited for the spinning guest to end"
     );
     let (outcome, elapsed) = spinning.await.unwrap();
     assert_eq!(failure_kind(&outcome), FailureKind::Timeout);
@@ -47,7 +48,8 @@ async fn spinning_guest_times_out_and_others_keep_running() {
         elapsed >= Duration::from_secs(1),
         "stopped early: {elapsed:?}"
     );
-    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    // Generous: the deadline, not some later event, stopped it.
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -81,8 +83,35 @@ fn vm_hwm_bytes() -> u64 {
     kb * 1024
 }
 
+/// Runs the memory bomb in a fresh process (this test binary, filtered to
+/// [`memory_bomb_in_a_fresh_process`]), so the process's peak memory is
+/// this run's alone, whatever the test runner shares.
+#[test]
+fn memory_bomb_hits_the_limit_without_growing_the_host() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "limits::memory_bomb_in_a_fresh_process",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "the child ran no test: {text}");
+    assert!(text.contains("host peak grew by"), "{text}");
+}
+
 #[tokio::test]
-async fn memory_bomb_hits_the_limit_without_growing_the_host() {
+#[ignore = "run by memory_bomb_hits_the_limit_without_growing_the_host in its own process"]
+async fn memory_bomb_in_a_fresh_process() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path(), None);
     let bomb = load(&sb, components::MEMORY_BOMB);
@@ -100,6 +129,7 @@ async fn memory_bomb_hits_the_limit_without_growing_the_host() {
     );
 
     let grown = vm_hwm_bytes().saturating_sub(before);
+    println!("host peak grew by {grown} bytes for a {cap}-byte cap");
     assert!(
         grown < cap + (16 << 20),
         "host peak memory grew by {grown} bytes for a {cap}-byte cap"

@@ -49,10 +49,10 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     );
     assert_eq!(cp.component_fetches(), 2, "one fetch per node, not per run");
 
-    // Restarted on the same data dir, with pre-warming: no fetch at all.
+    // Restarted on the same data dir: the blob survived, no fetch at all.
     a.stop().await;
     b.stop().await;
-    let a = start(&url, "a", &dir_a, &["hello@1"]);
+    let a = start(&url, "a", &dir_a, &[]);
     let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
         r.state == "succeeded"
@@ -65,6 +65,29 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     );
     assert_eq!(cp.component_fetches(), 2);
     a.stop().await;
+
+    // Pre-warming: a new node fetches the component before any run exists.
+    let c = start(&url, "c", &tmp.path().join("c"), &["hello@1"]);
+    let started = std::time::Instant::now();
+    while c.agent.component_fetches() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "--prewarm fetched nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cp.component_fetches(), 3);
+    let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
+    wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
+        r.state == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        c.agent.component_fetches(),
+        1,
+        "the run reused the pre-warmed blob"
+    );
+    c.stop().await;
 
     // A damaged blob is detected and fetched again, never loaded.
     let blob = std::fs::read_dir(dir_b.join("blobs"))
