@@ -7,6 +7,14 @@
 //! interfaces (`llm`, `context`), `wasi:keyvalue`, `wasi:config` and
 //! `wasi:logging` are implemented in `crate::capability`.
 
+/// The host side of a `wasi:keyvalue` bucket handed to a guest: a partition
+/// of the agent's namespace. Defined here, with the bindings that name it,
+/// so the bindings do not depend on the capability that implements them.
+#[derive(Debug)]
+pub struct Bucket {
+    pub(crate) name: String,
+}
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "warden:agent/agent",
@@ -23,7 +31,7 @@ wasmtime::component::bindgen!({
         "wasi:random": wasmtime_wasi::p2::bindings::random,
         "wasi:sockets": wasmtime_wasi::p2::bindings::sockets,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-        "wasi:keyvalue/store.bucket": crate::capability::kv::Bucket,
+        "wasi:keyvalue/store.bucket": Bucket,
     },
 });
 

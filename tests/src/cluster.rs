@@ -270,3 +270,23 @@ pub async fn wait_ended(channel: Channel, id: &str, limit: Duration) -> pb::Run 
     })
     .await
 }
+
+/// Starts `warden dev` (control plane and node in one process) on a free
+/// loopback port with its data under `data`; returns it and its URL.
+pub fn dev(bin: &Path, data: &Path, extra: &[&str], log_dir: &Path) -> (Proc, String) {
+    let mut args = vec![
+        "dev".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (proc, line) = spawn(bin, "dev", &args, log_dir);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("warden dev said: {line}"))
+        .to_string();
+    (proc, url)
+}

@@ -3,11 +3,13 @@
 
 mod bad_input;
 mod cache;
+mod cli;
 mod examples;
 mod failures;
 mod grants;
 mod http;
 mod kv;
+mod lease_protocol;
 mod leases;
 mod limits;
 mod llm;

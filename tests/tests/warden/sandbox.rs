@@ -42,3 +42,26 @@ async fn no_scratch_dir_unless_granted() {
     assert!(out["scratch"]["Err"].is_string(), "{out}");
     assert_eq!(out["config"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn a_grant_the_host_cannot_enforce_fails_capability_denied() {
+    // Submits and `warden run` refuse such a grant before a run exists; a
+    // host embedded as a library (or a lease stored before that check)
+    // still never runs the agent with it.
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let probe = load(&sb, components::ENV_PROBE);
+    let mut req = RunRequest::new("env", "null");
+    req.grant = Grant {
+        http: vec!["https://api.example.com/v1".into()],
+        ..Grant::default()
+    };
+    let outcome = sb.run(&probe, req).await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, warden_host::FailureKind::CapabilityDenied);
+    assert!(!failure.kind.retryable());
+    assert!(
+        failure.message.contains("paths are not allowed"),
+        "{failure}"
+    );
+}

@@ -73,11 +73,7 @@ fn counter_value(key: &str, bytes: Option<&[u8]>) -> Result<u64, KvError> {
     }
 }
 
-/// The open bucket resource handed to the guest.
-#[derive(Debug)]
-pub struct Bucket {
-    name: String,
-}
+pub use crate::bindings::Bucket;
 
 /// Key-value state of one run. `namespace` is `None` when kv is not granted.
 pub struct KvCtx {

@@ -1,0 +1,129 @@
+//! CLI commands end to end against `warden dev`: publish, inspect, submit
+//! (with `--selector`), runs list/get/cancel, nodes list, and a second node
+//! started with `--prewarm`.
+
+use crate::json;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use warden_tests::cluster::{self, dev};
+use warden_tests::{components, examples};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_warden-cli")
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn the_cli_drives_warden_dev() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let (_dev, url) = dev(
+        bin().as_ref(),
+        &tmp.path().join("dev"),
+        &["--slots", "2"],
+        &logs,
+    );
+    let warden = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .env("WARDEN_CONTROL_PLANE", &url)
+            .env_remove("WARDEN_CONFIG")
+            .output()
+            .unwrap()
+    };
+
+    let published = ok(&warden(&["publish", examples::HELLO, "hello@1"]));
+    assert!(
+        published.starts_with("published hello@1 sha256:"),
+        "{published}"
+    );
+    ok(&warden(&["publish", components::SPIN, "spin@1"]));
+
+    // inspect reads the registry's copy.
+    let doc = json(&warden(&["inspect", "hello@1", "--json"]));
+    assert_eq!(doc["world"], "warden:agent/agent", "{doc}");
+    assert!(published.contains(doc["digest"].as_str().unwrap()), "{doc}");
+    assert!(doc["exports"].to_string().contains("run"), "{doc}");
+
+    let doc = json(&warden(&[
+        "submit",
+        "hello@1",
+        "--input",
+        r#"{"name":"dev"}"#,
+        "--wait",
+        "--json",
+    ]));
+    assert_eq!(doc["output"]["greeting"], "hello, dev", "{doc}");
+
+    // One node, ready, with the slots it was given.
+    let nodes = json(&warden(&["nodes", "list", "--json"]));
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["state"], "ready");
+    assert_eq!(nodes[0]["slots"], 2);
+
+    // --selector: no node has region=eu, so the run waits in the queue,
+    // and a cancel ends it at once.
+    let queued = ok(&warden(&["submit", "hello@1", "--selector", "region=eu"]));
+    let queued = queued.trim();
+    std::thread::sleep(Duration::from_millis(500));
+    let listed = json(&warden(&["runs", "list", "--state", "queued", "--json"]));
+    assert_eq!(listed[0]["run_id"], queued, "{listed}");
+    let said = ok(&warden(&["runs", "cancel", queued]));
+    assert_eq!(said.trim(), format!("{queued} cancelled"));
+
+    // Cancel of a running run goes through its node.
+    let spinning = ok(&warden(&["submit", "spin@1", "--timeout", "10m"]));
+    let spinning = spinning.trim();
+    let started = Instant::now();
+    while json(&warden(&["runs", "get", spinning, "--json"]))["state"] != "running" {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let said = ok(&warden(&["runs", "cancel", spinning]));
+    assert!(said.contains("cancel requested"), "{said}");
+    let out = warden(&["runs", "watch", spinning, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["error"]["kind"], "cancelled");
+
+    // A second node with --prewarm fetches hello@1 before it runs anything.
+    let _node = cluster::node(
+        bin().as_ref(),
+        &url,
+        "warm",
+        tmp.path(),
+        &["--prewarm", "hello@1"],
+        &logs,
+    );
+    let log = logs.join("warm.log");
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("pre-warmed") {
+            assert!(text.contains("hello@1"), "{text}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no pre-warm: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        tmp.path()
+            .join("warm/blobs")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_some()
+    );
+}

@@ -1,0 +1,443 @@
+//! The lease protocol spoken directly over gRPC by a stand-in node
+//! ([`FakeNode`]), for edge cases a real node does not produce on demand:
+//! duplicate and stale results, batched acks and reports, retry backoff,
+//! and the CLI's batch submits and errors.
+
+use crate::leases::TestCluster;
+use std::time::{Duration, Instant};
+use warden_proto::v1 as pb;
+use warden_proto::v1::lease_service_client::LeaseServiceClient;
+use warden_proto::v1::node_service_client::NodeServiceClient;
+use warden_tests::cluster::{free_port, get_run, publish, submit};
+use warden_tests::{components, examples};
+
+/// A node spoken to directly over gRPC, to drive lease edge cases.
+struct FakeNode {
+    id: String,
+    leases: LeaseServiceClient<tonic::transport::Channel>,
+}
+
+impl FakeNode {
+    async fn register(ch: tonic::transport::Channel, id: &str, slots: u32) -> Self {
+        NodeServiceClient::new(ch.clone())
+            .register(pb::RegisterRequest {
+                node_id: id.into(),
+                hostname: "test".into(),
+                labels: Default::default(),
+                capacity: Some(pb::NodeCapacity {
+                    slots,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        // Heartbeat like a real node: leases go only to live nodes.
+        let mut nodes = NodeServiceClient::new(ch.clone());
+        let node_id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                let beat = pb::HeartbeatRequest {
+                    node_id: node_id.clone(),
+                    active_runs: 0,
+                    free_slots: slots,
+                    accepting: true,
+                };
+                if nodes.heartbeat(beat).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        FakeNode {
+            id: id.into(),
+            leases: LeaseServiceClient::new(ch),
+        }
+    }
+
+    async fn next_lease(&mut self) -> pb::Lease {
+        self.next_leases(1).await.remove(0)
+    }
+
+    /// The next `n` leases from one Pull stream.
+    async fn next_leases(&mut self, n: usize) -> Vec<pb::Lease> {
+        let mut stream = self
+            .leases
+            .pull(pb::PullRequest {
+                node_id: self.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut leases = Vec::new();
+        while leases.len() < n {
+            let lease = tokio::time::timeout(Duration::from_secs(30), stream.message())
+                .await
+                .expect("a lease within 30 s")
+                .unwrap()
+                .unwrap();
+            leases.push(lease);
+        }
+        leases
+    }
+}
+
+fn lease_ref(l: &pb::Lease) -> pb::LeaseRef {
+    pb::LeaseRef {
+        run_id: l.run_id.clone(),
+        attempt: l.attempt,
+        token: l.token,
+    }
+}
+
+fn complete(l: &pb::Lease, output: &str) -> pb::CompleteRequest {
+    pb::CompleteRequest {
+        lease: Some(lease_ref(l)),
+        output: output.into(),
+        usage: None,
+    }
+}
+
+fn fail(l: &pb::Lease, kind: pb::FailureKind) -> pb::FailRequest {
+    pb::FailRequest {
+        lease: Some(lease_ref(l)),
+        kind: kind as i32,
+        message: "boom".into(),
+        usage: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_recorded_exactly_once() {
+    let (c, _cp) = TestCluster::start(&["--lease-ttl", "1s", "--node-timeout", "60s"]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+
+    // Duplicate Complete with the current token: idempotent OK.
+    let id = submit(ch.clone(), "hello@1", "1", |_| {}).await;
+    let lease = node.next_lease().await;
+    assert_eq!(lease.run_id, id);
+    let first = node
+        .leases
+        .complete(complete(&lease, "\"a\""))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = node
+        .leases
+        .complete(complete(&lease, "\"a\""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.recorded && !again.recorded);
+    // Fail after Complete: rejected.
+    let err = node
+        .leases
+        .fail(fail(&lease, pb::FailureKind::Trap))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(get_run(ch.clone(), &id).await.output, "\"a\"");
+
+    // Complete after Fail: rejected.
+    let id = submit(ch.clone(), "hello@1", "2", |_| {}).await;
+    let lease = node.next_lease().await;
+    node.leases
+        .fail(fail(&lease, pb::FailureKind::Trap))
+        .await
+        .unwrap();
+    let err = node
+        .leases
+        .complete(complete(&lease, "\"late\""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(get_run(ch.clone(), &id).await.state, "failed");
+
+    // A stale token after expiry and re-lease: rejected; the new one counts.
+    let id = submit(ch.clone(), "hello@1", "3", |_| {}).await;
+    let old = node.next_lease().await;
+    let new = node.next_lease().await; // after the 1 s lease expires
+    assert_eq!((new.run_id.as_str(), new.attempt), (id.as_str(), 2));
+    assert!(new.token > old.token, "fencing tokens grow");
+    let err = node
+        .leases
+        .complete(complete(&old, "\"stale\""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("stale"), "{}", err.message());
+    node.leases
+        .complete(complete(&new, "\"fresh\""))
+        .await
+        .unwrap();
+    let run = get_run(ch.clone(), &id).await;
+    assert_eq!(
+        (run.state.as_str(), run.output.as_str()),
+        ("succeeded", "\"fresh\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_submits_acks_and_results_are_each_checked() {
+    let (c, _cp) = TestCluster::start(&["--node-timeout", "60s"]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut runs = pb::run_service_client::RunServiceClient::new(ch.clone());
+    let request = |input: &str| pb::SubmitRequest {
+        agent: "hello@1".into(),
+        input: input.into(),
+        ..Default::default()
+    };
+
+    // One bad run refuses the whole batch, naming it; nothing is queued.
+    let err = runs
+        .submit_batch(pb::SubmitBatchRequest {
+            runs: vec![request("1"), request("{oops"), request("3")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .starts_with("run 1: the input is not valid JSON"),
+        "{}",
+        err.message()
+    );
+    let listed = runs.list(pb::ListRunsRequest::default()).await.unwrap();
+    assert!(listed.into_inner().runs.is_empty());
+
+    let queued = runs
+        .submit_batch(pb::SubmitBatchRequest {
+            runs: vec![request("1"), request("2"), request("3")],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(queued.len(), 3);
+    assert!(queued.iter().all(|r| r.state == "queued"));
+
+    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let mut leases = node.next_leases(3).await;
+    leases.sort_by_key(|l| l.input.clone());
+    let [a, b, c3] = [&leases[0], &leases[1], &leases[2]];
+
+    // Ack many at once; one that is not a current lease comes back as stale.
+    let bogus = pb::LeaseRef {
+        run_id: "nonexistent".into(),
+        attempt: 1,
+        token: 1,
+    };
+    let acked = node
+        .leases
+        .ack(pb::AckRequest {
+            leases: vec![lease_ref(a), lease_ref(b), lease_ref(c3), bogus.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.stale, vec![bogus.clone()]);
+    assert_eq!(get_run(ch.clone(), &a.run_id).await.state, "running");
+
+    // One Report, one answer per result, in order.
+    let done = |l: &pb::Lease, out: &str| pb::RunResult {
+        result: Some(pb::run_result::Result::Complete(complete(l, out))),
+    };
+    let mut unknown = complete(a, "\"x\"");
+    unknown.lease = Some(bogus);
+    let answers = node
+        .leases
+        .report(pb::ReportRequest {
+            results: vec![
+                done(a, "\"a\""),
+                done(a, "\"a\""),
+                pb::RunResult {
+                    result: Some(pb::run_result::Result::Fail(fail(b, pb::FailureKind::Trap))),
+                },
+                pb::RunResult {
+                    result: Some(pb::run_result::Result::Complete(unknown)),
+                },
+                pb::RunResult { result: None },
+                done(c3, "\"c\""),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .answers;
+    let statuses: Vec<_> = answers.iter().map(|a| a.status()).collect();
+    use pb::ReportStatus::*;
+    assert_eq!(
+        statuses,
+        [
+            Recorded,
+            AlreadyRecorded,
+            Recorded,
+            Rejected,
+            Rejected,
+            Recorded
+        ]
+    );
+    assert_eq!(answers[3].message, "no such run");
+    assert!(
+        answers[4].message.contains("complete or a fail"),
+        "{}",
+        answers[4].message
+    );
+    let states: Vec<_> = [a, b, c3].iter().map(|l| l.run_id.clone()).collect();
+    let mut got = Vec::new();
+    for id in &states {
+        let run = get_run(ch.clone(), id).await;
+        got.push((run.state, run.output));
+    }
+    assert_eq!(
+        got,
+        [
+            ("succeeded".to_string(), "\"a\"".to_string()),
+            ("failed".to_string(), String::new()),
+            ("succeeded".to_string(), "\"c\"".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn cli_submits_a_json_lines_file_as_one_batch() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let _node = c.node("n1", &[]);
+    let warden = |args: &[&str]| c.cli(args);
+    assert!(
+        warden(&["publish", examples::HELLO, "hello@1"])
+            .status
+            .success()
+    );
+    let file = c.tmp.path().join("inputs.jsonl");
+    std::fs::write(&file, "{\"name\": \"a\"}\n\n{\"name\": \"b\"}\n\"c\"\n").unwrap();
+    let out = warden(&["submit", "hello@1", "--inputs", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for (id, input) in ids
+        .iter()
+        .zip(["{\"name\": \"a\"}", "{\"name\": \"b\"}", "\"c\""])
+    {
+        let out = warden(&["runs", "watch", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown = warden(&["runs", "get", id, "--json"]);
+        let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        let input: serde_json::Value = serde_json::from_str(input).unwrap();
+        assert_eq!(
+            run["input"], input,
+            "runs keep their line's input, in order"
+        );
+        assert_eq!(run["state"], "succeeded");
+    }
+
+    // A bad line is named, and nothing from the file is queued.
+    std::fs::write(&file, "1\n{oops\n").unwrap();
+    let out = warden(&["submit", "hello@1", "--inputs", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 2: the input is not valid JSON"),
+        "{stderr}"
+    );
+    let listed = warden(&["runs", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_back_off_then_dead_letter() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let id = submit(ch.clone(), "hello@1", "null", |r| r.max_attempts = 4).await;
+
+    let mut failed_at = Vec::new();
+    let mut leased_at = Vec::new();
+    for attempt in 1..=4 {
+        let lease = node.next_lease().await;
+        leased_at.push(Instant::now());
+        assert_eq!(lease.attempt, attempt);
+        node.leases
+            .fail(fail(&lease, pb::FailureKind::HostError))
+            .await
+            .unwrap();
+        failed_at.push(Instant::now());
+    }
+    let delays: Vec<Duration> = (1..4).map(|i| leased_at[i] - failed_at[i - 1]).collect();
+    // Attempt n waits between half and all of its ceiling (0.5 s, 1 s, 2 s),
+    // whatever the jitter; the upper bound allows for the lease stream's
+    // 200 ms poll and a busy machine.
+    for (n, delay) in (1..).zip(&delays) {
+        let ceiling = warden_core::Backoff::RUN_RETRY.ceiling(n);
+        assert!(*delay >= ceiling / 2, "attempt {n}: {delays:?}");
+        assert!(
+            *delay <= ceiling + Duration::from_secs(2),
+            "attempt {n}: {delays:?}"
+        );
+    }
+    let run = get_run(ch.clone(), &id).await;
+    assert_eq!(run.state, "dead_lettered");
+    assert_eq!(run.attempts.len(), 4);
+    assert!(
+        run.attempts
+            .iter()
+            .all(|a| a.outcome == "failed" && a.kind == pb::FailureKind::HostError as i32)
+    );
+}
+
+#[test]
+fn cli_errors_name_the_problem() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let warden = |args: &[&str]| c.cli(args);
+    let out = warden(&["publish", examples::HELLO, "hello@1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    for (args, expected) in [
+        (vec!["submit", "nobody@1"], "no agent named nobody"),
+        (vec!["submit", "hello@9"], "agent hello has no version 9"),
+        (vec!["submit", "hello"], "not NAME@VERSION"),
+        (
+            vec!["submit", "hello@1", "--input", "{oops"],
+            "not valid JSON",
+        ),
+        (
+            vec!["publish", components::WRONG_WORLD, "other@1"],
+            "not a warden:agent/agent component",
+        ),
+        (
+            vec!["publish", components::SPIN, "hello@1"],
+            "versions are immutable",
+        ),
+        (vec!["runs", "get", "nonexistent"], "no run nonexistent"),
+        (
+            vec!["runs", "list", "--control-plane", &unreachable],
+            "cannot reach the control plane",
+        ),
+    ] {
+        let out = warden(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
