@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 use warden_control_plane::ControlPlane;
+use warden_core::RunState;
 use warden_proto::v1 as pb;
+use warden_tests::cluster::state;
 use warden_tests::cluster::{connect, publish};
 use warden_tests::in_process::Node;
 use warden_tests::{examples, sandbox_with};
@@ -37,7 +39,7 @@ async fn main() {
     // Warm up: compile and load the component on the node.
     let warm = warden_tests::cluster::submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     warden_tests::cluster::wait_run(ch.clone(), &warm, Duration::from_secs(60), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
 
@@ -116,7 +118,7 @@ async fn round(cp: &ControlPlane, ch: tonic::transport::Channel, runs: usize, mo
         .iter()
         .map(|id| {
             let r = cp.store().get_run(id).unwrap().unwrap();
-            assert_eq!(r.state, "succeeded");
+            assert_eq!(state(&r), RunState::Succeeded);
             r.updated_unix_ms - r.created_unix_ms
         })
         .collect();

@@ -62,8 +62,7 @@ impl Bench {
             }
             assert!(
                 !state.is_terminal(),
-                "the run ended {}: {}",
-                run.state,
+                "the run ended {state}: {}",
                 run.error_message
             );
             tokio::time::sleep(Duration::from_micros(500)).await;

@@ -290,3 +290,17 @@ pub fn dev(bin: &Path, data: &Path, extra: &[&str], log_dir: &Path) -> (Proc, St
         .to_string();
     (proc, url)
 }
+
+/// An attempt's outcome (panics if the control plane sent none).
+#[track_caller]
+pub fn outcome(attempt: &pb::Attempt) -> warden_core::AttemptOutcome {
+    warden_core::AttemptOutcome::from_proto(attempt.attempt_outcome)
+        .unwrap_or_else(|| panic!("attempt {} has no outcome", attempt.attempt))
+}
+
+/// A node's state (panics if the control plane sent none).
+#[track_caller]
+pub fn node_state(node: &pb::NodeInfo) -> warden_core::NodeState {
+    warden_core::NodeState::from_proto(node.node_state)
+        .unwrap_or_else(|| panic!("node {} has no state", node.node_id))
+}

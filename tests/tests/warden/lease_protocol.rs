@@ -5,10 +5,11 @@
 
 use crate::leases::TestCluster;
 use std::time::{Duration, Instant};
+use warden_core::{AttemptOutcome, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::lease_service_client::LeaseServiceClient;
 use warden_proto::v1::node_service_client::NodeServiceClient;
-use warden_tests::cluster::{free_port, get_run, publish, submit};
+use warden_tests::cluster::{free_port, get_run, outcome, publish, state, submit};
 use warden_tests::{components, examples};
 
 /// A node spoken to directly over gRPC, to drive lease edge cases.
@@ -152,7 +153,7 @@ async fn results_are_recorded_exactly_once() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-    assert_eq!(get_run(ch.clone(), &id).await.state, "failed");
+    assert_eq!(state(&get_run(ch.clone(), &id).await), RunState::Failed);
 
     // A stale token after expiry and re-lease: rejected; the new one counts.
     let id = submit(ch.clone(), "hello@1", "3", |_| {}).await;
@@ -173,8 +174,8 @@ async fn results_are_recorded_exactly_once() {
         .unwrap();
     let run = get_run(ch.clone(), &id).await;
     assert_eq!(
-        (run.state.as_str(), run.output.as_str()),
-        ("succeeded", "\"fresh\"")
+        (state(&run), run.output.as_str()),
+        (RunState::Succeeded, "\"fresh\"")
     );
 }
 
@@ -216,7 +217,7 @@ async fn batched_submits_acks_and_results_are_each_checked() {
         .into_inner()
         .runs;
     assert_eq!(queued.len(), 3);
-    assert!(queued.iter().all(|r| r.state == "queued"));
+    assert!(queued.iter().all(|r| state(r) == RunState::Queued));
 
     let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
     let mut leases = node.next_leases(3).await;
@@ -238,7 +239,10 @@ async fn batched_submits_acks_and_results_are_each_checked() {
         .unwrap()
         .into_inner();
     assert_eq!(acked.stale, vec![bogus.clone()]);
-    assert_eq!(get_run(ch.clone(), &a.run_id).await.state, "running");
+    assert_eq!(
+        state(&get_run(ch.clone(), &a.run_id).await),
+        RunState::Running
+    );
 
     // One Report, one answer per result, in order.
     let done = |l: &pb::Lease, out: &str| pb::RunResult {
@@ -289,14 +293,14 @@ async fn batched_submits_acks_and_results_are_each_checked() {
     let mut got = Vec::new();
     for id in &states {
         let run = get_run(ch.clone(), id).await;
-        got.push((run.state, run.output));
+        got.push((state(&run), run.output));
     }
     assert_eq!(
         got,
         [
-            ("succeeded".to_string(), "\"a\"".to_string()),
-            ("failed".to_string(), String::new()),
-            ("succeeded".to_string(), "\"c\"".to_string()),
+            (RunState::Succeeded, "\"a\"".to_string()),
+            (RunState::Failed, String::new()),
+            (RunState::Succeeded, "\"c\"".to_string()),
         ]
     );
 }
@@ -392,13 +396,11 @@ async fn retryable_failures_back_off_then_dead_letter() {
         );
     }
     let run = get_run(ch.clone(), &id).await;
-    assert_eq!(run.state, "dead_lettered");
+    assert_eq!(state(&run), RunState::DeadLettered);
     assert_eq!(run.attempts.len(), 4);
-    assert!(
-        run.attempts
-            .iter()
-            .all(|a| a.outcome == "failed" && a.kind == pb::FailureKind::HostError as i32)
-    );
+    assert!(run.attempts.iter().all(
+        |a| outcome(a) == AttemptOutcome::Failed && a.kind == pb::FailureKind::HostError as i32
+    ));
 }
 
 #[test]

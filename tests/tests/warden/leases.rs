@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use warden_core::{AttemptOutcome, NodeState, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::node_service_client::NodeServiceClient;
-use warden_tests::cluster::{self, connect, free_port, get_run, publish, submit, wait_run};
+use warden_tests::cluster::{
+    self, connect, free_port, get_run, node_state, outcome, publish, state, submit, wait_run,
+};
 use warden_tests::{components, examples};
 
 fn bin() -> PathBuf {
@@ -92,7 +95,7 @@ async fn two_hundred_runs_over_two_nodes_are_each_recorded_once() {
     let mut nodes = std::collections::BTreeSet::new();
     for (i, id) in ids.iter().enumerate() {
         let run = wait_run(ch.clone(), id, Duration::from_secs(60), |r| {
-            r.state == "succeeded"
+            state(r) == RunState::Succeeded
         })
         .await;
         let out: serde_json::Value = serde_json::from_str(&run.output).unwrap();
@@ -102,7 +105,7 @@ async fn two_hundred_runs_over_two_nodes_are_each_recorded_once() {
         );
         assert_eq!(run.attempt, 1);
         assert_eq!(run.attempts.len(), 1, "{run:?}");
-        assert_eq!(run.attempts[0].outcome, "succeeded");
+        assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Succeeded);
         nodes.insert(run.attempts[0].node_id.clone());
     }
     assert_eq!(nodes.len(), 2, "both nodes should have run work: {nodes:?}");
@@ -122,22 +125,22 @@ async fn a_killed_nodes_run_is_re_leased_after_expiry() {
     )
     .await;
     wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
-        r.state == "running"
+        state(r) == RunState::Running
     })
     .await;
 
     a.signal("KILL");
     let _b = c.node("node-b", &["--slots", "2"]);
     let run = wait_run(ch.clone(), &id, Duration::from_secs(30), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
     assert_eq!(run.attempt, 2);
     assert_eq!(run.output, "\"done\"");
     assert_eq!(run.attempts[0].node_id, "node-a");
-    assert_eq!(run.attempts[0].outcome, "expired");
+    assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Expired);
     assert_eq!(run.attempts[1].node_id, "node-b");
-    assert_eq!(run.attempts[1].outcome, "succeeded");
+    assert_eq!(outcome(&run.attempts[1]), AttemptOutcome::Succeeded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,14 +154,14 @@ async fn a_paused_nodes_late_result_is_not_recorded() {
     })
     .await;
     wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
-        r.state == "running"
+        state(r) == RunState::Running
     })
     .await;
 
     a.signal("STOP");
     let _b = c.node("node-b", &["--slots", "2"]);
     let run = wait_run(ch.clone(), &id, Duration::from_secs(30), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
     let winner = run.attempt;
@@ -181,13 +184,17 @@ async fn a_paused_nodes_late_result_is_not_recorded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let run = get_run(ch.clone(), &id).await;
-    assert_eq!(run.state, "succeeded");
+    assert_eq!(state(&run), RunState::Succeeded);
     assert_eq!(run.attempt, winner, "the late attempt was recorded");
-    assert_eq!(run.attempts[0].outcome, "expired", "{run:?}");
+    assert_eq!(
+        outcome(&run.attempts[0]),
+        AttemptOutcome::Expired,
+        "{run:?}"
+    );
     let last = run.attempts.last().unwrap();
     assert_eq!(
-        (last.node_id.as_str(), last.outcome.as_str()),
-        ("node-b", "succeeded")
+        (last.node_id.as_str(), outcome(last)),
+        ("node-b", AttemptOutcome::Succeeded)
     );
 }
 
@@ -202,7 +209,7 @@ async fn a_control_plane_killed_mid_flight_loses_nothing() {
         ids.push(submit(ch.clone(), "sleeper@1", &sleeper_input(200, i), |_| {}).await);
     }
     wait_run(ch.clone(), &ids[0], Duration::from_secs(20), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
 
@@ -213,7 +220,7 @@ async fn a_control_plane_killed_mid_flight_loses_nothing() {
     let ch = c.channel().await;
     for (i, id) in ids.iter().enumerate() {
         let run = wait_run(ch.clone(), id, Duration::from_secs(60), |r| {
-            r.state == "succeeded"
+            state(r) == RunState::Succeeded
         })
         .await;
         assert_eq!(run.output, i.to_string());
@@ -224,7 +231,11 @@ async fn a_control_plane_killed_mid_flight_loses_nothing() {
         .unwrap()
         .into_inner()
         .nodes;
-    assert_eq!(nodes[0].state, "ready", "the node reconnected by itself");
+    assert_eq!(
+        node_state(&nodes[0]),
+        NodeState::Ready,
+        "the node reconnected by itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +252,7 @@ async fn cancel_stops_a_running_agent_and_frees_its_slot() {
     })
     .await;
     wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
-        r.state == "running"
+        state(r) == RunState::Running
     })
     .await;
 
@@ -251,7 +262,7 @@ async fn cancel_stops_a_running_agent_and_frees_its_slot() {
         .await
         .unwrap();
     let run = wait_run(ch.clone(), &id, Duration::from_secs(5), |r| {
-        r.state == "cancelled"
+        state(r) == RunState::Cancelled
     })
     .await;
     // Generous: its own timeout is 10 minutes, so only the cancel ended it.
@@ -260,13 +271,13 @@ async fn cancel_stops_a_running_agent_and_frees_its_slot() {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(run.attempts[0].outcome, "cancelled");
+    assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Cancelled);
 
     // The one slot is free again: the next run gets it.
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let next = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &next, Duration::from_secs(10), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
 }
@@ -292,7 +303,7 @@ async fn sigterm_drains_and_requeues_what_does_not_finish() {
     )
     .await;
     wait_run(ch.clone(), &long, Duration::from_secs(20), |r| {
-        r.state == "running"
+        state(r) == RunState::Running
     })
     .await;
 
@@ -303,10 +314,13 @@ async fn sigterm_drains_and_requeues_what_does_not_finish() {
     assert!(status.success(), "{status:?}");
     // The short run finished within the grace period; the long one was
     // handed back at once as node_shutdown, nothing left leased to node-a.
-    assert_eq!(get_run(ch.clone(), &short).await.state, "succeeded");
+    assert_eq!(
+        state(&get_run(ch.clone(), &short).await),
+        RunState::Succeeded
+    );
     let run = get_run(ch.clone(), &long).await;
-    assert_eq!(run.state, "queued", "{run:?}");
-    assert_eq!(run.attempts[0].outcome, "failed");
+    assert_eq!(state(&run), RunState::Queued, "{run:?}");
+    assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Failed);
     assert_eq!(run.attempts[0].kind, pb::FailureKind::NodeShutdown as i32);
     let nodes = NodeServiceClient::new(ch.clone())
         .list_nodes(pb::ListNodesRequest {})
@@ -314,7 +328,7 @@ async fn sigterm_drains_and_requeues_what_does_not_finish() {
         .unwrap()
         .into_inner()
         .nodes;
-    assert_eq!(nodes[0].state, "gone");
+    assert_eq!(node_state(&nodes[0]), NodeState::Gone);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,12 +354,15 @@ async fn runs_go_only_to_nodes_with_the_selected_labels() {
     .await;
     for id in &ids {
         let run = wait_run(ch.clone(), id, Duration::from_secs(30), |r| {
-            r.state == "succeeded"
+            state(r) == RunState::Succeeded
         })
         .await;
         assert_eq!(run.attempts[0].node_id, "node-eu");
     }
-    assert_eq!(get_run(ch.clone(), &nowhere).await.state, "queued");
+    assert_eq!(
+        state(&get_run(ch.clone(), &nowhere).await),
+        RunState::Queued
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +373,7 @@ async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
     let id = submit(ch.clone(), "sleeper@1", &sleeper_input(1000, "ok"), |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
-        r.state == "running"
+        state(r) == RunState::Running
     })
     .await;
 
@@ -364,7 +381,7 @@ async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
     let started = Instant::now();
     let _b = c.node("node-b", &["--slots", "1"]);
     let run = wait_run(ch.clone(), &id, Duration::from_secs(20), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
     assert!(
@@ -372,7 +389,7 @@ async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(run.attempts[0].outcome, "expired");
+    assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Expired);
     assert_eq!(run.attempts.last().unwrap().node_id, "node-b");
     let nodes = NodeServiceClient::new(ch.clone())
         .list_nodes(pb::ListNodesRequest {})
@@ -381,5 +398,5 @@ async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
         .into_inner()
         .nodes;
     let a = nodes.iter().find(|n| n.node_id == "node-a").unwrap();
-    assert_eq!(a.state, "lost");
+    assert_eq!(node_state(a), NodeState::Lost);
 }

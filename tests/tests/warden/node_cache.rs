@@ -3,7 +3,8 @@
 //! keeps it across restarts, re-fetches a damaged blob, and pre-warms.
 
 use std::time::Duration;
-use warden_tests::cluster::{connect, publish, submit, wait_run};
+use warden_core::RunState;
+use warden_tests::cluster::{connect, publish, state, submit, wait_run};
 use warden_tests::in_process::Node;
 use warden_tests::{examples, sandbox_with};
 
@@ -37,7 +38,7 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     let mut ran_on = std::collections::BTreeSet::new();
     for id in &ids {
         let run = wait_run(ch.clone(), id, Duration::from_secs(60), |r| {
-            r.state == "succeeded"
+            state(r) == RunState::Succeeded
         })
         .await;
         ran_on.insert(run.attempts[0].node_id.clone());
@@ -55,7 +56,7 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     let a = start(&url, "a", &dir_a, &[]);
     let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
     assert_eq!(
@@ -79,7 +80,7 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     assert_eq!(cp.component_fetches(), 3);
     let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
     assert_eq!(
@@ -102,7 +103,7 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     // Pre-warming runs before the node pulls; a run proves it is up.
     let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
-        r.state == "succeeded"
+        state(r) == RunState::Succeeded
     })
     .await;
     assert_eq!(
