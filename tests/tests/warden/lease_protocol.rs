@@ -4,18 +4,22 @@
 //! and the CLI's batch submits and errors.
 
 use crate::leases::TestCluster;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use warden_core::{AttemptOutcome, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::lease_service_client::LeaseServiceClient;
 use warden_proto::v1::node_service_client::NodeServiceClient;
-use warden_tests::cluster::{free_port, get_run, outcome, publish, state, submit};
+use warden_tests::cluster::{free_port, get_run, outcome, publish, state, submit, wait_run};
 use warden_tests::{components, examples};
 
 /// A node spoken to directly over gRPC, to drive lease edge cases.
 struct FakeNode {
     id: String,
     leases: LeaseServiceClient<tonic::transport::Channel>,
+    /// What its heartbeats say; false: draining.
+    accepting: Arc<AtomicBool>,
 }
 
 impl FakeNode {
@@ -35,13 +39,15 @@ impl FakeNode {
         // Heartbeat like a real node: leases go only to live nodes.
         let mut nodes = NodeServiceClient::new(ch.clone());
         let node_id = id.to_string();
+        let accepting = Arc::new(AtomicBool::new(true));
+        let beating = accepting.clone();
         tokio::spawn(async move {
             loop {
                 let beat = pb::HeartbeatRequest {
                     node_id: node_id.clone(),
                     active_runs: 0,
                     free_slots: slots,
-                    accepting: true,
+                    accepting: beating.load(Ordering::SeqCst),
                 };
                 if nodes.heartbeat(beat).await.is_err() {
                     return;
@@ -52,7 +58,18 @@ impl FakeNode {
         FakeNode {
             id: id.into(),
             leases: LeaseServiceClient::new(ch),
+            accepting,
         }
+    }
+
+    async fn pull(&mut self) -> tonic::Streaming<pb::Lease> {
+        self.leases
+            .pull(pb::PullRequest {
+                node_id: self.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     async fn next_lease(&mut self) -> pb::Lease {
@@ -442,4 +459,105 @@ fn cli_errors_name_the_problem() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// The next lease on `stream`, or `None` if none comes within `wait`.
+async fn lease_within(
+    stream: &mut tonic::Streaming<pb::Lease>,
+    wait: Duration,
+) -> Option<pb::Lease> {
+    tokio::time::timeout(wait, stream.message())
+        .await
+        .ok()
+        .map(|m| m.unwrap().expect("the stream stays open"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_respect_free_slots_and_draining() {
+    let (c, _cp) = TestCluster::start(&["--node-timeout", "60s"]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut node = FakeNode::register(ch.clone(), "fake", 2).await;
+    for i in 0..3 {
+        submit(ch.clone(), "hello@1", &i.to_string(), |_| {}).await;
+    }
+    let mut stream = node.pull().await;
+    let first = lease_within(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    lease_within(&mut stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Two slots, two leases in flight: the third run waits.
+    assert!(
+        lease_within(&mut stream, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "a third lease with two slots"
+    );
+    // A slot frees when a result is recorded; the third comes then.
+    node.leases.complete(complete(&first, "1")).await.unwrap();
+    lease_within(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("the freed slot is filled");
+
+    // Draining (its heartbeat says not accepting): no new leases, though
+    // it has free slots and "fake" has none.
+    let mut other = FakeNode::register(ch.clone(), "draining", 4).await;
+    other.accepting.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await; // two heartbeats
+    let mut drained = other.pull().await;
+    submit(ch.clone(), "hello@1", "null", |_| {}).await;
+    assert!(
+        lease_within(&mut drained, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "a draining node got a lease"
+    );
+    other.accepting.store(true, Ordering::SeqCst);
+    lease_within(&mut drained, Duration::from_secs(10))
+        .await
+        .expect("accepting again, it gets work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry() {
+    let (c, _cp) = TestCluster::start(&["--lease-ttl", "1s", "--node-timeout", "60s"]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+
+    let id = submit(ch.clone(), "hello@1", "null", |r| r.max_attempts = 1).await;
+    let lease = node.next_lease().await;
+    node.leases
+        .fail(fail(&lease, pb::FailureKind::NodeShutdown))
+        .await
+        .unwrap();
+    let run = get_run(ch.clone(), &id).await;
+    assert_eq!(state(&run), RunState::DeadLettered, "{run:?}");
+    // Repeating the Fail is an idempotent OK, not a second attempt.
+    let again = node
+        .leases
+        .fail(fail(&lease, pb::FailureKind::NodeShutdown))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.recorded);
+    assert_eq!(get_run(ch.clone(), &id).await.attempts.len(), 1);
+
+    // Cancel requested, then the lease expires unrenewed: cancelled, not
+    // re-queued.
+    let id = submit(ch.clone(), "hello@1", "null", |_| {}).await;
+    let lease = node.next_lease().await;
+    assert_eq!(lease.run_id, id);
+    pb::run_service_client::RunServiceClient::new(ch.clone())
+        .cancel(pb::CancelRunRequest { run_id: id.clone() })
+        .await
+        .unwrap();
+    let run = wait_run(ch.clone(), &id, Duration::from_secs(10), |r| {
+        state(r) == RunState::Cancelled
+    })
+    .await;
+    assert_eq!(run.attempts.len(), 1, "{run:?}");
+    assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Expired);
 }
