@@ -10,6 +10,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use warden_core::{AttemptOutcome, FailureKind, RunState};
 use warden_tests::cluster::{Proc, connect, publish, state, submit, wait_ended, wait_state};
+use warden_tests::http_server::{Response, TestServer};
 use warden_tests::{components, examples};
 
 /// What, component, input, budget flags, kind, retryable.
@@ -367,4 +368,107 @@ async fn renewals_keep_a_run_longer_than_the_lease_ttl_on_its_first_attempt() {
     assert_eq!(run.attempt, 1, "{run:?}");
     assert_eq!(run.attempts.len(), 1, "{run:?}");
     assert_eq!(run.output, "\"done\"");
+}
+
+#[test]
+fn run_flags_reach_the_llm_and_http_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let llm = warden_tests::fake_openai::FakeOpenAi::start();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nbase_url = \"{}\"\n[llm.prices.small]\ninput_per_mtok = 1000.0\noutput_per_mtok = 1000.0\n",
+            llm.base_url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let run = |component: &str, input: &str, flags: &[&str]| {
+        let mut args = vec![
+            "run",
+            component,
+            "--input",
+            input,
+            "--json",
+            "--node-config",
+            config,
+        ];
+        args.extend_from_slice(flags);
+        json(&warden(dir.path(), &args))
+    };
+
+    // --allow-model and --max-tokens: max_tokens is clamped to what is left.
+    let probe = r#"{"calls": 3, "max_tokens": 500, "model": "small"}"#;
+    let doc = run(
+        components::LLM_PROBE,
+        probe,
+        &["--allow-model", "small", "--max-tokens", "60"],
+    );
+    let calls: Vec<String> = serde_json::from_value(doc["output"].clone()).unwrap();
+    assert!(calls[0].starts_with("ok:"), "{doc}");
+    assert_eq!(calls.last().unwrap(), "budget_exhausted", "{doc}");
+    let sent = llm.requests()[0].body["max_tokens"].as_u64().unwrap();
+    assert!(sent < 60, "max_tokens {sent} was not clamped to the budget");
+    assert!(
+        doc["usage"]["prompt_tokens"].as_u64().unwrap()
+            + doc["usage"]["completion_tokens"].as_u64().unwrap()
+            <= 60,
+        "{doc}"
+    );
+
+    // Without --allow-model the model is refused before the provider.
+    let before = llm.requests().len();
+    let doc = run(components::LLM_PROBE, probe, &[]);
+    assert!(
+        doc["output"][0]
+            .as_str()
+            .unwrap()
+            .contains("ModelNotAllowed"),
+        "{doc}"
+    );
+    // --max-cost-usd with the price table: too little for even the prompt.
+    let doc = run(
+        components::LLM_PROBE,
+        probe,
+        &["--allow-model", "small", "--max-cost-usd", "0.000001"],
+    );
+    assert_eq!(
+        doc["output"],
+        serde_json::json!(["budget_exhausted"]),
+        "{doc}"
+    );
+    assert_eq!(
+        llm.requests().len(),
+        before,
+        "a refused call reached the provider"
+    );
+
+    // --max-http-bytes and --max-http-requests.
+    let srv = TestServer::start(|_| Response::text(200, &"x".repeat(64 << 10)));
+    let allow = format!("http://127.0.0.1:{}", srv.port());
+    let input = serde_json::json!({ "url": srv.url() }).to_string();
+    let doc = run(
+        components::HTTP_PROBE,
+        &input,
+        &["--allow-http", &allow, "--max-http-bytes", "1000"],
+    );
+    assert!(
+        doc["output"]["error"].as_str().unwrap().contains("1000"),
+        "{doc}"
+    );
+    assert!(
+        doc["usage"]["http_response_bytes"].as_u64().unwrap() <= 1000,
+        "{doc}"
+    );
+    let doc = run(
+        components::HTTP_PROBE,
+        &input,
+        &["--allow-http", &allow, "--max-http-requests", "0"],
+    );
+    assert!(
+        doc["output"]["error"].as_str().unwrap().contains("budget"),
+        "{doc}"
+    );
+    assert_eq!(doc["usage"]["http_requests"], 0, "{doc}");
 }
