@@ -106,7 +106,7 @@ struct NodeFlags {
 #[derive(Debug, Args)]
 struct DataDir {
     /// Where the database, key-value file, compile cache and scratch dirs
-    /// live. Default: ~/.local/share/warden.
+    /// live. Default: $XDG_DATA_HOME/warden, else ~/.local/share/warden.
     #[arg(long, env = "WARDEN_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }

@@ -63,6 +63,7 @@ pub(crate) struct RunArgs {
     node_config: Option<PathBuf>,
 
     /// Where the key-value file, compile cache and scratch dirs live.
+    /// Default: $XDG_DATA_HOME/warden, else ~/.local/share/warden.
     #[arg(long, env = "WARDEN_DATA_DIR")]
     data_dir: Option<PathBuf>,
 

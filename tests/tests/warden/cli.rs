@@ -127,3 +127,25 @@ fn the_cli_drives_warden_dev() {
             .is_some()
     );
 }
+
+#[test]
+fn the_default_data_dir_is_under_xdg_data_home_as_documented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args([
+            "run",
+            components::KV_PROBE,
+            "--input",
+            r#"{"op":"set","key":"k","value":"v"}"#,
+        ])
+        .env("XDG_DATA_HOME", tmp.path())
+        .env_remove("WARDEN_DATA_DIR")
+        .env_remove("WARDEN_CONFIG")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        tmp.path().join("warden/kv.sqlite3").is_file(),
+        "no kv file under $XDG_DATA_HOME/warden"
+    );
+}
