@@ -50,9 +50,17 @@ echo "    control plane at $WARDEN_CONTROL_PLANE"
 
 echo
 echo "==> publishing the examples"
+# The stand-in web server is on loopback. A wildcard origin (`*://*:*`)
+# covers public hosts only, so the demo publishes each manifest that
+# declares HTTP with the stand-in's address added, named literally.
+mkdir -p "$DATA/manifests"
 for agent in hello kv_counter http_fetch llm_summarize research_agent; do
-  "$WARDEN" publish "$AGENTS/$agent.wasm" "${agent//_/-}@0.1.0" --manifest "examples/${agent//_/-}/warden.toml"
+  name="${agent//_/-}"
+  manifest="$DATA/manifests/$name.toml"
+  sed "s|^http = \[\(.*\)\]|http = [\1, \"$WEB\"]|" "examples/$name/warden.toml" >"$manifest"
+  "$WARDEN" publish "$AGENTS/$agent.wasm" "$name@0.1.0" --manifest "$manifest"
 done
+echo "    (http-fetch and research-agent also declare $WEB, the loopback stand-in)"
 
 submit() {
   echo
@@ -65,8 +73,8 @@ submit kv-counter@0.1.0 --input '{"key":"demo-visits"}'
 submit kv-counter@0.1.0 --input '{"key":"demo-visits"}'
 submit http-fetch@0.1.0 --input "{\"url\":\"$WEB/docs/wasm\"}" --allow-http "$WEB"
 echo
-echo "==> the same fetch without --allow-http is refused (exit 1 expected):"
-"$WARDEN" submit http-fetch@0.1.0 --input "{\"url\":\"$WEB/docs/wasm\"}" --wait || true
+echo "==> the same fetch with a grant that does not cover it is refused (exit 1 expected):"
+"$WARDEN" submit http-fetch@0.1.0 --input "{\"url\":\"$WEB/docs/wasm\"}" --allow-http https://example.com --wait || true
 submit llm-summarize@0.1.0 --allow-model "$MODEL" --max-tokens 500 \
   --input "{\"model\":\"$MODEL\",\"text\":\"Warden runs each AI agent as a fresh WebAssembly component instance under hard budgets for time, fuel, memory, tokens and cost, with only the capabilities the host grants.\",\"max_words\":20}"
 submit research-agent@0.1.0 --allow-model "$MODEL" --allow-http "$WEB" --max-tokens 4000 \
