@@ -68,8 +68,10 @@ pub(crate) fn outcome_of(run: &pb::Run) -> RunOutcome {
         let kind = FailureKind::from_proto(run.error_kind).unwrap_or(FailureKind::HostError);
         let message = if state == Some(RunState::DeadLettered) {
             format!(
-                "dead-lettered after {} attempts: {}",
-                run.attempt, run.error_message
+                "dead-lettered after {} attempt{}: {}",
+                run.attempt,
+                if run.attempt == 1 { "" } else { "s" },
+                run.error_message
             )
         } else {
             run.error_message.clone()

@@ -187,6 +187,23 @@ async fn a_host_error_on_a_real_node_is_retried_up_to_the_control_planes_max_att
         assert_eq!(a["error"]["kind"], "host_error", "{run}");
         assert_eq!(a["node_id"], "node-a", "{run}");
     }
+    // `submit --max-attempts` overrides the control plane's.
+    let out = c.cli(&[
+        "submit",
+        "hello@1",
+        "--max-attempts",
+        "1",
+        "--wait",
+        "--json",
+    ]);
+    let doc = json(&out);
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dead-lettered after 1 attempt:"),
+        "{doc}"
+    );
 }
 
 #[test]
