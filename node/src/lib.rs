@@ -12,6 +12,7 @@
 //! `expires_unix_ms` as `lease_lost`, and its result is not reported.
 
 mod components;
+mod report;
 
 use components::ComponentStore;
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use warden_core::{Backoff, FailureKind, RenewStatus, RunBudget};
 use warden_host::run::{CancelReason, CancelToken, RunOutcome, RunRequest, Sandbox};
@@ -89,6 +89,9 @@ pub struct NodeAgent {
     queues: std::sync::Mutex<Option<Queues>>,
     /// Times the lease stream was re-established.
     pub reconnects: AtomicU64,
+    /// The control plane's clock minus ours (ms): lease expiries are on
+    /// its clock.
+    clock_offset_ms: AtomicI64,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -136,6 +139,7 @@ impl NodeAgent {
             active: Default::default(),
             accepting: AtomicBool::new(true),
             reconnects: AtomicU64::new(0),
+            clock_offset_ms: AtomicI64::new(0),
         }))
     }
 
@@ -209,9 +213,11 @@ impl NodeAgent {
     async fn register(&self) -> Duration {
         let mut failures = 0;
         loop {
+            let sent = warden_core::now_ms();
             match self.nodes().register(self.register_request()).await {
                 Ok(r) => {
                     let r = r.into_inner();
+                    self.note_clock(sent, r.now_unix_ms);
                     tracing::info!(node = %self.opts.node_id, "registered with the control plane");
                     return Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 }
@@ -246,62 +252,6 @@ impl NodeAgent {
         self.drain().await;
         for task in [heartbeat, renew, expiry, ack, report] {
             task.abort();
-        }
-    }
-
-    /// Acks leases in batches: whatever arrived while the last call was in
-    /// flight goes in the next. Acks are not retried: a run acked late or
-    /// never is still recorded by its result.
-    async fn ack_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<pb::LeaseRef>) {
-        let mut leases = Vec::new();
-        while queue.recv_many(&mut leases, MAX_BATCH).await > 0 {
-            let req = pb::AckRequest {
-                leases: std::mem::take(&mut leases),
-            };
-            match self.leases().ack(req).await {
-                Ok(r) => {
-                    for lease in r.into_inner().stale {
-                        tracing::debug!(run_id = %lease.run_id, "acked a lease that is no longer current");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e.message(), "ack failed"),
-            }
-        }
-    }
-
-    /// Reports results in batches, each batch retried with backoff until
-    /// the control plane answers it.
-    async fn report_loop(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<PendingResult>) {
-        let mut batch = Vec::new();
-        while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let req = pb::ReportRequest {
-                results: batch.iter().map(|p| p.result.clone()).collect(),
-            };
-            let mut failures = 0;
-            loop {
-                match self.leases().report(req.clone()).await {
-                    Ok(r) => {
-                        for a in r.into_inner().answers {
-                            if a.status == pb::ReportStatus::Rejected as i32 {
-                                tracing::warn!(error = %a.message, "result rejected");
-                            }
-                        }
-                        break;
-                    }
-                    Err(e) if e.code() == Code::InvalidArgument => {
-                        tracing::error!(error = %e.message(), "results rejected");
-                        break;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        tracing::debug!(error = %e.message(), "cannot report results yet; retrying");
-                        tokio::time::sleep(backoff(failures)).await;
-                    }
-                }
-            }
-            for pending in batch.drain(..) {
-                let _ = pending.done.send(());
-            }
         }
     }
 
@@ -357,7 +307,12 @@ impl NodeAgent {
                 free_slots: self.slots.available_permits() as u32,
                 accepting: self.accepting.load(Ordering::SeqCst),
             };
-            match self.nodes().heartbeat(req).await {
+            let sent = warden_core::now_ms();
+            let answer = self.nodes().heartbeat(req).await;
+            if let Ok(r) = &answer {
+                self.note_clock(sent, r.get_ref().now_unix_ms);
+            }
+            match answer {
                 Ok(r) if r.get_ref().reregister => {
                     tracing::warn!("the control plane lost track of this node; registering again");
                     self.register().await;
@@ -409,6 +364,22 @@ impl NodeAgent {
         }
     }
 
+    /// Records the control plane's clock from an answer to a call sent at
+    /// `sent_ms` (our clock); warns once when the two differ by more than a
+    /// second.
+    fn note_clock(&self, sent_ms: i64, cp_now_ms: i64) {
+        let Some(offset) = clock_offset_ms(sent_ms, warden_core::now_ms(), cp_now_ms) else {
+            return;
+        };
+        let before = self.clock_offset_ms.swap(offset, Ordering::Relaxed);
+        if offset.abs() > 1_000 && before.abs() <= 1_000 {
+            tracing::warn!(
+                offset_ms = offset,
+                "this node's clock differs from the control plane's; lease expiries use the control plane's"
+            );
+        }
+    }
+
     /// Stops runs whose lease has expired: renewals did not reach the
     /// control plane in time, which has (or soon will have) re-queued
     /// them, so their results would be stale.
@@ -416,7 +387,8 @@ impl NodeAgent {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            let now = warden_core::now_ms();
+            // The control plane's time now, on whose clock expiries are.
+            let now = warden_core::now_ms() + self.clock_offset_ms.load(Ordering::Relaxed);
             for run in self.active.lock().unwrap().values() {
                 if run.expires_unix_ms.load(Ordering::Relaxed) <= now {
                     run.cancel.cancel(CancelReason::LeaseLost);
@@ -486,48 +458,6 @@ impl NodeAgent {
         self.report(lease_ref, outcome, cancel.reason()).await;
     }
 
-    /// Queues a result for the report loop and waits until the control
-    /// plane has recorded or rejected it.
-    async fn report(
-        &self,
-        lease: pb::LeaseRef,
-        outcome: RunOutcome,
-        cancelled: Option<CancelReason>,
-    ) {
-        let usage = Some(pb::Usage::from(&outcome.usage));
-        let result = match outcome.result {
-            Ok(output) => pb::run_result::Result::Complete(pb::CompleteRequest {
-                lease: Some(lease),
-                output,
-                usage,
-            }),
-            Err(f) => {
-                let kind = match (f.kind, cancelled) {
-                    (FailureKind::Cancelled, Some(CancelReason::Shutdown)) => {
-                        FailureKind::NodeShutdown
-                    }
-                    (kind, _) => kind,
-                };
-                pb::run_result::Result::Fail(pb::FailRequest {
-                    lease: Some(lease),
-                    kind: pb::FailureKind::from(kind) as i32,
-                    message: f.message,
-                    usage,
-                })
-            }
-        };
-        let (done, recorded) = oneshot::channel();
-        let pending = PendingResult {
-            result: pb::RunResult {
-                result: Some(result),
-            },
-            done,
-        };
-        if self.results.send(pending).is_ok() {
-            let _ = recorded.await;
-        }
-    }
-
     /// Stops every active run; returns how many.
     fn cancel_all(&self, reason: CancelReason) -> usize {
         let active = self.active.lock().unwrap();
@@ -571,5 +501,28 @@ impl NodeAgent {
             })
             .await;
         tracing::info!("node drained and deregistered");
+    }
+}
+
+/// The control plane's clock minus ours, from a call sent at `sent_ms` and
+/// answered at `received_ms` (our clock) with the control plane's
+/// `cp_now_ms`, taken to be read halfway. `None` when the control plane
+/// sent no time (an older one).
+fn clock_offset_ms(sent_ms: i64, received_ms: i64, cp_now_ms: i64) -> Option<i64> {
+    (cp_now_ms != 0).then(|| cp_now_ms - (sent_ms + (received_ms - sent_ms) / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_clock_offset_is_measured_at_the_midpoint_of_the_call() {
+        use super::clock_offset_ms;
+        // Control plane 5 s ahead, a 100 ms round trip.
+        assert_eq!(clock_offset_ms(1_000, 1_100, 6_050), Some(5_000));
+        // Behind, and in step.
+        assert_eq!(clock_offset_ms(10_000, 10_020, 7_010), Some(-3_000));
+        assert_eq!(clock_offset_ms(500, 500, 500), Some(0));
+        // An older control plane sends no time: no correction.
+        assert_eq!(clock_offset_ms(500, 600, 0), None);
     }
 }

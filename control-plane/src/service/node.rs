@@ -20,6 +20,7 @@ impl node_service_server::NodeService for ControlPlane {
         Ok(Response::new(RegisterResponse {
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             node_timeout_ms: self.config.node_timeout.as_millis() as u64,
+            now_unix_ms: warden_core::now_ms(),
         }))
     }
 
@@ -31,7 +32,10 @@ impl node_service_server::NodeService for ControlPlane {
         let known = self
             .store
             .heartbeat(&r.node_id, r.active_runs, r.free_slots, r.accepting)?;
-        Ok(Response::new(HeartbeatResponse { reregister: !known }))
+        Ok(Response::new(HeartbeatResponse {
+            reregister: !known,
+            now_unix_ms: warden_core::now_ms(),
+        }))
     }
 
     async fn deregister(
