@@ -58,8 +58,13 @@ impl ControlPlane {
         let manifest = if capabilities.is_empty() {
             None
         } else {
-            // Checked on publish; a bad one here is a stored record gone bad.
-            Some(Manifest::parse(&capabilities).map_err(|e| Status::internal(e.to_string()))?)
+            // Checked on publish; one that no longer parses was published
+            // under laxer rules (e.g. an HTTP pattern with a path).
+            Some(Manifest::parse(&capabilities).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "{agent} was published with a capability manifest this control plane refuses ({e}); publish a new version with a fixed manifest"
+                ))
+            })?)
         };
         let asked = r.grant.unwrap_or_default();
         let as_declared = asked.as_declared;
