@@ -8,6 +8,8 @@
 //! stale one is rejected. Leases not renewed by their expiry, and the leases
 //! of nodes that stop heartbeating, are re-queued with attempt + 1.
 
+mod queue;
+mod reaper;
 mod service;
 pub mod store;
 
@@ -16,8 +18,7 @@ pub use store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, oneshot};
-use warden_proto::v1::Run;
+use tokio::sync::Notify;
 
 /// Checks that published bytes are a component of the agent world. The
 /// control plane does not embed the wasm engine; the binary supplies one.
@@ -66,20 +67,9 @@ pub struct ControlPlane {
     /// name@version -> digest; safe to cache because versions are immutable.
     resolved:
         Arc<std::sync::Mutex<std::collections::HashMap<String, warden_proto::v1::ResolveResponse>>>,
-    submits: Arc<SubmitQueue>,
+    submits: Arc<queue::SubmitQueue>,
     /// Component fetches served (RegistryService.Fetch).
     fetches: Arc<std::sync::atomic::AtomicU64>,
-}
-
-type SubmitReply = oneshot::Sender<Result<Run, String>>;
-
-/// Group commit for Submit: runs submitted concurrently are inserted in one
-/// transaction. Each submit queues its run, then takes its turn at
-/// `commit`; whoever holds the turn inserts everything queued so far.
-#[derive(Default)]
-struct SubmitQueue {
-    queued: std::sync::Mutex<Vec<(store::NewRun, SubmitReply)>>,
-    commit: tokio::sync::Mutex<()>,
 }
 
 impl ControlPlane {
@@ -96,42 +86,6 @@ impl ControlPlane {
             resolved: Arc::default(),
             submits: Arc::default(),
             fetches: Arc::default(),
-        }
-    }
-
-    /// Inserts a queued run, sharing the transaction with concurrent
-    /// submits. Runs in its own task, so a client that goes away cannot
-    /// leave a run queued but uncommitted.
-    pub(crate) async fn insert_run(&self, run: store::NewRun) -> Result<Run, tonic::Status> {
-        let (reply, answer) = oneshot::channel();
-        self.submits.queued.lock().unwrap().push((run, reply));
-        let cp = self.clone();
-        tokio::spawn(async move {
-            let _turn = cp.submits.commit.lock().await;
-            let batch = std::mem::take(&mut *cp.submits.queued.lock().unwrap());
-            if batch.is_empty() {
-                return; // an earlier turn took ours
-            }
-            let (runs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match cp.store.insert_runs(&runs) {
-                Ok(rows) => {
-                    for (row, reply) in rows.into_iter().zip(replies) {
-                        let _ = reply.send(Ok(row));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, runs = runs.len(), "cannot insert runs");
-                    for reply in replies {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
-            }
-            cp.changed.notify_waiters();
-        });
-        match answer.await {
-            Ok(Ok(run)) => Ok(run),
-            Ok(Err(e)) => Err(tonic::Status::internal(e)),
-            Err(_) => Err(tonic::Status::internal("the submit was dropped")),
         }
     }
 
@@ -189,30 +143,6 @@ impl ControlPlane {
             .await;
         reaper.abort();
         result
-    }
-
-    /// Marks silent nodes lost and re-queues expired leases, four times a
-    /// second.
-    async fn reap(self) {
-        let timeout = self.config.node_timeout.as_millis() as i64;
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tick.tick().await;
-            let lost = self.store.mark_lost_nodes(timeout);
-            let expired = self.store.expire_leases();
-            match (lost, expired) {
-                (Ok(lost), Ok(expired)) => {
-                    if lost > 0 {
-                        tracing::warn!(lost, "nodes stopped heartbeating; marked lost");
-                    }
-                    if expired > 0 {
-                        tracing::info!(expired, "leases expired; runs re-queued");
-                        self.changed.notify_waiters();
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "lease reaper"),
-            }
-        }
     }
 }
 
