@@ -97,6 +97,28 @@ fn assert_failed(doc: &serde_json::Value, what: &str, kind: &str, retryable: boo
 }
 
 #[test]
+fn a_host_error_through_warden_run_json() {
+    // The scratch root is a file, so the host cannot make the run's
+    // scratch dir: the host's fault, and retryable.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scratch"), "not a directory").unwrap();
+    let out = warden(
+        dir.path(),
+        &["run", components::ENV_PROBE, "--scratch-dir", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json(&out);
+    assert_failed(&doc, "scratch", "host_error", true);
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scratch"),
+        "{doc}"
+    );
+}
+
+#[test]
 fn every_guest_failure_kind_through_warden_run_json() {
     let dir = tempfile::tempdir().unwrap();
     for (what, component, input, flags, kind, retryable) in GUEST_FAILURES {
@@ -368,6 +390,10 @@ async fn the_node_stops_a_run_whose_lease_expired_and_reports_nothing() {
         FailureKind::from_proto(first.kind),
         Some(FailureKind::LeaseLost)
     );
+    let doc = json(&c.cli(&["runs", "get", &id, "--json"]));
+    let error = &doc["attempts"][0]["error"];
+    assert_eq!(error["kind"], "lease_lost", "{doc}");
+    assert_eq!(error["retryable"], true, "{doc}");
     let log = std::fs::read_to_string(c.tmp.path().join("logs/node-a.log")).unwrap();
     assert!(log.contains("lease lost while running"), "{log}");
     assert!(

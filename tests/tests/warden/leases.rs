@@ -322,6 +322,11 @@ async fn sigterm_drains_and_requeues_what_does_not_finish() {
     assert_eq!(state(&run), RunState::Queued, "{run:?}");
     assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Failed);
     assert_eq!(run.attempts[0].kind, pb::FailureKind::NodeShutdown as i32);
+    // As users see it: the attempt's kind and that it is retryable.
+    let doc = crate::json(&c.cli(&["runs", "get", &long, "--json"]));
+    let error = &doc["attempts"][0]["error"];
+    assert_eq!(error["kind"], "node_shutdown", "{doc}");
+    assert_eq!(error["retryable"], true, "{doc}");
     let nodes = NodeServiceClient::new(ch.clone())
         .list_nodes(pb::ListNodesRequest {})
         .await
