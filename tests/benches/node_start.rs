@@ -102,11 +102,19 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let (cp, url) = warden_tests::in_process::control_plane(tmp.path()).await;
     let ch = connect(&url).await;
+    let fake = FakeOpenAi::start();
+    let web = fake.server().url();
+    // The example's manifest declares `*://*:*`, which covers public hosts
+    // only; the fake web is on loopback, so the manifest names it too.
     let manifest = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../examples/research-agent/warden.toml"),
     )
-    .unwrap();
+    .unwrap()
+    .replace(
+        r#"http = ["*://*:*"]"#,
+        &format!(r#"http = ["*://*:*", "{web}"]"#),
+    );
     publish_with(
         ch.clone(),
         examples::RESEARCH_AGENT,
@@ -114,8 +122,6 @@ async fn main() {
         &manifest,
     )
     .await;
-    let fake = FakeOpenAi::start();
-    let web = fake.server().url();
     let input = format!(r#"{{"question":"What is Wasm? Start at {web}/docs/wasm","model":"m"}}"#);
     // The fake web is on loopback: the run names it explicitly.
     let grant = pb::Grant {
