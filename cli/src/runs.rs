@@ -55,7 +55,7 @@ fn run_json(run: &pb::Run) -> serde_json::Value {
         .map(|a| {
             serde_json::json!({
                 "attempt": a.attempt, "node_id": a.node_id, "token": a.token,
-                "outcome": warden_core::AttemptOutcome::from_proto(a.attempt_outcome), "started_unix_ms": a.started_unix_ms,
+                "outcome": warden_core::AttemptOutcome::from_wire(a.attempt_outcome, &a.outcome), "started_unix_ms": a.started_unix_ms,
                 "ended_unix_ms": a.ended_unix_ms,
                 "error": FailureKind::from_proto(a.kind).map(|k| serde_json::json!({"kind": k, "message": a.message, "retryable": k.retryable()})),
             })
@@ -128,7 +128,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let state = RunState::from_proto(run.run_state);
+            let state = RunState::from_wire(run.run_state, &run.state);
             let note = if run.cancel_requested && !state.is_some_and(RunState::is_terminal) {
                 " (cancel requested; the node stops it)"
             } else {
@@ -203,5 +203,5 @@ pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn node_state(n: &pb::NodeInfo) -> &'static str {
-    NodeState::from_proto(n.node_state).map_or("", NodeState::as_str)
+    NodeState::from_wire(n.node_state, &n.state).map_or("", NodeState::as_str)
 }

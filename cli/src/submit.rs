@@ -61,7 +61,7 @@ pub(crate) struct SubmitArgs {
 
 /// A recorded run as the outcome `warden run` prints.
 pub(crate) fn outcome_of(run: &pb::Run) -> RunOutcome {
-    let state = RunState::from_proto(run.run_state);
+    let state = RunState::from_wire(run.run_state, &run.state);
     let result = if state == Some(RunState::Succeeded) {
         Ok(run.output.clone())
     } else {
@@ -100,7 +100,7 @@ pub(crate) async fn wait_for(
         .into_inner();
     let mut last = None;
     while let Some(run) = stream.message().await.map_err(status)? {
-        let state = RunState::from_proto(run.run_state)
+        let state = RunState::from_wire(run.run_state, &run.state)
             .with_context(|| format!("the control plane sent run {run_id} without a state"))?;
         if !quiet && last != Some(state) {
             eprintln!("  {} {state} (attempt {})", run.run_id, run.attempt);
@@ -245,5 +245,5 @@ async fn submit_many(
 
 /// The name of a run's state (empty if the control plane sent none).
 pub(crate) fn state_name(run: &pb::Run) -> &'static str {
-    RunState::from_proto(run.run_state).map_or("", RunState::as_str)
+    RunState::from_wire(run.run_state, &run.state).map_or("", RunState::as_str)
 }

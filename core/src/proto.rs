@@ -56,6 +56,12 @@ macro_rules! enum_proto {
                     pb::$wire::Unspecified => None,
                 }
             }
+
+            /// The value a message carries: its enum field, else (from a
+            /// peer that predates the enum) its older string field.
+            pub fn from_wire(v: i32, name: &str) -> Option<$ours> {
+                Self::from_proto(v).or_else(|| name.parse().ok())
+            }
         }
     };
 }
@@ -216,6 +222,14 @@ mod tests {
             );
         }
         assert_eq!(RunState::from_proto(0), None);
+        // A peer that predates the enum fields sends only the name.
+        assert_eq!(RunState::from_wire(0, "running"), Some(RunState::Running));
+        assert_eq!(RenewStatus::from_wire(0, "lost"), Some(RenewStatus::Lost));
+        assert_eq!(
+            RunState::from_wire(pb::RunState::Failed as i32, "running"),
+            Some(RunState::Failed)
+        );
+        assert_eq!(RunState::from_wire(0, ""), None);
     }
 
     #[test]

@@ -352,7 +352,7 @@ impl NodeAgent {
                 let Some(run) = active.get(&lease.run_id) else {
                     continue;
                 };
-                match RenewStatus::from_proto(r.renew_status) {
+                match RenewStatus::from_wire(r.renew_status, &r.status) {
                     Some(RenewStatus::Ok) => {}
                     Some(RenewStatus::Cancelled) => run.cancel.cancel(CancelReason::Cancelled),
                     Some(RenewStatus::Lost) => run.cancel.cancel(CancelReason::LeaseLost),
