@@ -94,10 +94,6 @@ pub struct NodeAgent {
     clock_offset_ms: AtomicI64,
 }
 
-fn backoff(failures: u32) -> Duration {
-    Backoff::RECONNECT.delay(failures)
-}
-
 /// The node id kept in `data_dir/node-id`, created on first start.
 pub fn persistent_node_id(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join("node-id");
@@ -226,7 +222,7 @@ impl NodeAgent {
                         tracing::warn!(error = %e.message(), "control plane unreachable; retrying");
                     }
                     failures += 1;
-                    tokio::time::sleep(backoff(failures)).await;
+                    tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
                 }
             }
         }
@@ -272,7 +268,7 @@ impl NodeAgent {
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e.message(), "cannot open the lease stream; retrying");
-                    tokio::time::sleep(backoff(failures)).await;
+                    tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
                     continue;
                 }
             };
@@ -290,7 +286,7 @@ impl NodeAgent {
             }
             self.reconnects.fetch_add(1, Ordering::Relaxed);
             failures += 1;
-            tokio::time::sleep(backoff(failures)).await;
+            tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
             // The control plane may have restarted or marked us lost.
             self.register().await;
         }

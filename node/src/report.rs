@@ -3,11 +3,11 @@
 //! meanwhile (up to [`MAX_BATCH`]); results are retried until the control
 //! plane answers them.
 
-use crate::{CancelReason, MAX_BATCH, NodeAgent, PendingResult, backoff};
+use crate::{CancelReason, MAX_BATCH, NodeAgent, PendingResult};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
-use warden_core::FailureKind;
+use warden_core::{Backoff, FailureKind};
 use warden_host::RunOutcome;
 use warden_proto::v1 as pb;
 
@@ -64,7 +64,7 @@ impl NodeAgent {
                     Err(e) => {
                         failures += 1;
                         tracing::debug!(error = %e.message(), "cannot report results yet; retrying");
-                        tokio::time::sleep(backoff(failures)).await;
+                        tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
                     }
                 }
             }
