@@ -154,6 +154,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
         None => (asked, args.budget.request().resolve()),
     };
+    budget.check()?;
 
     let mut config = NodeConfig::load(args.node_config.as_deref())?;
     if let Some(dir) = &args.data_dir {

@@ -120,7 +120,9 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         as_declared: true,
         ..pb::Grant::from(&args.grant.grant()?)
     };
-    let budget = pb::Budget::from(&args.budget.request());
+    let budget = args.budget.request();
+    budget.check()?;
+    let budget = pb::Budget::from(&budget);
     let request = |input: String| pb::SubmitRequest {
         agent: args.agent.clone(),
         input,

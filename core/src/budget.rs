@@ -50,12 +50,40 @@ impl Default for RunBudget {
     }
 }
 
+/// A budget value that makes no sense.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("{0} must be more than 0")]
+    Zero(&'static str),
+    #[error("max_cost_usd must be a finite number of dollars, 0 or more; got {0}")]
+    Cost(f64),
+}
+
+fn check_cost(cost: Option<f64>) -> Result<(), BudgetError> {
+    match cost {
+        Some(c) if !c.is_finite() || c < 0.0 => Err(BudgetError::Cost(c)),
+        _ => Ok(()),
+    }
+}
+
 impl RunBudget {
-    /// This budget, with every limit no larger than `max`'s.
+    /// Refuses nonsense: a zero timeout or memory, a cost that is NaN,
+    /// infinite or negative.
+    pub fn check(&self) -> Result<(), BudgetError> {
+        BudgetRequest::from(self).check()
+    }
+
+    /// This budget, with every limit no larger than `max`'s. A cost that is
+    /// not a number never wins: the other side's limit holds.
     pub fn clamp_to(&self, max: &RunBudget) -> RunBudget {
         fn opt_min<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
             match (a, b) {
-                (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+                // `b < a` is false for NaN; so is `a <= a`.
+                (Some(a), Some(b)) => Some(if b < a || a.partial_cmp(&a).is_none() {
+                    b
+                } else {
+                    a
+                }),
                 (a, None) => a,
                 (None, b) => b,
             }
@@ -97,6 +125,19 @@ pub struct BudgetRequest {
 }
 
 impl BudgetRequest {
+    /// Refuses nonsense: a zero timeout or memory, a cost that is NaN,
+    /// infinite or negative. (Integer fields cannot be negative, and sizes
+    /// too large for them are refused where they are parsed.)
+    pub fn check(&self) -> Result<(), BudgetError> {
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(BudgetError::Zero("timeout"));
+        }
+        if self.max_memory_bytes == Some(0) {
+            return Err(BudgetError::Zero("max_memory_bytes"));
+        }
+        check_cost(self.max_cost_usd)
+    }
+
     /// Each field of `self`, or `fallback`'s where `self` leaves it unset.
     pub fn or(&self, fallback: &BudgetRequest) -> BudgetRequest {
         BudgetRequest {
@@ -260,7 +301,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    Ok((num * mult as f64) as u64)
+    let bytes = num * mult as f64;
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("`{text}` is too large a size"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -275,6 +320,11 @@ mod tests {
         assert_eq!(parse_bytes("10MB").unwrap(), 10_000_000);
         assert!(parse_bytes("ten").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
+        for bad in ["-1", "NaN", "inf", "1e3"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        let e = parse_bytes("99999999999999GiB").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
     }
 
     #[test]
@@ -318,5 +368,89 @@ mod tests {
         assert_eq!(BudgetRequest::from(&full).resolve(), full);
         let err = toml::from_str::<BudgetRequest>("timeout = \"soon\"").unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let cost = |c: f64| BudgetRequest {
+            max_cost_usd: Some(c),
+            ..BudgetRequest::default()
+        };
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.01] {
+            let e = cost(bad).check().unwrap_err().to_string();
+            assert!(e.contains("max_cost_usd"), "{e}");
+        }
+        assert!(cost(0.0).check().is_ok());
+        let zero_time = BudgetRequest {
+            timeout: Some(Duration::ZERO),
+            ..BudgetRequest::default()
+        };
+        assert_eq!(zero_time.check(), Err(BudgetError::Zero("timeout")));
+        assert!(RunBudget::default().check().is_ok());
+    }
+
+    fn any_cost() -> impl proptest::strategy::Strategy<Value = Option<f64>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(None),
+            Just(Some(f64::NAN)),
+            Just(Some(f64::INFINITY)),
+            Just(Some(f64::NEG_INFINITY)),
+            any::<f64>().prop_map(Some),
+            (0.0..1e6f64).prop_map(Some),
+        ]
+    }
+
+    fn any_budget() -> impl proptest::strategy::Strategy<Value = RunBudget> {
+        use proptest::prelude::*;
+        (
+            (
+                any::<u32>(),
+                any::<Option<u64>>(),
+                any::<u64>(),
+                any::<Option<u64>>(),
+            ),
+            any_cost(),
+            (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        )
+            .prop_map(|((ms, fuel, mem, tokens), cost, (reqs, http, out, log))| {
+                RunBudget {
+                    timeout: Duration::from_millis(u64::from(ms)),
+                    fuel,
+                    max_memory_bytes: mem,
+                    max_tokens: tokens,
+                    max_cost_usd: cost,
+                    max_http_requests: reqs,
+                    max_http_response_bytes: http,
+                    max_output_bytes: out,
+                    max_log_bytes: log,
+                }
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever a run asks for, NaN and infinities included, the clamp
+        /// never exceeds a valid node maximum.
+        #[test]
+        fn the_clamp_never_exceeds_a_valid_maximum(asked in any_budget(), max in any_budget()) {
+            proptest::prop_assume!(max.check().is_ok());
+            let b = asked.clamp_to(&max);
+            proptest::prop_assert!(b.timeout <= max.timeout);
+            proptest::prop_assert!(b.max_memory_bytes <= max.max_memory_bytes);
+            proptest::prop_assert!(b.max_http_requests <= max.max_http_requests);
+            proptest::prop_assert!(b.max_http_response_bytes <= max.max_http_response_bytes);
+            proptest::prop_assert!(b.max_output_bytes <= max.max_output_bytes);
+            proptest::prop_assert!(b.max_log_bytes <= max.max_log_bytes);
+            if let Some(limit) = max.fuel {
+                proptest::prop_assert!(b.fuel.is_some_and(|f| f <= limit));
+            }
+            if let Some(limit) = max.max_tokens {
+                proptest::prop_assert!(b.max_tokens.is_some_and(|t| t <= limit));
+            }
+            if let Some(limit) = max.max_cost_usd {
+                let cost = b.max_cost_usd.unwrap();
+                proptest::prop_assert!(cost <= limit, "{cost} > {limit}");
+            }
+        }
     }
 }

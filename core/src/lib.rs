@@ -27,7 +27,7 @@ pub mod reference;
 pub mod retry;
 pub mod state;
 
-pub use budget::{BudgetRequest, ModelPrice, RunBudget, Usage, parse_bytes};
+pub use budget::{BudgetError, BudgetRequest, ModelPrice, RunBudget, Usage, parse_bytes};
 pub use failure::{FailureKind, RunFailure};
 pub use grant::{Grant, NodePolicy, model_allowed};
 pub use id::{new_run_id, now_ms};

@@ -79,6 +79,9 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Self, GrantError> {
         let m: Manifest = toml::from_str(text).map_err(|e| GrantError::Manifest(e.to_string()))?;
         parse_patterns(&m.grant.http).map_err(|e| GrantError::Manifest(e.to_string()))?;
+        m.budget
+            .check()
+            .map_err(|e| GrantError::Manifest(format!("[budget]: {e}")))?;
         Ok(m)
     }
 }
@@ -260,5 +263,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a duration"), "{err}");
+        let err = Manifest::parse("[budget]\nmax_cost_usd = -1.0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_cost_usd"), "{err}");
     }
 }

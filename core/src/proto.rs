@@ -1,6 +1,6 @@
 //! Conversions between this crate's types and the wire types of
-//! `proto/warden/v1` (feature `proto`). Zero and unset wire fields mean
-//! "unset"; [`crate::BudgetRequest::resolve`] fills them from the one set
+//! `proto/warden/v1` (feature `proto`). Unset wire budget fields are unset
+//! here too; [`crate::BudgetRequest::resolve`] fills them from the one set
 //! of defaults.
 
 use crate::budget::{BudgetRequest, RunBudget, Usage};
@@ -76,39 +76,38 @@ enum_proto!(RenewStatus <=> RenewStatus { Ok, Cancelled, Lost });
 enum_proto!(NodeState <=> NodeState { Ready, Draining, Lost, Gone });
 
 impl From<Option<pb::Budget>> for BudgetRequest {
-    /// Zero fields are unset.
     fn from(b: Option<pb::Budget>) -> Self {
         let Some(b) = b else {
             return BudgetRequest::default();
         };
-        let set = |v: u64| (v != 0).then_some(v);
         BudgetRequest {
-            timeout: set(b.timeout_ms).map(Duration::from_millis),
+            timeout: b.timeout_ms.map(Duration::from_millis),
             fuel: b.fuel,
-            max_memory_bytes: set(b.max_memory_bytes),
+            max_memory_bytes: b.max_memory_bytes,
             max_tokens: b.max_tokens,
             max_cost_usd: b.max_cost_usd,
-            max_http_requests: (b.max_http_requests != 0).then_some(b.max_http_requests),
-            max_http_response_bytes: set(b.max_http_response_bytes),
-            max_output_bytes: set(b.max_output_bytes),
-            max_log_bytes: set(b.max_log_bytes),
+            max_http_requests: b.max_http_requests,
+            max_http_response_bytes: b.max_http_response_bytes,
+            max_output_bytes: b.max_output_bytes,
+            max_log_bytes: b.max_log_bytes,
         }
     }
 }
 
 impl From<&BudgetRequest> for pb::Budget {
-    /// Unset fields are zero.
     fn from(b: &BudgetRequest) -> Self {
         pb::Budget {
-            timeout_ms: b.timeout.map_or(0, |t| t.as_millis() as u64),
+            timeout_ms: b
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             fuel: b.fuel,
-            max_memory_bytes: b.max_memory_bytes.unwrap_or(0),
+            max_memory_bytes: b.max_memory_bytes,
             max_tokens: b.max_tokens,
             max_cost_usd: b.max_cost_usd,
-            max_http_requests: b.max_http_requests.unwrap_or(0),
-            max_http_response_bytes: b.max_http_response_bytes.unwrap_or(0),
-            max_output_bytes: b.max_output_bytes.unwrap_or(0),
-            max_log_bytes: b.max_log_bytes.unwrap_or(0),
+            max_http_requests: b.max_http_requests,
+            max_http_response_bytes: b.max_http_response_bytes,
+            max_output_bytes: b.max_output_bytes,
+            max_log_bytes: b.max_log_bytes,
         }
     }
 }
@@ -245,6 +244,12 @@ mod tests {
             RunBudget::from(Some(pb::Budget::default())),
             RunBudget::default()
         );
+        // A set zero stays zero (no HTTP requests), unlike an unset field.
+        let none = pb::Budget {
+            max_http_requests: Some(0),
+            ..pb::Budget::default()
+        };
+        assert_eq!(RunBudget::from(Some(none)).max_http_requests, 0);
         let partial = BudgetRequest {
             max_tokens: Some(3),
             ..BudgetRequest::default()

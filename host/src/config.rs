@@ -112,6 +112,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid [policy] in the node config: {0}")]
     Policy(#[from] warden_core::PatternError),
+    #[error("invalid [limits] in the node config: {0}")]
+    Limits(#[from] warden_core::BudgetError),
 }
 
 impl NodeConfig {
@@ -133,6 +135,7 @@ impl NodeConfig {
         };
         config.apply_env(|k| std::env::var(k).ok());
         config.policy.check()?;
+        config.limits.check()?;
         Ok(config)
     }
 

@@ -77,6 +77,9 @@ impl ControlPlane {
         if let Some(m) = &manifest {
             budget = budget.or(&m.budget);
         }
+        budget
+            .check()
+            .map_err(|e| Status::invalid_argument(format!("the budget: {e}")))?;
         Ok(NewRun {
             id: warden_core::new_run_id(),
             agent,

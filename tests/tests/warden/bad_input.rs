@@ -88,6 +88,22 @@ fn requests_that_cannot_start_exit_two_with_a_message() {
         ),
         (vec![examples::HELLO, "--max-memory", "lots"], "not a size"),
         (
+            vec![examples::HELLO, "--max-memory", "99999999999999GiB"],
+            "too large a size",
+        ),
+        (
+            vec![examples::HELLO, "--max-cost-usd", "NaN"],
+            "max_cost_usd must be a finite number",
+        ),
+        (
+            vec![examples::HELLO, "--max-cost-usd=-1"],
+            "max_cost_usd must be a finite number",
+        ),
+        (
+            vec![examples::HELLO, "--timeout", "0s"],
+            "timeout must be more than 0",
+        ),
+        (
             vec![examples::HELLO, "--node-config", "/nonexistent/warden.toml"],
             "cannot read config file",
         ),

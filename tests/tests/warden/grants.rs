@@ -78,3 +78,67 @@ fn patterns_are_checked_the_same_way_at_publish_and_submit() {
     let runs = crate::json(&c.cli(&["runs", "list", "--json"]));
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_are_checked_at_submit_and_a_set_zero_survives_the_wire() {
+    use warden_proto::v1 as pb;
+    use warden_tests::http_server::{Response, TestServer};
+    let (c, _cp) = TestCluster::start(&[]);
+    let _node = c.node("node-a", &["--slots", "1"]);
+    let ch = c.channel().await;
+    let srv = TestServer::start(|_| Response::text(200, "hi"));
+    let allow = format!("http://127.0.0.1:{}", srv.port());
+    warden_tests::cluster::publish_with(
+        ch.clone(),
+        warden_tests::components::HTTP_PROBE,
+        "probe@1",
+        &format!("[grant]\nhttp = [\"{allow}\"]\n"),
+    )
+    .await;
+
+    // The control plane refuses a budget no client should send.
+    let mut runs = pb::run_service_client::RunServiceClient::new(ch.clone());
+    for budget in [
+        pb::Budget {
+            max_cost_usd: Some(f64::NAN),
+            ..pb::Budget::default()
+        },
+        pb::Budget {
+            timeout_ms: Some(0),
+            ..pb::Budget::default()
+        },
+    ] {
+        let e = runs
+            .submit(pb::SubmitRequest {
+                agent: "probe@1".into(),
+                input: "null".into(),
+                budget: Some(budget),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.message().starts_with("the budget: "), "{e}");
+    }
+
+    // `--max-http-requests 0` reaches the node as 0, not as "unset".
+    let input = serde_json::json!({ "url": srv.url() }).to_string();
+    let out = c.cli(&[
+        "submit",
+        "probe@1",
+        "--input",
+        &input,
+        "--max-http-requests",
+        "0",
+        "--wait",
+        "--json",
+    ]);
+    let doc = crate::json(&out);
+    assert!(
+        doc["output"]["error"].as_str().unwrap().contains("budget"),
+        "{doc}"
+    );
+    assert_eq!(srv.connections(), 0);
+    let out = c.cli(&["submit", "probe@1", "--input", &input, "--wait", "--json"]);
+    assert_eq!(crate::json(&out)["output"]["body"], "hi");
+}

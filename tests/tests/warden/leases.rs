@@ -246,7 +246,7 @@ async fn cancel_stops_a_running_agent_and_frees_its_slot() {
     publish(ch.clone(), components::SPIN, "spin@1").await;
     let id = submit(ch.clone(), "spin@1", "null", |r| {
         r.budget = Some(pb::Budget {
-            timeout_ms: 600_000,
+            timeout_ms: Some(600_000),
             ..Default::default()
         })
     })
