@@ -50,6 +50,10 @@ struct ServerArgs {
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
 
+    /// Largest run input a submit may carry (e.g. 1MiB, 16MiB).
+    #[arg(long, default_value = "1MiB", value_parser = parse_input_size)]
+    max_input: usize,
+
     /// How submits of oci:// references reach their registries.
     #[command(flatten)]
     oci: crate::oci::OciArgs,
@@ -168,6 +172,7 @@ async fn start_control_plane(
             heartbeat_interval: (args.node_timeout / 5)
                 .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             default_max_attempts: args.max_attempts,
+            max_input_bytes: args.max_input,
             oci: args.oci.options(),
             ..ControlPlaneConfig::default()
         },
@@ -267,4 +272,14 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let _ = stop.send(());
     server.await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--max-input`: a size that fits in a message with its run.
+fn parse_input_size(text: &str) -> Result<usize, String> {
+    let bytes = warden_core::parse_bytes(text)?;
+    let most = warden_core::wire::MAX_MESSAGE_BYTES / 2;
+    usize::try_from(bytes)
+        .ok()
+        .filter(|b| *b <= most)
+        .ok_or_else(|| format!("`{text}` is more than the most an input can be ({most} bytes)"))
 }

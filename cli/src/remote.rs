@@ -19,6 +19,17 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
+    /// A run service client that reads messages as large as a control
+    /// plane may send.
+    pub(crate) async fn runs(
+        &self,
+    ) -> anyhow::Result<warden_proto::v1::run_service_client::RunServiceClient<Channel>> {
+        Ok(
+            warden_proto::v1::run_service_client::RunServiceClient::new(self.channel().await?)
+                .max_decoding_message_size(warden_core::wire::MAX_MESSAGE_BYTES),
+        )
+    }
+
     pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
         tonic::transport::Endpoint::from_shared(self.control_plane.clone())
             .with_context(|| format!("invalid control plane URL `{}`", self.control_plane))?

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use warden_core::{FailureKind, NodeState, RunState, Usage};
 use warden_proto::v1 as pb;
 use warden_proto::v1::node_service_client::NodeServiceClient;
-use warden_proto::v1::run_service_client::RunServiceClient;
 
 /// Inspect and control runs.
 #[derive(Debug, Args)]
@@ -74,7 +73,7 @@ fn run_json(run: &pb::Run) -> serde_json::Value {
 }
 
 pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let mut client = RunServiceClient::new(args.remote.channel().await?);
+    let mut client = args.remote.runs().await?;
     match args.command {
         RunsCommand::List { state, limit, json } => {
             let runs = client

@@ -134,7 +134,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(path) = &args.inputs {
         let inputs = read_json_lines(path)?;
-        let mut client = RunServiceClient::new(args.remote.channel().await?);
+        let mut client = args.remote.runs().await?;
         return submit_many(
             &mut client,
             inputs.into_iter().map(request).collect(),
@@ -143,7 +143,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .await;
     }
     let input = read_input(&args.input)?;
-    let mut client = RunServiceClient::new(args.remote.channel().await?);
+    let mut client = args.remote.runs().await?;
     let run = client
         .submit(request(input))
         .await

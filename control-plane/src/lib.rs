@@ -39,6 +39,9 @@ pub struct ControlPlaneConfig {
     pub default_max_attempts: u32,
     /// Largest component accepted by Publish.
     pub max_component_bytes: usize,
+    /// Largest run input accepted by Submit: a lease carries it to a node,
+    /// and a run carries it to every client that reads the run.
+    pub max_input_bytes: usize,
     /// How submits of `oci://` references reach their registries.
     pub oci: warden_oci::OciOptions,
 }
@@ -51,6 +54,7 @@ impl Default for ControlPlaneConfig {
             node_timeout: Duration::from_secs(5),
             default_max_attempts: 3,
             max_component_bytes: 64 << 20,
+            max_input_bytes: warden_core::wire::DEFAULT_MAX_INPUT_BYTES,
             oci: warden_oci::OciOptions::default(),
         }
     }
@@ -133,10 +137,12 @@ impl ControlPlane {
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             |conn| conn.and_then(|c| c.set_nodelay(true).map(|()| c)),
         );
-        let max = self.config.max_component_bytes + (1 << 20);
+        // One message limit for every service and peer (nodes and the CLI
+        // decode with the same one).
+        let max = warden_core::wire::MAX_MESSAGE_BYTES;
         let result = tonic::transport::Server::builder()
             .add_service(NodeServiceServer::new(self.clone()))
-            .add_service(LeaseServiceServer::new(self.clone()))
+            .add_service(LeaseServiceServer::new(self.clone()).max_decoding_message_size(max))
             .add_service(RunServiceServer::new(self.clone()).max_decoding_message_size(max))
             .add_service(RegistryServiceServer::new(self.clone()).max_decoding_message_size(max))
             .serve_with_incoming_shutdown(incoming, shutdown)

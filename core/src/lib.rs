@@ -13,6 +13,7 @@
 //!   name that is also the key-value namespace;
 //! - [`state`]: run, attempt, renew and node states as enums;
 //! - [`retry`]: the one [`Backoff`] policy; [`id`]: run ids and the clock;
+//! - [`wire`]: message limits every peer agrees on;
 //! - `proto` (feature `proto`): conversions to and from the wire types.
 
 pub mod budget;
@@ -26,6 +27,7 @@ pub mod proto;
 pub mod reference;
 pub mod retry;
 pub mod state;
+pub mod wire;
 
 pub use budget::{BudgetError, BudgetRequest, ModelPrice, RunBudget, Usage, parse_bytes};
 pub use failure::{FailureKind, RunFailure};

@@ -184,6 +184,7 @@ impl NodeAgent {
 
     fn leases(&self) -> LeaseServiceClient<Channel> {
         LeaseServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(warden_core::wire::MAX_MESSAGE_BYTES)
     }
 
     fn register_request(&self) -> pb::RegisterRequest {

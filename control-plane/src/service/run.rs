@@ -49,6 +49,13 @@ impl ControlPlane {
         r: SubmitRequest,
         resolved: (String, String, String),
     ) -> Result<NewRun, Status> {
+        let max_input = self.config.max_input_bytes;
+        if r.input.len() > max_input {
+            return Err(Status::invalid_argument(format!(
+                "the input is {} bytes; this control plane takes at most {max_input} (--max-input)",
+                r.input.len()
+            )));
+        }
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.input) {
             return Err(Status::invalid_argument(format!(
                 "the input is not valid JSON: {e}"

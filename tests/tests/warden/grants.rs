@@ -142,3 +142,48 @@ async fn budgets_are_checked_at_submit_and_a_set_zero_survives_the_wire() {
     let out = c.cli(&["submit", "probe@1", "--input", &input, "--wait", "--json"]);
     assert_eq!(crate::json(&out)["output"]["body"], "hi");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_are_bounded_at_submit_and_a_large_allowed_one_reaches_the_node() {
+    // A lease carries its run's input, and every client that reads the run
+    // gets it too: an input no peer can read must be refused at submit,
+    // not wedge the node's lease stream (it did, at 5 MB).
+    let (c, _cp) = TestCluster::start(&["--max-input", "3MiB"]);
+    let _node = c.node("node-a", &["--slots", "1"]);
+    let ch = c.channel().await;
+    warden_tests::cluster::publish(ch, warden_tests::components::GUEST_ERROR, "echo-error@1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = |bytes: usize| {
+        let path = dir.path().join(format!("{bytes}.json"));
+        std::fs::write(&path, serde_json::to_string(&"x".repeat(bytes)).unwrap()).unwrap();
+        format!("@{}", path.display())
+    };
+    let out = c.cli(&[
+        "submit",
+        "echo-error@1",
+        "--input",
+        &input(4 << 20),
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("takes at most 3145728 (--max-input)"),
+        "{stderr}"
+    );
+    // 2 MiB is allowed here, and larger than gRPC's default 4 MiB limit
+    // would allow once it comes back in the run's error message and input.
+    let out = c.cli(&[
+        "submit",
+        "echo-error@1",
+        "--input",
+        &input(2 << 20),
+        "--wait",
+        "--json",
+    ]);
+    let doc = crate::json(&out);
+    assert_eq!(doc["error"]["kind"], "guest_error", "{doc}");
+    assert_eq!(doc["error"]["message"].as_str().unwrap().len(), 2 << 20);
+    let listed = crate::json(&c.cli(&["runs", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
