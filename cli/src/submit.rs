@@ -76,7 +76,8 @@ pub(crate) fn outcome_of(run: &pb::Run) -> RunOutcome {
         } else {
             run.error_message.clone()
         };
-        Err(RunFailure::new(kind, message))
+        // As recorded: the node already bounded the message.
+        Err(RunFailure { kind, message })
     };
     RunOutcome {
         result,

@@ -98,12 +98,25 @@ pub struct RunFailure {
     pub message: String,
 }
 
+/// The most bytes of a failure message kept: a guest controls its error
+/// text, and every message travels to the control plane and to clients.
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 64 << 10;
+
 impl RunFailure {
+    /// A failure; a message over [`MAX_FAILURE_MESSAGE_BYTES`] is cut there
+    /// (on a character boundary), with a marker saying how long it was.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        RunFailure {
-            kind,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_FAILURE_MESSAGE_BYTES {
+            let total = message.len();
+            let mut end = MAX_FAILURE_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(&format!("… [truncated: {total} bytes in all]"));
         }
+        RunFailure { kind, message }
     }
 }
 
@@ -119,6 +132,27 @@ mod tests {
             let back: FailureKind = serde_json::from_str(&json).unwrap();
             assert_eq!(back, kind);
         }
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary_with_a_marker() {
+        let long = "é".repeat(MAX_FAILURE_MESSAGE_BYTES); // 2 bytes each
+        let f = RunFailure::new(FailureKind::GuestError, long.clone());
+        assert!(f.message.len() < MAX_FAILURE_MESSAGE_BYTES + 64);
+        assert!(f.message.starts_with(&long[..MAX_FAILURE_MESSAGE_BYTES]));
+        assert!(
+            f.message
+                .ends_with(&format!("[truncated: {} bytes in all]", long.len())),
+            "{}",
+            &f.message[f.message.len() - 60..]
+        );
+        let odd = format!("x{}", "é".repeat(MAX_FAILURE_MESSAGE_BYTES));
+        assert!(
+            RunFailure::new(FailureKind::Trap, odd)
+                .message
+                .is_char_boundary(MAX_FAILURE_MESSAGE_BYTES - 1)
+        );
+        assert_eq!(RunFailure::new(FailureKind::Trap, "short").message, "short");
     }
 
     #[test]
