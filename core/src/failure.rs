@@ -35,11 +35,14 @@ pub enum FailureKind {
     /// The node lost the run's lease (it expired, or went to another node);
     /// its result is not recorded.
     LeaseLost,
+    /// The guest went past a bound on what it may make the host hold
+    /// (resource handles, ...); the message names the bound.
+    ResourceLimit,
 }
 
 impl FailureKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FailureKind; 12] = [
+    pub const ALL: [FailureKind; 13] = [
         FailureKind::Timeout,
         FailureKind::FuelExhausted,
         FailureKind::MemoryLimit,
@@ -52,6 +55,7 @@ impl FailureKind {
         FailureKind::NodeShutdown,
         FailureKind::HostError,
         FailureKind::LeaseLost,
+        FailureKind::ResourceLimit,
     ];
 
     /// Whether a run that failed this way is worth another attempt. Fixed
@@ -80,6 +84,7 @@ impl FailureKind {
             FailureKind::NodeShutdown => "node_shutdown",
             FailureKind::HostError => "host_error",
             FailureKind::LeaseLost => "lease_lost",
+            FailureKind::ResourceLimit => "resource_limit",
         }
     }
 }

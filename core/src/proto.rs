@@ -25,6 +25,7 @@ impl From<FailureKind> for pb::FailureKind {
             FailureKind::NodeShutdown => pb::FailureKind::NodeShutdown,
             FailureKind::HostError => pb::FailureKind::HostError,
             FailureKind::LeaseLost => pb::FailureKind::LeaseLost,
+            FailureKind::ResourceLimit => pb::FailureKind::ResourceLimit,
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct EngineConfig {
     /// Most bytes the compile cache, and a node's component blobs, may each
     /// hold; least recently used entries are evicted beyond it.
     pub cache_max_bytes: u64,
+    /// Most host resources (handles: HTTP fields, requests, bodies,
+    /// streams, kv buckets, ...) one run may hold at once; past it the run
+    /// fails `resource_limit`.
+    pub max_handles: usize,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +85,7 @@ impl Default for EngineConfig {
             max_wasm_stack: 1 << 20,
             cache: true,
             cache_max_bytes: 2 << 30,
+            max_handles: 10_000,
         }
     }
 }

@@ -229,6 +229,11 @@ impl AgentEngine {
         self.inner.max_memory_bytes
     }
 
+    /// The most host resources one run may hold at once.
+    pub fn max_handles(&self) -> usize {
+        self.inner.config.max_handles
+    }
+
     /// Validates, compiles (or loads from the cache) and pre-instantiates a
     /// component. `name` is only used in messages.
     pub fn load(

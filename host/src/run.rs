@@ -269,7 +269,7 @@ impl Sandbox {
                 FailureKind::Timeout,
                 BudgetTrap::Timeout(budget.timeout).to_string(),
             )),
-            Ok(Err(e)) => Err(classify(&e, &log)),
+            Ok(Err(e)) => Err(classify(&e, &log, self.engine.max_handles())),
             Ok(Ok(Err(guest))) => Err(RunFailure::new(FailureKind::GuestError, guest)),
             Ok(Ok(Ok(output))) if output.len() as u64 > budget.max_output_bytes => {
                 Err(RunFailure::new(
@@ -325,9 +325,13 @@ impl Sandbox {
         };
 
         let deadline = started + budget.timeout;
+        // Every resource a guest makes the host hold (WASI, wasi-http, kv)
+        // lives in this one table: its capacity bounds them all.
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(self.engine.max_handles());
         let state = RunState {
             wasi: wasi.build(),
-            table: wasmtime::component::ResourceTable::new(),
+            table,
             http: WasiHttpCtx::new(),
             http_hooks: HttpHooks::new(policy, meter.clone()),
             limiter: MemoryLimiter {
@@ -372,9 +376,20 @@ impl Sandbox {
 }
 
 /// Names the failure behind a trap or host error.
-fn classify(e: &wasmtime::Error, log: &RunLog) -> RunFailure {
+fn classify(e: &wasmtime::Error, log: &RunLog, max_handles: usize) -> RunFailure {
     if let Some(trap) = e.downcast_ref::<BudgetTrap>() {
         return RunFailure::new(trap.kind(), trap.to_string());
+    }
+    // The guest's doing, not the host's: it made the host hold too much.
+    if let Some(wasmtime::component::ResourceTableError::Full) =
+        e.downcast_ref::<wasmtime::component::ResourceTableError>()
+    {
+        return RunFailure::new(
+            FailureKind::ResourceLimit,
+            format!(
+                "the run holds more than {max_handles} host resources (handles) at once; the bound is [engine].max_handles"
+            ),
+        );
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {

@@ -83,6 +83,14 @@ const GUEST_FAILURES: &[GuestFailure] = &[
         "invalid_component",
         false,
     ),
+    (
+        "handle-flood",
+        components::HANDLE_FLOOD,
+        "{}",
+        &[],
+        "resource_limit",
+        false,
+    ),
 ];
 
 #[track_caller]

@@ -208,3 +208,23 @@ async fn traps_are_reported_with_a_message_and_the_host_goes_on() {
         .await;
     assert_eq!(output(&ok)["greeting"], "hello, after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_flood_fails_resource_limit_and_the_host_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |c| c.engine.max_handles = 1_000);
+    let flood = load(&sb, components::HANDLE_FLOOD);
+    let outcome = sb.run(&flood, RunRequest::new("flood", "{}")).await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, FailureKind::ResourceLimit, "{failure}");
+    assert!(!failure.kind.retryable());
+    assert!(failure.message.contains("max_handles"), "{failure}");
+    // Under the bound the same guest is fine, and so is the next run.
+    let under = sb
+        .run(&flood, RunRequest::new("flood", r#"{"limit": 900}"#))
+        .await;
+    assert_eq!(output(&under), 900);
+    let hello = load(&sb, examples::HELLO);
+    let out = sb.run(&hello, RunRequest::new("hello", "{}")).await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+}
