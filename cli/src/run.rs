@@ -144,16 +144,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The grant and budget a node would give this run: the manifest's
     // declaration narrowed by the flags, and the flags' budget over the
     // manifest's [budget] over the defaults.
-    let (grant, budget) = match &rules {
-        Some(manifest) => (
-            grant_for(&file_name, manifest.as_ref(), &asked, true)?,
-            match manifest {
-                Some(m) => args.budget.request().or(&m.budget).resolve(),
-                None => args.budget.request().resolve(),
-            },
-        ),
-        None => (asked, args.budget.request().resolve()),
+    let grant = match &rules {
+        Some(manifest) => grant_for(&file_name, manifest.as_ref(), &asked, true)?,
+        None => asked,
     };
+    let declared = rules
+        .as_ref()
+        .and_then(Option::as_ref)
+        .map(|m| m.budget.clone())
+        .unwrap_or_default();
+    let budget = args.budget.request().or(&declared).resolve();
     budget.check()?;
 
     let mut config = NodeConfig::load(args.node_config.as_deref())?;
