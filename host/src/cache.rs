@@ -2,12 +2,16 @@
 //! the component, engine compatibility hash).
 //!
 //! Deserializing a precompiled artifact runs its machine code, so the cache
-//! only loads artifacts it wrote itself and that are intact: every artifact
-//! has a sidecar with its own sha256, checked on the bytes in memory, and
-//! those same bytes are what gets deserialized (no window between the check
-//! and the load). A missing, truncated or tampered entry is a miss, and the
-//! component is compiled again and the entry rewritten.
+//! only loads artifacts it wrote itself: every artifact has a sidecar with
+//! its HMAC-SHA256 under a key only this data dir holds (`cache.key` beside
+//! the cache, mode 0600, made on first use), checked in constant time on
+//! the bytes in memory, and those same bytes are what gets deserialized (no
+//! window between the check and the load). A plain checksum would not do:
+//! whoever can write the artifact can rewrite its checksum too. A missing,
+//! truncated or tampered entry is a miss: it is logged and deleted, and the
+//! component is compiled again.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -17,11 +21,59 @@ use wasmtime::component::Component;
 
 /// An on-disk cache of compiled components for one engine configuration,
 /// kept under `max_bytes` by evicting the least recently used entries.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ComponentCache {
     dir: PathBuf,
     engine_hash: String,
     max_bytes: u64,
+    /// The MAC key; never printed.
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for ComponentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentCache")
+            .field("dir", &self.dir)
+            .field("engine_hash", &self.engine_hash)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The cache's MAC key at `path`, made (32 random bytes, mode 0600) if
+/// there is none yet.
+fn load_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    loop {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                return bytes.try_into().map_err(|_| {
+                    std::io::Error::other(format!(
+                        "the compile cache key {} is damaged; delete it and the cache to start over",
+                        path.display()
+                    ))
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let key: [u8; 32] = rand::random();
+        let mut options = std::fs::File::options();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut file) => {
+                file.write_all(&key)?;
+                file.sync_all()?;
+                return Ok(key);
+            }
+            // Another process made it first: read theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Feeds `Hash` output into sha256, so the engine hash is stable across
@@ -50,11 +102,23 @@ impl ComponentCache {
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = hex::encode(&h.0.finalize()[..8]);
+        let key = load_or_create_key(&Self::key_path(&dir))?;
         Ok(ComponentCache {
             dir,
             engine_hash,
             max_bytes,
+            key,
         })
+    }
+
+    /// Where the MAC key of the cache in `dir` lives: beside it, not in it,
+    /// so eviction never touches it.
+    pub fn key_path(dir: &Path) -> PathBuf {
+        dir.with_extension("key")
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length")
     }
 
     pub fn dir(&self) -> &Path {
@@ -66,17 +130,30 @@ impl ComponentCache {
             .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
-    fn checksum_path(&self, digest: &str) -> PathBuf {
+    fn mac_path(&self, digest: &str) -> PathBuf {
         self.dir
-            .join(format!("{digest}-{}.cwasm.sha256", self.engine_hash))
+            .join(format!("{digest}-{}.cwasm.mac", self.engine_hash))
     }
 
-    /// The cached component for `digest`, if an intact entry exists.
+    /// Deletes a rejected entry, so it is rewritten rather than read again.
+    fn discard(&self, digest: &str) {
+        let _ = std::fs::remove_file(self.artifact_path(digest));
+        let _ = std::fs::remove_file(self.mac_path(digest));
+    }
+
+    /// The cached component for `digest`, if an entry this cache wrote
+    /// exists, unaltered.
     pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let bytes = std::fs::read(self.artifact_path(digest)).ok()?;
-        let expected = std::fs::read_to_string(self.checksum_path(digest)).ok()?;
-        if sha256_hex(&bytes) != expected.trim() {
-            tracing::warn!(%digest, "cached artifact failed its integrity check; recompiling");
+        let Ok(tag) = std::fs::read_to_string(self.mac_path(digest)) else {
+            return None;
+        };
+        let mut mac = self.mac();
+        mac.update(&bytes);
+        let authentic = hex::decode(tag.trim()).is_ok_and(|tag| mac.verify_slice(&tag).is_ok());
+        if !authentic {
+            tracing::warn!(%digest, "cached artifact failed its authentication (not written by this node, or altered); deleted, recompiling");
+            self.discard(digest);
             return None;
         }
         if !matches!(
@@ -86,14 +163,12 @@ impl ComponentCache {
             tracing::warn!(%digest, "cached artifact is not a precompiled component; recompiling");
             return None;
         }
-        // SAFETY: the bytes were written by `store` of this cache for this
-        // engine configuration (the file name carries the engine hash) and
-        // match the checksum written with them, so they are an artifact
-        // wasmtime produced, unmodified. They are not read from disk again.
-        #[expect(
-            unsafe_code,
-            reason = "deserializing our own, integrity-checked artifact"
-        )]
+        // SAFETY: the bytes carry a valid MAC under this data dir's secret
+        // key, which only `store` of this cache computes, for this engine
+        // configuration (the file name carries the engine hash): they are an
+        // artifact wasmtime produced here, unmodified. They are not read from
+        // disk again.
+        #[expect(unsafe_code, reason = "deserializing our own, authenticated artifact")]
         let component = unsafe { Component::deserialize(engine, &bytes) };
         match component {
             Ok(c) => {
@@ -113,12 +188,11 @@ impl ComponentCache {
         let bytes = component
             .serialize()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut mac = self.mac();
+        mac.update(&bytes);
+        let tag = hex::encode(mac.finalize().into_bytes());
         write_atomic(&self.dir, &self.artifact_path(digest), &bytes)?;
-        write_atomic(
-            &self.dir,
-            &self.checksum_path(digest),
-            sha256_hex(&bytes).as_bytes(),
-        )?;
+        write_atomic(&self.dir, &self.mac_path(digest), tag.as_bytes())?;
         evict_lru(&self.dir, self.max_bytes, &self.artifact_path(digest))?;
         Ok(())
     }

@@ -81,3 +81,63 @@ fn eviction_keeps_the_cache_under_its_bound() {
         LoadSource::Compiled
     );
 }
+
+#[test]
+fn an_artifact_not_written_by_this_node_is_rejected_deleted_and_rebuilt() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(examples::HELLO).unwrap();
+    let load = |sb: &warden_host::Sandbox| sb.engine().load("hello", &bytes, &Quiet).unwrap().1;
+    assert_eq!(load(&sandbox(dir.path(), None)), LoadSource::Compiled);
+
+    // The key is the node's own, readable by its user only.
+    let key = warden_host::cache::ComponentCache::key_path(&dir.path().join("cache"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert_eq!(std::fs::read(&key).unwrap().len(), 32);
+
+    // An attacker alters the artifact and rewrites its sidecar with a
+    // checksum of the new bytes (all a plain checksum would ask).
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let artifact = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let sidecar = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "mac"))
+        .unwrap();
+    let mut data = std::fs::read(artifact).unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0x01;
+    std::fs::write(artifact, &data).unwrap();
+    std::fs::write(sidecar, hex_of(&sha2::Sha256::digest(&data))).unwrap();
+
+    assert_eq!(
+        load(&sandbox(dir.path(), None)),
+        LoadSource::Compiled,
+        "the altered artifact was loaded"
+    );
+    assert_ne!(
+        std::fs::read(artifact).unwrap(),
+        data,
+        "the altered artifact was kept"
+    );
+    assert_eq!(load(&sandbox(dir.path(), None)), LoadSource::Cache);
+
+    // A cache from another data dir (another key) is not trusted either.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("cache")).unwrap();
+    for f in &files {
+        std::fs::copy(f, other.path().join("cache").join(f.file_name().unwrap())).unwrap();
+    }
+    assert_eq!(load(&sandbox(other.path(), None)), LoadSource::Compiled);
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
