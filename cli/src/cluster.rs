@@ -24,6 +24,12 @@ pub(crate) struct ControlPlaneArgs {
     #[command(flatten)]
     server: ServerArgs,
 
+    /// Config file (TOML, the node config's format): the control plane uses
+    /// its data_dir and [engine] settings, including the compile bounds
+    /// ([engine.compile]) publish and submit check components against.
+    #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
     #[command(flatten)]
     data: DataDir,
 }
@@ -242,7 +248,7 @@ async fn run_node(
 }
 
 pub(crate) async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(None, args.data.data_dir.as_ref())?;
+    let config = load_config(args.config.as_deref(), args.data.data_dir.as_ref())?;
     let (_, server) = start_control_plane(&args.server, &config, shutdown_signal()).await?;
     server.await?;
     Ok(ExitCode::SUCCESS)

@@ -57,6 +57,13 @@ enum Command {
     Submit(submit::SubmitArgs),
     Runs(runs::RunsArgs),
     Nodes(runs::NodesArgs),
+    /// Internal: compiles one component from stdin for the process that
+    /// started it (the compile bounds' child process).
+    #[command(hide = true)]
+    CompileWorker {
+        /// The engine to compile for, as JSON.
+        spec: String,
+    },
 }
 
 /// Exit code for a run that failed (any failure kind).
@@ -68,6 +75,18 @@ const EXIT_USAGE: u8 = 2;
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CompileWorker { spec } = &cli.command {
+        return warden_host::compile::worker_main(spec);
+    }
+    // Every engine in this process compiles in a child of this binary, under
+    // the compile bounds, and never runs Cranelift itself.
+    match std::env::current_exe() {
+        Ok(program) => warden_host::compile::use_worker(warden_host::compile::Worker {
+            program,
+            args: vec!["compile-worker".into()],
+        }),
+        Err(e) => eprintln!("warning: cannot find this program ({e}); compiling in process"),
+    }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,6 +109,7 @@ pub fn main() -> ExitCode {
             Command::Submit(args) => submit::submit(args).await,
             Command::Runs(args) => runs::runs(args).await,
             Command::Nodes(args) => runs::nodes(args).await,
+            Command::CompileWorker { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -163,13 +163,7 @@ impl ComponentCache {
             tracing::warn!(%digest, "cached artifact is not a precompiled component; recompiling");
             return None;
         }
-        // SAFETY: the bytes carry a valid MAC under this data dir's secret
-        // key, which only `store` of this cache computes, for this engine
-        // configuration (the file name carries the engine hash): they are an
-        // artifact wasmtime produced here, unmodified. They are not read from
-        // disk again.
-        #[expect(unsafe_code, reason = "deserializing our own, authenticated artifact")]
-        let component = unsafe { Component::deserialize(engine, &bytes) };
+        let component = deserialize_own(engine, &bytes);
         match component {
             Ok(c) => {
                 touch(&self.artifact_path(digest));
@@ -188,13 +182,36 @@ impl ComponentCache {
         let bytes = component
             .serialize()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.store_artifact(digest, &bytes)
+    }
+
+    /// Writes a serialized artifact this process (or its compile worker)
+    /// made for `digest`, with its MAC.
+    pub fn store_artifact(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
         let mut mac = self.mac();
-        mac.update(&bytes);
+        mac.update(bytes);
         let tag = hex::encode(mac.finalize().into_bytes());
-        write_atomic(&self.dir, &self.artifact_path(digest), &bytes)?;
+        write_atomic(&self.dir, &self.artifact_path(digest), bytes)?;
         write_atomic(&self.dir, &self.mac_path(digest), tag.as_bytes())?;
         evict_lru(&self.dir, self.max_bytes, &self.artifact_path(digest))?;
         Ok(())
+    }
+}
+
+/// Deserializes an artifact this node made: one read back from the cache
+/// after its MAC checked, or one its own compile worker just wrote to a
+/// pipe. The one unsafe call in Warden.
+pub(crate) fn deserialize_own(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: the caller guarantees `bytes` are an artifact wasmtime
+    // produced for this engine's configuration on this machine, unmodified:
+    // either they carry a valid MAC under this data dir's secret key (which
+    // only `store_artifact` computes; the file name carries the engine hash)
+    // or they come straight from this process's compile worker (the same
+    // binary) over a pipe. They are in memory, not mapped from a file, so a
+    // later change on disk cannot change them.
+    #[expect(unsafe_code, reason = "deserializing our own artifact")]
+    unsafe {
+        Component::deserialize(engine, bytes)
     }
 }
 

@@ -75,6 +75,8 @@ pub struct EngineConfig {
     /// streams, kv buckets, ...) one run may hold at once; past it the run
     /// fails `resource_limit`.
     pub max_handles: usize,
+    /// Bounds on compiling a component (`[engine.compile]`).
+    pub compile: crate::compile::CompileLimits,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +88,7 @@ impl Default for EngineConfig {
             cache: true,
             cache_max_bytes: 2 << 30,
             max_handles: 10_000,
+            compile: Default::default(),
         }
     }
 }

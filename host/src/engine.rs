@@ -127,43 +127,11 @@ impl AgentEngine {
         cache_dir: Option<PathBuf>,
     ) -> Result<Self, LoadError> {
         let host = |e: wasmtime::Error| LoadError::Host(format!("{e:#}"));
-        let mut pool = PoolingAllocationConfig::new();
-        let slots = config.pool_slots.max(1);
-        pool.total_component_instances(slots)
-            // wit-component adds a few small core instances (shims) per component.
-            .max_core_instances_per_component(16)
-            .total_core_instances(slots * 16)
-            .max_memories_per_component(4)
-            .total_memories(slots * 2)
-            .max_tables_per_component(8)
-            .total_tables(slots * 8)
-            .total_stacks(slots)
-            .max_memory_size(usize::try_from(max_memory_bytes).unwrap_or(usize::MAX))
-            .table_keep_resident(64 << 10);
-        // On reuse, reset only the pages a run touched (PAGEMAP_SCAN, Linux
-        // 6.7+) and keep them resident: no madvise, no TLB shootdown, no page
-        // faults on the next run. A guest's stack and data sit around its
-        // first MiB, so keep up to 4 MiB. Without the scan, resetting means a
-        // memset of everything kept, so keep only 64 KiB.
-        if PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(wasmtime::Enabled::Yes)
-                .linear_memory_keep_resident(4 << 20);
-        } else {
-            pool.linear_memory_keep_resident(64 << 10);
-        }
-
-        let mut wasm = Config::new();
-        // Threads, GC, stack switching and component-model async are not
-        // compiled into this wasmtime at all (Cargo features); memory64 is
-        // turned off here.
-        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .consume_fuel(config.fuel)
-            .max_wasm_stack(config.max_wasm_stack)
-            .async_stack_size(config.max_wasm_stack + (1 << 20))
-            .wasm_memory64(false)
-            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
-            .parallel_compilation(true);
+        let mut wasm = wasm_config(config);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(
+            config,
+            max_memory_bytes,
+        )));
         let engine = Engine::new(&wasm).map_err(host)?;
 
         let mut linker = Linker::new(&engine);
@@ -243,8 +211,9 @@ impl AgentEngine {
         progress: &dyn LoadProgress,
     ) -> Result<(AgentComponent, LoadSource), LoadError> {
         check_is_component(name, bytes)?;
-        let digest = sha256_hex(bytes);
         let inner = &self.inner;
+        crate::compile::check_shape(name, bytes, &inner.config.compile)?;
+        let digest = sha256_hex(bytes);
         let cached = inner
             .cache
             .as_ref()
@@ -253,17 +222,9 @@ impl AgentEngine {
             Some(c) => (c, LoadSource::Cache),
             None => {
                 progress.compiling(bytes.len());
-                let compiled = Component::new(&inner.engine, bytes);
+                let compiled = self.compile(name, &digest, bytes);
                 progress.done();
-                let c = compiled.map_err(|e| {
-                    LoadError::Invalid(format!("{name} does not compile: {}", root_cause(&e)))
-                })?;
-                if let Some(cache) = &inner.cache
-                    && let Err(e) = cache.store(&digest, &c)
-                {
-                    tracing::warn!(error = %e, "cannot write the compile cache; continuing without it");
-                }
-                (c, LoadSource::Compiled)
+                (compiled?, LoadSource::Compiled)
             }
         };
         let pre = self.pre_instantiate(name, &component)?;
@@ -275,6 +236,42 @@ impl AgentEngine {
             },
             source,
         ))
+    }
+
+    /// Compiles `bytes`: in a compile worker if this process has one, else
+    /// here; the result goes to the cache.
+    fn compile(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let inner = &self.inner;
+        let cache_warning = |e: std::io::Error| {
+            tracing::warn!(error = %e, "cannot write the compile cache; continuing without it");
+        };
+        let Some(worker) = crate::compile::worker() else {
+            let component = Component::new(&inner.engine, bytes).map_err(|e| {
+                LoadError::Invalid(format!("{name} does not compile: {}", root_cause(&e)))
+            })?;
+            if let Some(cache) = &inner.cache {
+                cache
+                    .store(digest, &component)
+                    .unwrap_or_else(cache_warning);
+            }
+            return Ok(component);
+        };
+        let spec = crate::compile::WorkerSpec {
+            engine: inner.config.clone(),
+        };
+        let artifact = crate::compile::compile_in_worker(worker, &spec, name, bytes)?;
+        let component = crate::cache::deserialize_own(&inner.engine, &artifact).map_err(|e| {
+            LoadError::Host(format!(
+                "the compile worker's artifact does not load: {}",
+                root_cause(&e)
+            ))
+        })?;
+        if let Some(cache) = &inner.cache {
+            cache
+                .store_artifact(digest, &artifact)
+                .unwrap_or_else(cache_warning);
+        }
+        Ok(component)
     }
 
     fn pre_instantiate(
@@ -295,6 +292,61 @@ impl AgentEngine {
             ))
         })
     }
+}
+
+/// The engine settings that decide what compiled code looks like: the same
+/// in the node and in its compile worker, so the worker's artifacts load.
+fn wasm_config(config: &EngineConfig) -> Config {
+    let mut wasm = Config::new();
+    // Threads, GC, stack switching and component-model async are not
+    // compiled into this wasmtime at all (Cargo features); memory64 is
+    // turned off here.
+    wasm.epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .max_wasm_stack(config.max_wasm_stack)
+        .async_stack_size(config.max_wasm_stack + (1 << 20))
+        .wasm_memory64(false)
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+        .parallel_compilation(true);
+    wasm
+}
+
+/// The pooling allocator for `config.pool_slots` runs of at most
+/// `max_memory_bytes` each.
+fn pool_config(config: &EngineConfig, max_memory_bytes: u64) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    let slots = config.pool_slots.max(1);
+    pool.total_component_instances(slots)
+        // wit-component adds a few small core instances (shims) per component.
+        .max_core_instances_per_component(16)
+        .total_core_instances(slots * 16)
+        .max_memories_per_component(4)
+        .total_memories(slots * 2)
+        .max_tables_per_component(8)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
+        .max_memory_size(usize::try_from(max_memory_bytes).unwrap_or(usize::MAX))
+        .table_keep_resident(64 << 10);
+    // On reuse, reset only the pages a run touched (PAGEMAP_SCAN, Linux
+    // 6.7+) and keep them resident: no madvise, no TLB shootdown, no page
+    // faults on the next run. A guest's stack and data sit around its
+    // first MiB, so keep up to 4 MiB. Without the scan, resetting means a
+    // memset of everything kept, so keep only 64 KiB.
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(4 << 20);
+    } else {
+        pool.linear_memory_keep_resident(64 << 10);
+    }
+
+    pool
+}
+
+/// A compile-only engine for the compile worker: [`wasm_config`] without
+/// the pooling allocator's address-space reservation (the worker runs under
+/// a data-segment limit) and without an epoch ticker (it runs nothing).
+pub(crate) fn compile_engine(config: &EngineConfig) -> Result<Engine, LoadError> {
+    Engine::new(&wasm_config(config)).map_err(|e| LoadError::Host(format!("{e:#}")))
 }
 
 /// The innermost message of an error chain, which names the import or

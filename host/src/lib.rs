@@ -16,6 +16,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod capability;
+pub mod compile;
 pub mod config;
 pub mod engine;
 pub mod meter;

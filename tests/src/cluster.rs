@@ -29,6 +29,12 @@ impl Proc {
         assert!(status.success(), "kill -{signal} {} failed", self.name);
     }
 
+    /// The most memory the process has held (VmHWM), in bytes; `None` once
+    /// it has exited.
+    pub fn peak_rss(&self) -> Option<u64> {
+        peak_rss(self.child.id())
+    }
+
     /// Waits for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
@@ -47,6 +53,14 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The most memory process `pid` has held (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A free loopback port (bound, then released).
@@ -157,6 +171,19 @@ pub async fn publish_with(
     reference: &str,
     capabilities: &str,
 ) -> pb::PublishResponse {
+    try_publish(channel, path, reference, capabilities)
+        .await
+        .expect("publish succeeds")
+}
+
+/// Publishes the component at `path` as `reference`; the control plane's
+/// answer.
+pub async fn try_publish(
+    channel: Channel,
+    path: &str,
+    reference: &str,
+    capabilities: &str,
+) -> Result<pb::PublishResponse, tonic::Status> {
     let (name, version) = reference.split_once('@').unwrap();
     let bytes = std::fs::read(path).unwrap();
     let chunks = vec![
@@ -175,8 +202,7 @@ pub async fn publish_with(
     pb::registry_service_client::RegistryServiceClient::new(channel)
         .publish(tokio_stream::iter(chunks))
         .await
-        .expect("publish succeeds")
-        .into_inner()
+        .map(tonic::Response::into_inner)
 }
 
 /// Submits a run and returns its id.

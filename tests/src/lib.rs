@@ -3,6 +3,7 @@
 //! ([`http_server::TestServer`], [`fake_openai::FakeOpenAi`]) and helpers
 //! to build a sandbox.
 
+pub mod bombs;
 pub mod cluster;
 pub mod fake_openai;
 pub mod http_server;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cache;
 mod cli;
+mod compile_bounds;
 mod examples;
 mod failures;
 mod grants;
