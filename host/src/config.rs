@@ -75,6 +75,12 @@ pub struct EngineConfig {
     /// streams, kv buckets, ...) one run may hold at once; past it the run
     /// fails `resource_limit`.
     pub max_handles: usize,
+    /// Most bytes one host resource may hold: a `fields` map's names and
+    /// values, an outgoing body's buffer. A run may hold at most its memory
+    /// budget / this many resources (at least 256, at most `max_handles`),
+    /// so what a guest makes the host hold is counted against its memory
+    /// budget.
+    pub max_handle_bytes: usize,
     /// Bounds on compiling a component (`[engine.compile]`).
     pub compile: crate::compile::CompileLimits,
 }
@@ -88,6 +94,7 @@ impl Default for EngineConfig {
             cache: true,
             cache_max_bytes: 2 << 30,
             max_handles: 10_000,
+            max_handle_bytes: 32 << 10,
             compile: Default::default(),
         }
     }

@@ -21,6 +21,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// cooperative yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Host resources any run may hold, whatever its memory budget.
+const MIN_HANDLES: usize = 256;
+
 /// Why a component cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -197,9 +200,21 @@ impl AgentEngine {
         self.inner.max_memory_bytes
     }
 
-    /// The most host resources one run may hold at once.
-    pub fn max_handles(&self) -> usize {
-        self.inner.config.max_handles
+    /// The most host resources a run with `memory_budget` bytes may hold
+    /// at once: its memory budget / `[engine].max_handle_bytes`, at least
+    /// 256 and at most `[engine].max_handles`.
+    pub fn max_handles(&self, memory_budget: u64) -> usize {
+        let config = &self.inner.config;
+        let by_memory = memory_budget / config.max_handle_bytes.max(1) as u64;
+        usize::try_from(by_memory)
+            .unwrap_or(usize::MAX)
+            .max(MIN_HANDLES)
+            .min(config.max_handles)
+    }
+
+    /// The most bytes one host resource may hold.
+    pub fn max_handle_bytes(&self) -> usize {
+        self.inner.config.max_handle_bytes
     }
 
     /// Validates, compiles (or loads from the cache) and pre-instantiates a

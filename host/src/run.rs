@@ -226,6 +226,7 @@ impl Sandbox {
         }
         let mut budget = req.budget.clamp_to(&self.limits);
         budget.max_memory_bytes = budget.max_memory_bytes.min(self.engine.max_memory_bytes());
+        let max_handles = self.engine.max_handles(budget.max_memory_bytes);
         let meter = Arc::new(RunMeter::new(budget.clone()));
         let log = RunLog::new(meter.clone(), req.echo_logs);
         let fail = |kind, message: String, fuel: Option<u64>| RunOutcome {
@@ -252,14 +253,23 @@ impl Sandbox {
             None
         };
 
+        // Instantiation can fail for the node's reasons (no free pool slot);
+        // once the guest's code runs, every error is the guest's doing.
         let call = async {
-            let instance = agent.pre.instantiate_async(&mut store).await?;
-            instance.call_run(&mut store, &req.input).await
+            let instance = agent
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| (Phase::Instantiate, e))?;
+            instance
+                .call_run(&mut store, &req.input)
+                .await
+                .map_err(|e| (Phase::Call, e))
         };
         let cancel = req.cancel.clone();
         let result = tokio::select! {
             r = tokio::time::timeout(budget.timeout, call) => r,
-            () = cancel.cancelled() => Ok(Err(BudgetTrap::Cancelled.into())),
+            () = cancel.cancelled() => Ok(Err((Phase::Call, BudgetTrap::Cancelled.into()))),
         };
         let fuel_used = fuel_start.and_then(|start| store.get_fuel().ok().map(|left| start - left));
         log.finish_stdio();
@@ -269,7 +279,7 @@ impl Sandbox {
                 FailureKind::Timeout,
                 BudgetTrap::Timeout(budget.timeout).to_string(),
             )),
-            Ok(Err(e)) => Err(classify(&e, &log, self.engine.max_handles())),
+            Ok(Err((phase, e))) => Err(classify(phase, &e, &log, max_handles)),
             Ok(Ok(Err(guest))) => Err(RunFailure::new(FailureKind::GuestError, guest)),
             Ok(Ok(Ok(output))) if output.len() as u64 > budget.max_output_bytes => {
                 Err(RunFailure::new(
@@ -303,7 +313,8 @@ impl Sandbox {
             .map_err(|e| RunFailure::new(FailureKind::CapabilityDenied, e.to_string()))?;
 
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(log.pipe(LogSource::Stdout))
+        wasi.max_random_size(MAX_RANDOM_BYTES)
+            .stdout(log.pipe(LogSource::Stdout))
             .stderr(log.pipe(LogSource::Stderr))
             .arg(&req.agent_name);
         let scratch = if req.grant.scratch_dir {
@@ -327,13 +338,19 @@ impl Sandbox {
         let deadline = started + budget.timeout;
         // Every resource a guest makes the host hold (WASI, wasi-http, kv)
         // lives in this one table: its capacity bounds them all.
+        // Each holds at most `max_handle_bytes` (fields, body buffers), so
+        // the table's capacity also bounds the bytes they hold.
         let mut table = wasmtime::component::ResourceTable::new();
-        table.set_max_capacity(self.engine.max_handles());
+        let max_handles = self.engine.max_handles(budget.max_memory_bytes);
+        table.set_max_capacity(max_handles);
+        let max_handle_bytes = self.engine.max_handle_bytes();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(max_handle_bytes);
         let state = RunState {
             wasi: wasi.build(),
             table,
-            http: WasiHttpCtx::new(),
-            http_hooks: HttpHooks::new(policy, meter.clone()),
+            http,
+            http_hooks: HttpHooks::new(policy, meter.clone(), max_handle_bytes),
             limiter: MemoryLimiter {
                 max_memory_bytes: usize::try_from(budget.max_memory_bytes).unwrap_or(usize::MAX),
                 meter: meter.clone(),
@@ -346,6 +363,7 @@ impl Sandbox {
             kv: KvCtx::new(
                 self.services.kv.clone(),
                 req.grant.kv.then(|| req.agent_name.clone()),
+                max_handles,
             ),
             config: ConfigCtx::new(req.grant.config.clone()),
             log,
@@ -359,6 +377,9 @@ impl Sandbox {
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // A guest cannot have more than its memory budget to hand over in
+        // one call; past it, the call traps (`resource_limit`).
+        store.set_hostcall_fuel(usize::try_from(budget.max_memory_bytes).unwrap_or(usize::MAX));
         let timeout = budget.timeout;
         let cancel = req.cancel.clone();
         store.set_epoch_deadline(1);
@@ -375,8 +396,26 @@ impl Sandbox {
     }
 }
 
-/// Names the failure behind a trap or host error.
-fn classify(e: &wasmtime::Error, log: &RunLog, max_handles: usize) -> RunFailure {
+/// Where a run's error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Instantiating: the node's own faults (no free pool slot) are possible.
+    Instantiate,
+    /// The guest's code runs: every error is the guest's doing.
+    Call,
+}
+
+/// Most bytes one `wasi:random` call may ask the host for.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// wasmtime's message when a guest hands the host more than the hostcall
+/// fuel in one call (its error type is private); a test pins it.
+const HOSTCALL_FUEL_MESSAGE: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// Names the failure behind a trap or host error: a guest kind for
+/// anything the guest caused, `host_error` only for the node's own faults
+/// while instantiating.
+fn classify(phase: Phase, e: &wasmtime::Error, log: &RunLog, max_handles: usize) -> RunFailure {
     if let Some(trap) = e.downcast_ref::<BudgetTrap>() {
         return RunFailure::new(trap.kind(), trap.to_string());
     }
@@ -387,8 +426,19 @@ fn classify(e: &wasmtime::Error, log: &RunLog, max_handles: usize) -> RunFailure
         return RunFailure::new(
             FailureKind::ResourceLimit,
             format!(
-                "the run holds more than {max_handles} host resources (handles) at once; the bound is [engine].max_handles"
+                "the run holds more than {max_handles} host resources (handles) at once; \
+                 the bound is its memory budget / [engine].max_handle_bytes, at most [engine].max_handles"
             ),
+        );
+    }
+    if let Some(
+        wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
+        | wasmtime_wasi_http::FieldMapError::TooManyFields,
+    ) = e.downcast_ref::<wasmtime_wasi_http::FieldMapError>()
+    {
+        return RunFailure::new(
+            FailureKind::ResourceLimit,
+            "a wasi-http fields map would hold more than [engine].max_handle_bytes bytes of names and values",
         );
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
@@ -413,5 +463,20 @@ fn classify(e: &wasmtime::Error, log: &RunLog, max_handles: usize) -> RunFailure
             }
         };
     }
-    RunFailure::new(FailureKind::HostError, format!("{e:#}"))
+    let message = format!("{e:#}");
+    match phase {
+        Phase::Instantiate => RunFailure::new(FailureKind::HostError, message),
+        Phase::Call if message.contains(HOSTCALL_FUEL_MESSAGE) => RunFailure::new(
+            FailureKind::ResourceLimit,
+            format!(
+                "the guest passed the host more bytes in one call than its memory budget allows ({message})"
+            ),
+        ),
+        // A host call refused what the guest passed (a bad handle, a
+        // malformed string or list): the guest broke the interface.
+        Phase::Call => RunFailure::new(
+            FailureKind::Trap,
+            format!("the guest misused a host interface: {message}"),
+        ),
+    }
 }

@@ -523,3 +523,54 @@ fn run_flags_reach_the_llm_and_http_budgets() {
     );
     assert_eq!(doc["usage"]["http_requests"], 0, "{doc}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_no_report_can_carry_is_recorded_failed_and_the_node_goes_on() {
+    // The node's limits allow an 85 MB output, but no report to the control
+    // plane can carry it (80 MiB messages): the run must be recorded as
+    // failed, not retried for ever with the node's report loop held.
+    let (c, _cp) = TestCluster::start(&[]);
+    let config = c.tmp.path().join("big-node.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_output_bytes = 100000000\nmax_memory_bytes = 536870912\n",
+    )
+    .unwrap();
+    let _node = c.node(
+        "node-a",
+        &["--slots", "1", "--node-config", config.to_str().unwrap()],
+    );
+    publish(c.channel().await, components::BIG_OUTPUT, "big@1").await;
+    let out = c.cli(&[
+        "submit",
+        "big@1",
+        "--input",
+        r#"{"bytes": 85000000}"#,
+        "--max-output",
+        "100000000",
+        "--max-memory",
+        "512MiB",
+        "--max-attempts",
+        "1",
+        "--wait",
+        "--json",
+    ]);
+    let doc = json(&out);
+    assert_eq!(doc["error"]["kind"], "output_too_large", "{doc}");
+    assert_eq!(doc["error"]["retryable"], false, "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("a report to the control plane carries at most"),
+        "{message}"
+    );
+    // The same node serves the next run.
+    let out = c.cli(&[
+        "submit",
+        "big@1",
+        "--input",
+        r#"{"bytes": 10}"#,
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(json(&out)["output"], "xxxxxxxxxx");
+}

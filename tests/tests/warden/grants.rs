@@ -193,4 +193,14 @@ async fn inputs_are_bounded_at_submit_and_a_large_allowed_one_reaches_the_node()
     );
     let listed = crate::json(&c.cli(&["runs", "list", "--json"]));
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    // The node that ran it serves the next run.
+    let out = c.cli(&[
+        "submit",
+        "echo-error@1",
+        "--input",
+        r#""small""#,
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(crate::json(&out)["error"]["message"], "small", "{out:?}");
 }

@@ -83,15 +83,14 @@ fn vm_hwm_bytes() -> u64 {
     kb * 1024
 }
 
-/// Runs the memory bomb in a fresh process (this test binary, filtered to
-/// [`memory_bomb_in_a_fresh_process`]), so the process's peak memory is
-/// this run's alone, whatever the test runner shares.
-#[test]
-fn memory_bomb_hits_the_limit_without_growing_the_host() {
+/// Runs the ignored test `name` of this binary in a fresh process, so the
+/// process's peak memory is that test's alone, whatever the test runner
+/// shares; panics unless it passed and printed `expect`.
+fn in_fresh_process(name: &str, expect: &str) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "limits::memory_bomb_in_a_fresh_process",
+            name,
             "--include-ignored",
             "--nocapture",
             "--test-threads",
@@ -106,7 +105,68 @@ fn memory_bomb_hits_the_limit_without_growing_the_host() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1 passed"), "the child ran no test: {text}");
-    assert!(text.contains("host peak grew by"), "{text}");
+    assert!(text.contains(expect), "{text}");
+}
+
+#[test]
+fn memory_bomb_hits_the_limit_without_growing_the_host() {
+    in_fresh_process(
+        "limits::memory_bomb_in_a_fresh_process",
+        "host peak grew by",
+    );
+}
+
+#[test]
+fn a_fields_bomb_holds_host_memory_within_twice_its_budget() {
+    in_fresh_process(
+        "limits::fields_bomb_in_a_fresh_process",
+        "host peak grew by",
+    );
+}
+
+/// Fills as many wasi-http `fields` as the host allows, each as full as it
+/// allows, under a 64 MiB memory budget, while other runs go on: the host
+/// holds at most about the budget again for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by a_fields_bomb_holds_host_memory_within_twice_its_budget in its own process"]
+async fn fields_bomb_in_a_fresh_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let bomb = load(&sb, components::HANDLE_FLOOD);
+    let hello = load(&sb, examples::HELLO);
+    let cap: u64 = 64 << 20;
+    // Warm up: the first runs map the pool and the runtime's buffers.
+    let warm = sb.run(&hello, RunRequest::new("hello", "{}")).await;
+    assert!(warm.result.is_ok());
+    let before = vm_hwm_bytes();
+
+    // 28 values of 1 KiB (plus names and overhead) stay under the 32 KiB
+    // a fields map may hold.
+    let mut req = RunRequest::new("bomb", r#"{"fill": 28}"#);
+    req.budget = budget(|b| b.max_memory_bytes = cap);
+    let running = {
+        let sb = sb.clone();
+        tokio::spawn(async move { sb.run(&bomb, req).await })
+    };
+    // Other runs are served meanwhile.
+    for i in 0..20 {
+        let out = sb
+            .run(&hello, RunRequest::new("hello", format!("{{\"i\":{i}}}")))
+            .await;
+        assert_eq!(output(&out)["echo"]["i"], i);
+    }
+    let outcome = running.await.unwrap();
+    let failure = outcome.result.as_ref().unwrap_err();
+    assert_eq!(failure.kind, FailureKind::ResourceLimit, "{failure}");
+    assert!(failure.message.contains("host resources"), "{failure}");
+    assert!(failure.message.contains("max_handle_bytes"), "{failure}");
+
+    let grown = vm_hwm_bytes().saturating_sub(before);
+    println!("host peak grew by {grown} bytes for a {cap}-byte budget");
+    assert!(
+        grown < 2 * cap,
+        "host peak memory grew by {grown} bytes for a {cap}-byte budget"
+    );
 }
 
 #[tokio::test]
@@ -219,6 +279,16 @@ async fn a_handle_flood_fails_resource_limit_and_the_host_goes_on() {
     assert_eq!(failure.kind, FailureKind::ResourceLimit, "{failure}");
     assert!(!failure.kind.retryable());
     assert!(failure.message.contains("max_handles"), "{failure}");
+    // One fields map over its byte bound is refused the same way.
+    let outcome = sb
+        .run(
+            &flood,
+            RunRequest::new("flood", r#"{"limit": 1, "fill": 40}"#),
+        )
+        .await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, FailureKind::ResourceLimit, "{failure}");
+    assert!(failure.message.contains("fields map"), "{failure}");
     // Under the bound the same guest is fine, and so is the next run.
     let under = sb
         .run(&flood, RunRequest::new("flood", r#"{"limit": 900}"#))

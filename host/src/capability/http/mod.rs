@@ -19,17 +19,22 @@ use crate::meter::RunMeter;
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// The wasi-http hooks of one run: policy and meter.
+/// The wasi-http hooks of one run: policy, meter, and how many bytes an
+/// outgoing body may buffer on the host.
 pub struct HttpHooks {
     policy: Arc<HttpPolicy>,
     meter: Arc<RunMeter>,
+    body_buffer_bytes: usize,
 }
 
 impl HttpHooks {
-    pub fn new(policy: HttpPolicy, meter: Arc<RunMeter>) -> Self {
+    /// `body_buffer_bytes`: the most an outgoing body not yet sent may hold
+    /// on the host (one queued chunk and one being written, half each).
+    pub fn new(policy: HttpPolicy, meter: Arc<RunMeter>, body_buffer_bytes: usize) -> Self {
         HttpHooks {
             policy: Arc::new(policy),
             meter,
+            body_buffer_bytes,
         }
     }
 }
@@ -47,5 +52,13 @@ impl WasiHttpHooks for HttpHooks {
         let policy = self.policy.clone();
         let meter = self.meter.clone();
         Box::new(send::send(policy, meter, request, options))
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        (self.body_buffer_bytes / 2).max(1)
     }
 }

@@ -83,11 +83,15 @@ pub struct KvCtx {
 }
 
 impl KvCtx {
-    pub fn new(store: Arc<dyn KvStore>, namespace: Option<String>) -> Self {
+    /// `max_buckets`: the most buckets the run may hold open at once (its
+    /// own table, bounded like the run's main one).
+    pub fn new(store: Arc<dyn KvStore>, namespace: Option<String>, max_buckets: usize) -> Self {
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(max_buckets);
         KvCtx {
             store,
             namespace,
-            table: wasmtime::component::ResourceTable::new(),
+            table,
         }
     }
 }
