@@ -228,6 +228,10 @@ async fn run_node(
         None => persistent_node_id(&config.data_dir)
             .with_context(|| format!("cannot keep the node id in {}", config.data_dir.display()))?,
     };
+    warden_core::check_name("node id", &node_id)?;
+    for (key, value) in &flags.labels {
+        warden_core::check_label(key, value)?;
+    }
     let labels: BTreeMap<String, String> = flags.labels.iter().cloned().collect();
     println!("warden node {node_id} with {slots} slots, control plane {control_plane}");
     std::io::stdout().flush()?;

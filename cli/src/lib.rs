@@ -129,7 +129,22 @@ fn init_tracing(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Pretty => builder.compact().init(),
+        // Field values can be outside text (node ids, host names, guest
+        // messages): every control character is escaped, so none reaches
+        // the terminal and no newline forges a log line. JSON quotes them.
+        LogFormat::Pretty => {
+            use tracing_subscriber::field::MakeExt;
+            let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                let text = format!("{value:?}");
+                let text = warden_core::escape_controls(&text);
+                match field.name() {
+                    "message" => w.write_str(&text),
+                    name => write!(w, "{name}={text}"),
+                }
+            })
+            .delimited(" ");
+            builder.compact().fmt_fields(fields).init()
+        }
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -52,9 +52,21 @@ pub(crate) fn json(outcome: &RunOutcome) -> String {
 /// The output, pretty-printed when it is JSON.
 pub(crate) fn pretty_output(text: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| text.to_string()),
-        Err(_) => text.to_string(),
+        Ok(v) => pretty_json(&v),
+        Err(_) => safe(text).into_owned(),
     }
+}
+
+/// Pretty JSON for a terminal: control characters escaped (still JSON).
+pub(crate) fn pretty_json(v: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    warden_core::escape_json_controls(&text).into_owned()
+}
+
+/// Outside text (a guest's message, a peer's name) for a terminal: every
+/// control character escaped.
+pub(crate) fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    warden_core::escape_controls(text)
 }
 
 /// One line of usage for humans.
@@ -110,7 +122,7 @@ pub(crate) fn print_outcome(outcome: &RunOutcome, as_json: bool) -> ExitCode {
                 eprintln!("ok · {}", usage_line(&outcome.usage));
             }
             Err(f) => {
-                eprintln!("run failed ({}): {}", f.kind, f.message);
+                eprintln!("run failed ({}): {}", f.kind, safe(&f.message));
                 eprintln!("usage: {}", usage_line(&outcome.usage));
             }
         }

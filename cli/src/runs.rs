@@ -1,6 +1,6 @@
 //! `warden runs` and `warden nodes`: what the control plane knows.
 
-use crate::output;
+use crate::output::{self, safe};
 use crate::remote::{Remote, status};
 use crate::submit::{outcome_of, state_name, wait_for};
 use clap::{Args, Subcommand};
@@ -96,10 +96,10 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 for r in &runs {
                     println!(
                         "{:<32}  {:<14}  {:>7}  {}",
-                        r.run_id,
+                        safe(&r.run_id),
                         state_name(r),
                         r.attempt,
-                        r.agent
+                        safe(&r.agent)
                     );
                 }
             }
@@ -114,7 +114,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{doc}");
             } else {
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                println!("{}", output::pretty_json(&doc));
             }
         }
         RunsCommand::Watch { run_id, json } => {
@@ -133,7 +133,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             };
-            println!("{} {}{note}", run.run_id, state_name(&run));
+            println!("{} {}{note}", safe(&run.run_id), state_name(&run));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -190,11 +190,11 @@ pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
             let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
                 "{:<28}  {:<9}  {:>6}  {:>5}  {}",
-                n.node_id,
+                safe(&n.node_id),
                 node_state(n),
                 n.active_runs,
                 cap.slots,
-                labels.join(",")
+                safe(&labels.join(","))
             );
         }
     }

@@ -104,7 +104,11 @@ pub(crate) async fn wait_for(
         let state = RunState::from_wire(run.run_state, &run.state)
             .with_context(|| format!("the control plane sent run {run_id} without a state"))?;
         if !quiet && last != Some(state) {
-            eprintln!("  {} {state} (attempt {})", run.run_id, run.attempt);
+            eprintln!(
+                "  {} {state} (attempt {})",
+                crate::output::safe(&run.run_id),
+                run.attempt
+            );
         }
         last = Some(state);
         if state.is_terminal() {

@@ -27,6 +27,7 @@ pub mod proto;
 pub mod reference;
 pub mod retry;
 pub mod state;
+pub mod text;
 pub mod wire;
 
 pub use budget::{BudgetError, BudgetRequest, ModelPrice, RunBudget, Usage, parse_bytes};
@@ -38,3 +39,4 @@ pub use pattern::{HttpPattern, HttpPolicy, PatternError};
 pub use reference::{agent_name, name_and_version, split_reference};
 pub use retry::Backoff;
 pub use state::{AttemptOutcome, NodeState, RenewStatus, RunState};
+pub use text::{NameError, check_label, check_name, escape_controls, escape_json_controls};

@@ -4,16 +4,29 @@
 //! namespace, so the same agent sees the same data under `warden run`,
 //! `warden dev` and a node.
 
+use crate::text::{NameError, check_name, escape_controls};
+
 /// Why a reference is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not NAME@VERSION (e.g. hello@1.0.0)")]
-pub struct ReferenceError(pub String);
+pub enum ReferenceError {
+    #[error("`{0}` is not NAME@VERSION (e.g. hello@1.0.0)")]
+    Shape(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
 
-/// Splits `name@version`; the error names the problem.
+/// Splits `name@version` and checks both parts against the name character
+/// set ([`check_name`]); the error names the problem.
 pub fn split_reference(reference: &str) -> Result<(&str, &str), ReferenceError> {
     match reference.split_once('@') {
-        Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok((name, version)),
-        _ => Err(ReferenceError(reference.to_string())),
+        Some((name, version)) if !name.is_empty() && !version.is_empty() => {
+            check_name("agent name", name)?;
+            check_name("version", version)?;
+            Ok((name, version))
+        }
+        _ => Err(ReferenceError::Shape(
+            escape_controls(&reference.chars().take(300).collect::<String>()).into_owned(),
+        )),
     }
 }
 
@@ -57,6 +70,12 @@ mod tests {
             let e = split_reference(bad).unwrap_err();
             assert!(e.to_string().contains("NAME@VERSION"), "{e}");
         }
+        let e = split_reference("evil\u{1b}[2J@1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent name `evil\\u{1b}[2J` may hold only ASCII letters, digits, `.`, `_` and `-`"
+        );
+        assert!(split_reference("hello@1 2").is_err());
     }
 
     #[test]

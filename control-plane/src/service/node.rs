@@ -11,8 +11,16 @@ impl node_service_server::NodeService for ControlPlane {
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = req.into_inner();
-        if req.node_id.is_empty() {
-            return Err(Status::invalid_argument("node_id is empty"));
+        warden_core::check_name("node id", &req.node_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for (key, value) in &req.labels {
+            warden_core::check_label(key, value)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        if req.hostname.len() > 255 {
+            return Err(Status::invalid_argument(
+                "hostname is longer than 255 bytes",
+            ));
         }
         self.store.register_node(&req)?;
         tracing::info!(node = %req.node_id, hostname = %req.hostname, "node registered");

@@ -87,6 +87,10 @@ impl ControlPlane {
         budget
             .check()
             .map_err(|e| Status::invalid_argument(format!("the budget: {e}")))?;
+        for (key, value) in &r.node_selector {
+            warden_core::check_label(key, value)
+                .map_err(|e| Status::invalid_argument(format!("the node selector: {e}")))?;
+        }
         Ok(NewRun {
             id: warden_core::new_run_id(),
             agent,

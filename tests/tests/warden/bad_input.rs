@@ -131,3 +131,146 @@ fn a_failed_run_exits_one_and_names_its_kind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("run failed (timeout)"), "{stderr}");
 }
+
+#[test]
+fn guest_text_reaches_the_terminal_with_its_controls_escaped() {
+    // A guest's error text, its output and its logs could clear the screen
+    // or forge a log line; each is shown with its controls escaped.
+    let dir = tempfile::tempdir().unwrap();
+    let evil = "boom\n2026-11-23T00:00:00Z  INFO warden: forged\u{1b}[2J\u{9b}31m\u{202e}";
+    let input = serde_json::to_string(evil).unwrap();
+    let out = crate::warden(
+        dir.path(),
+        &["run", components::GUEST_ERROR, "--input", &input],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr
+            .contains(r"boom\n2026-11-23T00:00:00Z  INFO warden: forged\u{1b}[2J\u{9b}31m\u{202e}"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("INFO") && !l.contains("boom")),
+        "{stderr}"
+    );
+    for c in ['\u{1b}', '\u{9b}', '\u{202e}'] {
+        assert!(!stderr.contains(c), "{c:?} reached the terminal: {stderr}");
+    }
+    // The same text as output: still JSON, no raw controls.
+    let out = crate::warden(
+        dir.path(),
+        &[
+            "run",
+            components::BIG_OUTPUT,
+            "--input",
+            &format!(r#"{{"tail": {input}}}"#),
+        ],
+    );
+    assert!(out.status.success());
+    for stream in [&out.stdout, &out.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        for c in ['\u{1b}', '\u{9b}', '\u{202e}'] {
+            assert!(!text.contains(c), "{c:?} reached the terminal: {text}");
+        }
+    }
+}
+
+#[test]
+fn names_outside_the_character_set_are_refused_where_they_enter() {
+    let dir = tempfile::tempdir().unwrap();
+    // A node id (checked before the node contacts anyone).
+    let out = crate::warden(
+        dir.path(),
+        &[
+            "node",
+            "--control-plane",
+            "http://127.0.0.1:9",
+            "--node-id",
+            "evil\nINFO x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r"node id `evil\nINFO x` may hold only"),
+        "{stderr}"
+    );
+    // A label.
+    let out = crate::warden(
+        dir.path(),
+        &[
+            "node",
+            "--control-plane",
+            "http://127.0.0.1:9",
+            "--node-id",
+            "n1",
+            "--label",
+            "role=a b",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("label value `a b` may hold only"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_refuses_names_outside_the_character_set() {
+    let (c, _cp) = crate::leases::TestCluster::start(&[]);
+    let refused = warden_tests::cluster::try_publish(
+        c.channel().await,
+        examples::HELLO,
+        "hello\u{1b}[2J@1",
+        "",
+    )
+    .await
+    .expect_err("a name with an escape sequence is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains(r"agent name `hello\u{1b}[2J` may hold only"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_s_text_cannot_forge_a_control_plane_log_line() {
+    use warden_proto::v1 as pb;
+    let (c, _cp) = crate::leases::TestCluster::start(&[]);
+    let forged = "host\n2026-11-23T00:00:00.000000Z  INFO warden: forged\u{1b}[2J";
+    pb::node_service_client::NodeServiceClient::new(c.channel().await)
+        .register(pb::RegisterRequest {
+            node_id: "n1".into(),
+            hostname: forged.into(),
+            labels: Default::default(),
+            capacity: None,
+        })
+        .await
+        .unwrap();
+    let log_path = warden_tests::cluster::log_dir(c.tmp.path()).join("control-plane.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("node registered") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        log.contains(r"hostname=host\n2026-11-23T00:00:00.000000Z  INFO warden: forged\u{1b}[2J"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("forged") && !l.contains("node registered")),
+        "{log}"
+    );
+}

@@ -68,9 +68,13 @@ impl RunLog {
                 _ => "stderr",
             };
             if line.context.is_empty() {
-                eprintln!("  [{tag}] {}", line.message);
+                eprintln!("  [{tag}] {}", warden_core::escape_controls(&line.message));
             } else {
-                eprintln!("  [{tag}] {}: {}", line.context, line.message);
+                eprintln!(
+                    "  [{tag}] {}: {}",
+                    warden_core::escape_controls(&line.context),
+                    warden_core::escape_controls(&line.message)
+                );
             }
         }
         self.lines.lock().unwrap().push(line);
