@@ -181,42 +181,24 @@ fn guest_text_reaches_the_terminal_with_its_controls_escaped() {
 #[test]
 fn names_outside_the_character_set_are_refused_where_they_enter() {
     let dir = tempfile::tempdir().unwrap();
-    // A node id (checked before the node contacts anyone).
-    let out = crate::warden(
-        dir.path(),
-        &[
-            "node",
-            "--control-plane",
-            "http://127.0.0.1:9",
-            "--node-id",
-            "evil\nINFO x",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(r"node id `evil\nINFO x` may hold only"),
-        "{stderr}"
-    );
-    // A label.
-    let out = crate::warden(
-        dir.path(),
-        &[
-            "node",
-            "--control-plane",
-            "http://127.0.0.1:9",
-            "--node-id",
-            "n1",
-            "--label",
-            "role=a b",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("label value `a b` may hold only"),
-        "{stderr}"
-    );
+    // Checked before the node contacts anyone.
+    for (flags, expected) in [
+        (
+            &["--node-id", "evil\nINFO x"][..],
+            r"node id `evil\nINFO x` may hold only",
+        ),
+        (
+            &["--node-id", "n1", "--label", "role=a b"][..],
+            "label value `a b` may hold only",
+        ),
+    ] {
+        let mut args = vec!["node", "--control-plane", "http://127.0.0.1:9"];
+        args.extend_from_slice(flags);
+        let out = crate::warden(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
