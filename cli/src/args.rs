@@ -50,6 +50,12 @@ pub(crate) struct BudgetArgs {
     /// Most bytes of logs, stdout and stderr together [1MiB].
     #[arg(long, value_parser = parse_bytes)]
     max_log: Option<u64>,
+
+    /// Most bytes the scratch directory (--scratch-dir) may hold: file sizes
+    /// plus 4KiB per file, directory or link; past it writes fail with
+    /// ENOSPC [64MiB].
+    #[arg(long, value_parser = parse_bytes)]
+    max_disk: Option<u64>,
 }
 
 impl BudgetArgs {
@@ -65,6 +71,7 @@ impl BudgetArgs {
             max_http_response_bytes: self.max_http_bytes,
             max_output_bytes: self.max_output,
             max_log_bytes: self.max_log,
+            max_disk_bytes: self.max_disk,
         }
     }
 }

@@ -90,6 +90,9 @@ pub(crate) fn usage_line(u: &Usage) -> String {
             bytes(u.http_response_bytes)
         ));
     }
+    if u.disk_bytes > 0 {
+        parts.push(format!("disk {}", bytes(u.disk_bytes)));
+    }
     parts.join(" · ")
 }
 

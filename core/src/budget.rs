@@ -30,6 +30,9 @@ pub struct RunBudget {
     pub max_output_bytes: u64,
     /// Bytes of logs, stdout and stderr together.
     pub max_log_bytes: u64,
+    /// Bytes of the scratch directory (file sizes, plus 4 KiB per file,
+    /// directory or link), when the run is granted one.
+    pub max_disk_bytes: u64,
 }
 
 impl Default for RunBudget {
@@ -46,6 +49,7 @@ impl Default for RunBudget {
             max_http_response_bytes: 16 << 20,
             max_output_bytes: 1 << 20,
             max_log_bytes: 1 << 20,
+            max_disk_bytes: 64 << 20,
         }
     }
 }
@@ -100,6 +104,7 @@ impl RunBudget {
                 .min(max.max_http_response_bytes),
             max_output_bytes: self.max_output_bytes.min(max.max_output_bytes),
             max_log_bytes: self.max_log_bytes.min(max.max_log_bytes),
+            max_disk_bytes: self.max_disk_bytes.min(max.max_disk_bytes),
         }
     }
 }
@@ -122,6 +127,7 @@ pub struct BudgetRequest {
     pub max_http_response_bytes: Option<u64>,
     pub max_output_bytes: Option<u64>,
     pub max_log_bytes: Option<u64>,
+    pub max_disk_bytes: Option<u64>,
 }
 
 impl BudgetRequest {
@@ -152,6 +158,7 @@ impl BudgetRequest {
                 .or(fallback.max_http_response_bytes),
             max_output_bytes: self.max_output_bytes.or(fallback.max_output_bytes),
             max_log_bytes: self.max_log_bytes.or(fallback.max_log_bytes),
+            max_disk_bytes: self.max_disk_bytes.or(fallback.max_disk_bytes),
         }
     }
 
@@ -170,6 +177,7 @@ impl BudgetRequest {
                 .unwrap_or(d.max_http_response_bytes),
             max_output_bytes: self.max_output_bytes.unwrap_or(d.max_output_bytes),
             max_log_bytes: self.max_log_bytes.unwrap_or(d.max_log_bytes),
+            max_disk_bytes: self.max_disk_bytes.unwrap_or(d.max_disk_bytes),
         }
     }
 }
@@ -186,6 +194,7 @@ impl From<&RunBudget> for BudgetRequest {
             max_http_response_bytes: Some(b.max_http_response_bytes),
             max_output_bytes: Some(b.max_output_bytes),
             max_log_bytes: Some(b.max_log_bytes),
+            max_disk_bytes: Some(b.max_disk_bytes),
         }
     }
 }
@@ -228,6 +237,8 @@ pub struct Usage {
     pub http_requests: u64,
     pub http_response_bytes: u64,
     pub log_bytes: u64,
+    /// Most bytes the scratch directory held (as `max_disk_bytes` counts).
+    pub disk_bytes: u64,
 }
 
 impl Usage {
@@ -412,9 +423,10 @@ mod tests {
             ),
             any_cost(),
             (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            any::<u64>(),
         )
-            .prop_map(|((ms, fuel, mem, tokens), cost, (reqs, http, out, log))| {
-                RunBudget {
+            .prop_map(
+                |((ms, fuel, mem, tokens), cost, (reqs, http, out, log), disk)| RunBudget {
                     timeout: Duration::from_millis(u64::from(ms)),
                     fuel,
                     max_memory_bytes: mem,
@@ -424,8 +436,9 @@ mod tests {
                     max_http_response_bytes: http,
                     max_output_bytes: out,
                     max_log_bytes: log,
-                }
-            })
+                    max_disk_bytes: disk,
+                },
+            )
     }
 
     proptest::proptest! {
@@ -441,6 +454,7 @@ mod tests {
             proptest::prop_assert!(b.max_http_response_bytes <= max.max_http_response_bytes);
             proptest::prop_assert!(b.max_output_bytes <= max.max_output_bytes);
             proptest::prop_assert!(b.max_log_bytes <= max.max_log_bytes);
+            proptest::prop_assert!(b.max_disk_bytes <= max.max_disk_bytes);
             if let Some(limit) = max.fuel {
                 proptest::prop_assert!(b.fuel.is_some_and(|f| f <= limit));
             }

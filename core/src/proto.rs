@@ -91,6 +91,7 @@ impl From<Option<pb::Budget>> for BudgetRequest {
             max_http_response_bytes: b.max_http_response_bytes,
             max_output_bytes: b.max_output_bytes,
             max_log_bytes: b.max_log_bytes,
+            max_disk_bytes: b.max_disk_bytes,
         }
     }
 }
@@ -109,6 +110,7 @@ impl From<&BudgetRequest> for pb::Budget {
             max_http_response_bytes: b.max_http_response_bytes,
             max_output_bytes: b.max_output_bytes,
             max_log_bytes: b.max_log_bytes,
+            max_disk_bytes: b.max_disk_bytes,
         }
     }
 }
@@ -165,6 +167,7 @@ impl From<&Usage> for pb::Usage {
             http_requests: u.http_requests,
             http_response_bytes: u.http_response_bytes,
             log_bytes: u.log_bytes,
+            disk_bytes: u.disk_bytes,
         }
     }
 }
@@ -183,6 +186,7 @@ impl From<Option<pb::Usage>> for Usage {
             http_requests: u.http_requests,
             http_response_bytes: u.http_response_bytes,
             log_bytes: u.log_bytes,
+            disk_bytes: u.disk_bytes,
         }
     }
 }

@@ -37,6 +37,7 @@ impl Default for NodeConfig {
                 max_http_response_bytes: 1 << 30,
                 max_output_bytes: 16 << 20,
                 max_log_bytes: 16 << 20,
+                max_disk_bytes: 1 << 30,
             },
             llm: LlmConfig::default(),
             kv: KvConfig::default(),
@@ -81,6 +82,9 @@ pub struct EngineConfig {
     /// so what a guest makes the host hold is counted against its memory
     /// budget.
     pub max_handle_bytes: usize,
+    /// Most files, directories and links one run's scratch directory may
+    /// hold (its bytes are the budget's `max_disk_bytes`).
+    pub max_scratch_entries: usize,
     /// Bounds on compiling a component (`[engine.compile]`).
     pub compile: crate::compile::CompileLimits,
 }
@@ -95,6 +99,7 @@ impl Default for EngineConfig {
             cache_max_bytes: 2 << 30,
             max_handles: 10_000,
             max_handle_bytes: 32 << 10,
+            max_scratch_entries: 10_000,
             compile: Default::default(),
         }
     }

@@ -212,6 +212,11 @@ impl AgentEngine {
             .min(config.max_handles)
     }
 
+    /// The most entries a run's scratch directory may hold.
+    pub fn max_scratch_entries(&self) -> usize {
+        self.inner.config.max_scratch_entries
+    }
+
     /// The most bytes one host resource may hold.
     pub fn max_handle_bytes(&self) -> usize {
         self.inner.config.max_handle_bytes

@@ -37,6 +37,7 @@ pub struct RunMeter {
     http_response_bytes: AtomicU64,
     log_bytes: AtomicU64,
     peak_memory_bytes: AtomicUsize,
+    peak_disk_bytes: AtomicU64,
 }
 
 /// A granted LLM reservation: the `max_tokens` to send and the cost set aside.
@@ -56,6 +57,7 @@ impl RunMeter {
             http_response_bytes: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             peak_memory_bytes: AtomicUsize::new(0),
+            peak_disk_bytes: AtomicU64::new(0),
         }
     }
 
@@ -156,6 +158,11 @@ impl RunMeter {
         self.peak_memory_bytes.fetch_max(bytes, Relaxed);
     }
 
+    /// The scratch directory holds `bytes` (as its quota counts).
+    pub fn note_disk(&self, bytes: u64) {
+        self.peak_disk_bytes.fetch_max(bytes, Relaxed);
+    }
+
     /// The usage report, with the figures only the runner knows.
     pub fn usage(&self, wall: Duration, fuel_used: Option<u64>) -> Usage {
         let l = self.llm.lock().unwrap();
@@ -173,6 +180,7 @@ impl RunMeter {
                 .load(Relaxed)
                 .min(self.budget.max_http_response_bytes),
             log_bytes: self.log_bytes.load(Relaxed).min(self.budget.max_log_bytes),
+            disk_bytes: self.peak_disk_bytes.load(Relaxed),
         }
     }
 }

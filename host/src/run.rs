@@ -178,12 +178,13 @@ impl Sandbox {
         };
         let llm =
             LlmService::from_config(&config.llm).map_err(|e| SandboxError::Llm(e.to_string()))?;
+        let scratch_root = crate::capability::fs::process_root(&data.join("scratch"));
         Ok(Sandbox::new(
             engine,
             HostServices {
                 kv,
                 llm,
-                scratch_root: data.join("scratch"),
+                scratch_root,
             },
             config.limits.clone(),
         )
@@ -371,8 +372,13 @@ impl Sandbox {
                 run_id: req.run_id.clone(),
                 attempt: req.attempt,
                 deadline,
-                meter,
+                meter: meter.clone(),
             },
+            disk: Arc::new(crate::capability::fs::DiskQuota::new(
+                budget.max_disk_bytes,
+                self.engine.max_scratch_entries(),
+                meter,
+            )),
             _scratch: scratch,
         };
         let mut store = Store::new(self.engine.engine(), state);

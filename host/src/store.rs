@@ -6,7 +6,7 @@
 use crate::bindings;
 use crate::capability::config::ConfigCtx;
 use crate::capability::context::ContextCtx;
-use crate::capability::fs::ScratchDir;
+use crate::capability::fs::{DiskQuota, QuotaFs, QuotaFsData, ScratchDir};
 use crate::capability::http::HttpHooks;
 use crate::capability::kv::KvCtx;
 use crate::capability::llm::LlmCtx;
@@ -30,8 +30,20 @@ pub(crate) struct RunState {
     pub(crate) config: ConfigCtx,
     pub(crate) log: RunLog,
     pub(crate) context: ContextCtx,
+    /// The scratch directory's quota (charged by [`QuotaFs`]).
+    pub(crate) disk: Arc<DiskQuota>,
     /// Removed when the store is dropped.
     pub(crate) _scratch: Option<ScratchDir>,
+}
+
+impl RunState {
+    fn quota_fs(&mut self) -> QuotaFs<'_> {
+        let quota = self.disk.clone();
+        QuotaFs {
+            inner: wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(self),
+            quota,
+        }
+    }
 }
 
 impl WasiView for RunState {
@@ -114,6 +126,14 @@ impl HasData for Context {
 /// Adds every interface of the `agent` world to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    // The guest's `wasi:filesystem/types` is wasmtime-wasi's, wrapped to
+    // charge the scratch quota: it replaces the one just added.
+    linker.allow_shadowing(true);
+    wasmtime_wasi::p2::bindings::filesystem::types::add_to_linker::<RunState, QuotaFsData>(
+        linker,
+        RunState::quota_fs,
+    )?;
+    linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     bindings::llm::add_to_linker::<RunState, Llm>(linker, |s| &mut s.llm)?;
     bindings::kv_store::add_to_linker::<RunState, Kv>(linker, |s| &mut s.kv)?;

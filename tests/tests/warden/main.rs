@@ -8,6 +8,7 @@ mod compile_bounds;
 mod examples;
 mod failures;
 mod grants;
+mod hostile;
 mod http;
 mod kv;
 mod lease_protocol;
