@@ -93,6 +93,13 @@ async fn many_small_files_stop_at_the_entry_bound() {
         )
         .await;
     assert_eq!(report(&outcome)["files"], 100);
+    // Every name counts, hard links included.
+    let outcome = sb
+        .run(&fill, scratch_run(r#"{"mode": "links"}"#, 64 << 20))
+        .await;
+    let r = report(&outcome);
+    assert_eq!(r["files"], 499, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("StorageFull"), "{r}");
     a_normal_run_succeeds(&sb).await;
 }
 

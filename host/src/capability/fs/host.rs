@@ -220,11 +220,14 @@ impl HostDescriptor for QuotaFs<'_> {
         new_descriptor: Resource<types::Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        // A second name for the same entry: no new bytes, and the entry is
-        // given back only when its last name goes.
+        // A second name for the same entry costs a name, no new contents;
+        // the contents are given back only when the last name goes.
+        self.quota.can_create(0).map_err(|_| full())?;
         self.inner
             .link_at(fd, old_path_flags, old_path, new_descriptor, new_path)
-            .await
+            .await?;
+        self.quota.linked();
+        Ok(())
     }
 
     async fn open_at(

@@ -1,14 +1,15 @@
-//! [`DiskQuota`]: the scratch directory's ledger. Every file, directory and
-//! link the guest makes is an entry, keyed by its identity (the
-//! `metadata-hash` WASI gives it), charged its size plus
-//! [`ENTRY_BYTES`]; a write or a `set-size` is charged before it happens
-//! and refused past the quota. The scratch directory starts empty and only
-//! the guest changes it, so the ledger is the directory, with two cautious
-//! rules: space is given back only when an entry's last name goes
-//! (`link-count` was 1) *and* no descriptor or stream of the run still has
-//! it open, and an entry's charged size only shrinks by `set-size` or a
-//! truncating open. So the directory never holds more than the quota,
-//! except what one write in flight adds.
+//! [`DiskQuota`]: the scratch directory's ledger. Every name the guest
+//! makes (a file, directory or symbolic link, or another name for a file)
+//! costs [`ENTRY_BYTES`] and counts against the entry bound; every entry's
+//! contents, keyed by its identity (the `metadata-hash` WASI gives it),
+//! cost their size. A change is charged before it happens and refused past
+//! the quota. The scratch directory starts empty and only the guest changes
+//! it, so the ledger is the directory, with two cautious rules: an entry's
+//! contents are given back only when its last name goes (`link-count` was
+//! 1) *and* no descriptor or stream of the run still has it open, and its
+//! charged size only shrinks by `set-size` or a truncating open. So the
+//! directory never holds more than the quota, except what one write in
+//! flight adds.
 
 use crate::meter::RunMeter;
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Ledger {
     used: u64,
+    /// Names (entries and extra links).
+    names: usize,
     entries: HashMap<Key, Entry>,
     /// The entry behind each open file descriptor (by resource rep).
     descriptors: HashMap<u32, Key>,
@@ -81,7 +84,7 @@ impl DiskQuota {
     /// guest's create reaches the disk).
     pub(crate) fn can_create(&self, bytes: u64) -> Result<(), Full> {
         let l = self.ledger();
-        if l.entries.len() >= self.max_entries {
+        if l.names >= self.max_entries {
             return Err(Full);
         }
         match l.used.checked_add(ENTRY_BYTES + bytes) {
@@ -90,38 +93,40 @@ impl DiskQuota {
         }
     }
 
-    /// Records a new entry of `bytes` (a symbolic link's target, else 0).
+    /// Records a new entry of `bytes` (a symbolic link's target, else 0)
+    /// with its first name. Checked by `can_create` first; charged even if
+    /// that check raced.
     pub(crate) fn created(&self, key: Key, bytes: u64) {
         let mut l = self.ledger();
-        if l.entries.contains_key(&key) {
-            return;
+        l.names += 1;
+        l.used += ENTRY_BYTES;
+        if !l.entries.contains_key(&key) {
+            l.used += bytes;
+            l.entries.insert(
+                key,
+                Entry {
+                    size: bytes,
+                    ..Entry::default()
+                },
+            );
         }
-        // Checked by `can_create`; charged even if the check raced.
-        l.used += ENTRY_BYTES + bytes;
         self.meter.note_disk(l.used);
-        l.entries.insert(
-            key,
-            Entry {
-                size: bytes,
-                ..Entry::default()
-            },
-        );
+    }
+
+    /// Records another name for an entry (`link-at`; checked by
+    /// `can_create` first).
+    pub(crate) fn linked(&self) {
+        let mut l = self.ledger();
+        l.names += 1;
+        l.used += ENTRY_BYTES;
+        self.meter.note_disk(l.used);
     }
 
     /// Records an entry found rather than made (not expected: the
     /// directory starts empty), at its size on disk.
     pub(crate) fn found(&self, key: Key, size: u64) {
-        let mut l = self.ledger();
-        if !l.entries.contains_key(&key) {
-            l.used += ENTRY_BYTES + size;
-            self.meter.note_disk(l.used);
-            l.entries.insert(
-                key,
-                Entry {
-                    size,
-                    ..Entry::default()
-                },
-            );
+        if !self.ledger().entries.contains_key(&key) {
+            self.created(key, size);
         }
     }
 
@@ -191,10 +196,12 @@ impl DiskQuota {
 
     /// `key` lost a name; it had `links` names before.
     pub(crate) fn removed(&self, key: Key, links: u64) {
+        let mut l = self.ledger();
+        l.names = l.names.saturating_sub(1);
+        l.used -= ENTRY_BYTES.min(l.used);
         if links > 1 {
             return;
         }
-        let mut l = self.ledger();
         match l.entries.get_mut(&key) {
             Some(e) if e.open > 0 => e.orphan = true,
             Some(_) => Self::release(&mut l, key),
@@ -202,9 +209,10 @@ impl DiskQuota {
         }
     }
 
+    /// Gives back an entry's contents.
     fn release(l: &mut Ledger, key: Key) {
         if let Some(e) = l.entries.remove(&key) {
-            l.used -= (e.size + ENTRY_BYTES).min(l.used);
+            l.used -= e.size.min(l.used);
         }
     }
 
@@ -253,12 +261,15 @@ mod tests {
         q.created((1, 1), 0);
         q.opened((1, 1), Some(7));
         q.grow_to((1, 1), 5000).unwrap();
-        // A second name: removing one gives nothing back.
+        // A second name costs a name; removing one gives back only that.
+        q.can_create(0).unwrap();
+        q.linked();
+        assert_eq!(q.used(), 2 * ENTRY_BYTES + 5000);
         q.removed((1, 1), 2);
         assert_eq!(q.used(), ENTRY_BYTES + 5000);
-        // The last name, but still open: nothing yet.
+        // The last name, but still open: its contents stay charged.
         q.removed((1, 1), 1);
-        assert_eq!(q.used(), ENTRY_BYTES + 5000);
+        assert_eq!(q.used(), 5000);
         assert_eq!(q.key_of(7), Some((1, 1)));
         q.closed((1, 1), Some(7));
         assert_eq!(q.used(), 0);
@@ -266,12 +277,14 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_bounded() {
-        let q = quota(1 << 30, 2);
+    fn names_are_bounded() {
+        let q = quota(1 << 30, 3);
         for i in 0..2 {
             q.can_create(0).unwrap();
             q.created((1, i), 0);
         }
+        q.can_create(0).unwrap();
+        q.linked();
         assert_eq!(q.can_create(0), Err(Full));
         q.removed((1, 0), 1);
         q.can_create(0).unwrap();

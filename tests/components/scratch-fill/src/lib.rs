@@ -4,7 +4,8 @@
 //! - `files`: creates empty files until a create fails;
 //! - `rewrite`: writes a `size`-byte file `times` times over (each write
 //!   truncates it first), then removes it;
-//! - `churn`: `times` times, writes a `size`-byte file and removes it.
+//! - `churn`: `times` times, writes a `size`-byte file and removes it;
+//! - `links`: makes one file, then hard links to it until one fails.
 //!
 //! Returns what it managed and the error that stopped it, if any.
 use std::io::Write;
@@ -63,6 +64,18 @@ fn run(input: Input) -> Result<Report, warden_sdk::Error> {
                 }
             }
         },
+        "links" => {
+            std::fs::write("/scratch/target", b"x")?;
+            loop {
+                match std::fs::hard_link("/scratch/target", format!("/scratch/l{}", report.files)) {
+                    Ok(()) => report.files += 1,
+                    Err(e) => {
+                        report.error = Some(kind(&e));
+                        break;
+                    }
+                }
+            }
+        }
         "rewrite" | "churn" => {
             let data = vec![1u8; input.size];
             for _ in 0..input.times {
