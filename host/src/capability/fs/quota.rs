@@ -5,9 +5,9 @@
 //! cost their size. A change is charged before it happens and refused past
 //! the quota. The scratch directory starts empty and only the guest changes
 //! it, so the ledger is the directory, with two cautious rules: an entry's
-//! contents are given back only when its last name goes (`link-count` was
-//! 1) *and* no descriptor or stream of the run still has it open, and its
-//! charged size only shrinks by `set-size` or a truncating open. So the
+//! contents are given back only when its last name goes (its link count
+//! was one) *and* no descriptor or stream of the run still has it open, and
+//! its charged size only shrinks by `set-size` or a truncating open. So the
 //! directory never holds more than the quota, except what one write in
 //! flight adds.
 
