@@ -8,6 +8,7 @@ fn main() {
         "warden/v1/lease.proto",
         "warden/v1/run.proto",
         "warden/v1/registry.proto",
+        "warden/v1/auth.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

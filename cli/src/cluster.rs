@@ -19,10 +19,38 @@ use warden_node::{NodeAgent, NodeOptions, persistent_node_id};
 
 /// Run the control plane: run and lease store (SQLite), scheduler, node
 /// registry and the built-in component registry, over gRPC.
+///
+/// It serves TLS with its own CA (DATA_DIR/ca.pem: give it to nodes and
+/// clients as --ca) and authenticates every call: nodes by the certificate
+/// they enroll for with a join token, clients by token. The first start
+/// writes a system-role token to DATA_DIR/admin.token.
 #[derive(Debug, Args)]
 pub(crate) struct ControlPlaneArgs {
     #[command(flatten)]
     server: ServerArgs,
+
+    /// Serve plaintext gRPC with no authentication at all: anyone who can
+    /// reach the port can act as a node or an admin. Only for a trusted
+    /// network; logs a warning.
+    #[arg(long)]
+    insecure: bool,
+
+    /// Another name (host name or IP address) clients and nodes reach this
+    /// control plane by, for its certificate. Repeatable. localhost,
+    /// 127.0.0.1, ::1, this machine's host name and the --listen address
+    /// are always in it.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
+
+    /// Your own server certificate (PEM) instead of one signed by the
+    /// control plane's CA; with --tls-key. Clients then verify it with
+    /// your CA (--ca).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// Config file (TOML, the node config's format): the control plane uses
     /// its data_dir and [engine] settings, including the compile bounds
@@ -52,6 +80,21 @@ struct ServerArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
 
+    /// A queued run whose --selector no live node matches fails
+    /// `unschedulable` after waiting this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    placement_timeout: Duration,
+
+    /// Requests a second each client token may make (bursts of twice
+    /// that); 0 for no limit. Over it, calls fail RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 200)]
+    rate_limit: u32,
+
+    /// Watches (`runs watch`, `submit --wait`) each client token may have
+    /// open at once.
+    #[arg(long, default_value_t = 64)]
+    max_streams_per_token: u32,
+
     /// Attempts per run unless `submit --max-attempts` says otherwise.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
@@ -63,18 +106,39 @@ struct ServerArgs {
     /// How submits of oci:// references reach their registries.
     #[command(flatten)]
     oci: crate::oci::OciArgs,
+
+    /// A registry (HOST or HOST:PORT) submits may name. Repeatable. With
+    /// none, any registry on a public address; one on a loopback, private,
+    /// link-local or metadata address only if listed here. (`warden dev`
+    /// allows every registry: it serves its own machine.)
+    #[arg(long = "allow-registry", value_name = "HOST[:PORT]")]
+    allow_registries: Vec<String>,
 }
 
 /// Run a node: register with the control plane, pull leases, run agents.
+///
+/// With a TLS control plane (https://), a node enrolls once:
+/// `warden node --control-plane https://HOST:7070 --ca ca.pem --join-token T`
+/// keeps its certificate in its data dir, and later starts need no token.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
-    /// The control plane's URL.
+    /// The control plane's URL: https://HOST:PORT, or http:// for one
+    /// started with --insecure.
     #[arg(
         long,
         env = "WARDEN_CONTROL_PLANE",
         default_value = "http://127.0.0.1:7070"
     )]
     control_plane: String,
+
+    /// The control plane's CA certificate (its DATA_DIR/ca.pem).
+    #[arg(long, env = "WARDEN_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// A join token (`warden nodes join-token create`), to enroll this
+    /// node on its first start.
+    #[arg(long, env = "WARDEN_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
 
     #[command(flatten)]
     node: NodeFlags,
@@ -152,16 +216,87 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// How a control plane is secured: `None` serves plaintext without
+/// authentication.
+struct TlsArgs<'a> {
+    names: &'a [String],
+    own: Option<(&'a std::path::Path, &'a std::path::Path)>,
+}
+
+/// The names a control plane's certificate covers.
+fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Some(host) = sysinfo::System::host_name() {
+        names.push(host);
+    }
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Loads (or makes) the CA and server certificate, and on the first start
+/// the first admin token, written to DATA_DIR/admin.token. Also returns
+/// what to tell the operator.
+fn secure(
+    store: &Store,
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    tls: &TlsArgs<'_>,
+) -> anyhow::Result<(warden_control_plane::Security, Vec<String>)> {
+    let mut notes = Vec::new();
+    use warden_control_plane::pki::{Pki, display_fingerprint, write_new};
+    let names = certificate_names(listen, tls.names);
+    for name in tls.names {
+        if name.parse::<std::net::IpAddr>().is_err() {
+            warden_core::check_name("--tls-name", name)?;
+        }
+    }
+    let (pki, created) = Pki::load_or_create(dir, &names, tls.own)?;
+    notes.push(format!(
+        "CA certificate {}{} (give it to nodes and clients: --ca), fingerprint (sha256) {}",
+        dir.join("ca.pem").display(),
+        if created { ", created now" } else { "" },
+        display_fingerprint(pki.ca_fingerprint())
+    ));
+    if !store.has_tokens()? {
+        let (info, token) = store.create_token(
+            warden_control_plane::auth::DEFAULT_TENANT,
+            warden_core::Role::System,
+            "first admin token",
+            None,
+        )?;
+        let path = dir.join("admin.token");
+        write_new(&path, &format!("{token}\n"), true)?;
+        notes.push(format!(
+            "first admin token ({}, role system) written to {}",
+            info.id,
+            path.display()
+        ));
+    }
+    Ok((warden_control_plane::Security::Tls(Arc::new(pki)), notes))
+}
+
 async fn start_control_plane(
     args: &ServerArgs,
     config: &NodeConfig,
+    tls: Option<TlsArgs<'_>>,
+    guard_registries: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     let db = args
         .db
         .clone()
         .unwrap_or_else(|| config.data_dir.join("control-plane.sqlite3"));
     let store = Store::open(&db)?;
+    let (security, notes) = match &tls {
+        Some(tls) => secure(&store, &config.data_dir, args.listen, tls)?,
+        None => (warden_control_plane::Security::Insecure, Vec::new()),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let engine = AgentEngine::new(
         &EngineConfig {
             pool_slots: 1,
@@ -178,8 +313,17 @@ async fn start_control_plane(
             heartbeat_interval: (args.node_timeout / 5)
                 .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             default_max_attempts: args.max_attempts,
+            placement_timeout: args.placement_timeout,
+            rate_limit: args.rate_limit,
+            max_streams_per_token: args.max_streams_per_token,
             max_input_bytes: args.max_input,
-            oci: args.oci.options(),
+            oci: warden_oci::OciOptions {
+                guard: guard_registries.then(|| warden_oci::RegistryGuard {
+                    allow: args.allow_registries.clone(),
+                }),
+                ..args.oci.options()
+            },
+            security,
             ..ControlPlaneConfig::default()
         },
         Arc::new(EngineValidator::with_engine(engine)),
@@ -188,17 +332,21 @@ async fn start_control_plane(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let url = format!("{scheme}://{addr}");
     println!(
-        "warden control plane listening on http://{addr} (database {})",
+        "warden control plane listening on {url} (database {})",
         db.display()
     );
+    for note in notes {
+        println!("{note}");
+    }
     std::io::stdout().flush()?;
     let server = tokio::spawn(async move {
         if let Err(e) = cp.serve(listener, shutdown).await {
             tracing::error!(error = %e, "control plane server stopped");
         }
     });
-    Ok((addr, server))
+    Ok((url, server))
 }
 
 fn load_config(
@@ -212,9 +360,62 @@ fn load_config(
     Ok(config)
 }
 
+/// TLS for a node of the control plane at `url`: its CA and this node's
+/// identity, enrolling first with `join_token` if there is none yet.
+async fn node_tls(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    join_token: Option<&str>,
+    node_id: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let Some(tls) = crate::remote::client_tls(url, ca)? else {
+        if join_token.is_some() {
+            anyhow::bail!(
+                "--join-token needs a TLS control plane (an https:// URL); {url} is plaintext"
+            );
+        }
+        return Ok(None);
+    };
+    let identity = match (warden_node::identity::load_identity(data_dir)?, join_token) {
+        (Some(identity), token) => {
+            if token.is_some() {
+                println!("this node is already enrolled; --join-token is not needed");
+            }
+            identity
+        }
+        (None, Some(token)) => {
+            let identity =
+                warden_node::identity::enroll(url, tls.clone(), token, node_id, data_dir).await?;
+            println!(
+                "enrolled as node {node_id}; its certificate is in {}",
+                data_dir.display()
+            );
+            identity
+        }
+        (None, None) => anyhow::bail!(
+            "this node is not enrolled with {url}: start it once with --join-token \
+             (`warden nodes join-token create` on an admin's machine makes one)"
+        ),
+    };
+    Ok(Some(tls.identity(identity)))
+}
+
+/// The node's id: `--node-id`, or the one kept in the data dir.
+fn node_id(flags: &NodeFlags, config: &NodeConfig) -> anyhow::Result<String> {
+    let node_id = match &flags.node_id {
+        Some(id) => id.clone(),
+        None => persistent_node_id(&config.data_dir)
+            .with_context(|| format!("cannot keep the node id in {}", config.data_dir.display()))?,
+    };
+    warden_core::check_name("node id", &node_id)?;
+    Ok(node_id)
+}
+
 async fn run_node(
     flags: &NodeFlags,
     control_plane: String,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     config: NodeConfig,
 ) -> anyhow::Result<()> {
     let slots = flags
@@ -223,12 +424,7 @@ async fn run_node(
     let mut config = config;
     config.engine.pool_slots = config.engine.pool_slots.max(slots);
     let sandbox = Sandbox::from_config(&config)?;
-    let node_id = match &flags.node_id {
-        Some(id) => id.clone(),
-        None => persistent_node_id(&config.data_dir)
-            .with_context(|| format!("cannot keep the node id in {}", config.data_dir.display()))?,
-    };
-    warden_core::check_name("node id", &node_id)?;
+    let node_id = node_id(flags, &config)?;
     for (key, value) in &flags.labels {
         warden_core::check_label(key, value)?;
     }
@@ -244,6 +440,7 @@ async fn run_node(
             slots,
             drain_grace: flags.drain_grace,
             prewarm: flags.prewarm.clone(),
+            tls,
         },
         &config.data_dir,
     )?;
@@ -253,7 +450,27 @@ async fn run_node(
 
 pub(crate) async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_deref(), args.data.data_dir.as_ref())?;
-    let (_, server) = start_control_plane(&args.server, &config, shutdown_signal()).await?;
+    let tls = if args.insecure {
+        tracing::warn!(
+            listen = %args.server.listen,
+            "--insecure: plaintext and no authentication; anyone who can reach this port can act as a node or an admin"
+        );
+        None
+    } else {
+        Some(TlsArgs {
+            names: &args.tls_names,
+            own: args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+        })
+    };
+    let creds = args.server.oci.options().credentials;
+    if creds.username.is_some() && creds.registry.is_none() {
+        anyhow::bail!(
+            "--registry-username on the control plane needs --registry-host HOST: \
+             the credentials are sent to that registry only, never to one a submit names"
+        );
+    }
+    let (_, server) =
+        start_control_plane(&args.server, &config, tls, true, shutdown_signal()).await?;
     server.await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -263,7 +480,16 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         args.node.node_config.as_deref(),
         args.data.data_dir.as_ref(),
     )?;
-    run_node(&args.node, args.control_plane, config).await?;
+    let node_id = node_id(&args.node, &config)?;
+    let tls = node_tls(
+        &args.control_plane,
+        args.ca.as_deref(),
+        args.join_token.as_deref(),
+        &node_id,
+        &config.data_dir,
+    )
+    .await?;
+    run_node(&args.node, args.control_plane, tls, config).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -272,13 +498,21 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         args.node.node_config.as_deref(),
         args.data.data_dir.as_ref(),
     )?;
+    if !args.server.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "`warden dev` serves plaintext without authentication, so it listens on loopback only \
+             (not {}); run `warden control-plane` to serve other machines",
+            args.server.listen
+        );
+    }
     // The control plane stays up until the node has drained.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr, server) = start_control_plane(&args.server, &config, async {
+    // `warden dev` serves its own machine's user: any registry.
+    let (url, server) = start_control_plane(&args.server, &config, None, false, async {
         let _ = stopped.await;
     })
     .await?;
-    run_node(&args.node, format!("http://{addr}"), config).await?;
+    run_node(&args.node, url, None, config).await?;
     let _ = stop.send(());
     server.await?;
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 //! Errors are reported here, at the edge, with `anyhow`; library crates
 //! return typed errors.
 
+mod admin;
 mod args;
 mod cluster;
 mod oci;
@@ -57,6 +58,10 @@ enum Command {
     Submit(submit::SubmitArgs),
     Runs(runs::RunsArgs),
     Nodes(runs::NodesArgs),
+    Tokens(admin::TokensArgs),
+    Whoami(admin::WhoAmIArgs),
+    Audit(admin::AuditArgs),
+    Quotas(admin::QuotasArgs),
     /// Internal: compiles one component from stdin for the process that
     /// started it (the compile bounds' child process).
     #[command(hide = true)]
@@ -109,6 +114,10 @@ pub fn main() -> ExitCode {
             Command::Submit(args) => submit::submit(args).await,
             Command::Runs(args) => runs::runs(args).await,
             Command::Nodes(args) => runs::nodes(args).await,
+            Command::Tokens(args) => admin::tokens(args).await,
+            Command::Whoami(args) => admin::whoami(args).await,
+            Command::Audit(args) => admin::audit(args).await,
+            Command::Quotas(args) => admin::quotas(args).await,
             Command::CompileWorker { .. } => unreachable!("handled before the runtime starts"),
         }
     });

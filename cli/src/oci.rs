@@ -11,7 +11,7 @@ pub(crate) struct OciArgs {
     /// Allow plain HTTP to OCI registries that are not on loopback (loopback
     /// registries always may use it).
     #[arg(long, global = true)]
-    insecure: bool,
+    plain_http: bool,
 
     /// Registry user name (default: the docker config file's credentials
     /// for the registry, else anonymous).
@@ -26,15 +26,23 @@ pub(crate) struct OciArgs {
         hide_env_values = true
     )]
     registry_password: Option<String>,
+
+    /// The registry (HOST or HOST:PORT) --registry-username/--registry-password
+    /// are for: they are sent to no other. Required by the control plane,
+    /// which pulls from registries others name.
+    #[arg(long, env = "WARDEN_REGISTRY_HOST", global = true)]
+    registry_host: Option<String>,
 }
 
 impl OciArgs {
     pub(crate) fn options(&self) -> OciOptions {
         OciOptions {
-            insecure: self.insecure,
+            guard: None,
+            insecure: self.plain_http,
             credentials: Credentials {
                 username: self.registry_username.clone(),
                 password: self.registry_password.clone(),
+                registry: self.registry_host.clone(),
             },
         }
     }

@@ -93,6 +93,9 @@ pub(crate) fn usage_line(u: &Usage) -> String {
     if u.disk_bytes > 0 {
         parts.push(format!("disk {}", bytes(u.disk_bytes)));
     }
+    if u.host_calls > 0 {
+        parts.push(format!("host calls {}", si(u.host_calls)));
+    }
     parts.join(" · ")
 }
 

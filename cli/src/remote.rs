@@ -1,14 +1,18 @@
-//! How commands reach a control plane: [`Remote`] (the `--control-plane`
-//! flag) and gRPC statuses as user-facing errors.
+//! How commands reach a control plane: [`Remote`] (`--control-plane`,
+//! `--ca`, `--token`) and gRPC statuses as user-facing errors.
 
 use anyhow::Context;
 use clap::Args;
+use std::path::PathBuf;
 use std::time::Duration;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 #[derive(Debug, Args)]
 pub(crate) struct Remote {
-    /// The control plane's URL.
+    /// The control plane's URL: https://HOST:PORT (TLS; give --ca), or
+    /// http:// for one started with --insecure or `warden dev`.
     #[arg(
         long,
         env = "WARDEN_CONTROL_PLANE",
@@ -16,6 +20,63 @@ pub(crate) struct Remote {
         global = true
     )]
     control_plane: String,
+
+    /// The control plane's CA certificate (its DATA_DIR/ca.pem), to verify
+    /// it by.
+    #[arg(long, env = "WARDEN_CA", value_name = "FILE", global = true)]
+    ca: Option<PathBuf>,
+
+    /// Your access token (`warden tokens create`; the first admin token is
+    /// the control plane's DATA_DIR/admin.token).
+    #[arg(long, env = "WARDEN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone, Debug)]
+pub(crate) struct Bearer(Option<AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connection to the control plane that sends the token.
+pub(crate) type Conn = InterceptedService<Channel, Bearer>;
+
+/// TLS for `url`: `https` needs the CA; `http` is plaintext.
+pub(crate) fn client_tls(
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let ca = ca.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{url} is TLS: give the control plane's CA certificate with --ca FILE or WARDEN_CA \
+             (it is DATA_DIR/ca.pem on the control plane's machine)"
+        )
+    })?;
+    let pem = std::fs::read_to_string(ca)
+        .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+    Ok(Some(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+    ))
+}
+
+/// The root cause of a transport error, said once.
+pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    root.to_string()
 }
 
 impl Remote {
@@ -23,34 +84,65 @@ impl Remote {
     /// plane may send.
     pub(crate) async fn runs(
         &self,
-    ) -> anyhow::Result<warden_proto::v1::run_service_client::RunServiceClient<Channel>> {
+    ) -> anyhow::Result<warden_proto::v1::run_service_client::RunServiceClient<Conn>> {
         Ok(
             warden_proto::v1::run_service_client::RunServiceClient::new(self.channel().await?)
                 .max_decoding_message_size(warden_core::wire::MAX_MESSAGE_BYTES),
         )
     }
 
-    pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
-        tonic::transport::Endpoint::from_shared(self.control_plane.clone())
-            .with_context(|| format!("invalid control plane URL `{}`", self.control_plane))?
-            .connect_timeout(Duration::from_secs(3))
-            .connect()
-            .await
-            .map_err(|e| {
-                // The transport error nests the same cause several times; say the root once.
-                let mut root: &dyn std::error::Error = &e;
-                while let Some(next) = root.source() {
-                    root = next;
-                }
-                anyhow::anyhow!(
-                    "cannot reach the control plane at {}: {root} (is `warden control-plane` or `warden dev` running?)",
-                    self.control_plane
-                )
-            })
+    pub(crate) async fn channel(&self) -> anyhow::Result<Conn> {
+        let url = &self.control_plane;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .with_context(|| format!("invalid control plane URL `{url}`"))?
+            .connect_timeout(Duration::from_secs(3));
+        if let Some(tls) = client_tls(url, self.ca.as_deref())? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        PLAINTEXT.store(
+            url.starts_with("http://"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let channel = endpoint.connect().await.map_err(|e| {
+            let root = root_cause(&e);
+            let hint = if url.starts_with("http://") && root.contains("connection") {
+                " (a control plane with TLS needs an https:// URL and --ca)"
+            } else if url.starts_with("https://") {
+                " (is --ca the control plane's ca.pem, and the URL's host one of its certificate's names?)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!(
+                "cannot reach the control plane at {url}: {root}{hint} (is `warden control-plane` or `warden dev` running?)"
+            )
+        })?;
+        let token = match &self.token {
+            Some(t) => Some(
+                MetadataValue::try_from(format!("Bearer {}", t.trim()))
+                    .map_err(|_| anyhow::anyhow!("the token is not valid text"))?,
+            ),
+            None => None,
+        };
+        Ok(InterceptedService::new(channel, Bearer(token)))
     }
 }
 
+/// Whether this process connected to the control plane in plaintext.
+static PLAINTEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A gRPC status as a user-facing error.
 pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.message())
+    // A status with a source failed here, in the transport: it is not the
+    // control plane's answer. In plaintext, the likeliest reason is a TLS
+    // port.
+    let local = std::error::Error::source(&e).is_some();
+    match e.code() {
+        tonic::Code::Unauthenticated => anyhow::anyhow!("unauthenticated: {}", e.message()),
+        tonic::Code::PermissionDenied => anyhow::anyhow!("permission denied: {}", e.message()),
+        _ if local && PLAINTEXT.load(std::sync::atomic::Ordering::Relaxed) => anyhow::anyhow!(
+            "{} (if the control plane uses TLS, connect with an https:// URL and --ca FILE)",
+            e.message()
+        ),
+        _ => anyhow::anyhow!("{}", e.message()),
+    }
 }

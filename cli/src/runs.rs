@@ -53,7 +53,7 @@ fn run_json(run: &pb::Run) -> serde_json::Value {
         .iter()
         .map(|a| {
             serde_json::json!({
-                "attempt": a.attempt, "node_id": a.node_id, "token": a.token,
+                "attempt": a.attempt, "node_id": a.node_id,
                 "outcome": warden_core::AttemptOutcome::from_wire(a.attempt_outcome, &a.outcome), "started_unix_ms": a.started_unix_ms,
                 "ended_unix_ms": a.ended_unix_ms,
                 "error": FailureKind::from_proto(a.kind).map(|k| serde_json::json!({"kind": k, "message": a.message, "retryable": k.retryable()})),
@@ -76,16 +76,26 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.remote.runs().await?;
     match args.command {
         RunsCommand::List { state, limit, json } => {
-            let runs = client
-                .list(pb::ListRunsRequest {
-                    state: state.map(|s| s.as_str().to_string()).unwrap_or_default(),
-                    run_state: state.map_or(0, |s| pb::RunState::from(s) as i32),
-                    limit,
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .runs;
+            // A page at a time, until `limit` runs or the last page.
+            let mut runs = Vec::new();
+            let mut page_token = String::new();
+            while (runs.len() as u32) < limit {
+                let page = client
+                    .list(pb::ListRunsRequest {
+                        state: state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                        run_state: state.map_or(0, |s| pb::RunState::from(s) as i32),
+                        limit: (limit - runs.len() as u32).min(1000),
+                        page_token,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                runs.extend(page.runs);
+                page_token = page.next_page_token;
+                if page_token.is_empty() {
+                    break;
+                }
+            }
             if json {
                 println!(
                     "{}",
@@ -139,7 +149,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Inspect nodes.
+/// Inspect, enroll and revoke nodes.
 #[derive(Debug, Args)]
 pub(crate) struct NodesArgs {
     #[command(subcommand)]
@@ -155,11 +165,71 @@ enum NodesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Join tokens, with which a node enrolls once.
+    JoinToken {
+        #[command(subcommand)]
+        command: JoinTokenCommand,
+    },
+    /// Cut a node off at once: its certificate stops working and its runs
+    /// go back to the queue.
+    Revoke { node_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum JoinTokenCommand {
+    /// Make a single-use join token; prints it alone on the last line.
+    /// Start the node with `warden node --control-plane URL --ca ca.pem
+    /// --join-token TOKEN`.
+    Create {
+        /// Valid for this long (at most 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// A label the node gets (overriding its own). Repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::args::parse_key_value)]
+        labels: Vec<(String, String)>,
+    },
 }
 
 pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
     let mut client = NodeServiceClient::new(args.remote.channel().await?);
-    let NodesCommand::List { json } = args.command;
+    let json = match args.command {
+        NodesCommand::List { json } => json,
+        NodesCommand::JoinToken {
+            command: JoinTokenCommand::Create { ttl, labels },
+        } => {
+            let made = client
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    ttl_ms: ttl.as_millis() as u64,
+                    labels: labels.into_iter().collect(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let expires = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(made.expires_unix_ms.max(0) as u64);
+            println!(
+                "join token for one node, valid until {}",
+                humantime::format_rfc3339_seconds(expires)
+            );
+            println!("{}", made.join_token);
+            return Ok(ExitCode::SUCCESS);
+        }
+        NodesCommand::Revoke { node_id } => {
+            let r = client
+                .revoke_node(pb::RevokeNodeRequest {
+                    node_id: node_id.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "node {} revoked; {} of its runs went back to the queue",
+                safe(&node_id),
+                r.requeued
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let nodes = client
         .list_nodes(pb::ListNodesRequest {})
         .await

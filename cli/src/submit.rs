@@ -3,12 +3,12 @@
 
 use crate::args::{BudgetArgs, GrantArgs, parse_key_value, read_input};
 use crate::output;
+use crate::remote::Conn;
 use crate::remote::{Remote, status};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tonic::transport::Channel;
 use warden_core::{FailureKind, RunFailure, RunState, Usage};
 use warden_host::RunOutcome;
 use warden_proto::v1 as pb;
@@ -88,7 +88,7 @@ pub(crate) fn outcome_of(run: &pb::Run) -> RunOutcome {
 
 /// Follows a run until it ends; prints state changes to stderr.
 pub(crate) async fn wait_for(
-    client: &mut RunServiceClient<Channel>,
+    client: &mut RunServiceClient<Conn>,
     run_id: &str,
     quiet: bool,
 ) -> anyhow::Result<pb::Run> {
@@ -208,7 +208,7 @@ fn read_json_lines(path: &Path) -> anyhow::Result<Vec<String>> {
 /// Submits runs with SubmitBatch, 1,000 per call, with a progress bar on
 /// stderr; prints each run id as its batch is queued.
 async fn submit_many(
-    client: &mut RunServiceClient<Channel>,
+    client: &mut RunServiceClient<Conn>,
     requests: Vec<pb::SubmitRequest>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {

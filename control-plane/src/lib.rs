@@ -1,18 +1,23 @@
 //! Warden's control plane: a [`Store`] (SQLite) of runs, attempts, leases,
-//! nodes and components, and the gRPC services over it (`NodeService`,
-//! `LeaseService`, `RunService`, `RegistryService` of `proto/warden/v1`).
+//! nodes, components and credentials, and the gRPC services over it
+//! (`NodeService`, `LeaseService`, `RunService`, `RegistryService`,
+//! `AuthService` of `proto/warden/v1`), over TLS with authenticated nodes
+//! and clients unless [`Security::Insecure`].
 //!
 //! Guarantees: execution at-least-once; the recording of a result exactly
 //! once. Complete/Fail are accepted only for the run's current (attempt,
-//! fencing token); a repeat of a recorded result is an idempotent OK, a
+//! lease token), from the node it was leased to; a repeat of a recorded result is an idempotent OK, a
 //! stale one is rejected. Leases not renewed by their expiry, and the leases
 //! of nodes that stop heartbeating, are re-queued with attempt + 1.
 
+pub mod auth;
+pub mod pki;
 mod queue;
 mod reaper;
 mod service;
 pub mod store;
 
+pub use auth::Security;
 pub use store::Store;
 
 use std::net::SocketAddr;
@@ -44,6 +49,16 @@ pub struct ControlPlaneConfig {
     pub max_input_bytes: usize,
     /// How submits of `oci://` references reach their registries.
     pub oci: warden_oci::OciOptions,
+    /// TLS and authentication, or neither.
+    pub security: Security,
+    /// A queued run with a node selector that no live node matches fails
+    /// `unschedulable` once it has waited this long.
+    pub placement_timeout: Duration,
+    /// Requests a second one client token may make (bursts of twice
+    /// that); 0: no limit. Over it: `RESOURCE_EXHAUSTED`.
+    pub rate_limit: u32,
+    /// Streams (watches) one client token may hold open at once.
+    pub max_streams_per_token: u32,
 }
 
 impl Default for ControlPlaneConfig {
@@ -56,6 +71,10 @@ impl Default for ControlPlaneConfig {
             max_component_bytes: 64 << 20,
             max_input_bytes: warden_core::wire::DEFAULT_MAX_INPUT_BYTES,
             oci: warden_oci::OciOptions::default(),
+            security: Security::default(),
+            placement_timeout: Duration::from_secs(600),
+            rate_limit: 200,
+            max_streams_per_token: 64,
         }
     }
 }
@@ -74,6 +93,7 @@ pub struct ControlPlane {
     submits: Arc<queue::SubmitQueue>,
     /// Component fetches served (RegistryService.Fetch).
     fetches: Arc<std::sync::atomic::AtomicU64>,
+    limits: Arc<auth::Limits>,
 }
 
 impl ControlPlane {
@@ -90,20 +110,22 @@ impl ControlPlane {
             resolved: Arc::default(),
             submits: Arc::default(),
             fetches: Arc::default(),
+            limits: Arc::default(),
         }
     }
 
     /// [`Store::resolve`], remembering hits.
     pub(crate) fn resolve_cached(
         &self,
+        tenant: &str,
         name: &str,
         version: &str,
     ) -> store::StoreResult<Result<warden_proto::v1::ResolveResponse, bool>> {
-        let key = format!("{name}@{version}");
+        let key = format!("{tenant}/{name}@{version}");
         if let Some(hit) = self.resolved.lock().unwrap().get(&key) {
             return Ok(Ok(hit.clone()));
         }
-        let found = self.store.resolve(name, version)?;
+        let found = self.store.resolve(tenant, name, version)?;
         if let Ok(r) = &found {
             self.resolved.lock().unwrap().insert(key, r.clone());
         }
@@ -140,7 +162,14 @@ impl ControlPlane {
         // One message limit for every service and peer (nodes and the CLI
         // decode with the same one).
         let max = warden_core::wire::MAX_MESSAGE_BYTES;
-        let result = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Security::Tls(pki) = &self.config.security {
+            builder = builder.tls_config(pki.server_tls())?;
+        }
+        let result = builder
+            .add_service(
+                warden_proto::v1::auth_service_server::AuthServiceServer::new(self.clone()),
+            )
             .add_service(NodeServiceServer::new(self.clone()))
             .add_service(LeaseServiceServer::new(self.clone()).max_decoding_message_size(max))
             .add_service(RunServiceServer::new(self.clone()).max_decoding_message_size(max))

@@ -15,6 +15,12 @@ impl ControlPlane {
             tick.tick().await;
             let lost = self.store.mark_lost_nodes(timeout);
             let expired = self.store.expire_leases();
+            let placement = self.config.placement_timeout.as_millis() as i64;
+            match self.store.fail_unschedulable(placement) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(runs = n, "runs no node can take failed as unschedulable"),
+                Err(e) => tracing::error!(error = %e, "placement check"),
+            }
             match (lost, expired) {
                 (Ok(lost), Ok(expired)) => {
                     if lost > 0 {

@@ -239,7 +239,17 @@ pub struct Usage {
     pub log_bytes: u64,
     /// Most bytes the scratch directory held (as `max_disk_bytes` counts).
     pub disk_bytes: u64,
+    /// Calls out of the guest into the host: host functions, and the
+    /// runtime's own (memory growth, time checks). Each also costs
+    /// [`HOST_CALL_FUEL`] fuel.
+    #[serde(default)]
+    pub host_calls: u64,
 }
+
+/// Fuel each call into the host costs on top of the guest's instructions,
+/// so that a fuel budget bounds host calls as it bounds instructions (a
+/// cheap host call does about as much work as this many instructions).
+pub const HOST_CALL_FUEL: u64 = 100;
 
 impl Usage {
     pub fn total_tokens(&self) -> u64 {

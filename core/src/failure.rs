@@ -38,11 +38,15 @@ pub enum FailureKind {
     /// The guest went past a bound on what it may make the host hold
     /// (resource handles, ...); the message names the bound.
     ResourceLimit,
+    /// No node could take the run (its node selector matched none) within
+    /// the control plane's placement timeout; the message names the
+    /// selector.
+    Unschedulable,
 }
 
 impl FailureKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FailureKind; 13] = [
+    pub const ALL: [FailureKind; 14] = [
         FailureKind::Timeout,
         FailureKind::FuelExhausted,
         FailureKind::MemoryLimit,
@@ -56,6 +60,7 @@ impl FailureKind {
         FailureKind::HostError,
         FailureKind::LeaseLost,
         FailureKind::ResourceLimit,
+        FailureKind::Unschedulable,
     ];
 
     /// Whether a run that failed this way is worth another attempt. Fixed
@@ -85,6 +90,7 @@ impl FailureKind {
             FailureKind::HostError => "host_error",
             FailureKind::LeaseLost => "lease_lost",
             FailureKind::ResourceLimit => "resource_limit",
+            FailureKind::Unschedulable => "unschedulable",
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod budget;
 pub mod failure;
+pub mod files;
 pub mod grant;
 pub mod id;
 pub mod manifest;
@@ -26,11 +27,17 @@ pub mod pattern;
 pub mod proto;
 pub mod reference;
 pub mod retry;
+pub mod role;
 pub mod state;
 pub mod text;
 pub mod wire;
 
-pub use budget::{BudgetError, BudgetRequest, ModelPrice, RunBudget, Usage, parse_bytes};
+#[cfg(test)]
+mod fuzz;
+
+pub use budget::{
+    BudgetError, BudgetRequest, HOST_CALL_FUEL, ModelPrice, RunBudget, Usage, parse_bytes,
+};
 pub use failure::{FailureKind, RunFailure};
 pub use grant::{Grant, NodePolicy, model_allowed};
 pub use id::{new_run_id, now_ms};
@@ -38,5 +45,6 @@ pub use manifest::{GrantError, Manifest, grant_for};
 pub use pattern::{HttpPattern, HttpPolicy, PatternError};
 pub use reference::{agent_name, name_and_version, split_reference};
 pub use retry::Backoff;
+pub use role::Role;
 pub use state::{AttemptOutcome, NodeState, RenewStatus, RunState};
 pub use text::{NameError, check_label, check_name, escape_controls, escape_json_controls};

@@ -26,6 +26,7 @@ impl From<FailureKind> for pb::FailureKind {
             FailureKind::HostError => pb::FailureKind::HostError,
             FailureKind::LeaseLost => pb::FailureKind::LeaseLost,
             FailureKind::ResourceLimit => pb::FailureKind::ResourceLimit,
+            FailureKind::Unschedulable => pb::FailureKind::Unschedulable,
         }
     }
 }
@@ -168,6 +169,7 @@ impl From<&Usage> for pb::Usage {
             http_response_bytes: u.http_response_bytes,
             log_bytes: u.log_bytes,
             disk_bytes: u.disk_bytes,
+            host_calls: u.host_calls,
         }
     }
 }
@@ -187,6 +189,7 @@ impl From<Option<pb::Usage>> for Usage {
             http_response_bytes: u.http_response_bytes,
             log_bytes: u.log_bytes,
             disk_bytes: u.disk_bytes,
+            host_calls: u.host_calls,
         }
     }
 }

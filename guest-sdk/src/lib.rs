@@ -70,3 +70,63 @@ pub mod __private {
         serde_json::to_string(&output).map_err(|e| format!("cannot encode the output as JSON: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::__private::invoke;
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    struct Input {
+        name: String,
+        count: Option<u32>,
+        tags: Vec<String>,
+    }
+
+    fn echo(input: Input) -> Result<Input, String> {
+        Ok(input)
+    }
+
+    proptest! {
+        /// Run input is whatever a submitter sent: any text either decodes
+        /// (and the agent sees it) or is refused as `invalid input`, never
+        /// a panic.
+        #[test]
+        fn fuzz_run_input_decodes_or_is_refused(text in any::<String>()) {
+            match invoke(&text, echo) {
+                Ok(output) => {
+                    let back: Input = serde_json::from_str(&output).unwrap();
+                    prop_assert_eq!(back, serde_json::from_str::<Input>(&text).unwrap());
+                }
+                Err(e) => prop_assert!(e.starts_with("invalid input: "), "{}", e),
+            }
+        }
+
+        #[test]
+        fn fuzz_run_input_json_round_trips(
+            name in any::<String>(),
+            count in any::<Option<u32>>(),
+            tags in proptest::collection::vec(any::<String>(), 0..4),
+            noise in "[ \t\r\n]{0,3}",
+        ) {
+            let input = Input { name, count, tags };
+            let text = format!("{noise}{}{noise}", serde_json::to_string(&input).unwrap());
+            let output = invoke(&text, echo).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Input>(&output).unwrap(), input);
+        }
+    }
+
+    #[test]
+    fn empty_input_is_null() {
+        fn unit(_: ()) -> Result<&'static str, String> {
+            Ok("ok")
+        }
+        assert_eq!(invoke("  ", unit).unwrap(), "\"ok\"");
+        assert!(
+            invoke("  ", echo)
+                .unwrap_err()
+                .starts_with("invalid input: ")
+        );
+    }
+}

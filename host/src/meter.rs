@@ -38,6 +38,7 @@ pub struct RunMeter {
     log_bytes: AtomicU64,
     peak_memory_bytes: AtomicUsize,
     peak_disk_bytes: AtomicU64,
+    host_calls: AtomicU64,
 }
 
 /// A granted LLM reservation: the `max_tokens` to send and the cost set aside.
@@ -58,6 +59,7 @@ impl RunMeter {
             log_bytes: AtomicU64::new(0),
             peak_memory_bytes: AtomicUsize::new(0),
             peak_disk_bytes: AtomicU64::new(0),
+            host_calls: AtomicU64::new(0),
         }
     }
 
@@ -163,6 +165,11 @@ impl RunMeter {
         self.peak_disk_bytes.fetch_max(bytes, Relaxed);
     }
 
+    /// The guest called into the host.
+    pub fn count_host_call(&self) {
+        self.host_calls.fetch_add(1, Relaxed);
+    }
+
     /// The usage report, with the figures only the runner knows.
     pub fn usage(&self, wall: Duration, fuel_used: Option<u64>) -> Usage {
         let l = self.llm.lock().unwrap();
@@ -181,6 +188,7 @@ impl RunMeter {
                 .min(self.budget.max_http_response_bytes),
             log_bytes: self.log_bytes.load(Relaxed).min(self.budget.max_log_bytes),
             disk_bytes: self.peak_disk_bytes.load(Relaxed),
+            host_calls: self.host_calls.load(Relaxed),
         }
     }
 }

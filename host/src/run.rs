@@ -22,8 +22,8 @@ use crate::trap::BudgetTrap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use warden_core::{FailureKind, Grant, RunBudget, RunFailure, Usage};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use warden_core::{FailureKind, Grant, HOST_CALL_FUEL, RunBudget, RunFailure, Usage};
+use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 
@@ -312,6 +312,7 @@ impl Sandbox {
     ) -> Result<Store<RunState>, RunFailure> {
         let policy = HttpPolicy::new(&req.grant.http)
             .map_err(|e| RunFailure::new(FailureKind::CapabilityDenied, e.to_string()))?;
+        let calls = meter.clone();
 
         let mut wasi = WasiCtxBuilder::new();
         wasi.max_random_size(MAX_RANDOM_BYTES)
@@ -383,6 +384,21 @@ impl Sandbox {
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // Every call into the host is counted and costs `HOST_CALL_FUEL`:
+        // a flood of cheap host calls spends the fuel budget as the same
+        // work in instructions would.
+        store.call_hook(move |mut ctx, hook| {
+            if !matches!(hook, CallHook::CallingHost) {
+                return Ok(());
+            }
+            calls.count_host_call();
+            match ctx.get_fuel() {
+                Ok(left) if left < HOST_CALL_FUEL => Err(Trap::OutOfFuel.into()),
+                Ok(left) => ctx.set_fuel(left - HOST_CALL_FUEL),
+                // Fuel metering is off on this engine.
+                Err(_) => Ok(()),
+            }
+        });
         // A guest cannot have more than its memory budget to hand over in
         // one call; past it, the call traps (`resource_limit`).
         store.set_hostcall_fuel(usize::try_from(budget.max_memory_bytes).unwrap_or(usize::MAX));
@@ -420,7 +436,7 @@ const HOSTCALL_FUEL_MESSAGE: &str = "fuel allocated for hostcalls has been exhau
 
 /// Names the failure behind a trap or host error: a guest kind for
 /// anything the guest caused, `host_error` only for the node's own faults
-/// while instantiating.
+/// (no free instance slot, the OS out of memory) while instantiating.
 fn classify(phase: Phase, e: &wasmtime::Error, log: &RunLog, max_handles: usize) -> RunFailure {
     if let Some(trap) = e.downcast_ref::<BudgetTrap>() {
         return RunFailure::new(trap.kind(), trap.to_string());
@@ -471,7 +487,22 @@ fn classify(phase: Phase, e: &wasmtime::Error, log: &RunLog, max_handles: usize)
     }
     let message = format!("{e:#}");
     match phase {
-        Phase::Instantiate => RunFailure::new(FailureKind::HostError, message),
+        // The node's own faults: no free instance slot, the OS refusing
+        // memory. Another node (or a later try) may do better.
+        Phase::Instantiate
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+                || e.chain().any(|cause| cause.is::<std::io::Error>()) =>
+        {
+            RunFailure::new(FailureKind::HostError, message)
+        }
+        // Anything else the component asked for: more memory or tables
+        // than the node's pool holds, or a start function misusing a host
+        // call. Retrying it anywhere fails the same way.
+        Phase::Instantiate => RunFailure::new(
+            FailureKind::InvalidComponent,
+            format!("the component cannot be instantiated on this node: {message}"),
+        ),
         Phase::Call if message.contains(HOSTCALL_FUEL_MESSAGE) => RunFailure::new(
             FailureKind::ResourceLimit,
             format!(

@@ -12,6 +12,7 @@
 //! `expires_unix_ms` as `lease_lost`, and its result is not reported.
 
 mod components;
+pub mod identity;
 mod report;
 
 use components::ComponentStore;
@@ -43,12 +44,18 @@ pub struct NodeOptions {
     /// Agents to fetch and compile at start (NAME@VERSION or oci://…), so
     /// their first runs start warm.
     pub prewarm: Vec<String>,
+    /// For an `https` control plane: its CA, and this node's identity.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("invalid control plane URL `{0}`: {1}")]
     Url(String, String),
+    #[error("node identity: {0}")]
+    Identity(String),
+    #[error("enrollment refused: {0}")]
+    Enroll(String),
 }
 
 struct ActiveRun {
@@ -116,11 +123,16 @@ impl NodeAgent {
         opts: NodeOptions,
         data_dir: &Path,
     ) -> Result<Arc<Self>, NodeError> {
-        let channel = Endpoint::from_shared(opts.control_plane.clone())
+        let mut endpoint = Endpoint::from_shared(opts.control_plane.clone())
             .map_err(|e| NodeError::Url(opts.control_plane.clone(), e.to_string()))?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = &opts.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| NodeError::Url(opts.control_plane.clone(), e.to_string()))?;
+        }
+        let channel = endpoint.connect_lazy();
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let (results, results_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(NodeAgent {
@@ -217,6 +229,18 @@ impl NodeAgent {
                     self.note_clock(sent, r.now_unix_ms);
                     tracing::info!(node = %self.opts.node_id, "registered with the control plane");
                     return Duration::from_millis(r.heartbeat_interval_ms.max(100));
+                }
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    ) =>
+                {
+                    // Said every time: an operator must act (revoked, or
+                    // enrolled with another control plane).
+                    tracing::error!(error = %e.message(), "the control plane refuses this node; retrying");
+                    failures += 1;
+                    tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
                 }
                 Err(e) => {
                     if failures == 0 {
@@ -427,7 +451,13 @@ impl NodeAgent {
         {
             Ok(component) => {
                 let req = RunRequest {
-                    agent_name: lease.agent_name.clone(),
+                    // The key-value namespace: a tenant's agents apart from
+                    // every other tenant's (the default tenant's keep the
+                    // bare name they had before tenants).
+                    agent_name: match lease.tenant.as_str() {
+                        "" | "default" => lease.agent_name.clone(),
+                        tenant => format!("{tenant}/{}", lease.agent_name),
+                    },
                     input: lease.input.clone(),
                     budget: RunBudget::from(lease.budget),
                     grant: lease.grant.clone().unwrap_or_default().into(),

@@ -32,6 +32,9 @@ pub enum OciError {
     Registry { reference: String, message: String },
     #[error("{0}: not a wasm component artifact: {1}")]
     NotWasm(String, String),
+    /// The registry is not one this process may contact.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Registry credentials.
@@ -39,6 +42,20 @@ pub enum OciError {
 pub struct Credentials {
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The registry (`HOST` or `HOST:PORT`) they are for; sent to no
+    /// other. `None`: whichever registry the user names (the CLI).
+    pub registry: Option<String>,
+}
+
+impl Credentials {
+    /// Whether the explicit credentials go to `registry`.
+    fn for_registry(&self, registry: &str) -> bool {
+        self.username.is_some()
+            && self.registry.as_deref().is_none_or(|r| {
+                r.eq_ignore_ascii_case(registry)
+                    || r.eq_ignore_ascii_case(split_registry(registry).0)
+            })
+    }
 }
 
 /// How to reach registries.
@@ -47,6 +64,75 @@ pub struct OciOptions {
     /// Allow plain HTTP to non-loopback registries.
     pub insecure: bool,
     pub credentials: Credentials,
+    /// For a server that pulls on others' behalf (the control plane):
+    /// which registries it may contact. `None`: any (the CLI, for its
+    /// user).
+    pub guard: Option<RegistryGuard>,
+}
+
+/// Operator policy for the registries a server contacts: with an
+/// allow-list only those; without one any public registry. A registry
+/// whose name resolves to a loopback, private, link-local (cloud
+/// metadata) or other special address is refused unless allow-listed, by
+/// the same address check as agents' HTTP (`warden_core::pattern::
+/// special_range`).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryGuard {
+    /// `HOST` or `HOST:PORT` entries.
+    pub allow: Vec<String>,
+}
+
+impl RegistryGuard {
+    fn listed(&self, registry: &str, host: &str) -> bool {
+        self.allow
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(registry) || a.eq_ignore_ascii_case(host))
+    }
+
+    /// Whether `registry` (`HOST[:PORT]` as in a reference) may be
+    /// contacted; resolves the name to check every address.
+    pub async fn check(&self, registry: &str) -> Result<(), OciError> {
+        let (host, port) = split_registry(registry);
+        if self.listed(registry, host) {
+            return Ok(());
+        }
+        if !self.allow.is_empty() {
+            return Err(OciError::Refused(format!(
+                "registry {registry} is not one this control plane may pull from (allowed: {}; the operator's --allow-registry)",
+                self.allow.join(", ")
+            )));
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<std::net::IpAddr> = match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((bare, port))
+                .await
+                .map_err(|e| OciError::Registry {
+                    reference: registry.to_string(),
+                    message: format!("cannot resolve the registry's name: {e}"),
+                })?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        for ip in addrs {
+            if let Some(kind) = warden_core::pattern::special_range(ip) {
+                return Err(OciError::Refused(format!(
+                    "registry {registry} is at {ip}, a {kind} address: refused unless the operator allows it (--allow-registry {registry})"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `HOST[:PORT]` of a reference's registry, with the HTTPS port by default.
+fn split_registry(registry: &str) -> (&str, u16) {
+    match registry.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
+            (host, port.parse().unwrap_or(443))
+        }
+        _ => (registry, 443),
+    }
 }
 
 /// A parsed `oci://` reference.
@@ -132,7 +218,9 @@ fn client(r: &OciRef, opts: &OciOptions) -> Client {
 /// The credentials for `r`'s registry: explicit, else the docker config,
 /// else anonymous.
 fn auth(r: &OciRef, opts: &OciOptions) -> RegistryAuth {
-    if let Some(user) = &opts.credentials.username {
+    if let Some(user) = &opts.credentials.username
+        && opts.credentials.for_registry(r.reference.registry())
+    {
         return RegistryAuth::Basic(
             user.clone(),
             opts.credentials.password.clone().unwrap_or_default(),
@@ -155,7 +243,7 @@ fn registry_error(
 ) -> OciError {
     use oci_client::errors::OciDistributionError as E;
     let credentials_needed = || {
-        if opts.credentials.username.is_some() {
+        if opts.credentials.for_registry(r.reference.registry()) {
             "the registry refused the credentials given".to_string()
         } else {
             "the registry requires credentials (docker login, or --registry-username/--registry-password)".to_string()
@@ -202,6 +290,9 @@ pub struct Resolved {
 
 /// Resolves `r` to its manifest and digest.
 pub async fn resolve(r: &OciRef, opts: &OciOptions) -> Result<Resolved, OciError> {
+    if let Some(guard) = &opts.guard {
+        guard.check(r.reference.registry()).await?;
+    }
     let client = client(r, opts);
     let (manifest, digest) = client
         .pull_manifest(&r.reference, &auth(r, opts))
@@ -276,16 +367,18 @@ impl Resolved {
             .await
             .map_err(|e| registry_error(r, opts, e))?;
         progress.start(stream.content_length.or(Some(layer.size as u64)));
-        let mut bytes = Vec::with_capacity(layer.size as usize);
+        // The declared size is the registry's word: reserve at most 16 MiB
+        // on it, and hold it to it.
+        let mut bytes = Vec::with_capacity((layer.size as usize).min(16 << 20));
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| OciError::Registry {
                 reference: r.to_string(),
                 message: format!("download broke: {e}"),
             })?;
-            if bytes.len() as u64 + chunk.len() as u64 > MAX_COMPONENT_BYTES {
+            if bytes.len() as u64 + chunk.len() as u64 > layer.size as u64 {
                 return Err(OciError::NotWasm(
                     r.to_string(),
-                    "the layer is larger than declared".into(),
+                    format!("the layer is larger than the {} bytes declared", layer.size),
                 ));
             }
             bytes.extend_from_slice(&chunk);
@@ -415,6 +508,48 @@ pub async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// References and manifests come from users and registries: any
+        /// text is a reference or an error, and any manifest has one wasm
+        /// layer or an error.
+        #[test]
+        fn fuzz_references_and_manifests_never_panic(
+            text in prop_oneof![
+                "oci://[a-z0-9.:-]{0,12}(/[a-z0-9._-]{0,8}){0,3}(:[ -~]{0,8})?(@[ -~]{0,70})?",
+                any::<String>(),
+            ],
+            layers in proptest::collection::vec(
+                (prop_oneof![Just(WASM_LAYER.to_string()), "[a-z/.+]{0,20}"], any::<i64>()),
+                0..4,
+            ),
+            annotations in proptest::option::of(proptest::collection::btree_map(
+                prop_oneof![Just(CAPABILITIES_ANNOTATION.to_string()), "[a-z.]{0,10}"],
+                any::<String>(),
+                0..3,
+            )),
+        ) {
+            let r = match OciRef::parse(&text) {
+                Some(Ok(r)) => r,
+                _ => OciRef::parse("oci://localhost:5000/a/b:1").unwrap().unwrap(),
+            };
+            let _ = (r.name(), r.to_string());
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_IMAGE_MEDIA_TYPE,
+                "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:0", "size": 2 },
+                "layers": layers.iter().map(|(media, size)| serde_json::json!({
+                    "mediaType": media, "digest": "sha256:1", "size": size,
+                })).collect::<Vec<_>>(),
+                "annotations": annotations,
+            });
+            if let Ok(m) = serde_json::from_value::<OciImageManifest>(manifest) {
+                let wasm = layers.iter().filter(|(media, _)| media == WASM_LAYER).count();
+                prop_assert_eq!(wasm_layer(&r, &m).is_ok(), wasm == 1);
+            }
+        }
+    }
 
     fn parse(text: &str) -> OciRef {
         OciRef::parse(text).unwrap().unwrap()

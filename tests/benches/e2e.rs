@@ -117,7 +117,7 @@ async fn round(cp: &ControlPlane, ch: tonic::transport::Channel, runs: usize, mo
     let mut latencies: Vec<i64> = ids
         .iter()
         .map(|id| {
-            let r = cp.store().get_run(id).unwrap().unwrap();
+            let r = cp.store().get_run(None, id).unwrap().unwrap();
             assert_eq!(state(&r), RunState::Succeeded);
             r.updated_unix_ms - r.created_unix_ms
         })

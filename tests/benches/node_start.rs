@@ -55,7 +55,7 @@ impl Bench {
             &[],
         );
         loop {
-            let run = self.cp.store().get_run(&id).unwrap().unwrap();
+            let run = self.cp.store().get_run(None, &id).unwrap().unwrap();
             let state = warden_core::RunState::from_proto(run.run_state).unwrap();
             if state == warden_core::RunState::Succeeded {
                 break;

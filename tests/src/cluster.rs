@@ -112,6 +112,7 @@ pub fn control_plane(
 ) -> (Proc, String) {
     let mut args = vec![
         "control-plane".to_string(),
+        "--insecure".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--db".into(),
@@ -329,4 +330,64 @@ pub fn outcome(attempt: &pb::Attempt) -> warden_core::AttemptOutcome {
 pub fn node_state(node: &pb::NodeInfo) -> warden_core::NodeState {
     warden_core::NodeState::from_proto(node.node_state)
         .unwrap_or_else(|| panic!("node {} has no state", node.node_id))
+}
+
+/// Starts `warden control-plane` with TLS (its default) on `port`, its
+/// database, CA and first admin token under `data`. Returns the process,
+/// its `https` URL and the admin token.
+pub fn secure_control_plane(
+    bin: &Path,
+    port: u16,
+    data: &Path,
+    extra: &[&str],
+    log_dir: &Path,
+) -> (Proc, String, String) {
+    let mut args = vec![
+        "control-plane".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (proc, line) = spawn(bin, "control-plane", &args, log_dir);
+    assert!(
+        line.contains("listening on https://"),
+        "control plane said: {line}"
+    );
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    (
+        proc,
+        format!("https://127.0.0.1:{port}"),
+        token.trim().to_string(),
+    )
+}
+
+/// A TLS channel to `url` that trusts `ca` (a PEM file), presenting
+/// `identity` (certificate and key PEM) if given.
+pub async fn tls_connect(
+    url: &str,
+    ca: &Path,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(std::fs::read(ca).unwrap()),
+    );
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// `msg` as a request carrying `token`.
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
 }

@@ -58,6 +58,7 @@ impl Node {
                 slots,
                 drain_grace: Duration::from_secs(5),
                 prewarm: prewarm.iter().map(|s| s.to_string()).collect(),
+                tls: None,
             },
             dir,
         )

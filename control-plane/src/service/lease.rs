@@ -15,7 +15,8 @@ impl lease_service_server::LeaseService for ControlPlane {
     type PullStream = StreamOf<Lease>;
 
     async fn pull(&self, req: Request<PullRequest>) -> Result<Response<Self::PullStream>, Status> {
-        let node_id = req.into_inner().node_id;
+        let node = self.node(&req, &req.get_ref().node_id)?;
+        let (node_id, fingerprint) = (node.id, node.fingerprint);
         let (tx, rx) = mpsc::channel(64);
         let cp = self.clone();
         tokio::spawn(async move {
@@ -24,6 +25,15 @@ impl lease_service_server::LeaseService for ControlPlane {
             loop {
                 // Wake on any change, or poll: a retry's backoff ends silently.
                 let changed = cp.changed.notified();
+                // A node revoked meanwhile loses its stream.
+                if let Some(fp) = &fingerprint
+                    && !matches!(cp.store.node_identity(fp), Ok(Some(_)))
+                {
+                    let _ = tx
+                        .send(Err(Status::unauthenticated("this node was revoked")))
+                        .await;
+                    return;
+                }
                 let alive_since = crate::store::now_ms() - alive_window;
                 let leases = match cp.store.lease_runs(&node_id, 64, ttl, alive_since) {
                     Ok(l) => l,
@@ -54,16 +64,18 @@ impl lease_service_server::LeaseService for ControlPlane {
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
-        let stale = self.store.ack(&req.into_inner().leases)?;
+        let node = self.node(&req, "")?;
+        let stale = self.store.ack(node.bound(), &req.into_inner().leases)?;
         Ok(Response::new(AckResponse { stale }))
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let node = self.node(&req, &req.get_ref().node_id)?;
         let r = req.into_inner();
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let results = self
             .store
-            .renew(&r.node_id, &r.leases, ttl)?
+            .renew(&node.id, &r.leases, ttl)?
             .into_iter()
             .map(|(lease, status, expires)| RenewResult {
                 lease: Some(lease),
@@ -79,23 +91,26 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<CompleteRequest>,
     ) -> Result<Response<ResultResponse>, Status> {
+        let node = self.node(&req, "")?;
         let r = RunResult {
             result: Some(run_result::Result::Complete(req.into_inner())),
         };
-        lease_answer(self.record_one(r)?)
+        lease_answer(self.record_one(node.bound(), r)?)
     }
 
     async fn fail(&self, req: Request<FailRequest>) -> Result<Response<ResultResponse>, Status> {
+        let node = self.node(&req, "")?;
         let r = RunResult {
             result: Some(run_result::Result::Fail(req.into_inner())),
         };
-        lease_answer(self.record_one(r)?)
+        lease_answer(self.record_one(node.bound(), r)?)
     }
 
     async fn report(
         &self,
         req: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
+        let node = self.node(&req, "")?;
         let results = req.into_inner().results;
         let mut answers: Vec<Option<ReportAnswer>> = vec![None; results.len()];
         let mut valid = Vec::with_capacity(results.len());
@@ -112,7 +127,7 @@ impl lease_service_server::LeaseService for ControlPlane {
             }
         }
         let reports: Vec<RunReport<'_>> = valid.iter().map(|(_, r)| *r).collect();
-        let checks = self.store.record(&reports)?;
+        let checks = self.store.record(node.bound(), &reports)?;
         self.changed.notify_waiters();
         for ((i, report), check) in valid.iter().zip(checks) {
             let (status, message) = match check {
@@ -161,9 +176,9 @@ fn as_report(r: &RunResult) -> Result<RunReport<'_>, String> {
 
 impl ControlPlane {
     /// Records a single Complete or Fail.
-    fn record_one(&self, r: RunResult) -> Result<LeaseCheck, Status> {
+    fn record_one(&self, node_id: Option<&str>, r: RunResult) -> Result<LeaseCheck, Status> {
         let report = as_report(&r).map_err(Status::invalid_argument)?;
-        let check = self.store.record(&[report])?.remove(0);
+        let check = self.store.record(node_id, &[report])?.remove(0);
         self.changed.notify_waiters();
         Ok(check)
     }

@@ -4,6 +4,7 @@
 //! watch) and [`registry`] (publish, resolve, fetch). This file holds what
 //! they share: the store error and lease answers as `tonic::Status`.
 
+mod auth;
 mod lease;
 mod node;
 mod registry;

@@ -1,22 +1,119 @@
-//! `NodeService`: nodes register, heartbeat, drain and leave.
+//! `NodeService`: nodes enroll, register, heartbeat, drain and leave;
+//! operators make join tokens and revoke nodes.
 
 use crate::ControlPlane;
+use crate::auth::Security;
 use tonic::{Request, Response, Status};
+use warden_core::Role;
 use warden_proto::v1::*;
+
+/// Longest a join token may stay valid.
+const MAX_JOIN_TOKEN_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 #[tonic::async_trait]
 impl node_service_server::NodeService for ControlPlane {
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let Security::Tls(pki) = &self.config.security else {
+            return Err(Status::failed_precondition(
+                "this control plane runs without TLS (--insecure): nodes need no enrollment",
+            ));
+        };
+        let r = req.into_inner();
+        warden_core::check_name("node id", &r.node_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (certificate_pem, fingerprint) = pki
+            .sign_node(&r.csr_pem, &r.node_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.store.enroll(&r.join_token, &r.node_id, &fingerprint)? {
+            Ok(labels) => {
+                tracing::info!(node = %r.node_id, "node enrolled");
+                self.audit(
+                    "",
+                    &format!("node:{}", r.node_id),
+                    "node.enroll",
+                    &r.node_id,
+                    "",
+                );
+                Ok(Response::new(EnrollResponse {
+                    certificate_pem,
+                    labels: labels.into_iter().collect(),
+                }))
+            }
+            Err(e @ crate::store::EnrollError::BadToken) => {
+                tracing::warn!(node = %r.node_id, "enrollment refused: bad join token");
+                self.audit(
+                    "",
+                    "anonymous",
+                    "denied",
+                    &r.node_id,
+                    "enrollment with a bad join token",
+                );
+                Err(Status::unauthenticated(e.to_string()))
+            }
+            Err(e) => Err(Status::already_exists(e.to_string())),
+        }
+    }
+
+    async fn create_join_token(
+        &self,
+        req: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        let caller = self.client(&req, Role::System)?;
+        let r = req.into_inner();
+        for (key, value) in &r.labels {
+            warden_core::check_label(key, value)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        if r.ttl_ms == 0 || r.ttl_ms > MAX_JOIN_TOKEN_TTL_MS {
+            return Err(Status::invalid_argument(
+                "a join token's ttl must be more than 0 and at most 7 days",
+            ));
+        }
+        let labels = r.labels.into_iter().collect();
+        let (join_token, expires) = self.store.create_join_token(&labels, r.ttl_ms as i64)?;
+        tracing::info!("join token created");
+        self.audit(&caller.tenant, caller.actor(), "join_token.create", "", "");
+        Ok(Response::new(CreateJoinTokenResponse {
+            join_token,
+            expires_unix_ms: expires,
+        }))
+    }
+
+    async fn revoke_node(
+        &self,
+        req: Request<RevokeNodeRequest>,
+    ) -> Result<Response<RevokeNodeResponse>, Status> {
+        let caller = self.client(&req, Role::System)?;
+        let id = req.into_inner().node_id;
+        let Some(requeued) = self.store.revoke_node(&id)? else {
+            return Err(Status::not_found(format!(
+                "no node {} was enrolled",
+                warden_core::escape_controls(&id)
+            )));
+        };
+        self.store.expire_leases()?;
+        self.changed.notify_waiters();
+        tracing::warn!(node = %id, requeued, "node revoked");
+        self.audit(&caller.tenant, caller.actor(), "node.revoke", &id, "");
+        Ok(Response::new(RevokeNodeResponse { requeued }))
+    }
+
     async fn register(
         &self,
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        let req = req.into_inner();
-        warden_core::check_name("node id", &req.node_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let node = self.node(&req, &req.get_ref().node_id)?;
+        let mut req = req.into_inner();
         for (key, value) in &req.labels {
             warden_core::check_label(key, value)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
+        // The join token's labels win: a node cannot place itself where
+        // the operator did not put it.
+        req.labels.extend(node.labels);
         if req.hostname.len() > 255 {
             return Err(Status::invalid_argument(
                 "hostname is longer than 255 bytes",
@@ -36,6 +133,7 @@ impl node_service_server::NodeService for ControlPlane {
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.node(&req, &req.get_ref().node_id)?;
         let r = req.into_inner();
         let known = self
             .store
@@ -50,6 +148,7 @@ impl node_service_server::NodeService for ControlPlane {
         &self,
         req: Request<DeregisterRequest>,
     ) -> Result<Response<DeregisterResponse>, Status> {
+        self.node(&req, &req.get_ref().node_id)?;
         let r = req.into_inner();
         self.store.deregister_node(&r.node_id)?;
         // Anything still leased to it goes back to the queue now.
@@ -61,8 +160,9 @@ impl node_service_server::NodeService for ControlPlane {
 
     async fn list_nodes(
         &self,
-        _req: Request<ListNodesRequest>,
+        req: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        self.client(&req, Role::System)?;
         Ok(Response::new(ListNodesResponse {
             nodes: self.store.list_nodes()?,
         }))

@@ -7,6 +7,7 @@ use crate::store::Published;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 use warden_core::Manifest;
+use warden_core::Role;
 use warden_oci::OciRef;
 use warden_proto::v1::*;
 
@@ -18,6 +19,7 @@ impl registry_service_server::RegistryService for ControlPlane {
         &self,
         req: Request<Streaming<PublishChunk>>,
     ) -> Result<Response<PublishResponse>, Status> {
+        let caller = self.client(&req, Role::Publisher)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await?.and_then(|c| c.part) {
             Some(publish_chunk::Part::Header(h)) => h,
@@ -57,6 +59,7 @@ impl registry_service_server::RegistryService for ControlPlane {
             .map_err(Status::invalid_argument)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
         let created = match self.store.publish(
+            &caller.tenant,
             &header.name,
             &header.version,
             &digest,
@@ -72,6 +75,13 @@ impl registry_service_server::RegistryService for ControlPlane {
             }
         };
         tracing::info!(%reference, %digest, size = data.len(), created, "component published");
+        self.audit(
+            &caller.tenant,
+            caller.actor(),
+            "publish",
+            &reference,
+            &digest,
+        );
         Ok(Response::new(PublishResponse {
             digest,
             size: data.len() as u64,
@@ -83,8 +93,19 @@ impl registry_service_server::RegistryService for ControlPlane {
         &self,
         req: Request<ResolveRequest>,
     ) -> Result<Response<ResolveResponse>, Status> {
+        let oci = OciRef::parse(&req.get_ref().reference);
+        // Importing from a registry is work done for the caller.
+        let need = if oci.is_some() {
+            Role::Submitter
+        } else {
+            Role::Viewer
+        };
+        // Nodes resolve (to prewarm) in the default tenant.
+        let tenant = self
+            .node_or_client(&req, need)?
+            .map_or(crate::auth::DEFAULT_TENANT.to_string(), |c| c.tenant);
         let reference = req.into_inner().reference;
-        if let Some(oci) = OciRef::parse(&reference) {
+        if let Some(oci) = oci {
             let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
             let (agent, digest, capabilities) = self.import_oci(&oci).await?;
             let size = self.store.component_size(&digest)?.unwrap_or(0);
@@ -98,7 +119,7 @@ impl registry_service_server::RegistryService for ControlPlane {
             }));
         }
         let (name, version) = parse_reference(&reference)?;
-        match self.store.resolve(name, version)? {
+        match self.store.resolve(&tenant, name, version)? {
             Ok(r) => Ok(Response::new(r)),
             Err(true) => Err(Status::not_found(format!(
                 "agent {name} has no version {version}"
@@ -113,7 +134,15 @@ impl registry_service_server::RegistryService for ControlPlane {
         &self,
         req: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
+        let caller = self.node_or_client(&req, Role::Viewer)?;
         let digest = req.into_inner().digest;
+        // A client reads only what its tenant published or ran; the same
+        // answer as for a digest nobody has.
+        if let Some(tenant) = caller.as_ref().and_then(|c| c.scope())
+            && !self.store.tenant_uses(tenant, &digest)?
+        {
+            return Err(Status::not_found(format!("no component {digest}")));
+        }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = self
@@ -129,10 +158,11 @@ impl registry_service_server::RegistryService for ControlPlane {
 
     async fn list(
         &self,
-        _req: Request<ListComponentsRequest>,
+        req: Request<ListComponentsRequest>,
     ) -> Result<Response<ListComponentsResponse>, Status> {
+        let caller = self.client(&req, Role::Viewer)?;
         Ok(Response::new(ListComponentsResponse {
-            components: self.store.list_components()?,
+            components: self.store.list_components(caller.scope())?,
         }))
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use warden_core::Role;
 use warden_core::{BudgetRequest, Grant, Manifest, RunState, grant_for};
 use warden_oci::OciRef;
 use warden_proto::v1::*;
@@ -20,13 +21,17 @@ impl ControlPlane {
     /// The agent a submit names, as (agent, component digest, capability
     /// manifest): a published NAME@VERSION, or an OCI reference resolved
     /// (and pulled if new) now.
-    async fn resolve_agent(&self, reference: &str) -> Result<(String, String, String), Status> {
+    async fn resolve_agent(
+        &self,
+        tenant: &str,
+        reference: &str,
+    ) -> Result<(String, String, String), Status> {
         if let Some(oci) = OciRef::parse(reference) {
             let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
             return self.import_oci(&oci).await;
         }
         let (name, version) = parse_reference(reference)?;
-        match self.resolve_cached(name, version)? {
+        match self.resolve_cached(tenant, name, version)? {
             Ok(resolved) => Ok((
                 format!("{name}@{version}"),
                 resolved.digest,
@@ -41,11 +46,39 @@ impl ControlPlane {
         }
     }
 
+    /// Refuses submits over `tenant`'s hard quotas (queued runs, input
+    /// size), naming the quota.
+    fn check_quotas(&self, tenant: &str, runs: &[SubmitRequest]) -> Result<(), Status> {
+        let q = self.store.quotas(tenant)?;
+        let exceeded = |what: String| Status::resource_exhausted(format!("quota_exceeded: {what}"));
+        if let Some(max) = q.max_input_bytes
+            && let Some((i, r)) = runs
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.input.len() as u64 > max)
+        {
+            return Err(exceeded(format!(
+                "run {i}'s input is {} bytes; tenant {tenant}'s max_input_bytes is {max}",
+                r.input.len()
+            )));
+        }
+        if let Some(max) = q.max_queued {
+            let queued = self.store.queued_runs(tenant)?;
+            if queued + runs.len() as u64 > u64::from(max) {
+                return Err(exceeded(format!(
+                    "tenant {tenant} has {queued} runs queued and its max_queued is {max}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a submit (input JSON, grant within the capability manifest)
     /// of the agent `resolved` (from [`Self::resolve_agent`]) and makes its
     /// run.
     fn new_run(
         &self,
+        tenant: &str,
         r: SubmitRequest,
         resolved: (String, String, String),
     ) -> Result<NewRun, Status> {
@@ -93,6 +126,7 @@ impl ControlPlane {
         }
         Ok(NewRun {
             id: warden_core::new_run_id(),
+            tenant: tenant.to_string(),
             agent,
             digest,
             input: r.input,
@@ -117,6 +151,7 @@ impl ControlPlane {
     ) -> Result<(String, String, String), Status> {
         let unavailable = |e: warden_oci::OciError| match e {
             warden_oci::OciError::Registry { .. } => Status::unavailable(e.to_string()),
+            warden_oci::OciError::Refused(_) => Status::permission_denied(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         };
         let opts = &self.config.oci;
@@ -154,9 +189,11 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
+        let caller = self.client(&req, Role::Submitter)?;
         let r = req.into_inner();
-        let resolved = self.resolve_agent(&r.agent).await?;
-        let run = self.new_run(r, resolved)?;
+        self.check_quotas(&caller.tenant, std::slice::from_ref(&r))?;
+        let resolved = self.resolve_agent(&caller.tenant, &r.agent).await?;
+        let run = self.new_run(&caller.tenant, r, resolved)?;
         let run = self.insert_run(run).await?;
         Ok(Response::new(SubmitResponse { run: Some(run) }))
     }
@@ -165,6 +202,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<SubmitBatchRequest>,
     ) -> Result<Response<SubmitBatchResponse>, Status> {
+        let caller = self.client(&req, Role::Submitter)?;
         let requests = req.into_inner().runs;
         if requests.len() > MAX_SUBMIT_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -172,17 +210,21 @@ impl run_service_server::RunService for ControlPlane {
                 requests.len()
             )));
         }
+        self.check_quotas(&caller.tenant, &requests)?;
         // Each distinct agent is resolved once per batch.
         let mut resolved = std::collections::HashMap::new();
         let mut runs = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
             let at = |e: Status| Status::new(e.code(), format!("run {i}: {}", e.message()));
             if !resolved.contains_key(&r.agent) {
-                let agent = self.resolve_agent(&r.agent).await.map_err(at)?;
+                let agent = self
+                    .resolve_agent(&caller.tenant, &r.agent)
+                    .await
+                    .map_err(at)?;
                 resolved.insert(r.agent.clone(), agent);
             }
             let agent = resolved[&r.agent].clone();
-            runs.push(self.new_run(r, agent).map_err(at)?);
+            runs.push(self.new_run(&caller.tenant, r, agent).map_err(at)?);
         }
         let runs = self.store.insert_runs(&runs)?;
         self.changed.notify_waiters();
@@ -190,9 +232,10 @@ impl run_service_server::RunService for ControlPlane {
     }
 
     async fn get(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
+        let caller = self.client(&req, Role::Viewer)?;
         let id = req.into_inner().run_id;
         self.store
-            .get_run(&id)?
+            .get_run(caller.scope(), &id)?
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("no run {id}")))
     }
@@ -201,6 +244,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<ListRunsRequest>,
     ) -> Result<Response<ListRunsResponse>, Status> {
+        let caller = self.client(&req, Role::Viewer)?;
         let r = req.into_inner();
         let state = match (RunState::from_proto(r.run_state), r.state.as_str()) {
             (Some(state), _) => Some(state),
@@ -210,19 +254,45 @@ impl run_service_server::RunService for ControlPlane {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             ),
         };
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let bad =
+                || Status::invalid_argument("the page token is not one this control plane gave");
+            let (created, id) = r.page_token.split_once('.').ok_or_else(bad)?;
+            Some((created.parse::<i64>().map_err(|_| bad())?, id.to_string()))
+        };
+        let limit = if r.limit == 0 {
+            100
+        } else {
+            r.limit.min(crate::store::MAX_PAGE)
+        };
         let runs = self.store.list_runs(&RunFilter {
+            tenant: caller.scope().map(str::to_string),
             state,
-            limit: r.limit,
+            limit,
+            after,
         })?;
-        Ok(Response::new(ListRunsResponse { runs }))
+        let next_page_token = match runs.last() {
+            Some(last) if runs.len() as u32 == limit => {
+                format!("{}.{}", last.created_unix_ms, last.run_id)
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(ListRunsResponse {
+            runs,
+            next_page_token,
+        }))
     }
 
     async fn cancel(&self, req: Request<CancelRunRequest>) -> Result<Response<Run>, Status> {
+        let caller = self.client(&req, Role::Submitter)?;
         let id = req.into_inner().run_id;
         let run = self
             .store
-            .cancel(&id)?
+            .cancel(caller.scope(), &id)?
             .ok_or_else(|| Status::not_found(format!("no run {id}")))?;
+        self.audit(&run.tenant, caller.actor(), "cancel", &id, "");
         self.changed.notify_waiters();
         Ok(Response::new(run))
     }
@@ -231,17 +301,25 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<WatchRunRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.client(&req, Role::Viewer)?;
         let id = req.into_inner().run_id;
-        if self.store.get_run(&id)?.is_none() {
+        let scope = caller.scope().map(str::to_string);
+        let slot = self.stream_slot(&caller)?;
+        if self.store.get_run(scope.as_deref(), &id)?.is_none() {
             return Err(Status::not_found(format!("no run {id}")));
         }
         let (tx, rx) = mpsc::channel(16);
         let cp = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut last = None;
             loop {
                 let changed = cp.changed.notified();
-                let run = match cp.store.get_run(&id) {
+                // A client that went away ends the watch.
+                if tx.is_closed() {
+                    return;
+                }
+                let run = match cp.store.get_run(scope.as_deref(), &id) {
                     Ok(Some(run)) => run,
                     Ok(None) => return,
                     Err(e) => {

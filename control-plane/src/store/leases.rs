@@ -1,10 +1,11 @@
 //! Leases and results: lease queued runs to a node, ack, renew, record
 //! Complete/Fail exactly once (with retry, backoff and dead-lettering),
 //! expire. Every change is one transaction; a result is accepted only for
-//! the run's current (attempt, fencing token).
+//! the run's current (attempt, lease token), from the node it was leased
+//! to.
 
 use super::runs::decode;
-use super::{Store, StoreResult, next_token, now_ms};
+use super::{Store, StoreResult, new_lease_token, now_ms};
 use prost::Message;
 use rusqlite::{OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
@@ -42,6 +43,21 @@ pub struct RunReport<'a> {
     pub usage: &'a Usage,
 }
 
+/// Most queued runs one lease poll looks at: past this many runs no node
+/// of this kind can take, a poll leases nothing (the placement timeout
+/// fails those runs `unschedulable` in time).
+const MAX_QUEUE_SCAN: i64 = 20_000;
+
+/// Labels or a selector as stored (JSON).
+fn parse_labels(json: &str) -> BTreeMap<String, String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Whether a node with `labels` satisfies `selector`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 fn wire_kind(kind: Option<FailureKind>) -> i32 {
     kind.map_or(0, |k| pb::FailureKind::from(k) as i32)
 }
@@ -49,7 +65,7 @@ fn wire_kind(kind: Option<FailureKind>) -> i32 {
 impl Store {
     /// Hands up to `max` queued runs whose selector the node's labels
     /// satisfy to `node_id`, never more than the node's free slots in
-    /// flight. Each lease gets a new fencing token and attempt. A node that
+    /// flight. Each lease gets a new lease token and attempt. A node that
     /// is not ready (draining, lost, gone) or has not heartbeaten since
     /// `alive_since_ms` (paused, partitioned) gets nothing, even if its
     /// stream is still open.
@@ -76,8 +92,7 @@ impl Store {
             if state.parse() != Ok(NodeState::Ready) || last_heartbeat < alive_since_ms {
                 return Ok(Vec::new());
             }
-            let labels: BTreeMap<String, String> =
-                serde_json::from_str(&labels).unwrap_or_default();
+            let labels = parse_labels(&labels);
             let slots = pb::NodeCapacity::decode(capacity.as_slice())
                 .map(|c| c.slots)
                 .unwrap_or(0);
@@ -90,56 +105,67 @@ impl Store {
             if room == 0 {
                 return Ok(Vec::new());
             }
-            // In queue order; runs waiting out a retry backoff sort last and
+            // In queue order, past any runs this node cannot take (their
+            // selector wants labels it lacks): those never stand in front
+            // of runs it can. Runs waiting out a retry backoff sort last and
             // end the scan. (`not_before` is compared here, not in SQL: a
             // bound value in a range would make SQLite re-plan every call.)
+            // Rows are read lazily: the scan stops once there is no room.
+            // A tenant at its running quota waits: its runs are looked past.
+            let mut tenant_room = super::quotas::running_room(tx)?;
             let mut stmt = tx.prepare_cached(
-                "SELECT id, selector, not_before FROM runs WHERE state = 'queued'
+                "SELECT id, selector, not_before, tenant FROM runs WHERE state = 'queued'
                  ORDER BY not_before, created LIMIT ?1",
             )?;
-            let candidates: Vec<(String, String)> = stmt
-                .query_map([room * 4 + 16], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?))
-                })?
-                .filter_map(|row| match row {
-                    Ok((id, selector, not_before)) => {
-                        (not_before <= now).then_some(Ok((id, selector)))
-                    }
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<_, _>>()?;
-            let mut leases = Vec::new();
-            for (id, selector) in candidates {
-                if leases.len() as u32 >= room {
+            let mut ids = Vec::new();
+            let mut rows = stmt.query([MAX_QUEUE_SCAN])?;
+            while let Some(row) = rows.next()? {
+                if ids.len() as u32 >= room || row.get::<_, i64>(2)? > now {
                     break;
                 }
-                let selector: BTreeMap<String, String> =
-                    serde_json::from_str(&selector).unwrap_or_default();
-                if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                let selector: String = row.get(1)?;
+                let fits = selector == "{}" || selects(&parse_labels(&selector), &labels);
+                if !fits {
                     continue;
                 }
+                let tenant: String = row.get(3)?;
+                if let Some(left) = tenant_room.get_mut(&tenant) {
+                    if *left <= 0 {
+                        continue;
+                    }
+                    *left -= 1;
+                }
+                ids.push(row.get::<_, String>(0)?);
+            }
+            drop(rows);
+            drop(stmt);
+            let mut leases = Vec::with_capacity(ids.len());
+            for id in ids {
                 leases.push(lease_one(tx, &id, node_id, now, ttl_ms)?);
             }
             Ok(leases)
         })
     }
 
-    /// The node started these runs (leased -> running). Returns the leases
-    /// that are no longer current.
-    pub fn ack(&self, leases: &[LeaseRef]) -> StoreResult<Vec<LeaseRef>> {
+    /// Node `node_id` (any, if `None`) started these runs (leased ->
+    /// running). Returns the leases that are no longer current (or not its
+    /// own).
+    pub fn ack(&self, node_id: Option<&str>, leases: &[LeaseRef]) -> StoreResult<Vec<LeaseRef>> {
         let now = now_ms();
         self.with_tx(|tx| {
             let mut stmt = tx.prepare_cached(
                 "UPDATE runs SET state = 'running', updated = ?4
-                 WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND state = 'leased'",
+                 WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3
+                   AND (?5 IS NULL OR lease_node = ?5) AND state = 'leased'",
             )?;
             let mut stale = Vec::new();
             for lease in leases {
                 let n = stmt.execute(params![
                     lease.run_id,
                     lease.attempt,
-                    lease.token as i64,
-                    now
+                    lease.token,
+                    now,
+                    node_id
                 ])?;
                 if n != 1 {
                     stale.push(lease.clone());
@@ -171,7 +197,7 @@ impl Store {
                          RETURNING cancel_requested",
                     )?
                     .query_row(
-                        params![l.run_id, l.attempt, l.token as i64, node_id, expires],
+                        params![l.run_id, l.attempt, l.token, node_id, expires],
                         |r| r.get(0),
                     )
                     .optional()?;
@@ -186,20 +212,74 @@ impl Store {
         })
     }
 
-    /// Records results, each exactly once and checked on its own, in one
+    /// Records results node `node_id` (any, if `None`) sends for its
+    /// leases, each exactly once and checked on its own, in one
     /// transaction. Answers are in the order of `results`.
-    pub fn record(&self, results: &[RunReport<'_>]) -> StoreResult<Vec<LeaseCheck>> {
+    pub fn record(
+        &self,
+        node_id: Option<&str>,
+        results: &[RunReport<'_>],
+    ) -> StoreResult<Vec<LeaseCheck>> {
         let now = now_ms();
         self.with_tx(|tx| {
             results
                 .iter()
-                .map(|r| match r.outcome {
-                    Outcome::Succeeded { output } => complete(tx, r.lease, output, r.usage, now),
-                    Outcome::Failed { kind, message } => {
-                        fail(tx, r.lease, kind, message, r.usage, now)
-                    }
+                .map(|r| match check_lease(tx, node_id, r.lease, r.outcome)? {
+                    Err(answer) => Ok(answer),
+                    Ok(()) => match r.outcome {
+                        Outcome::Succeeded { output } => {
+                            complete(tx, r.lease, output, r.usage, now)
+                        }
+                        Outcome::Failed { kind, message } => {
+                            fail(tx, r.lease, kind, message, r.usage, now)
+                        }
+                    },
                 })
                 .collect()
+        })
+    }
+
+    /// Fails queued runs with a node selector that no live node (ready or
+    /// draining) matches and that have waited longer than `timeout_ms`, as
+    /// `unschedulable` naming the selector. Returns how many.
+    pub fn fail_unschedulable(&self, timeout_ms: i64) -> StoreResult<usize> {
+        let now = now_ms();
+        let kind = wire_kind(Some(FailureKind::Unschedulable));
+        self.with_tx(|tx| {
+            let nodes: Vec<BTreeMap<String, String>> = tx
+                .prepare_cached("SELECT labels FROM nodes WHERE state IN ('ready', 'draining')")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .map(|l| l.map(|l| parse_labels(&l)))
+                .collect::<Result<_, _>>()?;
+            let waiting: Vec<(String, String)> = tx
+                .prepare_cached(
+                    "SELECT id, selector FROM runs
+                     WHERE state = 'queued' AND selector != '{}' AND created < ?1",
+                )?
+                .query_map([now - timeout_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut failed = 0;
+            for (id, selector) in waiting {
+                let wanted = parse_labels(&selector);
+                let placeable = nodes.iter().any(|labels| selects(&wanted, labels));
+                if placeable {
+                    continue;
+                }
+                let wanted: Vec<String> = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let message = format!(
+                    "no node has the labels its selector asks for ({}) after {} s in the queue",
+                    wanted.join(", "),
+                    timeout_ms / 1000
+                );
+                failed += tx
+                    .prepare_cached(
+                        "UPDATE runs SET state = 'failed', error_kind = ?2, error_message = ?3,
+                                updated = ?4
+                         WHERE id = ?1 AND state = 'queued'",
+                    )?
+                    .execute(params![id, kind, message, now])?;
+            }
+            Ok(failed)
         })
     }
 
@@ -216,14 +296,14 @@ impl Store {
                  WHERE r.state IN ('leased', 'running')
                    AND (r.lease_expires < ?1 OR n.state IN ('lost', 'gone'))",
             )?;
-            let expired: Vec<(String, u32, i64)> = stmt
+            let expired: Vec<(String, u32, String)> = stmt
                 .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             for (id, attempt, token) in &expired {
                 let lease = LeaseRef {
                     run_id: id.clone(),
                     attempt: *attempt,
-                    token: *token as u64,
+                    token: token.clone(),
                 };
                 let message = format!("the lease of attempt {attempt} expired");
                 end_attempt(
@@ -258,16 +338,16 @@ fn lease_one(
     now: i64,
     ttl_ms: i64,
 ) -> StoreResult<Lease> {
-    let token = next_token(tx)?;
+    let token = new_lease_token();
     let expires = now + ttl_ms;
     let row = tx
         .prepare_cached(
             "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?2,
                 lease_token = ?3, lease_expires = ?4, updated = ?5
              WHERE id = ?1 AND state = 'queued'
-             RETURNING attempt, digest, agent, input, budget, grant_, traceparent",
+             RETURNING attempt, digest, agent, input, budget, grant_, traceparent, tenant",
         )?
-        .query_row(params![id, node_id, token as i64, expires, now], |r| {
+        .query_row(params![id, node_id, token, expires, now], |r| {
             Ok((
                 r.get::<_, u32>(0)?,
                 r.get::<_, String>(1)?,
@@ -276,14 +356,15 @@ fn lease_one(
                 r.get::<_, Vec<u8>>(4)?,
                 r.get::<_, Vec<u8>>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
             ))
         })?;
-    let (attempt, digest, agent, input, budget, grant, traceparent) = row;
+    let (attempt, digest, agent, input, budget, grant, traceparent, tenant) = row;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO attempts (run_id, attempt, node_id, token, started, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
     )?
-    .execute(params![id, attempt, node_id, token as i64, now])?;
+    .execute(params![id, attempt, node_id, token, now])?;
     let (name, version) = warden_core::name_and_version(&agent);
     Ok(Lease {
         run_id: id.to_string(),
@@ -297,10 +378,11 @@ fn lease_one(
         grant: decode(Some(grant)),
         expires_unix_ms: expires,
         traceparent,
+        tenant,
     })
 }
 
-/// Records a success for `lease`, exactly once.
+/// Records a success for `lease` (checked by `check_lease`).
 fn complete(
     tx: &Transaction<'_>,
     lease: &LeaseRef,
@@ -308,9 +390,6 @@ fn complete(
     usage: &Usage,
     now: i64,
 ) -> StoreResult<LeaseCheck> {
-    if let Err(answer) = check_lease(tx, lease, AttemptOutcome::Succeeded)? {
-        return Ok(answer);
-    }
     tx.prepare_cached(
         "UPDATE runs SET state = 'succeeded', output = ?2, usage = ?3, error_kind = 0,
                 error_message = NULL, updated = ?4
@@ -321,7 +400,7 @@ fn complete(
     Ok(LeaseCheck::Recorded)
 }
 
-/// Records a failure for `lease`, exactly once: retryable kinds
+/// Records a failure for `lease` (checked by `check_lease`): retryable kinds
 /// ([`FailureKind::retryable`]) go back to the queue after a
 /// [`Backoff::RUN_RETRY`] delay until `max_attempts`, then dead-letter.
 fn fail(
@@ -332,9 +411,6 @@ fn fail(
     usage: &Usage,
     now: i64,
 ) -> StoreResult<LeaseCheck> {
-    if let Err(answer) = check_lease(tx, lease, AttemptOutcome::Failed)? {
-        return Ok(answer);
-    }
     let (max_attempts, cancel_requested): (u32, bool) = tx
         .prepare_cached("SELECT max_attempts, cancel_requested FROM runs WHERE id = ?1")?
         .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -376,36 +452,46 @@ fn fail(
     Ok(LeaseCheck::Recorded)
 }
 
-/// Whether a result for `lease` may be recorded now. `Err` carries the
-/// answer when it may not (already recorded, stale, conflicting).
+/// Whether a result `node_id` sends for `lease` may be recorded now.
+/// `Err` carries the answer when it may not (already recorded, stale,
+/// conflicting, or another node's lease: stale, naming nothing of it).
 fn check_lease(
     tx: &Transaction<'_>,
+    node_id: Option<&str>,
     lease: &LeaseRef,
-    outcome: AttemptOutcome,
+    outcome: Outcome<'_>,
 ) -> StoreResult<Result<(), LeaseCheck>> {
-    let current: Option<(u32, Option<i64>, String)> = tx
-        .prepare_cached("SELECT attempt, lease_token, state FROM runs WHERE id = ?1")?
-        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let outcome = match outcome {
+        Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
+        Outcome::Failed { .. } => AttemptOutcome::Failed,
+    };
+    let current: Option<(u32, Option<String>, Option<String>, String)> = tx
+        .prepare_cached("SELECT attempt, lease_token, lease_node, state FROM runs WHERE id = ?1")?
+        .query_row([&lease.run_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
-    let Some((attempt, token, state)) = current else {
+    let Some((attempt, token, leased_to, state)) = current else {
         return Ok(Err(LeaseCheck::NotFound));
     };
     let state: RunState = state
         .parse()
         .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
-    let recorded: Option<(i64, String)> = tx
-        .prepare_cached("SELECT token, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2")?
+    let recorded: Option<(String, String, String)> = tx
+        .prepare_cached(
+            "SELECT token, node_id, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2",
+        )?
         .query_row(params![lease.run_id, lease.attempt], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    if let Some((t, recorded)) = recorded {
+    if let Some((t, n, recorded)) = recorded {
         let recorded: AttemptOutcome = recorded
             .parse()
             .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
         // An expired attempt's late result is stale, like any old token.
         let ended = !matches!(recorded, AttemptOutcome::Running | AttemptOutcome::Expired);
-        if t as u64 == lease.token && ended {
+        if t == lease.token && node_id.is_none_or(|id| id == n) && ended {
             let same = recorded == outcome
                 || (outcome == AttemptOutcome::Failed && recorded == AttemptOutcome::Cancelled);
             return Ok(Err(if same {
@@ -419,14 +505,15 @@ fn check_lease(
         }
     }
     let current_lease = attempt == lease.attempt
-        && token.map(|t| t as u64) == Some(lease.token)
+        && token.as_deref() == Some(lease.token.as_str())
+        && node_id.is_none_or(|id| leased_to.as_deref() == Some(id))
         && state.is_leased();
     if current_lease {
         Ok(Ok(()))
     } else {
         Ok(Err(LeaseCheck::Stale(format!(
-            "stale lease: run {} is at attempt {attempt} ({state}); this result is for attempt {} (token {})",
-            lease.run_id, lease.attempt, lease.token
+            "stale lease: run {} is not leased to this node at attempt {} with this token",
+            lease.run_id, lease.attempt
         ))))
     }
 }

@@ -3,19 +3,25 @@
 //!
 //! Tables: `runs` (one row per run, with its current lease), `attempts`
 //! (every attempt's history), `nodes`, `components` (blobs by digest),
-//! `versions` (immutable name@version -> digest) and `counters` (the
-//! monotonic fencing token).
+//! `versions` (immutable name@version -> digest), and for authentication
+//! `tokens`, `join_tokens` and `node_identities` (`auth.rs`).
 
+mod audit;
+mod auth;
 mod leases;
 mod nodes;
+mod quotas;
 mod registry;
 mod runs;
 #[cfg(test)]
 mod tests;
 
+pub use audit::AuditEntry;
+pub use auth::{EnrollError, JOIN_TOKEN_PREFIX, TOKEN_PREFIX, TokenInfo};
 pub use leases::{LeaseCheck, Outcome, RunReport};
+pub use quotas::Quotas;
 pub use registry::Published;
-pub use runs::{NewRun, RunFilter};
+pub use runs::{MAX_PAGE, NewRun, RunFilter};
 
 use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
@@ -30,6 +36,9 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// Not a failure: undoes a transaction that found the request invalid.
+    #[error("{0}")]
+    Rollback(EnrollError),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -104,6 +113,81 @@ INSERT INTO counters (name, value) VALUES ('fencing_token', 0);
 "#,
     r#"
 ALTER TABLE versions ADD COLUMN capabilities TEXT NOT NULL DEFAULT '';
+"#,
+    // Lease tokens become 128 random bits (text); leases in flight while
+    // upgrading expire and are re-queued. Client tokens, join tokens and
+    // node identities (certificate fingerprints), all stored hashed.
+    r#"
+ALTER TABLE runs DROP COLUMN lease_token;
+ALTER TABLE runs ADD COLUMN lease_token TEXT;
+ALTER TABLE attempts DROP COLUMN token;
+ALTER TABLE attempts ADD COLUMN token TEXT NOT NULL DEFAULT '';
+DELETE FROM counters WHERE name = 'fencing_token';
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    role TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created INTEGER NOT NULL,
+    expires INTEGER,
+    revoked INTEGER
+);
+CREATE TABLE join_tokens (
+    hash TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    used_by TEXT
+);
+CREATE TABLE node_identities (
+    fingerprint TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER
+);
+CREATE INDEX node_identities_by_node ON node_identities (node_id);
+"#,
+    // Tenants: every run and every published name belongs to one.
+    r#"
+ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX runs_by_tenant ON runs (tenant, created);
+CREATE TABLE versions_t (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL REFERENCES components (digest),
+    created INTEGER NOT NULL,
+    capabilities TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (tenant, name, version)
+);
+INSERT INTO versions_t SELECT 'default', name, version, digest, created, capabilities FROM versions;
+DROP TABLE versions;
+ALTER TABLE versions_t RENAME TO versions;
+CREATE INDEX versions_by_digest ON versions (digest, tenant);
+"#,
+    // The audit log.
+    r#"
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_by_tenant ON audit (tenant, id);
+"#,
+    // Quotas per tenant; NULL: no limit.
+    r#"
+CREATE TABLE quotas (
+    tenant TEXT PRIMARY KEY,
+    max_running INTEGER,
+    max_queued INTEGER,
+    max_input_bytes INTEGER
+);
 "#,
 ];
 
@@ -216,14 +300,9 @@ impl Store {
     }
 }
 
-/// The next fencing token (monotonic, durable).
-fn next_token(tx: &rusqlite::Transaction<'_>) -> StoreResult<u64> {
-    let token: i64 = tx
-        .prepare_cached(
-            "UPDATE counters SET value = value + 1 WHERE name = 'fencing_token' RETURNING value",
-        )?
-        .query_row([], |r| r.get(0))?;
-    Ok(token as u64)
+/// A new lease token: 128 random bits, hex.
+fn new_lease_token() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 fn optional<T>(r: rusqlite::Result<T>) -> StoreResult<Option<T>> {

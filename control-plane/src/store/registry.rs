@@ -1,5 +1,5 @@
-//! The built-in component registry: blobs by sha256 digest, immutable
-//! name@version entries.
+//! The built-in component registry: blobs by sha256 digest (shared), and
+//! immutable name@version entries, each tenant its own names.
 
 use super::{Store, StoreResult, now_ms, optional};
 use rusqlite::params;
@@ -20,6 +20,7 @@ pub enum Published {
 impl Store {
     pub fn publish(
         &self,
+        tenant: &str,
         name: &str,
         version: &str,
         digest: &str,
@@ -30,9 +31,12 @@ impl Store {
         self.with_tx(|tx| {
             let existing: Option<(String, String)> = optional(
                 tx.prepare_cached(
-                    "SELECT digest, capabilities FROM versions WHERE name = ?1 AND version = ?2",
+                    "SELECT digest, capabilities FROM versions
+                     WHERE tenant = ?3 AND name = ?1 AND version = ?2",
                 )?
-                .query_row(params![name, version], |r| Ok((r.get(0)?, r.get(1)?))),
+                .query_row(params![name, version, tenant], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                }),
             )?;
             match existing {
                 Some((d, c)) if d == digest && c == capabilities => {
@@ -43,25 +47,30 @@ impl Store {
             }
             put_component(tx, digest, data, now)?;
             tx.prepare_cached(
-                "INSERT INTO versions (name, version, digest, created, capabilities)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO versions (tenant, name, version, digest, created, capabilities)
+                 VALUES (?6, ?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![name, version, digest, now, capabilities])?;
+            .execute(params![name, version, digest, now, capabilities, tenant])?;
             Ok(Published::Created)
         })
     }
 
-    /// name@version -> digest and size; `Ok(None)` with whether the name is
-    /// known at all.
-    pub fn resolve(&self, name: &str, version: &str) -> StoreResult<Result<ResolveResponse, bool>> {
+    /// `tenant`'s name@version -> digest and size; `Err` with whether the
+    /// name is known to the tenant at all.
+    pub fn resolve(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<Result<ResolveResponse, bool>> {
         self.with_conn(|c| {
             let found = optional(
                 c.prepare_cached(
                     "SELECT v.digest, c.size, v.capabilities FROM versions v
                      JOIN components c ON c.digest = v.digest
-                     WHERE v.name = ?1 AND v.version = ?2",
+                     WHERE v.tenant = ?3 AND v.name = ?1 AND v.version = ?2",
                 )?
-                .query_row(params![name, version], |r| {
+                .query_row(params![name, version, tenant], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
                 }),
             )?;
@@ -75,8 +84,10 @@ impl Store {
                 })),
                 None => {
                     let known: bool = c
-                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM versions WHERE name = ?1)")?
-                        .query_row([name], |r| r.get(0))?;
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM versions WHERE tenant = ?2 AND name = ?1)",
+                        )?
+                        .query_row([name, tenant], |r| r.get(0))?;
                     Ok(Err(known))
                 }
             }
@@ -107,14 +118,29 @@ impl Store {
         })
     }
 
-    pub fn list_components(&self) -> StoreResult<Vec<ResolveResponse>> {
+    /// Whether `tenant` may read the component `digest`: one of its
+    /// published versions or runs uses it.
+    pub fn tenant_uses(&self, tenant: &str, digest: &str) -> StoreResult<bool> {
+        self.with_conn(|c| {
+            Ok(c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM versions WHERE digest = ?1 AND tenant = ?2)
+                     OR EXISTS (SELECT 1 FROM runs WHERE digest = ?1 AND tenant = ?2)",
+            )?
+            .query_row([digest, tenant], |r| r.get(0))?)
+        })
+    }
+
+    /// Published versions of `tenant` (every tenant's for `None`).
+    pub fn list_components(&self, tenant: Option<&str>) -> StoreResult<Vec<ResolveResponse>> {
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT v.name, v.version, v.digest, c.size, v.capabilities FROM versions v
-                 JOIN components c ON c.digest = v.digest ORDER BY v.name, v.created",
+                 JOIN components c ON c.digest = v.digest
+                 WHERE ?1 IS NULL OR v.tenant = ?1
+                 ORDER BY v.name, v.created",
             )?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map([tenant], |r| {
                     Ok(ResolveResponse {
                         name: r.get(0)?,
                         version: r.get(1)?,

@@ -13,6 +13,7 @@ use warden_proto::v1::{Attempt, Budget, Grant, Run};
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub id: String,
+    pub tenant: String,
     pub agent: String,
     pub digest: String,
     pub input: String,
@@ -26,9 +27,16 @@ pub struct NewRun {
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
+    /// Runs of this tenant only; `None`: every tenant's.
+    pub tenant: Option<String>,
     pub state: Option<RunState>,
     pub limit: u32,
+    /// Runs older than this one (its `created` and id): the page after it.
+    pub after: Option<(i64, String)>,
 }
+
+/// Most runs in one page of `list_runs`.
+pub const MAX_PAGE: u32 = 1000;
 
 pub(super) fn decode<M: Message + Default>(bytes: Option<Vec<u8>>) -> Option<M> {
     bytes.and_then(|b| M::decode(b.as_slice()).ok())
@@ -43,6 +51,7 @@ pub(super) fn set_state(run: &mut Run, state: RunState) {
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
     let mut run = Run {
         run_id: r.get("id")?,
+        tenant: r.get("tenant")?,
         agent: r.get("agent")?,
         component_digest: r.get("digest")?,
         attempt: r.get("attempt")?,
@@ -72,8 +81,8 @@ impl Store {
         self.with_tx(|tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
-                                   max_attempts, not_before, traceparent, created, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9)",
+                                   max_attempts, not_before, traceparent, created, updated, tenant)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11)",
             )?;
             for run in runs {
                 stmt.execute(params![
@@ -87,6 +96,7 @@ impl Store {
                     run.max_attempts.max(1),
                     now,
                     run.traceparent,
+                    run.tenant,
                 ])?;
             }
             Ok(())
@@ -97,6 +107,7 @@ impl Store {
             .map(|run| {
                 let mut row = Run {
                     run_id: run.id.clone(),
+                    tenant: run.tenant.clone(),
                     agent: run.agent.clone(),
                     component_digest: run.digest.clone(),
                     attempt: 0,
@@ -112,34 +123,36 @@ impl Store {
             .collect())
     }
 
-    /// A run with its attempts.
-    pub fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
+    /// A run with its attempts, if it is `tenant`'s (any tenant's for
+    /// `None`).
+    pub fn get_run(&self, tenant: Option<&str>, id: &str) -> StoreResult<Option<Run>> {
         self.with_conn(|c| {
             let Some(mut run) = optional(
-                c.prepare_cached("SELECT * FROM runs WHERE id = ?1")?
-                    .query_row([id], run_from_row),
+                c.prepare_cached(
+                    "SELECT * FROM runs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+                )?
+                .query_row(params![id, tenant], run_from_row),
             )?
             else {
                 return Ok(None);
             };
             let mut stmt = c.prepare_cached(
-                "SELECT attempt, node_id, token, started, ended, outcome, error_kind, error_message, usage
+                "SELECT attempt, node_id, started, ended, outcome, error_kind, error_message, usage
                  FROM attempts WHERE run_id = ?1 ORDER BY attempt",
             )?;
             run.attempts = stmt
                 .query_map([id], |r| {
-                    let outcome: AttemptOutcome = parse_column(r, 5)?;
+                    let outcome: AttemptOutcome = parse_column(r, 4)?;
                     Ok(Attempt {
                         attempt: r.get(0)?,
                         node_id: r.get(1)?,
-                        token: r.get::<_, i64>(2)? as u64,
-                        started_unix_ms: r.get(3)?,
-                        ended_unix_ms: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                        started_unix_ms: r.get(2)?,
+                        ended_unix_ms: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
                         outcome: outcome.as_str().to_string(),
                         attempt_outcome: pb::AttemptOutcome::from(outcome) as i32,
-                        kind: r.get(6)?,
-                        message: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
-                        usage: decode(r.get(8)?),
+                        kind: r.get(5)?,
+                        message: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        usage: decode(r.get(7)?),
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -147,15 +160,29 @@ impl Store {
         })
     }
 
+    /// Runs, newest first, at most [`MAX_PAGE`].
     pub fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
-        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let limit = if filter.limit == 0 {
+            100
+        } else {
+            filter.limit.min(MAX_PAGE)
+        };
+        let (after_created, after_id) = match &filter.after {
+            Some((created, id)) => (Some(*created), Some(id.as_str())),
+            None => (None, None),
+        };
         let state = filter.state.map(RunState::as_str);
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT * FROM runs WHERE (?1 IS NULL OR state = ?1) ORDER BY created DESC LIMIT ?2",
+                "SELECT * FROM runs WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR tenant = ?3)
+                   AND (?4 IS NULL OR (created, id) < (?4, ?5))
+                 ORDER BY created DESC, id DESC LIMIT ?2",
             )?;
             let runs = stmt
-                .query_map(params![state, limit], run_from_row)?
+                .query_map(
+                    params![state, limit, filter.tenant, after_created, after_id],
+                    run_from_row,
+                )?
                 .collect::<Result<_, _>>()?;
             Ok(runs)
         })
@@ -171,10 +198,14 @@ impl Store {
         })
     }
 
-    /// Cancels a run: at once when queued; through the node (Renew) when
-    /// leased or running. Returns the run, or `None` if unknown.
-    pub fn cancel(&self, id: &str) -> StoreResult<Option<Run>> {
+    /// Cancels a run of `tenant` (any, for `None`): at once when queued;
+    /// through the node (Renew) when leased or running. Returns the run, or
+    /// `None` if unknown.
+    pub fn cancel(&self, tenant: Option<&str>, id: &str) -> StoreResult<Option<Run>> {
         let now = now_ms();
+        if self.get_run(tenant, id)?.is_none() {
+            return Ok(None);
+        }
         self.with_tx(|tx| {
             tx.prepare_cached(
                 "UPDATE runs SET state = 'cancelled', updated = ?2, error_kind = ?3,
@@ -193,6 +224,6 @@ impl Store {
             .execute(params![id, now])?;
             Ok(())
         })?;
-        self.get_run(id)
+        self.get_run(tenant, id)
     }
 }

@@ -32,6 +32,7 @@ fn register(store: &Store, id: &str, slots: u32) {
 fn submit(store: &Store, n: usize, max_attempts: u32) -> Vec<String> {
     let runs: Vec<NewRun> = (0..n)
         .map(|_| NewRun {
+            tenant: "default".into(),
             id: warden_core::new_run_id(),
             agent: "a@1".into(),
             digest: "sha256:00".into(),
@@ -59,18 +60,21 @@ fn lease_ref(l: &pb::Lease) -> pb::LeaseRef {
     pb::LeaseRef {
         run_id: l.run_id.clone(),
         attempt: l.attempt,
-        token: l.token,
+        token: l.token.clone(),
     }
 }
 
 fn complete(store: &Store, l: &pb::LeaseRef, output: &str) -> LeaseCheck {
     let usage = pb::Usage::default();
     store
-        .record(&[RunReport {
-            lease: l,
-            outcome: Outcome::Succeeded { output },
-            usage: &usage,
-        }])
+        .record(
+            None,
+            &[RunReport {
+                lease: l,
+                outcome: Outcome::Succeeded { output },
+                usage: &usage,
+            }],
+        )
         .unwrap()
         .remove(0)
 }
@@ -78,20 +82,23 @@ fn complete(store: &Store, l: &pb::LeaseRef, output: &str) -> LeaseCheck {
 fn fail(store: &Store, l: &pb::LeaseRef, kind: FailureKind) -> LeaseCheck {
     let usage = pb::Usage::default();
     store
-        .record(&[RunReport {
-            lease: l,
-            outcome: Outcome::Failed {
-                kind,
-                message: "boom",
-            },
-            usage: &usage,
-        }])
+        .record(
+            None,
+            &[RunReport {
+                lease: l,
+                outcome: Outcome::Failed {
+                    kind,
+                    message: "boom",
+                },
+                usage: &usage,
+            }],
+        )
         .unwrap()
         .remove(0)
 }
 
 fn state(store: &Store, id: &str) -> RunState {
-    let run = store.get_run(id).unwrap().unwrap();
+    let run = store.get_run(None, id).unwrap().unwrap();
     RunState::from_proto(run.run_state).unwrap()
 }
 
@@ -139,9 +146,10 @@ fn claims_never_exceed_free_slots() {
     assert!(lease(&store, "ghost", 64, TTL).is_empty());
     assert!(store.heartbeat("n2", 0, 0, false).unwrap());
     assert!(lease(&store, "n2", 64, TTL).is_empty());
-    // Fencing tokens are distinct and grow.
-    let tokens: Vec<u64> = first.iter().map(|l| l.token).collect();
-    assert!(tokens[0] < tokens[1], "{tokens:?}");
+    // Lease tokens are distinct, 128 random bits.
+    let tokens: Vec<&str> = first.iter().map(|l| l.token.as_str()).collect();
+    assert_ne!(tokens[0], tokens[1]);
+    assert!(tokens.iter().all(|t| t.len() == 32), "{tokens:?}");
 }
 
 #[test]
@@ -162,13 +170,13 @@ fn renew_extends_and_says_cancelled_or_lost() {
         RenewStatus::Lost
     );
     let mut wrong = lease_ref(&l);
-    wrong.token += 1000;
+    wrong.token = "0".repeat(32);
     assert_eq!(
         store.renew("n1", &[wrong], 60_000).unwrap()[0].1,
         RenewStatus::Lost
     );
     // A cancel request shows on the next renewal, which still extends.
-    let run = store.cancel(&ids[0]).unwrap().unwrap();
+    let run = store.cancel(None, &ids[0]).unwrap().unwrap();
     assert!(run.cancel_requested);
     assert_eq!(state(&store, &ids[0]), RunState::Leased);
     assert_eq!(
@@ -192,7 +200,7 @@ fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected() {
     assert_eq!(first.attempt, 1);
     assert_eq!(store.expire_leases().unwrap(), 1);
     assert_eq!(state(&store, &ids[0]), RunState::Queued);
-    let run = store.get_run(&ids[0]).unwrap().unwrap();
+    let run = store.get_run(None, &ids[0]).unwrap().unwrap();
     assert_eq!(
         FailureKind::from_proto(run.attempts[0].kind),
         Some(FailureKind::LeaseLost)
@@ -201,7 +209,7 @@ fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected() {
 
     let second = lease(&store, "n1", 1, TTL).remove(0);
     assert_eq!(second.attempt, 2);
-    assert!(second.token > first.token);
+    assert_ne!(second.token, first.token);
     // The first holder's late result is stale and changes nothing.
     assert!(matches!(
         complete(&store, &lease_ref(&first), "late"),
@@ -209,7 +217,7 @@ fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected() {
     ));
     // So is a made-up token for the current attempt.
     let mut forged = lease_ref(&second);
-    forged.token = second.token + 1;
+    forged.token = "f".repeat(32);
     assert!(matches!(
         complete(&store, &forged, "forged"),
         LeaseCheck::Stale(_)
@@ -218,7 +226,7 @@ fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected() {
         complete(&store, &lease_ref(&second), "\"ok\""),
         LeaseCheck::Recorded
     );
-    let run = store.get_run(&ids[0]).unwrap().unwrap();
+    let run = store.get_run(None, &ids[0]).unwrap().unwrap();
     assert_eq!(run.output, "\"ok\"");
     assert!(matches!(
         complete(&store, &lease_ref(&first), "late"),
@@ -252,7 +260,7 @@ fn repeats_with_the_current_token_are_idempotent_and_differences_conflict() {
         fail(&store, &b, FailureKind::HostError),
         LeaseCheck::AlreadyRecorded
     );
-    let run = store.get_run(&ids[1]).unwrap().unwrap();
+    let run = store.get_run(None, &ids[1]).unwrap().unwrap();
     assert_eq!(run.attempts.len(), 1, "the repeat made no new attempt");
     assert_eq!(state(&store, &ids[0]), RunState::Succeeded);
     assert_eq!(state(&store, &ids[1]), RunState::Queued);
@@ -291,7 +299,7 @@ fn retryable_failures_back_off_then_dead_letter_and_others_fail_at_once() {
         }
     }
     assert_eq!(state(&store, &id), RunState::DeadLettered);
-    let run = store.get_run(&id).unwrap().unwrap();
+    let run = store.get_run(None, &id).unwrap().unwrap();
     assert_eq!(run.attempts.len(), 3);
     assert_eq!(
         FailureKind::from_proto(run.error_kind),
@@ -323,7 +331,7 @@ fn expiry_at_max_attempts_dead_letters_and_cancel_then_expiry_cancels() {
     lease(&store, "n1", 1, -1);
     assert_eq!(store.expire_leases().unwrap(), 1);
     assert_eq!(state(&store, &id), RunState::DeadLettered);
-    let run = store.get_run(&id).unwrap().unwrap();
+    let run = store.get_run(None, &id).unwrap().unwrap();
     assert_eq!(
         FailureKind::from_proto(run.error_kind),
         Some(FailureKind::LeaseLost)
@@ -331,7 +339,7 @@ fn expiry_at_max_attempts_dead_letters_and_cancel_then_expiry_cancels() {
 
     let id = submit(&store, 1, 3).remove(0);
     lease(&store, "n1", 1, -1);
-    store.cancel(&id).unwrap();
+    store.cancel(None, &id).unwrap();
     assert_eq!(store.expire_leases().unwrap(), 1);
     assert_eq!(state(&store, &id), RunState::Cancelled);
 }
@@ -341,7 +349,7 @@ fn cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing() {
     let (store, _dir) = store();
     register(&store, "n1", 4);
     let ids = submit(&store, 2, 3);
-    let run = store.cancel(&ids[0]).unwrap().unwrap();
+    let run = store.cancel(None, &ids[0]).unwrap().unwrap();
     assert_eq!(
         RunState::from_proto(run.run_state),
         Some(RunState::Cancelled)
@@ -354,13 +362,13 @@ fn cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing() {
     assert_eq!(leased.len(), 1, "the cancelled run is never leased");
     assert_eq!(leased[0].run_id, ids[1]);
     complete(&store, &lease_ref(&leased[0]), "1");
-    let run = store.cancel(&ids[1]).unwrap().unwrap();
+    let run = store.cancel(None, &ids[1]).unwrap().unwrap();
     assert_eq!(
         RunState::from_proto(run.run_state),
         Some(RunState::Succeeded)
     );
     assert!(!run.cancel_requested);
-    assert!(store.cancel("nope").unwrap().is_none());
+    assert!(store.cancel(None, "nope").unwrap().is_none());
 }
 
 #[test]
@@ -384,4 +392,35 @@ fn a_lost_node_s_leases_are_requeued_and_it_gets_none_until_it_registers() {
     let l = lease(&store, "n1", 4, TTL);
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].attempt, 2);
+}
+
+#[test]
+fn a_lease_is_its_node_s_alone() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    register(&store, "n2", 4);
+    submit(&store, 1, 3);
+    let l = lease(&store, "n1", 1, TTL).remove(0);
+    let usage = pb::Usage::default();
+    let report = RunReport {
+        lease: &lease_ref(&l),
+        outcome: Outcome::Succeeded { output: "\"x\"" },
+        usage: &usage,
+    };
+    // Node n2, with the right token, can neither ack nor complete it.
+    assert_eq!(store.ack(Some("n2"), &[lease_ref(&l)]).unwrap().len(), 1);
+    assert!(matches!(
+        store.record(Some("n2"), &[report]).unwrap()[0],
+        LeaseCheck::Stale(_)
+    ));
+    assert!(store.ack(Some("n1"), &[lease_ref(&l)]).unwrap().is_empty());
+    assert_eq!(
+        store.record(Some("n1"), &[report]).unwrap()[0],
+        LeaseCheck::Recorded
+    );
+    // Nor is n1's recorded result n2's to repeat.
+    assert!(matches!(
+        store.record(Some("n2"), &[report]).unwrap()[0],
+        LeaseCheck::Stale(_)
+    ));
 }

@@ -7,6 +7,7 @@
 
 use crate::output;
 use std::time::Duration;
+use warden_core::HOST_CALL_FUEL;
 use warden_host::capability::fs::ENTRY_BYTES;
 use warden_host::{FailureKind, Grant, RunBudget, RunOutcome, RunRequest, Sandbox};
 use warden_tests::{components, examples, load, sandbox_with};
@@ -183,11 +184,18 @@ async fn a_host_call_flood_is_stopped_by_fuel_and_by_time() {
     req.budget.fuel = Some(5_000_000);
     let outcome = sb.run(&flood, req).await;
     assert_eq!(crate::failure_kind(&outcome), FailureKind::FuelExhausted);
-    assert!(outcome.usage.fuel_used.unwrap() >= 5_000_000);
+    let fuel_used = outcome.usage.fuel_used.unwrap();
+    assert!(fuel_used >= 5_000_000 - HOST_CALL_FUEL, "{fuel_used}");
+    // The calls are counted, and each cost its share of the fuel.
+    let calls = outcome.usage.host_calls;
+    assert!(calls > 1_000, "{calls} host calls");
+    assert!(calls * HOST_CALL_FUEL <= fuel_used, "{calls} host calls");
+    assert!(calls * HOST_CALL_FUEL * 2 > fuel_used, "{calls} host calls");
     let mut req = RunRequest::new("calls", r#"{"calls": true}"#);
     req.budget.timeout = Duration::from_millis(300);
     let outcome = sb.run(&flood, req).await;
     assert_eq!(crate::failure_kind(&outcome), FailureKind::Timeout);
+    assert!(outcome.usage.host_calls > 1_000, "{:?}", outcome.usage);
     assert!(!FailureKind::Timeout.retryable() && !FailureKind::FuelExhausted.retryable());
     a_normal_run_succeeds(&sb).await;
 }

@@ -285,7 +285,7 @@ async fn cancel_stops_a_running_agent_and_frees_its_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_requeues_what_does_not_finish() {
     let (c, _cp) = TestCluster::start(&[]);
-    let mut a = c.node("node-a", &["--slots", "2", "--drain-grace", "1s"]);
+    let mut a = c.node("node-a", &["--slots", "2", "--drain-grace", "3s"]);
     let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
     let short = submit(
@@ -302,10 +302,13 @@ async fn sigterm_drains_and_requeues_what_does_not_finish() {
         |_| {},
     )
     .await;
-    wait_run(ch.clone(), &long, Duration::from_secs(20), |r| {
-        state(r) == RunState::Running
-    })
-    .await;
+    // Both started (a busy machine may still be compiling at first).
+    for id in [&short, &long] {
+        wait_run(ch.clone(), id, Duration::from_secs(20), |r| {
+            matches!(state(r), RunState::Running | RunState::Succeeded)
+        })
+        .await;
+    }
 
     a.signal("TERM");
     let status = a
@@ -404,4 +407,124 @@ async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
         .nodes;
     let a = nodes.iter().find(|n| n.node_id == "node-a").unwrap();
     assert_eq!(node_state(a), NodeState::Lost);
+}
+
+/// Runs no node can take never stand in front of runs one can: 1,000 runs
+/// wanting a GPU node, then one run for anyone, on a cluster without GPUs;
+/// the last is run at once, and the others fail `unschedulable` naming
+/// their selector once the placement timeout passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplaceable_runs_do_not_block_the_queue() {
+    let (c, _cp) = TestCluster::start(&["--placement-timeout", "5s"]);
+    let _node = c.node("n1", &["--slots", "2"]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    // Warm: the node has compiled hello before the clock starts.
+    let warm = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
+    wait_run(ch.clone(), &warm, Duration::from_secs(60), |r| {
+        state(r) == RunState::Succeeded
+    })
+    .await;
+    let gpu = pb::SubmitRequest {
+        agent: "hello@1".into(),
+        input: "{}".into(),
+        node_selector: [("gpu".to_string(), "h100".to_string())].into(),
+        ..Default::default()
+    };
+    let waiting = pb::run_service_client::RunServiceClient::new(ch.clone())
+        .submit_batch(pb::SubmitBatchRequest {
+            runs: vec![gpu; 1000],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let anyone = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
+    wait_run(ch.clone(), &anyone, Duration::from_secs(10), |r| {
+        state(r) == RunState::Succeeded
+    })
+    .await;
+    // It ran while the runs in front of it still waited: it went past
+    // them (not after the placement timeout cleared them away).
+    assert_eq!(
+        state(&get_run(ch.clone(), &waiting[999].run_id).await),
+        RunState::Queued
+    );
+    let first = wait_run(
+        ch.clone(),
+        &waiting[0].run_id,
+        Duration::from_secs(15),
+        |r| state(r) == RunState::Failed,
+    )
+    .await;
+    assert_eq!(first.error_kind, pb::FailureKind::Unschedulable as i32);
+    assert!(
+        first.error_message.contains("gpu=h100"),
+        "{}",
+        first.error_message
+    );
+    assert!(!warden_core::FailureKind::Unschedulable.retryable());
+    let last = get_run(ch.clone(), &waiting[999].run_id).await;
+    assert_eq!(state(&last), RunState::Failed);
+}
+
+/// `runs list` pages through any number of runs: each page is bounded,
+/// and the pages hold every run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_list_pages_through_every_run_once() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let one = pb::SubmitRequest {
+        agent: "hello@1".into(),
+        input: "{}".into(),
+        ..Default::default()
+    };
+    let submitted = pb::run_service_client::RunServiceClient::new(ch.clone())
+        .submit_batch(pb::SubmitBatchRequest {
+            runs: vec![one; 2500],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let ids = |limit: &str| {
+        let out = c.cli(&["runs", "list", "--limit", limit, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let all = ids("100000");
+    assert_eq!(all.len(), 2500);
+    let unique: std::collections::BTreeSet<_> = all.iter().collect();
+    let expected: std::collections::BTreeSet<_> = submitted.iter().map(|r| &r.run_id).collect();
+    assert_eq!(unique, expected);
+    assert_eq!(ids("1500").len(), 1500);
+    // One page is bounded whatever the request asks.
+    let page = pb::run_service_client::RunServiceClient::new(ch.clone())
+        .list(pb::ListRunsRequest {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.runs.len(), 1000);
+    assert!(!page.next_page_token.is_empty());
+    let bad = pb::run_service_client::RunServiceClient::new(ch.clone())
+        .list(pb::ListRunsRequest {
+            page_token: "nonsense".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }

@@ -3,6 +3,7 @@
 use crate::{failure_kind, output};
 use std::time::{Duration, Instant};
 use warden_host::capability::logging::LogSource;
+use warden_host::engine::LoadError;
 use warden_host::{FailureKind, RunBudget, RunRequest};
 use warden_tests::{components, examples, load, sandbox};
 
@@ -294,6 +295,143 @@ async fn a_handle_flood_fails_resource_limit_and_the_host_goes_on() {
         .run(&flood, RunRequest::new("flood", r#"{"limit": 900}"#))
         .await;
     assert_eq!(output(&under), 900);
+    let hello = load(&sb, examples::HELLO);
+    let out = sb.run(&hello, RunRequest::new("hello", "{}")).await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_breaking_the_interface_is_its_own_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |_| {});
+    let flood = load(&sb, components::HANDLE_FLOOD);
+    // 80 MiB handed over in one call, from 1 MiB of memory aliased: over
+    // the bytes one call may pass (the 64 MiB memory budget).
+    let outcome = sb
+        .run(&flood, RunRequest::new("alias", r#"{"alias": 80}"#))
+        .await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, FailureKind::ResourceLimit, "{failure}");
+    assert!(!failure.kind.retryable());
+    assert!(failure.message.contains("in one call"), "{failure}");
+    // Within it the same call goes through to the host (which refuses
+    // a fields map that large, as its own bound).
+    let outcome = sb
+        .run(&flood, RunRequest::new("alias", r#"{"alias": 8}"#))
+        .await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, FailureKind::ResourceLimit, "{failure}");
+    assert!(failure.message.contains("fields map"), "{failure}");
+    // A handle the host never gave out.
+    let outcome = sb
+        .run(&flood, RunRequest::new("forged", r#"{"bad_handle": true}"#))
+        .await;
+    let failure = outcome.result.unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Trap, "{failure}");
+    assert!(!failure.kind.retryable());
+    assert!(
+        failure.message.contains("misused a host interface"),
+        "{failure}"
+    );
+    let hello = load(&sb, examples::HELLO);
+    let out = sb.run(&hello, RunRequest::new("hello", "{}")).await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+}
+
+/// An agent whose one core module asks for `pages` of memory at start.
+fn wants_memory(pages: u32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+             (core module $m
+               (memory (export "memory") {pages})
+               (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
+               (func (export "run") (param i32 i32) (result i32) i32.const 0))
+             (core instance $i (instantiate $m))
+             (type $r (result string (error string)))
+             (func (export "run") (param "input" string) (result $r)
+               (canon lift (core func $i "run") (memory (core memory $i "memory"))
+                 (realloc (core func $i "realloc")))))"#
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_asking_for_too_much_memory_is_refused_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |_| {});
+    // More than the node's largest memory: refused when loaded, naming it.
+    let Err(LoadError::Invalid(message)) = sb.engine().load(
+        "huge.wasm",
+        &wants_memory(20_000),
+        &warden_host::engine::Quiet,
+    ) else {
+        panic!("a component asking for 1.2 GiB of memory loaded");
+    };
+    assert!(message.contains("minimum byte size"), "{message}");
+    // More than the run's budget (64 MiB): the budget refuses it.
+    let big = sb
+        .engine()
+        .load(
+            "big.wasm",
+            &wants_memory(2_000),
+            &warden_host::engine::Quiet,
+        )
+        .expect("valid component")
+        .0;
+    let failure = sb
+        .run(&big, RunRequest::new("big", "{}"))
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::MemoryLimit, "{failure}");
+    let hello = load(&sb, examples::HELLO);
+    let out = sb.run(&hello, RunRequest::new("hello", "{}")).await;
+    assert!(out.result.is_ok(), "{:?}", out.result);
+}
+
+/// An agent whose start function (run while it is instantiated) drops a
+/// `pollable` handle the host never gave out.
+const FORGES_AT_START: &str = r#"(component
+  (import "wasi:io/poll@0.2.12" (instance $poll
+    (export "pollable" (type (sub resource)))))
+  (alias export $poll "pollable" (type $pollable))
+  (core func $drop (canon resource.drop $pollable))
+  (core module $m
+    (import "" "drop" (func $drop (param i32)))
+    (memory (export "memory") 1)
+    (func $start i32.const 12345 call $drop)
+    (start $start)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
+    (func (export "run") (param i32 i32) (result i32) i32.const 0))
+  (core instance $i (instantiate $m
+    (with "" (instance (export "drop" (func $drop))))))
+  (type $r (result string (error string)))
+  (func (export "run") (param "input" string) (result $r)
+    (canon lift (core func $i "run") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc")))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_function_misusing_the_host_is_not_a_host_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |_| {});
+    let forger = sb
+        .engine()
+        .load(
+            "forger.wasm",
+            &wat::parse_str(FORGES_AT_START).unwrap(),
+            &warden_host::engine::Quiet,
+        )
+        .expect("valid component")
+        .0;
+    let failure = sb
+        .run(&forger, RunRequest::new("forger", "{}"))
+        .await
+        .result
+        .unwrap_err();
+    // Before, this was `host_error`: retried on every node.
+    assert_eq!(failure.kind, FailureKind::InvalidComponent, "{failure}");
+    assert!(!failure.kind.retryable(), "{failure}");
+    assert!(failure.message.contains("unknown handle"), "{failure}");
     let hello = load(&sb, examples::HELLO);
     let out = sb.run(&hello, RunRequest::new("hello", "{}")).await;
     assert!(out.result.is_ok(), "{:?}", out.result);

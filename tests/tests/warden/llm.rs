@@ -155,3 +155,24 @@ async fn a_cost_budget_needs_a_price_for_the_model() {
     assert!(calls[0].as_str().unwrap().contains("no price"), "{calls}");
     assert!(fake.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_answer_too_large_to_hold_is_refused() {
+    // A provider is a network peer: a 40 MB answer is refused as it
+    // streams, not buffered whole.
+    let huge = std::sync::Arc::new("x".repeat(40 << 20));
+    let srv = warden_tests::http_server::TestServer::start(move |_| {
+        warden_tests::http_server::Response::text(200, &huge)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), Some(srv.url()));
+    let probe = load(&sb, components::LLM_PROBE);
+    let mut req = RunRequest::new("probe", r#"{"calls": 1, "model": "small"}"#);
+    req.grant = grant(&["small"]);
+    let outcome = sb.run(&probe, req).await;
+    let calls: Vec<String> = serde_json::from_value(output(&outcome)).unwrap();
+    assert!(
+        calls[0].starts_with("error:") && calls[0].contains("larger than"),
+        "{calls:?}"
+    );
+}

@@ -7,6 +7,7 @@ mod cli;
 mod compile_bounds;
 mod examples;
 mod failures;
+mod fuzz;
 mod grants;
 mod hostile;
 mod http;
@@ -18,6 +19,7 @@ mod llm;
 mod node_cache;
 mod oci;
 mod sandbox;
+mod security;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -201,7 +201,9 @@ fn wrong_digest_missing_tag_and_unreachable_registry_are_clear_errors() {
 #[test]
 fn submit_of_an_oci_reference_pins_the_digest_the_tag_had() {
     let registry = OciRegistry::start();
-    let (c, _cp) = TestCluster::start(&[]);
+    // A loopback registry: the control plane may pull from it only once
+    // the operator allows it.
+    let (c, _cp) = TestCluster::start(&["--allow-registry", &registry.host]);
     let _node = c.node("n1", &[]);
     let tmp = tempfile::tempdir().unwrap();
     let manifest = manifest_file(tmp.path(), "[grant]\nkv = true\n");
@@ -395,4 +397,140 @@ fn credentials_come_from_flags_or_the_docker_config() {
 fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A submit naming a registry on a loopback, private, link-local or
+/// metadata address, in any of the forms the agents' HTTP guard is tested
+/// with, is refused before any connection; one outside the allow-list too.
+#[test]
+fn registries_the_operator_did_not_allow_are_never_contacted() {
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Listeners that count connections, on two loopback addresses.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut ports = Vec::new();
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        ports.push(listener.local_addr().unwrap().port());
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if conn.is_ok() {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    let (p1, p2) = (ports[0], ports[1]);
+    let (c, _cp) = TestCluster::start(&[]);
+    let refused = |host: String| {
+        let out = c.cli(&[
+            "submit",
+            &format!("oci://{host}/agents/x:1"),
+            "--input",
+            "{}",
+        ]);
+        assert!(!out.status.success(), "{host}: submitted");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains("address") || err.contains("not an OCI reference"),
+            "{host}: {err}"
+        );
+        err
+    };
+    for host in [
+        format!("127.0.0.1:{p1}"),
+        format!("localhost:{p1}"),
+        format!("127.0.0.2:{p2}"),
+        format!("[::1]:{p1}"),
+        format!("[::ffff:127.0.0.1]:{p1}"),
+        format!("2130706433:{p1}"),
+        format!("0x7f000001:{p1}"),
+        format!("127.1:{p1}"),
+        format!("0.0.0.0:{p1}"),
+        "169.254.169.254".to_string(),
+        "10.1.2.3:5000".to_string(),
+        "192.168.0.1".to_string(),
+        "[fd00::1]:5000".to_string(),
+    ] {
+        let err = refused(host.clone());
+        if err.contains("address") {
+            assert!(err.contains("--allow-registry"), "{host}: {err}");
+        }
+    }
+    // With an allow-list, anything else is refused by name.
+    let (c2, _cp2) = TestCluster::start(&["--allow-registry", "registry.example.com"]);
+    let out = c2.cli(&[
+        "submit",
+        &format!("oci://127.0.0.1:{p1}/agents/x:1"),
+        "--input",
+        "{}",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("not one this control plane may pull from"),
+        "{err}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a refused registry was contacted"
+    );
+}
+
+/// The control plane's registry credentials go to the registry they were
+/// given for and no other: a registry a submit names that asks for
+/// credentials gets none (the right password, sent, would have let it in).
+#[test]
+fn control_plane_credentials_go_only_to_their_registry() {
+    let registry = OciRegistry::start_with_auth("alice", "S3cretPassw0rd");
+    let tag = registry.reference("private/hello:1");
+    ok(&warden(&[
+        "publish",
+        examples::HELLO,
+        &tag,
+        "--registry-username",
+        "alice",
+        "--registry-password",
+        "S3cretPassw0rd",
+    ]));
+    let creds = |host: &str| {
+        vec![
+            "--allow-registry".to_string(),
+            registry.host.clone(),
+            "--registry-username".into(),
+            "alice".into(),
+            "--registry-password".into(),
+            "S3cretPassw0rd".into(),
+            "--registry-host".into(),
+            host.to_string(),
+        ]
+    };
+    // Credentials for no registry in particular are refused at start.
+    refused(
+        &warden(&[
+            "control-plane",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry-username",
+            "alice",
+            "--registry-password",
+            "S3cretPassw0rd",
+        ]),
+        "--registry-host",
+    );
+    let submit = |c: &TestCluster| c.cli(&["submit", &tag, "--input", "{}"]);
+    // Credentials for another registry: this one gets none.
+    let args = creds("registry.example.com");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (c, _cp) = TestCluster::start(&args);
+    refused(&submit(&c), "requires credentials");
+    drop((c, _cp));
+    // For this registry: they are used.
+    let args = creds(&registry.host);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (c, _cp) = TestCluster::start(&args);
+    ok(&submit(&c));
 }

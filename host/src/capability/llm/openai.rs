@@ -58,13 +58,7 @@ impl OpenAiProvider {
             }
         })?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| {
-            if e.is_timeout() {
-                Error::Timeout
-            } else {
-                Error::Provider(without_url(&e))
-            }
-        })?;
+        let text = read_bounded(resp).await?;
         if status.as_u16() == 429 {
             return Err(Error::RateLimited);
         }
@@ -160,6 +154,33 @@ fn chat_body(req: &ProviderChat) -> Result<Value, Error> {
     Ok(body)
 }
 
+/// Most bytes of one provider answer: a chat completion or a batch of
+/// embeddings is far smaller; a provider that sends more is refused, not
+/// buffered.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// The answer's body as text, refused past [`MAX_RESPONSE_BYTES`].
+async fn read_bounded(mut resp: reqwest::Response) -> Result<String, Error> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                Error::Timeout
+            } else {
+                Error::Provider(without_url(&e))
+            }
+        })?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Error::Provider(format!(
+                "the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 fn parse_chat(v: &Value, model: &str) -> Result<ChatResponse, Error> {
     let choice = &v["choices"][0];
     if choice.is_null() {
@@ -223,35 +244,82 @@ impl LlmProvider for OpenAiProvider {
             let value = self
                 .post("/embeddings", json!({ "model": model, "input": inputs }))
                 .await?;
-            let data = value["data"]
-                .as_array()
-                .ok_or_else(|| Error::Provider("embeddings answer has no data".into()))?;
-            let vectors = data
-                .iter()
-                .map(|d| {
-                    d["embedding"]
-                        .as_array()
-                        .map(|xs| {
-                            xs.iter()
-                                .map(|x| x.as_f64().unwrap_or(0.0) as f32)
-                                .collect()
-                        })
-                        .ok_or_else(|| Error::Provider("embedding is not a list of numbers".into()))
-                })
-                .collect::<Result<Vec<Vec<f32>>, Error>>()?;
-            Ok(Embeddings {
-                vectors,
-                prompt_tokens: u32::try_from(value["usage"]["prompt_tokens"].as_u64().unwrap_or(0))
-                    .unwrap_or(u32::MAX),
-            })
+            parse_embeddings(&value)
         })
     }
+}
+
+fn parse_embeddings(value: &Value) -> Result<Embeddings, Error> {
+    let data = value["data"]
+        .as_array()
+        .ok_or_else(|| Error::Provider("embeddings answer has no data".into()))?;
+    let vectors = data
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .map(|xs| {
+                    xs.iter()
+                        .map(|x| x.as_f64().unwrap_or(0.0) as f32)
+                        .collect()
+                })
+                .ok_or_else(|| Error::Provider("embedding is not a list of numbers".into()))
+        })
+        .collect::<Result<Vec<Vec<f32>>, Error>>()?;
+    Ok(Embeddings {
+        vectors,
+        prompt_tokens: u32::try_from(value["usage"]["prompt_tokens"].as_u64().unwrap_or(0))
+            .unwrap_or(u32::MAX),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bindings::llm::{Message, Tool};
+    use proptest::prelude::*;
+
+    /// Any JSON, shaped a little like a provider's answers.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::from),
+            prop_oneof![Just("stop"), Just("tool_calls"), Just("length")].prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("choices".to_string()),
+                        Just("message".to_string()),
+                        Just("tool_calls".to_string()),
+                        Just("function".to_string()),
+                        Just("usage".to_string()),
+                        Just("prompt_tokens".to_string()),
+                        Just("data".to_string()),
+                        Just("embedding".to_string()),
+                        Just("content".to_string()),
+                        "[a-z_]{1,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_provider_answers_never_panic(v in any_json()) {
+            let _ = parse_chat(&v, "m");
+            let _ = parse_embeddings(&v);
+        }
+    }
 
     #[test]
     fn request_body_carries_tools_and_tool_messages() {

@@ -5,6 +5,12 @@
 //! handle; past the host's per-fields bound the append traps).
 //! `{"calls": true}` instead makes cheap host calls (`attempt`) for ever:
 //! a host-call flood, which fuel and time must stop.
+//!
+//! Two modes break the interface on purpose, as a hand-written guest
+//! could: `{"alias": N}` hands the host one call's list of N header values
+//! that all point at the same 1 MiB of memory (N MiB to copy out of a
+//! memory that holds 1), and `{"bad_handle": true}` calls a method on a
+//! handle the host never gave out.
 use warden_sdk::__private::wasi::http::types::Fields;
 
 #[derive(serde::Deserialize)]
@@ -15,6 +21,26 @@ struct Input {
     fill: u32,
     #[serde(default)]
     calls: bool,
+    #[serde(default)]
+    alias: usize,
+    #[serde(default)]
+    bad_handle: bool,
+}
+
+/// `n` header entries whose values all alias one 1 MiB buffer.
+#[allow(unsafe_code)]
+fn aliased(n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut buffer = std::mem::ManuallyDrop::new(vec![b'v'; 1 << 20]);
+    let (ptr, len) = (buffer.as_mut_ptr(), buffer.len());
+    (0..n)
+        // SAFETY: never dropped or written (the caller forgets the list);
+        // only read, by the host, while lowering one call.
+        .map(|i| {
+            (format!("x-{i}"), unsafe {
+                Vec::from_raw_parts(ptr, len, len)
+            })
+        })
+        .collect()
 }
 
 #[warden_sdk::agent]
@@ -25,6 +51,20 @@ fn run(input: Input) -> Result<u64, warden_sdk::Error> {
             made += u64::from(warden_sdk::context::attempt());
             std::hint::black_box(made);
         }
+    }
+    if input.alias > 0 {
+        let entries = aliased(input.alias);
+        let made = Fields::from_list(&entries).is_ok();
+        std::mem::forget(entries);
+        return Ok(u64::from(made));
+    }
+    if input.bad_handle {
+        #[allow(unsafe_code)]
+        // SAFETY: deliberately wrong: the host must refuse the handle.
+        let forged = unsafe { Fields::from_handle(0x00ff_fff0) };
+        let entries = forged.entries();
+        std::mem::forget(forged);
+        return Ok(entries.len() as u64);
     }
     let value = vec![b'v'; 1024];
     let mut made = 0u64;

@@ -1,0 +1,306 @@
+//! `warden tokens` (client tokens of a tenant) and `warden whoami`.
+//! A command that makes a secret prints it alone on the last line of
+//! stdout, so a script can take it with `tail -n 1`.
+
+use crate::output::safe;
+use crate::remote::{Remote, status};
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+use warden_proto::v1 as pb;
+use warden_proto::v1::auth_service_client::AuthServiceClient;
+
+/// Manage access tokens: each is scoped to a tenant and a role.
+#[derive(Debug, Args)]
+pub(crate) struct TokensArgs {
+    #[command(subcommand)]
+    command: TokensCommand,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Make a token; prints it once, alone on the last line.
+    ///
+    /// Roles, each allowed what the ones before it are: viewer (reads runs,
+    /// agents, usage), submitter (submits and cancels runs), publisher
+    /// (publishes components), admin (manages its tenant's tokens), system
+    /// (manages nodes and every tenant).
+    Create {
+        /// The tenant the token acts for. Default: your own.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// viewer, submitter, publisher, admin or system.
+        #[arg(long)]
+        role: warden_core::Role,
+        /// Expires after this long (e.g. 30d, 12h). Default: never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// What the token is for, shown by `tokens list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Tokens of your tenant (every tenant's, for the system role).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token at once, by its id (tok_…).
+    Revoke { id: String },
+}
+
+fn when(ms: i64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(crate) async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
+    let mut client = AuthServiceClient::new(args.remote.channel().await?);
+    match args.command {
+        TokensCommand::Create {
+            tenant,
+            role,
+            ttl,
+            description,
+        } => {
+            let ttl_ms = ttl.map_or(0, |d| d.as_millis().max(1) as u64);
+            let made = client
+                .create_token(pb::CreateTokenRequest {
+                    tenant: tenant.unwrap_or_default(),
+                    role: role.to_string(),
+                    description,
+                    ttl_ms,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let info = made.info.unwrap_or_default();
+            println!(
+                "token {} for tenant {}, role {}, expires {}",
+                info.id,
+                safe(&info.tenant),
+                info.role,
+                when(info.expires_unix_ms)
+            );
+            println!("{}", made.token);
+        }
+        TokensCommand::List { json } => {
+            let tokens = client
+                .list_tokens(pb::ListTokensRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tokens;
+            if json {
+                let docs: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id, "tenant": t.tenant, "role": t.role,
+                            "description": t.description,
+                            "created_unix_ms": t.created_unix_ms,
+                            "expires_unix_ms": t.expires_unix_ms,
+                            "revoked_unix_ms": t.revoked_unix_ms,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(docs));
+            } else {
+                println!(
+                    "{:<18}  {:<16}  {:<9}  {:<20}  {:<20}  DESCRIPTION",
+                    "ID", "TENANT", "ROLE", "EXPIRES", "REVOKED"
+                );
+                for t in &tokens {
+                    println!(
+                        "{:<18}  {:<16}  {:<9}  {:<20}  {:<20}  {}",
+                        t.id,
+                        safe(&t.tenant),
+                        t.role,
+                        when(t.expires_unix_ms),
+                        when(t.revoked_unix_ms),
+                        safe(&t.description)
+                    );
+                }
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            client
+                .revoke_token(pb::RevokeTokenRequest { id: id.clone() })
+                .await
+                .map_err(status)?;
+            println!("token {} revoked", safe(&id));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who your token says you are: tenant and role.
+#[derive(Debug, Args)]
+pub(crate) struct WhoAmIArgs {
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub(crate) async fn whoami(args: WhoAmIArgs) -> anyhow::Result<ExitCode> {
+    let me = AuthServiceClient::new(args.remote.channel().await?)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let token = if me.token_id.is_empty() {
+        "no token: authentication is off".to_string()
+    } else {
+        me.token_id
+    };
+    println!("tenant {}, role {} ({token})", safe(&me.tenant), me.role);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The audit log: token and node changes, publishes, cancels and denied
+/// requests, oldest first. Admins see their tenant's; the system role all.
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// The newest entries.
+    List {
+        /// How many (at most 1,000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let AuditCommand::List { limit, json } = args.command;
+    let entries = AuthServiceClient::new(args.remote.channel().await?)
+        .list_audit(pb::ListAuditRequest { limit })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .entries;
+    if json {
+        let docs: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "at_unix_ms": e.at_unix_ms, "tenant": e.tenant, "actor": e.actor,
+                    "action": e.action, "target": e.target, "detail": e.detail,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(docs));
+    } else {
+        for e in &entries {
+            println!(
+                "{}  {:<12}  {:<18}  {:<16}  {}  {}",
+                when(e.at_unix_ms),
+                safe(&e.tenant),
+                safe(&e.actor),
+                e.action,
+                safe(&e.target),
+                safe(&e.detail)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A tenant's quotas: runs at once (more wait), runs queued and input
+/// size (more are refused with quota_exceeded).
+#[derive(Debug, Args)]
+pub(crate) struct QuotasArgs {
+    #[command(subcommand)]
+    command: QuotasCommand,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+enum QuotasCommand {
+    /// Show a tenant's quotas (default: your own).
+    Get {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Replace a tenant's quotas (system role); a quota not given is no
+    /// limit.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        /// Runs leased or running at once; more wait in the queue.
+        #[arg(long)]
+        max_running: Option<u32>,
+        /// Runs queued at once; a submit past it fails quota_exceeded.
+        #[arg(long)]
+        max_queued: Option<u32>,
+        /// Largest input (e.g. 64KiB); a submit past it fails
+        /// quota_exceeded.
+        #[arg(long, value_parser = warden_core::parse_bytes)]
+        max_input: Option<u64>,
+    },
+}
+
+fn show_quotas(tenant: &str, q: &pb::Quotas) {
+    let limit = |v: Option<u64>| v.map_or("no limit".to_string(), |n| n.to_string());
+    println!("tenant {}", safe(tenant));
+    println!("  max_running      {}", limit(q.max_running.map(u64::from)));
+    println!("  max_queued       {}", limit(q.max_queued.map(u64::from)));
+    println!("  max_input_bytes  {}", limit(q.max_input_bytes));
+}
+
+pub(crate) async fn quotas(args: QuotasArgs) -> anyhow::Result<ExitCode> {
+    let mut client = AuthServiceClient::new(args.remote.channel().await?);
+    match args.command {
+        QuotasCommand::Get { tenant } => {
+            let tenant = tenant.unwrap_or_default();
+            let q = client
+                .get_quotas(pb::GetQuotasRequest {
+                    tenant: tenant.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show_quotas(
+                if tenant.is_empty() {
+                    "(yours)"
+                } else {
+                    &tenant
+                },
+                &q,
+            );
+        }
+        QuotasCommand::Set {
+            tenant,
+            max_running,
+            max_queued,
+            max_input,
+        } => {
+            let q = client
+                .set_quotas(pb::SetQuotasRequest {
+                    tenant: tenant.clone(),
+                    quotas: Some(pb::Quotas {
+                        max_running,
+                        max_queued,
+                        max_input_bytes: max_input,
+                    }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show_quotas(&tenant, &q);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,84 @@
+//! A node's identity for a control plane with TLS: a client certificate
+//! signed by the control plane's CA, for a key made here that never leaves
+//! the data dir (`node.key`, mode 0600; `node.pem`). Made once by
+//! [`enroll`] with a single-use join token.
+
+use crate::NodeError;
+use std::path::Path;
+use tonic::transport::{ClientTlsConfig, Endpoint, Identity};
+use warden_proto::v1 as pb;
+
+const CERT_FILE: &str = "node.pem";
+const KEY_FILE: &str = "node.key";
+
+/// The identity kept in `data_dir`, if this node enrolled before.
+pub fn load_identity(data_dir: &Path) -> Result<Option<Identity>, NodeError> {
+    let read = |name: &str| match std::fs::read_to_string(data_dir.join(name)) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::Identity(format!(
+            "cannot read {}: {e}",
+            data_dir.join(name).display()
+        ))),
+    };
+    match (read(CERT_FILE)?, read(KEY_FILE)?) {
+        (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(cert, key))),
+        (None, None) => Ok(None),
+        _ => Err(NodeError::Identity(format!(
+            "{} holds one of {CERT_FILE} and {KEY_FILE} without the other; remove both and enroll again",
+            data_dir.display()
+        ))),
+    }
+}
+
+fn write(path: &Path, text: &str, secret: bool) -> Result<(), NodeError> {
+    warden_core::files::write_file(path, text, secret)
+        .map_err(|e| NodeError::Identity(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Enrolls `node_id` with the control plane at `url` using `join_token`:
+/// makes a key, sends a signing request for it, keeps the certificate it
+/// gets back. Returns the identity to connect with from now on.
+pub async fn enroll(
+    url: &str,
+    tls: ClientTlsConfig,
+    join_token: &str,
+    node_id: &str,
+    data_dir: &Path,
+) -> Result<Identity, NodeError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| NodeError::Identity(e.to_string()))?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|p| p.serialize_request(&key))
+        .and_then(|r| r.pem())
+        .map_err(|e| NodeError::Identity(e.to_string()))?;
+    let channel = Endpoint::from_shared(url.to_string())
+        .map_err(|e| NodeError::Url(url.to_string(), e.to_string()))?
+        .tls_config(tls)
+        .map_err(|e| NodeError::Url(url.to_string(), e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| NodeError::Enroll(format!("cannot reach {url}: {}", root_cause(&e))))?;
+    let answer = pb::node_service_client::NodeServiceClient::new(channel)
+        .enroll(pb::EnrollRequest {
+            join_token: join_token.trim().to_string(),
+            node_id: node_id.to_string(),
+            csr_pem: csr,
+        })
+        .await
+        .map_err(|e| NodeError::Enroll(e.message().to_string()))?
+        .into_inner();
+    let key_pem = key.serialize_pem();
+    write(&data_dir.join(KEY_FILE), &key_pem, true)?;
+    write(&data_dir.join(CERT_FILE), &answer.certificate_pem, false)?;
+    Ok(Identity::from_pem(answer.certificate_pem, key_pem))
+}
+
+/// The innermost cause of an error, said once.
+pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    root.to_string()
+}
