@@ -217,8 +217,9 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A tenant's quotas: runs at once (more wait), runs queued and input
-/// size (more are refused with quota_exceeded).
+/// A tenant's quotas and concurrency limits: runs at once (more wait in
+/// the queue); runs queued, input size and LLM cost and tokens per UTC day
+/// (past them a submit fails quota_exceeded).
 #[derive(Debug, Args)]
 pub(crate) struct QuotasArgs {
     #[command(subcommand)]
@@ -229,10 +230,14 @@ pub(crate) struct QuotasArgs {
 
 #[derive(Debug, Subcommand)]
 enum QuotasCommand {
-    /// Show a tenant's quotas (default: your own).
+    /// Show a tenant's quotas, concurrency limits and what it spent today
+    /// (default tenant: your own).
     Get {
         #[arg(long)]
         tenant: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Replace a tenant's quotas (system role); a quota not given is no
     /// limit.
@@ -249,21 +254,103 @@ enum QuotasCommand {
         /// quota_exceeded.
         #[arg(long, value_parser = warden_core::parse_bytes)]
         max_input: Option<u64>,
+        /// LLM cost per UTC day, in dollars, over every attempt. Once
+        /// spent, submits fail quota_exceeded and queued runs wait for the
+        /// next day; runs already leased finish within their own budgets.
+        #[arg(long, value_parser = parse_dollars)]
+        max_cost_usd_per_day: Option<f64>,
+        /// LLM tokens (prompt + completion) per UTC day; likewise.
+        #[arg(long)]
+        max_tokens_per_day: Option<u64>,
     },
+    /// Limit how many runs of one agent, or with one run label (`warden
+    /// submit --label`), are leased or running at once in a tenant (admin
+    /// of the tenant). More wait in the queue and start as slots free.
+    Limit {
+        /// Default: your own.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The agent's name (as published).
+        #[arg(long, conflicts_with = "label", required_unless_present = "label")]
+        agent: Option<String>,
+        /// A run label, KEY=VALUE (e.g. role=manager).
+        #[arg(long)]
+        label: Option<String>,
+        /// Runs at once.
+        #[arg(long, required_unless_present = "clear")]
+        max_running: Option<u32>,
+        /// Remove the limit instead.
+        #[arg(long, conflicts_with = "max_running")]
+        clear: bool,
+    },
+}
+
+fn parse_dollars(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not an amount of dollars (0 or more)")),
+    }
+}
+
+/// A tenant as named on the command line; empty: the caller's.
+fn shown(tenant: &str) -> &str {
+    if tenant.is_empty() { "(yours)" } else { tenant }
 }
 
 fn show_quotas(tenant: &str, q: &pb::Quotas) {
     let limit = |v: Option<u64>| v.map_or("no limit".to_string(), |n| n.to_string());
     println!("tenant {}", safe(tenant));
-    println!("  max_running      {}", limit(q.max_running.map(u64::from)));
-    println!("  max_queued       {}", limit(q.max_queued.map(u64::from)));
-    println!("  max_input_bytes  {}", limit(q.max_input_bytes));
+    println!(
+        "  max_running           {}",
+        limit(q.max_running.map(u64::from))
+    );
+    println!(
+        "  max_queued            {}",
+        limit(q.max_queued.map(u64::from))
+    );
+    println!("  max_input_bytes       {}", limit(q.max_input_bytes));
+    println!(
+        "  max_cost_usd_per_day  {}  (spent today: ${:.6})",
+        q.max_cost_usd_per_day
+            .map_or("no limit".to_string(), |c| format!("${c}")),
+        q.cost_usd_today
+    );
+    println!(
+        "  max_tokens_per_day    {}  (spent today: {})",
+        limit(q.max_tokens_per_day),
+        q.tokens_today
+    );
+    for l in &q.limits {
+        let scope = if l.agent.is_empty() {
+            format!("label {}", safe(&l.label))
+        } else {
+            format!("agent {}", safe(&l.agent))
+        };
+        println!("  limit {scope}: max_running {}", l.max_running);
+    }
+}
+
+fn quotas_json(q: &pb::Quotas) -> serde_json::Value {
+    serde_json::json!({
+        "max_running": q.max_running,
+        "max_queued": q.max_queued,
+        "max_input_bytes": q.max_input_bytes,
+        "max_cost_usd_per_day": q.max_cost_usd_per_day,
+        "max_tokens_per_day": q.max_tokens_per_day,
+        "cost_usd_today": q.cost_usd_today,
+        "tokens_today": q.tokens_today,
+        "limits": q.limits.iter().map(|l| serde_json::json!({
+            "agent": (!l.agent.is_empty()).then_some(&l.agent),
+            "label": (!l.label.is_empty()).then_some(&l.label),
+            "max_running": l.max_running,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 pub(crate) async fn quotas(args: QuotasArgs) -> anyhow::Result<ExitCode> {
     let mut client = AuthServiceClient::new(args.remote.channel().await?);
     match args.command {
-        QuotasCommand::Get { tenant } => {
+        QuotasCommand::Get { tenant, json } => {
             let tenant = tenant.unwrap_or_default();
             let q = client
                 .get_quotas(pb::GetQuotasRequest {
@@ -272,20 +359,19 @@ pub(crate) async fn quotas(args: QuotasArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            show_quotas(
-                if tenant.is_empty() {
-                    "(yours)"
-                } else {
-                    &tenant
-                },
-                &q,
-            );
+            if json {
+                println!("{}", quotas_json(&q));
+            } else {
+                show_quotas(shown(&tenant), &q);
+            }
         }
         QuotasCommand::Set {
             tenant,
             max_running,
             max_queued,
             max_input,
+            max_cost_usd_per_day,
+            max_tokens_per_day,
         } => {
             let q = client
                 .set_quotas(pb::SetQuotasRequest {
@@ -294,12 +380,35 @@ pub(crate) async fn quotas(args: QuotasArgs) -> anyhow::Result<ExitCode> {
                         max_running,
                         max_queued,
                         max_input_bytes: max_input,
+                        max_cost_usd_per_day,
+                        max_tokens_per_day,
+                        ..Default::default()
                     }),
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
             show_quotas(&tenant, &q);
+        }
+        QuotasCommand::Limit {
+            tenant,
+            agent,
+            label,
+            max_running,
+            clear,
+        } => {
+            let tenant = tenant.unwrap_or_default();
+            let q = client
+                .set_concurrency_limit(pb::SetConcurrencyLimitRequest {
+                    tenant: tenant.clone(),
+                    agent: agent.unwrap_or_default(),
+                    label: label.unwrap_or_default(),
+                    max_running: if clear { None } else { max_running },
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            show_quotas(shown(&tenant), &q);
         }
     }
     Ok(ExitCode::SUCCESS)

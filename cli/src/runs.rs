@@ -61,7 +61,8 @@ fn run_json(run: &pb::Run) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "run_id": run.run_id, "agent": run.agent, "digest": run.component_digest,
+        "run_id": run.run_id, "tenant": run.tenant, "agent": run.agent, "digest": run.component_digest,
+        "labels": run.labels,
         "state": state_name(run), "attempt": run.attempt, "max_attempts": run.max_attempts,
         "input": serde_json::from_str::<serde_json::Value>(&run.input).ok(),
         "output": serde_json::from_str::<serde_json::Value>(&run.output).ok(),

@@ -45,6 +45,12 @@ pub(crate) struct SubmitArgs {
     #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     selector: Vec<(String, String)>,
 
+    /// A label of the run itself (KEY=VALUE, e.g. role=manager), which
+    /// concurrency limits may count (`warden quotas limit --label`).
+    /// Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    labels: Vec<(String, String)>,
+
     #[command(flatten)]
     budget: BudgetArgs,
 
@@ -136,6 +142,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         node_selector: args.selector.iter().cloned().collect(),
         max_attempts: args.max_attempts.unwrap_or(0),
         traceparent: String::new(),
+        labels: args.labels.iter().cloned().collect(),
     };
     if let Some(path) = &args.inputs {
         let inputs = read_json_lines(path)?;

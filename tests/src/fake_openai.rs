@@ -48,6 +48,15 @@ impl FakeOpenAi {
     }
 
     /// Base URL to configure as the provider: `http://127.0.0.1:PORT/v1`.
+    /// A node config (TOML) that uses this provider, with model `small`
+    /// priced at $1,000 per million tokens either way.
+    pub fn node_config(&self) -> String {
+        format!(
+            "[llm]\nbase_url = \"{}\"\n[llm.prices.small]\ninput_per_mtok = 1000.0\noutput_per_mtok = 1000.0\n",
+            self.base_url()
+        )
+    }
+
     pub fn base_url(&self) -> String {
         format!("{}/v1", self.server.url())
     }

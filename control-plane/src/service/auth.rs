@@ -2,7 +2,7 @@
 //! the system role any tenant's.
 
 use crate::ControlPlane;
-use crate::store::TokenInfo;
+use crate::store::{Scope, TokenInfo};
 use tonic::{Request, Response, Status};
 use warden_core::Role;
 use warden_proto::v1 as pb;
@@ -17,6 +17,64 @@ fn info(t: TokenInfo) -> pb::TokenInfo {
         created_unix_ms: t.created_ms,
         expires_unix_ms: t.expires_ms.unwrap_or(0),
         revoked_unix_ms: t.revoked_ms.unwrap_or(0),
+    }
+}
+
+fn scope_name(scope: &Scope) -> String {
+    match scope {
+        Scope::Agent(name) => format!("agent {name}"),
+        Scope::Label(k, v) => format!("label {k}={v}"),
+    }
+}
+
+/// The tenant a quota call is about: the caller's own (empty), or, for the
+/// system role, any.
+fn own_tenant(caller: &crate::auth::Client, tenant: String, verb: &str) -> Result<String, Status> {
+    if tenant.is_empty() || tenant == caller.tenant {
+        return Ok(caller.tenant.clone());
+    }
+    if caller.role < Role::System {
+        return Err(Status::permission_denied(format!(
+            "only the system role {verb} another tenant's quotas"
+        )));
+    }
+    warden_core::check_name("tenant", &tenant)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(tenant)
+}
+
+impl ControlPlane {
+    /// A tenant's quotas, concurrency limits and what it spent today.
+    fn quotas_of(&self, tenant: &str) -> Result<pb::Quotas, Status> {
+        let q = self.store.quotas(tenant)?;
+        let (cost_usd_today, tokens_today) = self.store.spent_today(tenant)?;
+        let limits = self
+            .store
+            .limits(tenant)?
+            .into_iter()
+            .map(|l| match l.scope {
+                Scope::Agent(agent) => pb::ConcurrencyLimit {
+                    agent,
+                    max_running: l.max_running,
+                    ..Default::default()
+                },
+                Scope::Label(k, v) => pb::ConcurrencyLimit {
+                    label: format!("{k}={v}"),
+                    max_running: l.max_running,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(pb::Quotas {
+            max_running: q.max_running,
+            max_queued: q.max_queued,
+            max_input_bytes: q.max_input_bytes,
+            max_cost_usd_per_day: q.max_cost_usd_per_day,
+            max_tokens_per_day: q.max_tokens_per_day,
+            limits,
+            cost_usd_today,
+            tokens_today,
+        })
     }
 }
 
@@ -151,23 +209,8 @@ impl AuthService for ControlPlane {
         req: Request<pb::GetQuotasRequest>,
     ) -> Result<Response<pb::Quotas>, Status> {
         let caller = self.client(&req, Role::Viewer)?;
-        let tenant = req.into_inner().tenant;
-        let tenant = if tenant.is_empty() {
-            caller.tenant.clone()
-        } else {
-            tenant
-        };
-        if caller.role < Role::System && tenant != caller.tenant {
-            return Err(Status::permission_denied(
-                "only the system role reads another tenant's quotas",
-            ));
-        }
-        let q = self.store.quotas(&tenant)?;
-        Ok(Response::new(pb::Quotas {
-            max_running: q.max_running,
-            max_queued: q.max_queued,
-            max_input_bytes: q.max_input_bytes,
-        }))
+        let tenant = own_tenant(&caller, req.into_inner().tenant, "reads")?;
+        Ok(Response::new(self.quotas_of(&tenant)?))
     }
 
     async fn set_quotas(
@@ -179,23 +222,69 @@ impl AuthService for ControlPlane {
         warden_core::check_name("tenant", &r.tenant)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let q = r.quotas.unwrap_or_default();
-        self.store.set_quotas(
-            &r.tenant,
-            &crate::store::Quotas {
-                max_running: q.max_running,
-                max_queued: q.max_queued,
-                max_input_bytes: q.max_input_bytes,
-            },
-        )?;
+        if let Some(cost) = q.max_cost_usd_per_day
+            && !(cost.is_finite() && cost >= 0.0)
+        {
+            return Err(Status::invalid_argument(format!(
+                "max_cost_usd_per_day must be a finite amount of dollars, 0 or more, not {cost}"
+            )));
+        }
+        let quotas = crate::store::Quotas {
+            max_running: q.max_running,
+            max_queued: q.max_queued,
+            max_input_bytes: q.max_input_bytes,
+            max_cost_usd_per_day: q.max_cost_usd_per_day,
+            max_tokens_per_day: q.max_tokens_per_day,
+        };
+        self.store.set_quotas(&r.tenant, &quotas)?;
         self.changed.notify_waiters();
         self.audit(
             &r.tenant,
             caller.actor(),
             "quotas.set",
             &r.tenant,
-            &format!("{q:?}"),
+            &format!("{quotas:?}"),
         );
-        Ok(Response::new(q))
+        Ok(Response::new(self.quotas_of(&r.tenant)?))
+    }
+
+    async fn set_concurrency_limit(
+        &self,
+        req: Request<pb::SetConcurrencyLimitRequest>,
+    ) -> Result<Response<pb::Quotas>, Status> {
+        let caller = self.client(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let tenant = own_tenant(&caller, r.tenant, "sets")?;
+        let bad = |e: warden_core::NameError| Status::invalid_argument(e.to_string());
+        let scope = match (r.agent.is_empty(), r.label.split_once('=')) {
+            (false, None) if r.label.is_empty() => {
+                warden_core::check_name("agent", &r.agent).map_err(bad)?;
+                Scope::Agent(r.agent)
+            }
+            (true, Some((k, v))) => {
+                warden_core::check_label(k, v).map_err(bad)?;
+                Scope::Label(k.to_string(), v.to_string())
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a concurrency limit is for one agent (by name) or one label (key=value)",
+                ));
+            }
+        };
+        self.store.set_limit(&tenant, &scope, r.max_running)?;
+        self.changed.notify_waiters();
+        let detail = match r.max_running {
+            Some(n) => format!("max_running {n}"),
+            None => "removed".to_string(),
+        };
+        self.audit(
+            &tenant,
+            caller.actor(),
+            "limit.set",
+            &scope_name(&scope),
+            &detail,
+        );
+        Ok(Response::new(self.quotas_of(&tenant)?))
     }
 
     async fn who_am_i(

@@ -16,6 +16,8 @@ use warden_proto::v1::*;
 
 /// Most runs in one SubmitBatch.
 const MAX_SUBMIT_BATCH: usize = 10_000;
+/// Most labels on one run.
+const MAX_RUN_LABELS: usize = 32;
 
 impl ControlPlane {
     /// The agent a submit names, as (agent, component digest, capability
@@ -61,6 +63,23 @@ impl ControlPlane {
                 "run {i}'s input is {} bytes; tenant {tenant}'s max_input_bytes is {max}",
                 r.input.len()
             )));
+        }
+        if q.max_cost_usd_per_day.is_some() || q.max_tokens_per_day.is_some() {
+            let (cost, tokens) = self.store.spent_today(tenant)?;
+            if let Some(max) = q.max_cost_usd_per_day
+                && cost >= max
+            {
+                return Err(exceeded(format!(
+                    "tenant {tenant}'s max_cost_usd_per_day of ${max} is spent (${cost:.6} today); it resets at 00:00 UTC"
+                )));
+            }
+            if let Some(max) = q.max_tokens_per_day
+                && tokens >= max
+            {
+                return Err(exceeded(format!(
+                    "tenant {tenant}'s max_tokens_per_day of {max} is spent ({tokens} today); it resets at 00:00 UTC"
+                )));
+            }
         }
         if let Some(max) = q.max_queued {
             let queued = self.store.queued_runs(tenant)?;
@@ -124,6 +143,16 @@ impl ControlPlane {
             warden_core::check_label(key, value)
                 .map_err(|e| Status::invalid_argument(format!("the node selector: {e}")))?;
         }
+        if r.labels.len() > MAX_RUN_LABELS {
+            return Err(Status::invalid_argument(format!(
+                "{} labels; a run takes at most {MAX_RUN_LABELS}",
+                r.labels.len()
+            )));
+        }
+        for (key, value) in &r.labels {
+            warden_core::check_label(key, value)
+                .map_err(|e| Status::invalid_argument(format!("the run's labels: {e}")))?;
+        }
         Ok(NewRun {
             id: warden_core::new_run_id(),
             tenant: tenant.to_string(),
@@ -133,6 +162,7 @@ impl ControlPlane {
             budget: Budget::from(&budget),
             grant: warden_proto::v1::Grant::from(&grant),
             selector: r.node_selector.into_iter().collect(),
+            labels: r.labels.into_iter().collect(),
             max_attempts: if r.max_attempts == 0 {
                 self.config.default_max_attempts
             } else {

@@ -76,8 +76,9 @@ impl Store {
         ttl_ms: i64,
         alive_since_ms: i64,
     ) -> StoreResult<Vec<Lease>> {
-        let now = now_ms();
         self.with_tx(|tx| {
+            // Read under the store's lock: times follow the order of commits.
+            let now = now_ms();
             let node: Option<(String, String, Vec<u8>, i64)> = tx
                 .prepare_cached(
                     "SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1",
@@ -105,42 +106,70 @@ impl Store {
             if room == 0 {
                 return Ok(Vec::new());
             }
-            // In queue order, past any runs this node cannot take (their
-            // selector wants labels it lacks): those never stand in front
-            // of runs it can. Runs waiting out a retry backoff sort last and
-            // end the scan. (`not_before` is compared here, not in SQL: a
+            // Each tenant's queue in order, past any runs this node cannot
+            // take (their selector wants labels it lacks) and runs over a
+            // quota or concurrency limit: those never stand in front of runs
+            // it can. Runs waiting out a retry backoff sort last and end a
+            // tenant's scan. (`not_before` is compared here, not in SQL: a
             // bound value in a range would make SQLite re-plan every call.)
-            // Rows are read lazily: the scan stops once there is no room.
-            // A tenant at its running quota waits: its runs are looked past.
-            let mut tenant_room = super::quotas::running_room(tx)?;
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, selector, not_before, tenant FROM runs WHERE state = 'queued'
-                 ORDER BY not_before, created LIMIT ?1",
-            )?;
-            let mut ids = Vec::new();
-            let mut rows = stmt.query([MAX_QUEUE_SCAN])?;
-            while let Some(row) = rows.next()? {
-                if ids.len() as u32 >= room || row.get::<_, i64>(2)? > now {
-                    break;
-                }
-                let selector: String = row.get(1)?;
-                let fits = selector == "{}" || selects(&parse_labels(&selector), &labels);
-                if !fits {
+            // Rows are read lazily: a scan stops once it has `room` runs.
+            let mut admission = super::quotas::Admission::load(tx, now)?;
+            let mut queues = Vec::new();
+            let mut tenant = String::new();
+            while let Some(next) = tx
+                .prepare_cached(
+                    "SELECT tenant FROM runs WHERE state = 'queued' AND tenant > ?1
+                     ORDER BY tenant LIMIT 1",
+                )?
+                .query_row([&tenant], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                tenant = next;
+                if admission.closed(&tenant) {
                     continue;
                 }
-                let tenant: String = row.get(3)?;
-                if let Some(left) = tenant_room.get_mut(&tenant) {
-                    if *left <= 0 {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, selector, not_before, created, agent, labels FROM runs
+                     WHERE state = 'queued' AND tenant = ?1
+                     ORDER BY not_before, created LIMIT ?2",
+                )?;
+                let mut rows = stmt.query(params![tenant, MAX_QUEUE_SCAN])?;
+                let mut runs = std::collections::VecDeque::new();
+                while let Some(row) = rows.next()? {
+                    let not_before: i64 = row.get(2)?;
+                    if runs.len() as u32 >= room || not_before > now {
+                        break;
+                    }
+                    let selector: String = row.get(1)?;
+                    if selector != "{}" && !selects(&parse_labels(&selector), &labels) {
                         continue;
                     }
-                    *left -= 1;
+                    let agent: String = row.get(4)?;
+                    if !admission.admit(&tenant, &agent, &row.get::<_, String>(5)?) {
+                        if admission.closed(&tenant) {
+                            break;
+                        }
+                        continue;
+                    }
+                    runs.push_back(((not_before, row.get::<_, i64>(3)?), row.get::<_, String>(0)?));
                 }
-                ids.push(row.get::<_, String>(0)?);
+                if !runs.is_empty() {
+                    queues.push((admission.running(&tenant), runs));
+                }
             }
-            drop(rows);
-            drop(stmt);
-            let mut leases = Vec::with_capacity(ids.len());
-            for id in ids {
+            // Fair across tenants: each free slot goes to the tenant with
+            // the fewest runs in flight, then to the oldest run.
+            let mut leases = Vec::new();
+            while (leases.len() as u32) < room {
+                let Some((running, runs)) = queues
+                    .iter_mut()
+                    .filter(|(_, runs)| !runs.is_empty())
+                    .min_by_key(|(running, runs)| (*running, runs[0].0))
+                else {
+                    break;
+                };
+                let (_, id) = runs.pop_front().expect("not empty");
+                *running += 1;
                 leases.push(lease_one(tx, &id, node_id, now, ttl_ms)?);
             }
             Ok(leases)
@@ -220,17 +249,19 @@ impl Store {
         node_id: Option<&str>,
         results: &[RunReport<'_>],
     ) -> StoreResult<Vec<LeaseCheck>> {
-        let now = now_ms();
         self.with_tx(|tx| {
+            let now = now_ms();
             results
                 .iter()
                 .map(|r| match check_lease(tx, node_id, r.lease, r.outcome)? {
                     Err(answer) => Ok(answer),
                     Ok(()) => match r.outcome {
                         Outcome::Succeeded { output } => {
+                            super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
                             complete(tx, r.lease, output, r.usage, now)
                         }
                         Outcome::Failed { kind, message } => {
+                            super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
                             fail(tx, r.lease, kind, message, r.usage, now)
                         }
                     },

@@ -15,11 +15,13 @@ mod registry;
 mod runs;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_quotas;
 
 pub use audit::AuditEntry;
 pub use auth::{EnrollError, JOIN_TOKEN_PREFIX, TOKEN_PREFIX, TokenInfo};
 pub use leases::{LeaseCheck, Outcome, RunReport};
-pub use quotas::Quotas;
+pub use quotas::{Limit, Quotas, Scope};
 pub use registry::Published;
 pub use runs::{MAX_PAGE, NewRun, RunFilter};
 
@@ -187,6 +189,28 @@ CREATE TABLE quotas (
     max_running INTEGER,
     max_queued INTEGER,
     max_input_bytes INTEGER
+);
+"#,
+    // Run labels; concurrency limits per agent or label; daily budgets and
+    // what each tenant spent per (UTC) day; the queue by tenant, for fair
+    // leasing.
+    r#"
+ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+CREATE INDEX runs_by_state_tenant ON runs (state, tenant, not_before, created);
+ALTER TABLE quotas ADD COLUMN max_cost_usd_per_day REAL;
+ALTER TABLE quotas ADD COLUMN max_tokens_per_day INTEGER;
+CREATE TABLE concurrency_limits (
+    tenant TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    max_running INTEGER NOT NULL,
+    PRIMARY KEY (tenant, scope)
+);
+CREATE TABLE usage_daily (
+    tenant TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, day)
 );
 "#,
 ];

@@ -1,11 +1,14 @@
-//! Quotas per tenant: how many runs may run and wait at once, and how
-//! large an input may be. `None`: no limit.
+//! Quotas per tenant (runs running and queued at once, input size, LLM
+//! cost and tokens per UTC day), concurrency limits per agent or run label,
+//! and [`Admission`]: the rule a lease poll applies with them. `None`: no
+//! limit.
 
-use super::{Store, StoreResult};
-use rusqlite::{OptionalExtension, params};
-use std::collections::HashMap;
+use super::{Store, StoreResult, now_ms};
+use rusqlite::{OptionalExtension, Transaction, params};
+use std::collections::{BTreeMap, HashMap};
+use warden_proto::v1::Usage;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Quotas {
     /// Runs leased or running at once; more wait in the queue.
     pub max_running: Option<u32>,
@@ -13,19 +16,77 @@ pub struct Quotas {
     pub max_queued: Option<u32>,
     /// Largest input; a submit past it fails `quota_exceeded`.
     pub max_input_bytes: Option<u64>,
+    /// LLM cost per UTC day, over every attempt; once spent, submits fail
+    /// `quota_exceeded` and queued runs wait for the next day.
+    pub max_cost_usd_per_day: Option<f64>,
+    /// LLM tokens (prompt + completion) per UTC day, likewise.
+    pub max_tokens_per_day: Option<u64>,
+}
+
+/// What a concurrency limit counts: the runs of one agent (by name), or
+/// the runs submitted with one label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Agent(String),
+    Label(String, String),
+}
+
+impl Scope {
+    fn stored(&self) -> String {
+        match self {
+            Scope::Agent(name) => format!("agent:{name}"),
+            Scope::Label(k, v) => format!("label:{k}={v}"),
+        }
+    }
+
+    fn parse(stored: &str) -> Option<Self> {
+        if let Some(name) = stored.strip_prefix("agent:") {
+            return Some(Scope::Agent(name.to_string()));
+        }
+        let (k, v) = stored.strip_prefix("label:")?.split_once('=')?;
+        Some(Scope::Label(k.to_string(), v.to_string()))
+    }
+
+    /// Whether a run of agent `reference` with `labels` counts against it.
+    fn covers(&self, reference: &str, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Scope::Agent(name) => warden_core::name_and_version(reference).0 == name,
+            Scope::Label(k, v) => labels.get(k) == Some(v),
+        }
+    }
+}
+
+/// At most `max_running` runs of `scope` leased or running at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub scope: Scope,
+    pub max_running: u32,
+}
+
+/// The UTC day `at_ms` falls in (days since 1970-01-01).
+fn day(at_ms: i64) -> i64 {
+    at_ms.div_euclid(86_400_000)
+}
+
+fn labels(json: &str) -> BTreeMap<String, String> {
+    serde_json::from_str(json).unwrap_or_default()
 }
 
 impl Store {
     pub fn quotas(&self, tenant: &str) -> StoreResult<Quotas> {
         self.with_conn(|c| {
             Ok(c.prepare_cached(
-                "SELECT max_running, max_queued, max_input_bytes FROM quotas WHERE tenant = ?1",
+                "SELECT max_running, max_queued, max_input_bytes, max_cost_usd_per_day,
+                        max_tokens_per_day
+                 FROM quotas WHERE tenant = ?1",
             )?
             .query_row([tenant], |r| {
                 Ok(Quotas {
                     max_running: r.get(0)?,
                     max_queued: r.get(1)?,
                     max_input_bytes: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
+                    max_cost_usd_per_day: r.get(3)?,
+                    max_tokens_per_day: r.get::<_, Option<i64>>(4)?.map(|n| n as u64),
                 })
             })
             .optional()?
@@ -34,20 +95,83 @@ impl Store {
     }
 
     pub fn set_quotas(&self, tenant: &str, q: &Quotas) -> StoreResult<()> {
+        let big = |n: Option<u64>| n.map(|n| n.min(i64::MAX as u64) as i64);
         self.with_tx(|tx| {
             tx.execute(
-                "INSERT INTO quotas (tenant, max_running, max_queued, max_input_bytes)
-                 VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO quotas (tenant, max_running, max_queued, max_input_bytes,
+                                     max_cost_usd_per_day, max_tokens_per_day)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (tenant) DO UPDATE SET max_running = excluded.max_running,
-                     max_queued = excluded.max_queued, max_input_bytes = excluded.max_input_bytes",
+                     max_queued = excluded.max_queued, max_input_bytes = excluded.max_input_bytes,
+                     max_cost_usd_per_day = excluded.max_cost_usd_per_day,
+                     max_tokens_per_day = excluded.max_tokens_per_day",
                 params![
                     tenant,
                     q.max_running,
                     q.max_queued,
-                    q.max_input_bytes.map(|n| n.min(i64::MAX as u64) as i64)
+                    big(q.max_input_bytes),
+                    q.max_cost_usd_per_day,
+                    big(q.max_tokens_per_day),
                 ],
             )?;
             Ok(())
+        })
+    }
+
+    /// `tenant`'s concurrency limits, agents first, then labels.
+    pub fn limits(&self, tenant: &str) -> StoreResult<Vec<Limit>> {
+        self.with_conn(|c| {
+            let mut limits: Vec<Limit> = c
+                .prepare_cached(
+                    "SELECT scope, max_running FROM concurrency_limits WHERE tenant = ?1",
+                )?
+                .query_map([tenant], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+                .filter_map(|row| match row {
+                    Ok((scope, max_running)) => {
+                        Scope::parse(&scope).map(|scope| Ok(Limit { scope, max_running }))
+                    }
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_, _>>()?;
+            limits.sort_by(|a, b| a.scope.cmp(&b.scope));
+            Ok(limits)
+        })
+    }
+
+    /// Sets `tenant`'s limit for `scope`, or removes it (`None`).
+    pub fn set_limit(
+        &self,
+        tenant: &str,
+        scope: &Scope,
+        max_running: Option<u32>,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            match max_running {
+                Some(max) => tx.execute(
+                    "INSERT INTO concurrency_limits (tenant, scope, max_running) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant, scope) DO UPDATE SET max_running = excluded.max_running",
+                    params![tenant, scope.stored(), max],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM concurrency_limits WHERE tenant = ?1 AND scope = ?2",
+                    params![tenant, scope.stored()],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    /// What `tenant`'s runs spent on LLM calls today (UTC): cost, tokens.
+    pub fn spent_today(&self, tenant: &str) -> StoreResult<(f64, u64)> {
+        self.with_conn(|c| {
+            Ok(c.prepare_cached(
+                "SELECT cost_usd, tokens FROM usage_daily WHERE tenant = ?1 AND day = ?2",
+            )?
+            .query_row(params![tenant, day(now_ms())], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?
+            .unwrap_or((0.0, 0)))
         })
     }
 
@@ -62,18 +186,173 @@ impl Store {
     }
 }
 
-/// Tenants with a running limit, and how many more runs each may start
-/// now (within `tx`).
-pub(super) fn running_room(tx: &rusqlite::Transaction<'_>) -> StoreResult<HashMap<String, i64>> {
-    let mut room = HashMap::new();
-    let mut stmt = tx.prepare_cached(
-        "SELECT q.tenant, q.max_running - (SELECT count(*) FROM runs r
-             WHERE r.tenant = q.tenant AND r.state IN ('leased', 'running'))
-         FROM quotas q WHERE q.max_running IS NOT NULL",
-    )?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (tenant, left) = row?;
-        room.insert(tenant, left);
+/// Adds what an attempt of run `run_id` spent to its tenant's day.
+pub(super) fn add_spend(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    usage: &Usage,
+    now: i64,
+) -> StoreResult<()> {
+    let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+    // A node reports what its meter counted; a nonsense figure adds nothing.
+    let cost = if usage.cost_usd.is_finite() && usage.cost_usd > 0.0 {
+        usage.cost_usd
+    } else {
+        0.0
+    };
+    if tokens == 0 && cost == 0.0 {
+        return Ok(());
     }
-    Ok(room)
+    tx.prepare_cached(
+        "INSERT INTO usage_daily (tenant, day, cost_usd, tokens)
+         SELECT tenant, ?2, ?3, ?4 FROM runs WHERE id = ?1
+         ON CONFLICT (tenant, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd,
+             tokens = min(tokens + excluded.tokens, 9223372036854775807)",
+    )?
+    .execute(params![
+        run_id,
+        day(now),
+        cost,
+        tokens.min(i64::MAX as u64) as i64
+    ])?;
+    Ok(())
+}
+
+/// One tenant's room in a lease poll.
+#[derive(Debug, Default)]
+struct Room {
+    /// Runs leased or running now.
+    running: i64,
+    /// How many more may start under max_running.
+    left: Option<i64>,
+    /// Each concurrency limit and how many more runs it lets start.
+    limits: Vec<(Scope, i64)>,
+    /// Daily budget left, where a daily quota is set.
+    cost_left: Option<f64>,
+    tokens_left: Option<u64>,
+}
+
+impl Room {
+    fn spent(&self) -> bool {
+        self.cost_left.is_some_and(|c| c <= 0.0) || self.tokens_left == Some(0)
+    }
+}
+
+/// Which runs a lease poll may start, by each tenant's quotas and
+/// concurrency limits, read once per poll inside its transaction.
+#[derive(Debug, Default)]
+pub(super) struct Admission {
+    tenants: HashMap<String, Room>,
+}
+
+impl Admission {
+    pub(super) fn load(tx: &Transaction<'_>, now: i64) -> StoreResult<Self> {
+        let mut tenants: HashMap<String, Room> = HashMap::new();
+        let mut stmt = tx.prepare_cached(
+            "SELECT tenant, count(*) FROM runs WHERE state IN ('leased', 'running')
+             GROUP BY tenant",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+            let (tenant, running) = row?;
+            tenants.entry(tenant).or_default().running = running;
+        }
+        let mut stmt = tx.prepare_cached(
+            "SELECT q.tenant, q.max_running, q.max_cost_usd_per_day, q.max_tokens_per_day,
+                    u.cost_usd, u.tokens
+             FROM quotas q LEFT JOIN usage_daily u ON u.tenant = q.tenant AND u.day = ?1",
+        )?;
+        let rows = stmt.query_map([day(now)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+                r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+            ))
+        })?;
+        for row in rows {
+            let (tenant, max_running, max_cost, max_tokens, cost, tokens) = row?;
+            let room = tenants.entry(tenant).or_default();
+            room.left = max_running.map(|max| max - room.running);
+            room.cost_left = max_cost.map(|max| max - cost);
+            room.tokens_left = max_tokens.map(|max| max.saturating_sub(tokens).max(0) as u64);
+        }
+        let mut stmt =
+            tx.prepare_cached("SELECT tenant, scope, max_running FROM concurrency_limits")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (tenant, scope, max) = row?;
+            if let Some(scope) = Scope::parse(&scope) {
+                tenants.entry(tenant).or_default().limits.push((scope, max));
+            }
+        }
+        // Count each tenant's runs in flight against its limits.
+        let mut stmt = tx.prepare_cached(
+            "SELECT agent, labels FROM runs WHERE state IN ('leased', 'running') AND tenant = ?1",
+        )?;
+        for (tenant, room) in tenants.iter_mut().filter(|(_, r)| !r.limits.is_empty()) {
+            let rows = stmt.query_map([tenant], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (agent, run_labels) = row?;
+                let run_labels = labels(&run_labels);
+                for (scope, left) in &mut room.limits {
+                    if scope.covers(&agent, &run_labels) {
+                        *left -= 1;
+                    }
+                }
+            }
+        }
+        Ok(Admission { tenants })
+    }
+
+    /// Runs of `tenant` leased or running when the poll began.
+    pub(super) fn running(&self, tenant: &str) -> i64 {
+        self.tenants.get(tenant).map_or(0, |r| r.running)
+    }
+
+    /// Whether no run of `tenant` may start now (at max_running, or today's
+    /// budget spent).
+    pub(super) fn closed(&self, tenant: &str) -> bool {
+        self.tenants
+            .get(tenant)
+            .is_some_and(|r| r.left.is_some_and(|l| l <= 0) || r.spent())
+    }
+
+    /// Whether a run of `tenant`, agent `reference`, with `labels_json`
+    /// may start now; if so, counts it.
+    pub(super) fn admit(&mut self, tenant: &str, reference: &str, labels_json: &str) -> bool {
+        let Some(room) = self.tenants.get_mut(tenant) else {
+            return true;
+        };
+        if room.left.is_some_and(|l| l <= 0) || room.spent() {
+            return false;
+        }
+        if !room.limits.is_empty() {
+            let run_labels = labels(labels_json);
+            let covering: Vec<_> = room
+                .limits
+                .iter_mut()
+                .filter(|(scope, _)| scope.covers(reference, &run_labels))
+                .collect();
+            if covering.iter().any(|(_, left)| *left <= 0) {
+                return false;
+            }
+            for (_, left) in covering {
+                *left -= 1;
+            }
+        }
+        if let Some(left) = &mut room.left {
+            *left -= 1;
+        }
+        true
+    }
 }

@@ -20,6 +20,8 @@ pub struct NewRun {
     pub budget: Budget,
     pub grant: Grant,
     pub selector: BTreeMap<String, String>,
+    /// The run's own labels (for concurrency limits).
+    pub labels: BTreeMap<String, String>,
     pub max_attempts: u32,
     pub traceparent: String,
 }
@@ -67,6 +69,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
         updated_unix_ms: r.get("updated")?,
         attempts: Vec::new(),
         cancel_requested: r.get("cancel_requested")?,
+        labels: serde_json::from_str(&r.get::<_, String>("labels")?).unwrap_or_default(),
         ..Run::default()
     };
     let state: RunState = parse_column(r, r.as_ref().column_index("state")?)?;
@@ -81,8 +84,9 @@ impl Store {
         self.with_tx(|tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
-                                   max_attempts, not_before, traceparent, created, updated, tenant)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11)",
+                                   max_attempts, not_before, traceparent, created, updated, tenant,
+                                   labels)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11, ?12)",
             )?;
             for run in runs {
                 stmt.execute(params![
@@ -97,6 +101,7 @@ impl Store {
                     now,
                     run.traceparent,
                     run.tenant,
+                    serde_json::to_string(&run.labels).unwrap_or_default(),
                 ])?;
             }
             Ok(())
@@ -113,6 +118,7 @@ impl Store {
                     attempt: 0,
                     max_attempts: run.max_attempts.max(1),
                     input: run.input.clone(),
+                    labels: run.labels.clone().into_iter().collect(),
                     created_unix_ms: now,
                     updated_unix_ms: now,
                     ..Run::default()

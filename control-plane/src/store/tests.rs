@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 use warden_core::{Backoff, FailureKind, RenewStatus, RunState};
 use warden_proto::v1 as pb;
 
-const TTL: i64 = 10_000;
+pub(super) const TTL: i64 = 10_000;
 
-fn store() -> (Store, tempfile::TempDir) {
+pub(super) fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     (Store::open(&dir.path().join("cp.sqlite3")).unwrap(), dir)
 }
 
-fn register(store: &Store, id: &str, slots: u32) {
+pub(super) fn register(store: &Store, id: &str, slots: u32) {
     store
         .register_node(&pb::RegisterRequest {
             node_id: id.into(),
@@ -40,6 +40,7 @@ fn submit(store: &Store, n: usize, max_attempts: u32) -> Vec<String> {
             budget: Default::default(),
             grant: Default::default(),
             selector: BTreeMap::new(),
+            labels: BTreeMap::new(),
             max_attempts,
             traceparent: String::new(),
         })
@@ -52,11 +53,11 @@ fn submit(store: &Store, n: usize, max_attempts: u32) -> Vec<String> {
         .collect()
 }
 
-fn lease(store: &Store, node: &str, max: u32, ttl: i64) -> Vec<pb::Lease> {
+pub(super) fn lease(store: &Store, node: &str, max: u32, ttl: i64) -> Vec<pb::Lease> {
     store.lease_runs(node, max, ttl, 0).unwrap()
 }
 
-fn lease_ref(l: &pb::Lease) -> pb::LeaseRef {
+pub(super) fn lease_ref(l: &pb::Lease) -> pb::LeaseRef {
     pb::LeaseRef {
         run_id: l.run_id.clone(),
         attempt: l.attempt,
@@ -64,7 +65,7 @@ fn lease_ref(l: &pb::Lease) -> pb::LeaseRef {
     }
 }
 
-fn complete(store: &Store, l: &pb::LeaseRef, output: &str) -> LeaseCheck {
+pub(super) fn complete(store: &Store, l: &pb::LeaseRef, output: &str) -> LeaseCheck {
     let usage = pb::Usage::default();
     store
         .record(

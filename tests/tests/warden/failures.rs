@@ -426,14 +426,7 @@ fn run_flags_reach_the_llm_and_http_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let llm = warden_tests::fake_openai::FakeOpenAi::start();
     let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[llm]\nbase_url = \"{}\"\n[llm.prices.small]\ninput_per_mtok = 1000.0\noutput_per_mtok = 1000.0\n",
-            llm.base_url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, llm.node_config()).unwrap();
     let config = config.to_str().unwrap();
     let run = |component: &str, input: &str, flags: &[&str]| {
         let mut args = vec![

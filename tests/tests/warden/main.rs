@@ -18,6 +18,7 @@ mod limits;
 mod llm;
 mod node_cache;
 mod oci;
+mod quotas;
 mod sandbox;
 mod security;
 

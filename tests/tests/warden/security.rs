@@ -13,24 +13,24 @@ use warden_proto::v1::run_service_client::RunServiceClient;
 use warden_tests::cluster::{self, free_port, secure_control_plane, tls_connect, with_token};
 use warden_tests::examples;
 
-fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
 }
 
 /// A TLS control plane process and what a client needs to reach it.
-struct Secure {
-    tmp: tempfile::TempDir,
-    url: String,
-    admin: String,
+pub(crate) struct Secure {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) url: String,
+    pub(crate) admin: String,
     _cp: cluster::Proc,
 }
 
 impl Secure {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(&[])
     }
 
-    fn start_with(args: &[&str]) -> Self {
+    pub(crate) fn start_with(args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let mut all = vec!["--lease-ttl", "30s"];
         all.extend(args);
@@ -49,12 +49,12 @@ impl Secure {
         }
     }
 
-    fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.tmp.path().join("cp").join("ca.pem")
     }
 
     /// Runs the `warden` CLI against this control plane with `token`.
-    fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
         let ca = self.ca().display().to_string();
         let mut all = args.to_vec();
         all.extend(["--control-plane", &self.url, "--ca", &ca]);
@@ -64,8 +64,16 @@ impl Secure {
         warden(&self.tmp.path().join("client"), &all)
     }
 
+    /// A new client token of `tenant` with `role`, made by the admin.
+    pub(crate) fn token(&self, tenant: &str, role: &str) -> String {
+        self.secret(
+            &self.admin,
+            &["tokens", "create", "--tenant", tenant, "--role", role],
+        )
+    }
+
     /// The last line of a successful CLI call's stdout (a secret it made).
-    fn secret(&self, token: &str, args: &[&str]) -> String {
+    pub(crate) fn secret(&self, token: &str, args: &[&str]) -> String {
         let out = self.cli(token, args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         String::from_utf8(out.stdout)
@@ -76,7 +84,7 @@ impl Secure {
             .to_string()
     }
 
-    async fn channel(&self, identity: Option<&Identity>) -> tonic::transport::Channel {
+    pub(crate) async fn channel(&self, identity: Option<&Identity>) -> tonic::transport::Channel {
         tls_connect(
             &self.url,
             &self.ca(),
@@ -87,7 +95,7 @@ impl Secure {
     }
 
     /// A `warden node` process, enrolled with a fresh join token.
-    fn enrolled_node(&self, extra: &[&str]) -> cluster::Proc {
+    pub(crate) fn enrolled_node(&self, extra: &[&str]) -> cluster::Proc {
         let join = self.secret(&self.admin, &["nodes", "join-token", "create"]);
         let ca = self.ca().display().to_string();
         let mut args = vec!["--ca", &ca, "--join-token", &join];
@@ -102,7 +110,7 @@ impl Secure {
         )
     }
 
-    async fn get_run(&self, id: &str) -> pb::Run {
+    pub(crate) async fn get_run(&self, id: &str) -> pb::Run {
         RunServiceClient::new(self.channel(None).await)
             .get(with_token(
                 pb::GetRunRequest { run_id: id.into() },
@@ -133,7 +141,7 @@ impl Secure {
     }
 }
 
-struct Identity {
+pub(crate) struct Identity {
     cert: String,
     key: String,
 }
@@ -149,7 +157,7 @@ fn csr() -> (String, String) {
     (csr, key.serialize_pem())
 }
 
-fn stderr(out: &std::process::Output) -> String {
+pub(crate) fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -722,117 +730,4 @@ async fn a_token_is_rate_limited_and_its_streams_bounded() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     runs.watch(watch()).await.expect("a slot is free again");
-}
-
-/// A tenant's quotas: runs past max_running wait (never more at once, all
-/// finish), a submit past max_queued or max_input_bytes fails
-/// quota_exceeded naming the quota; another tenant is not held back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_quotas_hold() {
-    let cp = Secure::start();
-    let _node = cp.enrolled_node(&["--slots", "8"]);
-    let acme = cp.secret(
-        &cp.admin,
-        &[
-            "tokens",
-            "create",
-            "--tenant",
-            "acme",
-            "--role",
-            "publisher",
-        ],
-    );
-    let set_quotas = |running: &str| {
-        let out = cp.cli(
-            &cp.admin,
-            &[
-                "quotas",
-                "set",
-                "--tenant",
-                "acme",
-                "--max-running",
-                running,
-                "--max-queued",
-                "6",
-                "--max-input",
-                "1KiB",
-            ],
-        );
-        assert!(out.status.success(), "{}", stderr(&out));
-    };
-    // Nothing of acme's may run yet: its runs wait, queued.
-    set_quotas("0");
-    // Acme reads its own quotas but may not set them.
-    let got = cp.cli(&acme, &["quotas", "get"]);
-    assert!(String::from_utf8_lossy(&got.stdout).contains("max_running      0"));
-    let out = cp.cli(&acme, &["quotas", "set", "--tenant", "acme"]);
-    assert!(
-        stderr(&out).contains("permission denied"),
-        "{}",
-        stderr(&out)
-    );
-
-    let published = cp.cli(
-        &acme,
-        &["publish", warden_tests::components::SLEEPER, "sleeper@1"],
-    );
-    assert!(published.status.success(), "{}", stderr(&published));
-    let input = r#"{"ms": 400}"#;
-    let ids: Vec<String> = (0..6)
-        .map(|_| cp.secret(&acme, &["submit", "sleeper@1", "--input", input]))
-        .collect();
-    // A seventh waits for no one: refused, naming the quota.
-    let out = cp.cli(&acme, &["submit", "sleeper@1", "--input", input]);
-    assert!(stderr(&out).contains("quota_exceeded"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("max_queued"), "{}", stderr(&out));
-    let big = format!(r#"{{"ms": 1, "pad": "{}"}}"#, "x".repeat(2000));
-    let out = cp.cli(&acme, &["submit", "sleeper@1", "--input", &big]);
-    assert!(stderr(&out).contains("max_input_bytes"), "{}", stderr(&out));
-
-    // Another tenant's run goes past them.
-    let published = cp.cli(&cp.admin, &["publish", examples::HELLO, "hello@1.0.0"]);
-    assert!(published.status.success(), "{}", stderr(&published));
-    let other = cp.cli(
-        &cp.admin,
-        &["submit", "hello@1.0.0", "--input", "{}", "--wait"],
-    );
-    assert!(other.status.success(), "{}", stderr(&other));
-    for id in &ids {
-        let run = cp.get_run(id).await;
-        assert_eq!(
-            warden_core::RunState::from_proto(run.run_state),
-            Some(warden_core::RunState::Queued)
-        );
-    }
-    // Two at a time: never more running at once; all six finish.
-    set_quotas("2");
-    let started = std::time::Instant::now();
-    loop {
-        let mut active = 0;
-        let mut done = 0;
-        // One list call: a single snapshot of every run's state (runs
-        // read one by one could each be seen running at different times).
-        let runs = RunServiceClient::new(cp.channel(None).await)
-            .list(with_token(pb::ListRunsRequest::default(), &acme))
-            .await
-            .unwrap()
-            .into_inner()
-            .runs;
-        assert_eq!(runs.len(), ids.len());
-        for run in &runs {
-            let id = &run.run_id;
-            match warden_core::RunState::from_proto(run.run_state).unwrap() {
-                warden_core::RunState::Leased | warden_core::RunState::Running => active += 1,
-                warden_core::RunState::Succeeded => done += 1,
-                warden_core::RunState::Queued => {}
-                other => panic!("{id}: {other:?} {run:?}"),
-            }
-        }
-        assert!(active <= 2, "{active} running at once");
-        if done == ids.len() {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{done} done");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -1,0 +1,160 @@
+//! Unit tests of admission in lease polls: slots go fairly across tenants;
+//! concurrency limits (per agent, per run label) and a tenant's running
+//! quota make runs wait, never fail; a spent daily budget closes a tenant
+//! and no other.
+
+use super::tests::{TTL, complete, lease, lease_ref, register, store};
+use super::*;
+use std::collections::BTreeMap;
+use warden_proto::v1 as pb;
+
+/// Queues one run of `tenant`, agent `agent`, with `labels`; its id.
+fn submit(store: &Store, tenant: &str, agent: &str, labels: &[(&str, &str)]) -> String {
+    let run = NewRun {
+        id: warden_core::new_run_id(),
+        tenant: tenant.into(),
+        agent: agent.into(),
+        digest: "sha256:00".into(),
+        input: "null".into(),
+        budget: Default::default(),
+        grant: Default::default(),
+        selector: BTreeMap::new(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        max_attempts: 1,
+        traceparent: String::new(),
+    };
+    store.insert_runs(&[run]).unwrap().remove(0).run_id
+}
+
+/// Which tenant each lease is for, in order.
+fn tenants(leases: &[pb::Lease]) -> Vec<&str> {
+    leases.iter().map(|l| l.tenant.as_str()).collect()
+}
+
+fn agents(leases: &[pb::Lease]) -> Vec<&str> {
+    let mut names: Vec<&str> = leases.iter().map(|l| l.agent_name.as_str()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight() {
+    let (store, _dir) = store();
+    register(&store, "n1", 4);
+    for _ in 0..10 {
+        submit(&store, "a", "x@1", &[]);
+    }
+    submit(&store, "b", "x@1", &[]);
+    submit(&store, "b", "x@1", &[]);
+    // b's runs came last, yet take every other slot.
+    let first = lease(&store, "n1", 64, TTL);
+    assert_eq!(tenants(&first), ["a", "b", "a", "b"]);
+    // With b's runs all out, a's backlog takes what frees.
+    complete(&store, &lease_ref(&first[1]), "1");
+    assert_eq!(tenants(&lease(&store, "n1", 64, TTL)), ["a"]);
+}
+
+#[test]
+fn concurrency_limits_make_runs_wait_not_fail() {
+    let (store, _dir) = store();
+    register(&store, "n1", 10);
+    store
+        .set_limit("a", &Scope::Agent("x".into()), Some(2))
+        .unwrap();
+    let manager = Scope::Label("role".into(), "manager".into());
+    store.set_limit("a", &manager, Some(1)).unwrap();
+    for _ in 0..3 {
+        submit(&store, "a", "x@1", &[]);
+    }
+    submit(&store, "a", "y@2", &[("role", "manager")]);
+    let late_manager = submit(&store, "a", "y@2", &[("role", "manager")]);
+    submit(&store, "a", "z@1", &[("role", "inspector")]);
+    // Another tenant's limits are its own: its x runs are not counted.
+    submit(&store, "b", "x@1", &[]);
+    let first = lease(&store, "n1", 64, TTL);
+    assert_eq!(agents(&first), ["x", "x", "x", "y", "z"], "{first:?}");
+    assert_eq!(first.iter().filter(|l| l.tenant == "b").count(), 1);
+    assert!(lease(&store, "n1", 64, TTL).is_empty(), "both limits full");
+
+    // A slot of each limit frees: the waiting run of each starts.
+    let x = first
+        .iter()
+        .find(|l| l.agent_name == "x" && l.tenant == "a")
+        .unwrap();
+    let y = first.iter().find(|l| l.agent_name == "y").unwrap();
+    complete(&store, &lease_ref(x), "1");
+    complete(&store, &lease_ref(y), "1");
+    let next = lease(&store, "n1", 64, TTL);
+    assert_eq!(agents(&next), ["x", "y"], "{next:?}");
+    assert!(next.iter().any(|l| l.run_id == late_manager));
+
+    // Removing a limit lets the queue go.
+    store.set_limit("a", &manager, None).unwrap();
+    assert_eq!(store.limits("a").unwrap().len(), 1);
+}
+
+#[test]
+fn a_spent_daily_budget_closes_its_tenant_only() {
+    let (store, _dir) = store();
+    register(&store, "n1", 10);
+    store
+        .set_quotas(
+            "a",
+            &Quotas {
+                max_running: Some(1),
+                max_cost_usd_per_day: Some(0.01),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for _ in 0..3 {
+        submit(&store, "a", "x@1", &[]);
+    }
+    let first = lease(&store, "n1", 64, TTL);
+    assert_eq!(tenants(&first), ["a"], "max_running 1");
+    // The run spends more than the day's budget.
+    let usage = pb::Usage {
+        cost_usd: 0.02,
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        ..Default::default()
+    };
+    store
+        .record(
+            None,
+            &[RunReport {
+                lease: &lease_ref(&first[0]),
+                outcome: Outcome::Succeeded { output: "1" },
+                usage: &usage,
+            }],
+        )
+        .unwrap();
+    let (cost, tokens) = store.spent_today("a").unwrap();
+    assert!((cost - 0.02).abs() < 1e-9, "{cost}");
+    assert_eq!(tokens, 15);
+    // a's queued runs wait; b's go.
+    submit(&store, "b", "x@1", &[]);
+    assert_eq!(tenants(&lease(&store, "n1", 64, TTL)), ["b"]);
+    // A nonsense cost from a node adds nothing.
+    let second = submit(&store, "c", "x@1", &[]);
+    let leased = lease(&store, "n1", 64, TTL);
+    assert_eq!(leased[0].run_id, second);
+    let nan = pb::Usage {
+        cost_usd: f64::NAN,
+        ..Default::default()
+    };
+    store
+        .record(
+            None,
+            &[RunReport {
+                lease: &lease_ref(&leased[0]),
+                outcome: Outcome::Succeeded { output: "1" },
+                usage: &nan,
+            }],
+        )
+        .unwrap();
+    assert_eq!(store.spent_today("c").unwrap(), (0.0, 0));
+}
