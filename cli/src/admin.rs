@@ -413,3 +413,126 @@ pub(crate) async fn quotas(args: QuotasArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// A tenant's registry credentials: the control plane pulls the tenant's
+/// `oci://` references with them, and no other tenant's (admin of the
+/// tenant).
+#[derive(Debug, Args)]
+pub(crate) struct CredentialsArgs {
+    #[command(subcommand)]
+    command: CredentialsCommand,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialsCommand {
+    /// Set (or replace) the credentials for a registry. The password is read
+    /// from stdin (--password-stdin) or WARDEN_REGISTRY_PASSWORD, never
+    /// from a flag; the control plane keeps it sealed and never shows it.
+    Set {
+        /// HOST or HOST:PORT, as in oci://HOST/REPO:TAG.
+        registry: String,
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Default: your own.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// The registries with credentials (never the passwords).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the credentials for a registry.
+    Delete {
+        registry: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+pub(crate) async fn credentials(args: CredentialsArgs) -> anyhow::Result<ExitCode> {
+    let mut client = AuthServiceClient::new(args.remote.channel().await?);
+    match args.command {
+        CredentialsCommand::Set {
+            registry,
+            username,
+            password_stdin,
+            tenant,
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            } else {
+                std::env::var("WARDEN_REGISTRY_PASSWORD").map_err(|_| {
+                    anyhow::anyhow!(
+                        "no password: pass --password-stdin and write it to stdin, or set WARDEN_REGISTRY_PASSWORD"
+                    )
+                })?
+            };
+            let set = client
+                .set_registry_credential(pb::SetRegistryCredentialRequest {
+                    tenant: tenant.unwrap_or_default(),
+                    registry,
+                    username,
+                    password,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "credentials for {} set (username {})",
+                safe(&set.registry),
+                safe(&set.username)
+            );
+        }
+        CredentialsCommand::List { tenant, json } => {
+            let list = client
+                .list_registry_credentials(pb::ListRegistryCredentialsRequest {
+                    tenant: tenant.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .credentials;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "registry": c.registry,
+                            "username": c.username,
+                            "created_unix_ms": c.created_unix_ms,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(rows));
+            } else if list.is_empty() {
+                println!("no registry credentials");
+            } else {
+                for c in &list {
+                    println!("{}  username {}", safe(&c.registry), safe(&c.username));
+                }
+            }
+        }
+        CredentialsCommand::Delete { registry, tenant } => {
+            client
+                .delete_registry_credential(pb::DeleteRegistryCredentialRequest {
+                    tenant: tenant.unwrap_or_default(),
+                    registry: registry.clone(),
+                })
+                .await
+                .map_err(status)?;
+            println!("credentials for {} deleted", safe(&registry));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -62,6 +62,7 @@ enum Command {
     Whoami(admin::WhoAmIArgs),
     Audit(admin::AuditArgs),
     Quotas(admin::QuotasArgs),
+    Credentials(admin::CredentialsArgs),
     /// Internal: compiles one component from stdin for the process that
     /// started it (the compile bounds' child process).
     #[command(hide = true)]
@@ -118,6 +119,7 @@ pub fn main() -> ExitCode {
             Command::Whoami(args) => admin::whoami(args).await,
             Command::Audit(args) => admin::audit(args).await,
             Command::Quotas(args) => admin::quotas(args).await,
+            Command::Credentials(args) => admin::credentials(args).await,
             Command::CompileWorker { .. } => unreachable!("handled before the runtime starts"),
         }
     });

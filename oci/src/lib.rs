@@ -65,8 +65,10 @@ pub struct OciOptions {
     pub insecure: bool,
     pub credentials: Credentials,
     /// For a server that pulls on others' behalf (the control plane):
-    /// which registries it may contact. `None`: any (the CLI, for its
-    /// user).
+    /// which registries (and registries' token services) it may contact.
+    /// Such a server never reads the docker config file, and sends
+    /// credentials to a registry's token service only on the registry's
+    /// own host. `None`: any, as the CLI does for its user.
     pub guard: Option<RegistryGuard>,
 }
 
@@ -226,6 +228,9 @@ fn auth(r: &OciRef, opts: &OciOptions) -> RegistryAuth {
             opts.credentials.password.clone().unwrap_or_default(),
         );
     }
+    if opts.guard.is_some() {
+        return RegistryAuth::Anonymous;
+    }
     let registry = r.reference.resolve_registry();
     match docker_credential::get_credential(registry) {
         Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
@@ -290,14 +295,32 @@ pub struct Resolved {
 
 /// Resolves `r` to its manifest and digest.
 pub async fn resolve(r: &OciRef, opts: &OciOptions) -> Result<Resolved, OciError> {
+    let mut auth = auth(r, opts);
+    let mut withheld = None;
     if let Some(guard) = &opts.guard {
         guard.check(r.reference.registry()).await?;
+        withheld = token_service_checked(r, opts, guard).await?;
+        if withheld.is_some() {
+            auth = RegistryAuth::Anonymous;
+        }
     }
     let client = client(r, opts);
     let (manifest, digest) = client
-        .pull_manifest(&r.reference, &auth(r, opts))
+        .pull_manifest(&r.reference, &auth)
         .await
-        .map_err(|e| registry_error(r, opts, e))?;
+        .map_err(|e| match (registry_error(r, opts, e), &withheld) {
+            (OciError::Registry { reference, message }, Some(realm))
+                if message.contains("credentials") =>
+            {
+                OciError::Registry {
+                    reference,
+                    message: format!(
+                        "{message}; credentials are not sent to its token service {realm}, which is not on the registry's host"
+                    ),
+                }
+            }
+            (e, _) => e,
+        })?;
     if let Some(pinned) = r.reference.digest()
         && pinned != digest
     {
@@ -318,6 +341,75 @@ pub async fn resolve(r: &OciRef, opts: &OciOptions) -> Result<Resolved, OciError
             "it is an image index, not a single component".into(),
         )),
     }
+}
+
+/// Asks `r`'s registry where its token service is (`GET /v2/`, the
+/// `realm` of a `WWW-Authenticate: Bearer` answer) before anything is sent
+/// to it: a token service is contacted only if `guard` allows its host,
+/// and gets credentials only on the registry's own host. Returns the token
+/// service when credentials must be withheld from it.
+async fn token_service_checked(
+    r: &OciRef,
+    opts: &OciOptions,
+    guard: &RegistryGuard,
+) -> Result<Option<String>, OciError> {
+    let registry = r.reference.registry();
+    let scheme = if opts.insecure || r.is_loopback() {
+        "http"
+    } else {
+        "https"
+    };
+    let unreachable = |e: reqwest::Error| OciError::Registry {
+        reference: r.to_string(),
+        message: format!("cannot reach the registry {registry}: {e}"),
+    };
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(unreachable)?
+        .get(format!("{scheme}://{registry}/v2/"))
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let Some(realm) = answer
+        .headers()
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(bearer_realm)
+    else {
+        return Ok(None);
+    };
+    let realm_host = realm
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned())
+        .ok_or_else(|| OciError::Registry {
+            reference: r.to_string(),
+            message: format!("the registry's token service {realm:?} is not a URL"),
+        })?;
+    guard
+        .check(realm_host.as_str())
+        .await
+        .map_err(|e| OciError::Refused(format!("the registry's token service {realm}: {e}")))?;
+    let host = |h: &str| split_registry(h).0.to_ascii_lowercase();
+    Ok((host(realm_host.as_str()) != host(registry)).then_some(realm))
+}
+
+/// The `realm` of a `Bearer` challenge.
+fn bearer_realm(challenge: &str) -> Option<String> {
+    let (scheme, params) = challenge.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    params.split(',').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("realm")
+            .then(|| v.trim().trim_matches('"').to_string())
+    })
 }
 
 /// Pulls the component of `r`, verifying its digest, with progress.

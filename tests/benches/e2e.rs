@@ -2,20 +2,146 @@
 //! machine (in one process, talking real gRPC over loopback), N `hello` runs
 //! submitted by concurrent clients. Reports completed runs/s and
 //! submit→complete latency p50/p99 (from the control plane's own records).
+//! Two clusters side by side in one run: plaintext without authentication
+//! (`--insecure`), and TLS with an enrolled node (mTLS) and a client token,
+//! as `warden control-plane` runs by default; then the ratio.
 //!
 //! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS]`.
 
 use std::time::{Duration, Instant};
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
 use warden_control_plane::ControlPlane;
 use warden_core::RunState;
 use warden_proto::v1 as pb;
+use warden_tests::cluster::connect;
 use warden_tests::cluster::state;
-use warden_tests::cluster::{connect, publish};
-use warden_tests::in_process::Node;
+use warden_tests::in_process::{Node, SecureControlPlane};
 use warden_tests::{examples, sandbox_with};
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Sends a bearer token with every call (none when empty).
+#[derive(Clone)]
+struct Bearer(String);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            let value = format!("Bearer {}", self.0).parse().unwrap();
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
+}
+
+type Runs = pb::run_service_client::RunServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+>;
+
+/// One control plane with one node, and how a client reaches it.
+struct Cluster {
+    name: &'static str,
+    cp: ControlPlane,
+    channel: Channel,
+    token: String,
+    _node: Node,
+}
+
+impl Cluster {
+    fn runs(&self) -> Runs {
+        pb::run_service_client::RunServiceClient::with_interceptor(
+            self.channel.clone(),
+            Bearer(self.token.clone()),
+        )
+        .max_decoding_message_size(80 << 20)
+    }
+
+    async fn start(dir: &std::path::Path, slots: u32, secure: bool) -> Cluster {
+        let node_dir = dir.join("node");
+        let sandbox = sandbox_with(&node_dir, |c| c.engine.pool_slots = slots);
+        let cluster = if secure {
+            let s = SecureControlPlane::start(dir).await;
+            let tls = s.enroll("bench-node", &node_dir).await;
+            let node = Node::start_tls(
+                &s.url,
+                "bench-node",
+                sandbox,
+                &node_dir,
+                slots,
+                &[],
+                Some(tls),
+            );
+            let channel = tonic::transport::Endpoint::from_shared(s.url.clone())
+                .unwrap()
+                .tls_config(s.client_tls())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            Cluster {
+                name: "tls+auth",
+                cp: s.cp,
+                channel,
+                token: s.token,
+                _node: node,
+            }
+        } else {
+            let (cp, url) = warden_tests::in_process::control_plane(dir).await;
+            let node = Node::start(&url, "bench-node", sandbox, &node_dir, slots, &[]);
+            Cluster {
+                name: "plaintext",
+                cp,
+                channel: connect(&url).await,
+                token: String::new(),
+                _node: node,
+            }
+        };
+        // Publish, then warm up: compile and load the component on the node.
+        warden_tests::cluster::try_publish_as(
+            cluster.channel.clone(),
+            examples::HELLO,
+            "hello@1",
+            "",
+            &cluster.token,
+        )
+        .await
+        .unwrap();
+        let mut runs = cluster.runs();
+        let warm = runs
+            .submit(pb::SubmitRequest {
+                agent: "hello@1".into(),
+                input: "{}".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap()
+            .run_id;
+        let started = Instant::now();
+        loop {
+            let r = runs
+                .get(pb::GetRunRequest {
+                    run_id: warm.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if state(&r) == RunState::Succeeded {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "warm-up run: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cluster
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -28,25 +154,16 @@ async fn main() {
     let slots: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
 
     let dir = tempfile::tempdir().unwrap();
-    let (cp, url) = warden_tests::in_process::control_plane(dir.path()).await;
-    let node_dir = dir.path().join("node");
-    let sandbox = sandbox_with(&node_dir, |c| c.engine.pool_slots = slots);
-    // Runs until the bench exits.
-    let _node = Node::start(&url, "bench-node", sandbox, &node_dir, slots, &[]);
-
-    let ch = connect(&url).await;
-    publish(ch.clone(), examples::HELLO, "hello@1").await;
-    // Warm up: compile and load the component on the node.
-    let warm = warden_tests::cluster::submit(ch.clone(), "hello@1", "{}", |_| {}).await;
-    warden_tests::cluster::wait_run(ch.clone(), &warm, Duration::from_secs(60), |r| {
-        state(r) == RunState::Succeeded
-    })
-    .await;
+    let plain = Cluster::start(&dir.path().join("plain"), slots, false).await;
+    let secure = Cluster::start(&dir.path().join("tls"), slots, true).await;
 
     // Side by side in one process: the same runs submitted one per call
-    // (8 concurrent clients), then in batches (SubmitBatch, 8 clients).
+    // (8 concurrent clients), then in batches (SubmitBatch, 8 clients); each
+    // on the plaintext cluster, then on the TLS one.
     for mode in [Submit::Unary, Submit::Batch(250)] {
-        round(&cp, ch.clone(), runs, mode).await;
+        let a = round(&plain, runs, mode).await;
+        let b = round(&secure, runs, mode).await;
+        println!("e2e {mode:?}: tls+auth / plaintext = {:.2} (runs/s)", b / a);
     }
 }
 
@@ -56,14 +173,15 @@ enum Submit {
     Batch(usize),
 }
 
-async fn round(cp: &ControlPlane, ch: tonic::transport::Channel, runs: usize, mode: Submit) {
+/// Submits `runs` runs to `cluster` and waits for them; completed runs/s.
+async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> f64 {
+    let cp = &cluster.cp;
     let clients = 8;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let ch = ch.clone();
+        let mut client = cluster.runs();
         tasks.push(tokio::spawn(async move {
-            let mut client = pb::run_service_client::RunServiceClient::new(ch);
             let request = |i: usize| pb::SubmitRequest {
                 agent: "hello@1".into(),
                 input: format!("{{\"i\":{i}}}"),
@@ -124,15 +242,18 @@ async fn round(cp: &ControlPlane, ch: tonic::transport::Channel, runs: usize, mo
         .collect();
     assert_eq!(latencies.len(), runs);
     latencies.sort_unstable();
+    let rate = runs as f64 / elapsed.as_secs_f64();
     println!(
-        "e2e {mode:?}: {runs} runs in {:.2} s = {:.0} runs/s completed; submit phase {:.2} s ({:.0} submits/s); \
+        "e2e {mode:?} {}: {runs} runs in {:.2} s = {:.0} runs/s completed; submit phase {:.2} s ({:.0} submits/s); \
          submit->complete latency p50 {} ms, p99 {} ms, max {} ms",
+        cluster.name,
         elapsed.as_secs_f64(),
-        runs as f64 / elapsed.as_secs_f64(),
+        rate,
         submitted.as_secs_f64(),
         runs as f64 / submitted.as_secs_f64(),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().unwrap(),
     );
+    rate
 }

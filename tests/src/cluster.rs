@@ -185,6 +185,17 @@ pub async fn try_publish(
     reference: &str,
     capabilities: &str,
 ) -> Result<pb::PublishResponse, tonic::Status> {
+    try_publish_as(channel, path, reference, capabilities, "").await
+}
+
+/// [`try_publish`] with `token` (none when empty).
+pub async fn try_publish_as(
+    channel: Channel,
+    path: &str,
+    reference: &str,
+    capabilities: &str,
+    token: &str,
+) -> Result<pb::PublishResponse, tonic::Status> {
     let (name, version) = reference.split_once('@').unwrap();
     let bytes = std::fs::read(path).unwrap();
     let chunks = vec![
@@ -200,8 +211,13 @@ pub async fn try_publish(
             part: Some(pb::publish_chunk::Part::Data(bytes)),
         },
     ];
+    let mut req = tonic::Request::new(tokio_stream::iter(chunks));
+    if !token.is_empty() {
+        let value = format!("Bearer {token}").parse().unwrap();
+        req.metadata_mut().insert("authorization", value);
+    }
     pb::registry_service_client::RegistryServiceClient::new(channel)
-        .publish(tokio_stream::iter(chunks))
+        .publish(req)
         .await
         .map(tonic::Response::into_inner)
 }

@@ -25,11 +25,12 @@ impl Request {
     }
 }
 
-/// A response: status, content type, body.
+/// A response: status, content type, more headers, body.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -38,14 +39,22 @@ impl Response {
         Response {
             status,
             content_type: "application/json",
+            headers: Vec::new(),
             body: value.to_string().into_bytes(),
         }
+    }
+
+    /// This response with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn text(status: u16, text: &str) -> Self {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
             body: text.as_bytes().to_vec(),
         }
     }
@@ -156,13 +165,17 @@ fn serve(stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
         body,
     });
     let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         response.status,
         response.content_type,
         response.body.len()
-    )?;
+    );
+    for (name, value) in &response.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
     stream.write_all(&response.body)?;
     stream.flush()
 }

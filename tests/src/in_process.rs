@@ -31,6 +31,64 @@ pub async fn control_plane(dir: &Path) -> (ControlPlane, String) {
     (cp, url)
 }
 
+/// A control plane serving TLS as `warden control-plane` does by default
+/// (its own CA under `dir`, nodes known by the certificates it signs,
+/// clients by tokens), with per-token limits high enough for benchmarks.
+pub struct SecureControlPlane {
+    pub cp: ControlPlane,
+    /// https://127.0.0.1:PORT
+    pub url: String,
+    /// The CA certificate (PEM) to verify it with.
+    pub ca: String,
+    /// A token of the system role.
+    pub token: String,
+}
+
+impl SecureControlPlane {
+    pub async fn start(dir: &Path) -> Self {
+        let store = Store::open(&dir.join("cp.sqlite3")).unwrap();
+        let names = ["localhost".to_string(), "127.0.0.1".to_string()];
+        let (pki, _) = warden_control_plane::pki::Pki::load_or_create(dir, &names, None).unwrap();
+        let ca = pki.ca_pem().to_string();
+        let (_, token) = store
+            .create_token("default", warden_core::Role::System, "bench", None)
+            .unwrap();
+        let config = ControlPlaneConfig {
+            security: warden_control_plane::Security::Tls(Arc::new(pki)),
+            rate_limit: 1_000_000,
+            ..ControlPlaneConfig::default()
+        };
+        let cp = ControlPlane::new(store, config, Arc::new(AcceptAll));
+        let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        tokio::spawn(cp.clone().serve(listener, std::future::pending()));
+        SecureControlPlane { cp, url, ca, token }
+    }
+
+    /// TLS for node `id`, enrolled now with a fresh join token (its key
+    /// and certificate kept under `dir`).
+    pub async fn enroll(&self, id: &str, dir: &Path) -> tonic::transport::ClientTlsConfig {
+        let (join, _) = self
+            .cp
+            .store()
+            .create_join_token(&Default::default(), 600_000)
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let identity = warden_node::identity::enroll(&self.url, self.client_tls(), &join, id, dir)
+            .await
+            .unwrap();
+        self.client_tls().identity(identity)
+    }
+
+    /// TLS that verifies this control plane.
+    pub fn client_tls(&self) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca))
+    }
+}
+
 /// A running node; [`Node::stop`] drains it.
 pub struct Node {
     pub agent: Arc<NodeAgent>,
@@ -49,6 +107,19 @@ impl Node {
         slots: u32,
         prewarm: &[&str],
     ) -> Node {
+        Self::start_tls(url, id, sandbox, dir, slots, prewarm, None)
+    }
+
+    /// [`Node::start`], over `tls` when given.
+    pub fn start_tls(
+        url: &str,
+        id: &str,
+        sandbox: Sandbox,
+        dir: &Path,
+        slots: u32,
+        prewarm: &[&str],
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Node {
         let agent = NodeAgent::new(
             sandbox,
             NodeOptions {
@@ -58,7 +129,7 @@ impl Node {
                 slots,
                 drain_grace: Duration::from_secs(5),
                 prewarm: prewarm.iter().map(|s| s.to_string()).collect(),
-                tls: None,
+                tls,
             },
             dir,
         )

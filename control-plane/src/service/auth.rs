@@ -35,7 +35,7 @@ fn own_tenant(caller: &crate::auth::Client, tenant: String, verb: &str) -> Resul
     }
     if caller.role < Role::System {
         return Err(Status::permission_denied(format!(
-            "only the system role {verb} another tenant's quotas"
+            "only the system role {verb} another tenant's settings"
         )));
     }
     warden_core::check_name("tenant", &tenant)
@@ -78,8 +78,101 @@ impl ControlPlane {
     }
 }
 
+/// A registry as credentials name it: `HOST` or `HOST:PORT`.
+fn check_registry(registry: &str) -> Result<(), Status> {
+    let ok = !registry.is_empty()
+        && registry.len() <= 253
+        && registry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{:?} is not a registry (HOST or HOST:PORT)",
+            warden_core::escape_controls(registry)
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for ControlPlane {
+    async fn set_registry_credential(
+        &self,
+        req: Request<pb::SetRegistryCredentialRequest>,
+    ) -> Result<Response<pb::RegistryCredential>, Status> {
+        let caller = self.client(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let tenant = own_tenant(&caller, r.tenant, "sets")?;
+        check_registry(&r.registry)?;
+        if r.username.is_empty() || r.username.len() > 1024 || r.password.len() > 64 << 10 {
+            return Err(Status::invalid_argument(
+                "a registry credential needs a username (at most 1 KiB) and a password (at most 64 KiB)",
+            ));
+        }
+        self.store
+            .set_registry_credential(&tenant, &r.registry, &r.username, &r.password)?;
+        self.audit(
+            &tenant,
+            caller.actor(),
+            "registry_credential.set",
+            &r.registry,
+            &format!("username {}", r.username),
+        );
+        Ok(Response::new(pb::RegistryCredential {
+            registry: r.registry.to_ascii_lowercase(),
+            username: r.username,
+            created_unix_ms: warden_core::now_ms(),
+        }))
+    }
+
+    async fn list_registry_credentials(
+        &self,
+        req: Request<pb::ListRegistryCredentialsRequest>,
+    ) -> Result<Response<pb::ListRegistryCredentialsResponse>, Status> {
+        let caller = self.client(&req, Role::Admin)?;
+        let tenant = own_tenant(&caller, req.into_inner().tenant, "reads")?;
+        let credentials = self
+            .store
+            .registry_credentials(&tenant)?
+            .into_iter()
+            .map(|c| pb::RegistryCredential {
+                registry: c.registry,
+                username: c.username,
+                created_unix_ms: c.created_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListRegistryCredentialsResponse {
+            credentials,
+        }))
+    }
+
+    async fn delete_registry_credential(
+        &self,
+        req: Request<pb::DeleteRegistryCredentialRequest>,
+    ) -> Result<Response<pb::DeleteRegistryCredentialResponse>, Status> {
+        let caller = self.client(&req, Role::Admin)?;
+        let r = req.into_inner();
+        let tenant = own_tenant(&caller, r.tenant, "deletes")?;
+        if !self
+            .store
+            .delete_registry_credential(&tenant, &r.registry)?
+        {
+            return Err(Status::not_found(format!(
+                "tenant {tenant} has no credentials for {}",
+                warden_core::escape_controls(&r.registry)
+            )));
+        }
+        self.audit(
+            &tenant,
+            caller.actor(),
+            "registry_credential.delete",
+            &r.registry,
+            "",
+        );
+        Ok(Response::new(pb::DeleteRegistryCredentialResponse {}))
+    }
+
     async fn create_token(
         &self,
         req: Request<pb::CreateTokenRequest>,

@@ -107,7 +107,7 @@ impl registry_service_server::RegistryService for ControlPlane {
         let reference = req.into_inner().reference;
         if let Some(oci) = oci {
             let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let (agent, digest, capabilities) = self.import_oci(&oci).await?;
+            let (agent, digest, capabilities) = self.import_oci(&tenant, &oci).await?;
             let size = self.store.component_size(&digest)?.unwrap_or(0);
             let (name, version) = agent.split_once('@').unwrap_or((&agent, ""));
             return Ok(Response::new(ResolveResponse {

@@ -30,7 +30,7 @@ impl ControlPlane {
     ) -> Result<(String, String, String), Status> {
         if let Some(oci) = OciRef::parse(reference) {
             let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
-            return self.import_oci(&oci).await;
+            return self.import_oci(tenant, &oci).await;
         }
         let (name, version) = parse_reference(reference)?;
         match self.resolve_cached(tenant, name, version)? {
@@ -172,11 +172,31 @@ impl ControlPlane {
         })
     }
 
+    /// How to pull `oci` for `tenant`: with the tenant's own credentials for
+    /// its registry, if it set some; else the operator's
+    /// (`--registry-username`), which are the default tenant's alone; else
+    /// none.
+    fn oci_options(&self, tenant: &str, oci: &OciRef) -> Result<warden_oci::OciOptions, Status> {
+        let mut opts = self.config.oci.clone();
+        let registry = oci.reference.registry();
+        if let Some((username, password)) = self.store.registry_credential(tenant, registry)? {
+            opts.credentials = warden_oci::Credentials {
+                username: Some(username),
+                password: Some(password),
+                registry: Some(registry.to_string()),
+            };
+        } else if tenant != crate::auth::DEFAULT_TENANT {
+            opts.credentials = warden_oci::Credentials::default();
+        }
+        Ok(opts)
+    }
+
     /// Resolves an OCI reference to a digest once, pulls the component if
     /// this control plane does not have it yet (verified, validated), and
     /// returns (agent, digest, capability manifest).
     pub(super) async fn import_oci(
         &self,
+        tenant: &str,
         oci: &OciRef,
     ) -> Result<(String, String, String), Status> {
         let unavailable = |e: warden_oci::OciError| match e {
@@ -184,7 +204,7 @@ impl ControlPlane {
             warden_oci::OciError::Refused(_) => Status::permission_denied(e.to_string()),
             _ => Status::invalid_argument(e.to_string()),
         };
-        let opts = &self.config.oci;
+        let opts = &self.oci_options(tenant, oci)?;
         let resolved = warden_oci::resolve(oci, opts).await.map_err(unavailable)?;
         let capabilities = resolved.capabilities().unwrap_or_default().to_string();
         if !capabilities.is_empty() {

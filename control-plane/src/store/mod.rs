@@ -8,6 +8,7 @@
 
 mod audit;
 mod auth;
+mod credentials;
 mod leases;
 mod nodes;
 mod quotas;
@@ -20,6 +21,7 @@ mod tests_quotas;
 
 pub use audit::AuditEntry;
 pub use auth::{EnrollError, JOIN_TOKEN_PREFIX, TOKEN_PREFIX, TokenInfo};
+pub use credentials::RegistryCredential;
 pub use leases::{LeaseCheck, Outcome, RunReport};
 pub use quotas::{Limit, Quotas, Scope};
 pub use registry::Published;
@@ -213,11 +215,24 @@ CREATE TABLE usage_daily (
     PRIMARY KEY (tenant, day)
 );
 "#,
+    // Registry credentials per tenant, the password sealed.
+    r#"
+CREATE TABLE registry_credentials (
+    tenant TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    username TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (tenant, registry)
+);
+"#,
 ];
 
 /// The control plane's database.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Seals secrets kept in the database (registry passwords).
+    key: ring::aead::LessSafeKey,
     /// Dropping this stops the checkpoint thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
@@ -301,8 +316,10 @@ impl Store {
             .name("warden-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
             .map_err(|e| open_err(&e))?;
+        let key = credentials::load_key(path).map_err(|e| open_err(&e))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            key,
             _checkpointer: stop,
         })
     }

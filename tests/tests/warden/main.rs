@@ -5,6 +5,7 @@ mod bad_input;
 mod cache;
 mod cli;
 mod compile_bounds;
+mod credentials;
 mod examples;
 mod failures;
 mod fuzz;

@@ -1,0 +1,159 @@
+//! Registry credentials per tenant. The password is sealed
+//! (ChaCha20-Poly1305) under a key kept beside the database (`DB.key`,
+//! 0600, made on first use) and bound to its tenant and registry, so a
+//! copied database, or a row moved to another tenant, yields nothing.
+
+use super::{Store, StoreError, StoreResult, now_ms};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{OptionalExtension, params};
+use std::path::Path;
+
+/// A tenant's credentials for one registry (the password is never read
+/// back out but to pull).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCredential {
+    /// `HOST` or `HOST:PORT`.
+    pub registry: String,
+    pub username: String,
+    pub created_ms: i64,
+}
+
+/// The key sealing secrets in the database at `db`: `DB.key`, 32 random
+/// bytes in hex, made on first use.
+pub(super) fn load_key(db: &Path) -> Result<LessSafeKey, String> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".key");
+    let path = std::path::PathBuf::from(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| "no randomness for a key".to_string())?;
+            let text = hex::encode(key);
+            warden_core::files::write_file(&path, &text, true)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            text
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let bytes = hex::decode(text.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| format!("{} is not a key (64 hex digits)", path.display()))?;
+    let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| "bad key".to_string())?;
+    Ok(LessSafeKey::new(key))
+}
+
+fn aad(tenant: &str, registry: &str) -> Vec<u8> {
+    format!("warden registry credential\0{tenant}\0{registry}").into_bytes()
+}
+
+impl Store {
+    /// Sets `tenant`'s credentials for `registry`, replacing any.
+    pub fn set_registry_credential(
+        &self,
+        tenant: &str,
+        registry: &str,
+        username: &str,
+        password: &str,
+    ) -> StoreResult<()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Corrupt("no randomness for a nonce".into()))?;
+        let mut sealed = password.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(tenant, registry)),
+                &mut sealed,
+            )
+            .map_err(|_| StoreError::Corrupt("cannot seal a credential".into()))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO registry_credentials (tenant, registry, username, secret, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant, registry) DO UPDATE SET username = excluded.username,
+                     secret = excluded.secret, created = excluded.created",
+                params![
+                    tenant,
+                    registry.to_ascii_lowercase(),
+                    username,
+                    blob,
+                    now_ms()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// `tenant`'s (username, password) for `registry`, if it set some.
+    pub fn registry_credential(
+        &self,
+        tenant: &str,
+        registry: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let registry = registry.to_ascii_lowercase();
+        let row: Option<(String, Vec<u8>)> = self.with_conn(|c| {
+            Ok(c.prepare_cached(
+                "SELECT username, secret FROM registry_credentials
+                 WHERE tenant = ?1 AND registry = ?2",
+            )?
+            .query_row(params![tenant, registry], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        })?;
+        let Some((username, blob)) = row else {
+            return Ok(None);
+        };
+        let unreadable = || {
+            StoreError::Corrupt(format!(
+                "tenant {tenant}'s credentials for {registry} cannot be opened with this data dir's key; set them again"
+            ))
+        };
+        if blob.len() < NONCE_LEN {
+            return Err(unreadable());
+        }
+        let (nonce, sealed) = blob.split_at(NONCE_LEN);
+        let mut sealed = sealed.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
+        let password = self
+            .key
+            .open_in_place(nonce, Aad::from(aad(tenant, &registry)), &mut sealed)
+            .map_err(|_| unreadable())?;
+        let password = String::from_utf8(password.to_vec()).map_err(|_| unreadable())?;
+        Ok(Some((username, password)))
+    }
+
+    /// `tenant`'s registries with credentials, by name.
+    pub fn registry_credentials(&self, tenant: &str) -> StoreResult<Vec<RegistryCredential>> {
+        self.with_conn(|c| {
+            Ok(c.prepare_cached(
+                "SELECT registry, username, created FROM registry_credentials
+                 WHERE tenant = ?1 ORDER BY registry",
+            )?
+            .query_map([tenant], |r| {
+                Ok(RegistryCredential {
+                    registry: r.get(0)?,
+                    username: r.get(1)?,
+                    created_ms: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Forgets `tenant`'s credentials for `registry`; whether there were any.
+    pub fn delete_registry_credential(&self, tenant: &str, registry: &str) -> StoreResult<bool> {
+        self.with_tx(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM registry_credentials WHERE tenant = ?1 AND registry = ?2",
+                params![tenant, registry.to_ascii_lowercase()],
+            )? > 0)
+        })
+    }
+}
