@@ -25,8 +25,9 @@ enum TokensCommand {
     ///
     /// Roles, each allowed what the ones before it are: viewer (reads runs,
     /// agents, usage), submitter (submits and cancels runs), publisher
-    /// (publishes components), admin (manages its tenant's tokens), system
-    /// (manages nodes and every tenant).
+    /// (publishes components), admin (manages its tenant's tokens,
+    /// concurrency limits and registry credentials), system (manages nodes,
+    /// quotas and every tenant).
     Create {
         /// The tenant the token acts for. Default: your own.
         #[arg(long)]
