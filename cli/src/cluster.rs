@@ -103,6 +103,10 @@ struct ServerArgs {
     #[arg(long, default_value = "1MiB", value_parser = parse_input_size)]
     max_input: usize,
 
+    /// Largest component a publish (or an OCI import) may bring.
+    #[arg(long, default_value = "64MiB", value_parser = parse_component_size)]
+    max_component: usize,
+
     /// How submits of oci:// references reach their registries.
     #[command(flatten)]
     oci: crate::oci::OciArgs,
@@ -317,6 +321,7 @@ async fn start_control_plane(
             rate_limit: args.rate_limit,
             max_streams_per_token: args.max_streams_per_token,
             max_input_bytes: args.max_input,
+            max_component_bytes: args.max_component,
             oci: warden_oci::OciOptions {
                 guard: guard_registries.then(|| warden_oci::RegistryGuard {
                     allow: args.allow_registries.clone(),
@@ -324,7 +329,6 @@ async fn start_control_plane(
                 ..args.oci.options()
             },
             security,
-            ..ControlPlaneConfig::default()
         },
         Arc::new(EngineValidator::with_engine(engine)),
     );
@@ -516,6 +520,15 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let _ = stop.send(());
     server.await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--max-component`: at least a byte, at most 1 GiB.
+fn parse_component_size(text: &str) -> Result<usize, String> {
+    let bytes = warden_core::parse_bytes(text)?;
+    usize::try_from(bytes)
+        .ok()
+        .filter(|b| (1..=1 << 30).contains(b))
+        .ok_or_else(|| format!("`{text}` is not a component size from 1 byte to 1GiB"))
 }
 
 /// `--max-input`: a size that fits in a message with its run.

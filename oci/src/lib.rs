@@ -427,6 +427,11 @@ impl Resolved {
         Ok(&wasm_layer(&self.reference, &self.manifest)?.digest)
     }
 
+    /// The size the manifest declares for the component (its wasm layer).
+    pub fn size(&self) -> Result<i64, OciError> {
+        Ok(wasm_layer(&self.reference, &self.manifest)?.size)
+    }
+
     /// The capability manifest the artifact carries, if any.
     pub fn capabilities(&self) -> Option<&str> {
         self.manifest

@@ -41,7 +41,7 @@ impl registry_service_server::RegistryService for ControlPlane {
             if let Some(publish_chunk::Part::Data(bytes)) = chunk.part {
                 if data.len() + bytes.len() > max {
                     return Err(Status::resource_exhausted(format!(
-                        "component is larger than the registry's limit of {max} bytes"
+                        "the component is larger than this control plane's limit of {max} bytes (--max-component)"
                     )));
                 }
                 data.extend_from_slice(&bytes);

@@ -215,6 +215,13 @@ impl ControlPlane {
         let digest = if self.store.component_size(&layer)?.is_some() {
             layer
         } else {
+            let max = self.config.max_component_bytes;
+            let size = resolved.size().map_err(unavailable)?;
+            if size < 0 || size as u64 > max as u64 {
+                return Err(Status::resource_exhausted(format!(
+                    "{oci}: the component is {size} bytes, more than this control plane's limit of {max} bytes (--max-component)"
+                )));
+            }
             let pulled = resolved
                 .pull(opts, &warden_oci::Quiet)
                 .await

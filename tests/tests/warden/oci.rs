@@ -534,3 +534,32 @@ fn control_plane_credentials_go_only_to_their_registry() {
     let (c, _cp) = TestCluster::start(&args);
     ok(&submit(&c));
 }
+
+/// `--max-component` bounds what a publish brings and what an OCI import
+/// would pull (refused from the size its manifest declares, before the
+/// download), naming the flag.
+#[test]
+fn the_largest_component_is_the_operator_s_choice() {
+    let registry = OciRegistry::start();
+    let tag = registry.reference("agents/hello:1");
+    ok(&warden(&["publish", examples::HELLO, &tag]));
+    let (c, _cp) = TestCluster::start(&[
+        "--allow-registry",
+        &registry.host,
+        "--max-component",
+        "4KiB",
+    ]);
+    let out = c.cli(&["publish", examples::HELLO, "hello@1"]);
+    assert!(!out.status.success());
+    let says = String::from_utf8_lossy(&out.stderr);
+    assert!(says.contains("--max-component"), "{says}");
+    let out = c.cli(&["submit", &tag, "--input", "{}"]);
+    assert!(!out.status.success());
+    let says = String::from_utf8_lossy(&out.stderr);
+    assert!(says.contains("--max-component"), "{says}");
+    // Nonsense sizes are refused at start.
+    refused(
+        &warden(&["control-plane", "--insecure", "--max-component", "0"]),
+        "component size",
+    );
+}
