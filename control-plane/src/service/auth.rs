@@ -330,6 +330,7 @@ impl AuthService for ControlPlane {
             max_tokens_per_day: q.max_tokens_per_day,
         };
         self.store.set_quotas(&r.tenant, &quotas)?;
+        self.forget_quotas(&r.tenant);
         self.changed.notify_waiters();
         self.audit(
             &r.tenant,

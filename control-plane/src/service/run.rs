@@ -51,7 +51,7 @@ impl ControlPlane {
     /// Refuses submits over `tenant`'s hard quotas (queued runs, input
     /// size), naming the quota.
     fn check_quotas(&self, tenant: &str, runs: &[SubmitRequest]) -> Result<(), Status> {
-        let q = self.store.quotas(tenant)?;
+        let q = self.quotas_cached(tenant)?;
         let exceeded = |what: String| Status::resource_exhausted(format!("quota_exceeded: {what}"));
         if let Some(max) = q.max_input_bytes
             && let Some((i, r)) = runs
