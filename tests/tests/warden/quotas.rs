@@ -18,6 +18,18 @@ fn quotas(cp: &Secure, token: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The default tenant publishes `hello` and runs it to success: another
+/// tenant's quotas hold nothing of its back.
+fn default_tenant_runs_hello(cp: &Secure) {
+    let published = cp.cli(&cp.admin, &["publish", examples::HELLO, "hello@1.0.0"]);
+    assert!(published.status.success(), "{}", stderr(&published));
+    let other = cp.cli(
+        &cp.admin,
+        &["submit", "hello@1.0.0", "--input", "{}", "--wait"],
+    );
+    assert!(other.status.success(), "{}", stderr(&other));
+}
+
 /// Every run of the caller's tenant, a page at a time.
 async fn all_runs(cp: &Secure, token: &str) -> Vec<pb::Run> {
     let mut client = RunServiceClient::new(cp.channel(None).await);
@@ -121,13 +133,7 @@ async fn tenant_quotas_hold() {
     assert!(stderr(&out).contains("max_input_bytes"), "{}", stderr(&out));
 
     // Another tenant's run goes past them.
-    let published = cp.cli(&cp.admin, &["publish", examples::HELLO, "hello@1.0.0"]);
-    assert!(published.status.success(), "{}", stderr(&published));
-    let other = cp.cli(
-        &cp.admin,
-        &["submit", "hello@1.0.0", "--input", "{}", "--wait"],
-    );
-    assert!(other.status.success(), "{}", stderr(&other));
+    default_tenant_runs_hello(&cp);
     for id in &ids {
         let run = cp.get_run(id).await;
         assert_eq!(
@@ -356,11 +362,5 @@ async fn a_spent_daily_cost_quota_refuses_new_work() {
         "{says}"
     );
     // The budget is acme's alone.
-    let published = cp.cli(&cp.admin, &["publish", examples::HELLO, "hello@1.0.0"]);
-    assert!(published.status.success(), "{}", stderr(&published));
-    let other = cp.cli(
-        &cp.admin,
-        &["submit", "hello@1.0.0", "--input", "{}", "--wait"],
-    );
-    assert!(other.status.success(), "{}", stderr(&other));
+    default_tenant_runs_hello(&cp);
 }
