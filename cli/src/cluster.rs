@@ -68,9 +68,17 @@ struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
 
-    /// The SQLite database. Default: DATA_DIR/control-plane.sqlite3.
-    #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// The database: a SQLite file (default: DATA_DIR/control-plane.sqlite3),
+    /// or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DB) that
+    /// several control-plane replicas share; its schema is migrated at
+    /// start. Replicas on PostgreSQL need the same ca.pem, ca.key and
+    /// sealing.key in their data dirs (see the README).
+    #[arg(long, env = "WARDEN_DB", value_name = "PATH|URL")]
+    db: Option<String>,
+
+    /// Most PostgreSQL connections this replica opens at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    db_connections: u16,
 
     /// A lease not renewed for this long is re-queued with attempt + 1.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -291,11 +299,17 @@ async fn start_control_plane(
     guard_registries: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("control-plane.sqlite3"));
-    let store = Store::open(&db)?;
+    let store = match args.db.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Store::open_postgres(
+                url,
+                usize::from(args.db_connections),
+                &config.data_dir.join("sealing.key"),
+            )?
+        }
+        Some(path) => Store::open(std::path::Path::new(path))?,
+        None => Store::open(&config.data_dir.join("control-plane.sqlite3"))?,
+    };
     let (security, notes) = match &tls {
         Some(tls) => secure(&store, &config.data_dir, args.listen, tls)?,
         None => (warden_control_plane::Security::Insecure, Vec::new()),
@@ -339,7 +353,7 @@ async fn start_control_plane(
     let url = format!("{scheme}://{addr}");
     println!(
         "warden control plane listening on {url} (database {})",
-        db.display()
+        cp.store().name()
     );
     for note in notes {
         println!("{note}");

@@ -1,4 +1,5 @@
-//! Warden's control plane: a [`Store`] (SQLite) of runs, attempts, leases,
+//! Warden's control plane: a [`Store`] (SQLite, or PostgreSQL shared by
+//! several replicas) of runs, attempts, leases,
 //! nodes, components and credentials, and the gRPC services over it
 //! (`NodeService`, `LeaseService`, `RunService`, `RegistryService`,
 //! `AuthService` of `proto/warden/v1`), over TLS with authenticated nodes
@@ -186,6 +187,11 @@ impl ControlPlane {
             registry_service_server::RegistryServiceServer, run_service_server::RunServiceServer,
         };
         let reaper = tokio::spawn(self.clone().reap());
+        let cp = self.clone();
+        let notifications = tokio::spawn(async move {
+            let changed = cp.changed.clone();
+            cp.store.listen(|| changed.notify_waiters()).await;
+        });
         // Small messages (leases, acks, results) must not wait for Nagle.
         let incoming = tokio_stream::StreamExt::map(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -209,6 +215,7 @@ impl ControlPlane {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         reaper.abort();
+        notifications.abort();
         result
     }
 }

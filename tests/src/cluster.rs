@@ -102,11 +102,13 @@ fn spawn(bin: &Path, name: &str, args: &[String], log_dir: &Path) -> (Proc, Stri
     )
 }
 
-/// Starts `warden control-plane` on `port` with its database at `db`.
+/// Starts `warden control-plane` on `port` with its database at `db` (a
+/// SQLite file or a PostgreSQL URL) and its data dir at `data`.
 pub fn control_plane(
     bin: &Path,
     port: u16,
-    db: &Path,
+    db: &str,
+    data: &Path,
     extra: &[&str],
     log_dir: &Path,
 ) -> (Proc, String) {
@@ -116,9 +118,9 @@ pub fn control_plane(
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--db".into(),
-        db.display().to_string(),
+        db.to_string(),
         "--data-dir".into(),
-        db.parent().unwrap().join("cp-data").display().to_string(),
+        data.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let (proc, line) = spawn(bin, "control-plane", &args, log_dir);

@@ -1,8 +1,8 @@
 //! The audit log: security-relevant actions (tokens, nodes, publishes,
 //! cancels, denied requests), newest last, bounded in size.
 
+use super::sql::p;
 use super::{Store, StoreResult, now_ms};
-use rusqlite::params;
 
 /// Most entries kept; the oldest go first.
 const MAX_AUDIT_ENTRIES: i64 = 100_000;
@@ -27,25 +27,24 @@ impl Store {
     pub fn audit(&self, mut entry: AuditEntry) -> StoreResult<()> {
         entry.at_ms = now_ms();
         self.with_tx(|tx| {
-            let id = tx
-                .prepare_cached(
-                    "INSERT INTO audit (at, tenant, actor, action, target, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        entry.at_ms,
-                        entry.tenant,
-                        entry.actor,
-                        entry.action,
-                        entry.target,
-                        entry.detail
-                    ],
-                    |r| r.get::<_, i64>(0),
-                )?;
+            let id: i64 = tx.query_one(
+                "INSERT INTO audit (at, tenant, actor, action, target, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                p![
+                    entry.at_ms,
+                    entry.tenant,
+                    entry.actor,
+                    entry.action,
+                    entry.target,
+                    entry.detail
+                ],
+                |r| r.get(0),
+            )?;
             if id % 1000 == 0 {
-                tx.prepare_cached("DELETE FROM audit WHERE id <= ?1")?
-                    .execute([id - MAX_AUDIT_ENTRIES])?;
+                tx.execute(
+                    "DELETE FROM audit WHERE id <= ?1",
+                    p![id - MAX_AUDIT_ENTRIES],
+                )?;
             }
             Ok(())
         })
@@ -55,12 +54,11 @@ impl Store {
     /// oldest first.
     pub fn list_audit(&self, tenant: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
+            let mut rows = c.query_map(
                 "SELECT at, tenant, actor, action, target, detail FROM audit
-                 WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let mut rows: Vec<AuditEntry> = stmt
-                .query_map(params![tenant, limit], |r| {
+                 WHERE CAST(?1 AS TEXT) IS NULL OR tenant = ?1 ORDER BY id DESC LIMIT ?2",
+                p![tenant, i64::from(limit)],
+                |r| {
                     Ok(AuditEntry {
                         at_ms: r.get(0)?,
                         tenant: r.get(1)?,
@@ -69,8 +67,8 @@ impl Store {
                         target: r.get(4)?,
                         detail: r.get(5)?,
                     })
-                })?
-                .collect::<Result<_, _>>()?;
+                },
+            )?;
             rows.reverse();
             Ok(rows)
         })

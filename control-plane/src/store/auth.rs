@@ -2,8 +2,8 @@
 //! secret is stored as its SHA-256 only (they are 256 random bits, so a
 //! plain hash is enough); a secret is shown once, when it is made.
 
+use super::sql::{Row, p};
 use super::{Store, StoreResult, now_ms};
-use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use warden_core::Role;
@@ -52,11 +52,11 @@ pub const TOKEN_PREFIX: &str = "wdn_";
 /// Prefix of node join tokens.
 pub const JOIN_TOKEN_PREFIX: &str = "wjt_";
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+fn token_row(r: &Row<'_>) -> StoreResult<TokenInfo> {
     Ok(TokenInfo {
         id: r.get(0)?,
         tenant: r.get(1)?,
-        role: super::parse_column(r, 2)?,
+        role: r.parse(2)?,
         description: r.get(3)?,
         created_ms: r.get(4)?,
         expires_ms: r.get(5)?,
@@ -90,7 +90,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO tokens (id, hash, tenant, role, description, created, expires)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                p![
                     info.id,
                     hash(&token),
                     info.tenant,
@@ -108,25 +108,25 @@ impl Store {
     /// The token whose secret is `token`, usable or not.
     pub fn token(&self, token: &str) -> StoreResult<Option<TokenInfo>> {
         self.with_conn(|c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
-            ))?
-            .query_row([hash(token)], token_row)
-            .optional()?)
+            c.query_opt(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
+                p![hash(token)],
+                token_row,
+            )
         })
     }
 
     /// Tokens of `tenant` (all tenants when `None`), oldest first.
     pub fn list_tokens(&self, tenant: Option<&str>) -> StoreResult<Vec<TokenInfo>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ?1 IS NULL OR tenant = ?1
-                 ORDER BY created, id"
-            ))?;
-            let rows = stmt
-                .query_map([tenant], token_row)?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
+            c.query_map(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE CAST(?1 AS TEXT) IS NULL OR tenant = ?1
+                     ORDER BY created, id"
+                ),
+                p![tenant],
+                token_row,
+            )
         })
     }
 
@@ -137,8 +137,8 @@ impl Store {
         self.with_tx(|tx| {
             let n = tx.execute(
                 "UPDATE tokens SET revoked = COALESCE(revoked, ?3)
-                 WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
-                params![id, tenant, now],
+                 WHERE id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR tenant = ?2)",
+                p![id, tenant, now],
             )?;
             Ok(n == 1)
         })
@@ -146,9 +146,7 @@ impl Store {
 
     /// Whether any client token was ever made.
     pub fn has_tokens(&self) -> StoreResult<bool> {
-        self.with_conn(|c| {
-            Ok(c.query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0))?)
-        })
+        self.with_conn(|c| c.query_one("SELECT EXISTS (SELECT 1 FROM tokens)", p![], |r| r.get(0)))
     }
 
     /// Makes a single-use join token valid for `ttl_ms`, giving the node
@@ -164,7 +162,7 @@ impl Store {
         self.with_tx(|tx| {
             tx.execute(
                 "INSERT INTO join_tokens (hash, labels, created, expires) VALUES (?1, ?2, ?3, ?4)",
-                params![
+                p![
                     hash(&token),
                     serde_json::to_string(labels).unwrap_or_default(),
                     now,
@@ -187,21 +185,19 @@ impl Store {
     ) -> StoreResult<Result<BTreeMap<String, String>, EnrollError>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let labels: Option<String> = tx
-                .query_row(
-                    "UPDATE join_tokens SET used_by = ?2
-                     WHERE hash = ?1 AND used_by IS NULL AND expires > ?3
-                     RETURNING labels",
-                    params![hash(join_token), node_id, now],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let labels: Option<String> = tx.query_opt(
+                "UPDATE join_tokens SET used_by = ?2
+                 WHERE hash = ?1 AND used_by IS NULL AND expires > ?3
+                 RETURNING labels",
+                p![hash(join_token), node_id, now],
+                |r| r.get(0),
+            )?;
             let Some(labels) = labels else {
                 return Err(super::StoreError::Rollback(EnrollError::BadToken));
             };
-            let taken: bool = tx.query_row(
+            let taken: bool = tx.query_one(
                 "SELECT EXISTS (SELECT 1 FROM node_identities WHERE node_id = ?1 AND revoked IS NULL)",
-                [node_id],
+                p![node_id],
                 |r| r.get(0),
             )?;
             if taken {
@@ -213,7 +209,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO node_identities (fingerprint, node_id, labels, created)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![fingerprint, node_id, labels, now],
+                p![fingerprint, node_id, labels, now],
             )?;
             Ok(serde_json::from_str(&labels).unwrap_or_default())
         })
@@ -231,13 +227,12 @@ impl Store {
         fingerprint: &str,
     ) -> StoreResult<Option<(String, BTreeMap<String, String>)>> {
         self.with_conn(|c| {
-            let row: Option<(String, String)> = c
-                .prepare_cached(
-                    "SELECT node_id, labels FROM node_identities
-                     WHERE fingerprint = ?1 AND revoked IS NULL",
-                )?
-                .query_row([fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
+            let row: Option<(String, String)> = c.query_opt(
+                "SELECT node_id, labels FROM node_identities
+                 WHERE fingerprint = ?1 AND revoked IS NULL",
+                p![fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             Ok(row.map(|(id, labels)| (id, serde_json::from_str(&labels).unwrap_or_default())))
         })
     }
@@ -248,19 +243,19 @@ impl Store {
     pub fn revoke_node(&self, node_id: &str) -> StoreResult<Option<u32>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let enrolled: bool = tx.query_row(
+            let enrolled: bool = tx.query_one(
                 "SELECT EXISTS (SELECT 1 FROM node_identities WHERE node_id = ?1)",
-                [node_id],
+                p![node_id],
                 |r| r.get(0),
             )?;
             tx.execute(
                 "UPDATE node_identities SET revoked = ?2 WHERE node_id = ?1 AND revoked IS NULL",
-                params![node_id, now],
+                p![node_id, now],
             )?;
-            tx.execute("UPDATE nodes SET state = 'gone' WHERE id = ?1", [node_id])?;
-            let held: u32 = tx.query_row(
+            tx.execute("UPDATE nodes SET state = 'gone' WHERE id = ?1", p![node_id])?;
+            let held: u32 = tx.query_one(
                 "SELECT count(*) FROM runs WHERE lease_node = ?1 AND state IN ('leased', 'running')",
-                [node_id],
+                p![node_id],
                 |r| r.get(0),
             )?;
             Ok(enrolled.then_some(held))

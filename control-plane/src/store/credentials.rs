@@ -3,10 +3,10 @@
 //! 0600, made on first use) and bound to its tenant and registry, so a
 //! copied database, or a row moved to another tenant, yields nothing.
 
+use super::sql::p;
 use super::{Store, StoreError, StoreResult, now_ms};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{OptionalExtension, params};
 use std::path::Path;
 
 /// A tenant's credentials for one registry (the password is never read
@@ -19,13 +19,10 @@ pub struct RegistryCredential {
     pub created_ms: i64,
 }
 
-/// The key sealing secrets in the database at `db`: `DB.key`, 32 random
-/// bytes in hex, made on first use.
-pub(super) fn load_key(db: &Path) -> Result<LessSafeKey, String> {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".key");
-    let path = std::path::PathBuf::from(name);
-    let text = match std::fs::read_to_string(&path) {
+/// The key sealing secrets in the database (at `path`; for SQLite
+/// `DB.key` beside it): 32 random bytes in hex, made on first use.
+pub(super) fn load_key(path: &Path) -> Result<LessSafeKey, String> {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
@@ -33,7 +30,7 @@ pub(super) fn load_key(db: &Path) -> Result<LessSafeKey, String> {
                 .fill(&mut key)
                 .map_err(|_| "no randomness for a key".to_string())?;
             let text = hex::encode(key);
-            warden_core::files::write_file(&path, &text, true)
+            warden_core::files::write_file(path, &text, true)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             text
         }
@@ -80,7 +77,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant, registry) DO UPDATE SET username = excluded.username,
                      secret = excluded.secret, created = excluded.created",
-                params![
+                p![
                     tenant,
                     registry.to_ascii_lowercase(),
                     username,
@@ -100,12 +97,12 @@ impl Store {
     ) -> StoreResult<Option<(String, String)>> {
         let registry = registry.to_ascii_lowercase();
         let row: Option<(String, Vec<u8>)> = self.with_conn(|c| {
-            Ok(c.prepare_cached(
+            c.query_opt(
                 "SELECT username, secret FROM registry_credentials
                  WHERE tenant = ?1 AND registry = ?2",
-            )?
-            .query_row(params![tenant, registry], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+                p![tenant, registry],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })?;
         let Some((username, blob)) = row else {
             return Ok(None);
@@ -132,18 +129,18 @@ impl Store {
     /// `tenant`'s registries with credentials, by name.
     pub fn registry_credentials(&self, tenant: &str) -> StoreResult<Vec<RegistryCredential>> {
         self.with_conn(|c| {
-            Ok(c.prepare_cached(
+            c.query_map(
                 "SELECT registry, username, created FROM registry_credentials
                  WHERE tenant = ?1 ORDER BY registry",
-            )?
-            .query_map([tenant], |r| {
-                Ok(RegistryCredential {
-                    registry: r.get(0)?,
-                    username: r.get(1)?,
-                    created_ms: r.get(2)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?)
+                p![tenant],
+                |r| {
+                    Ok(RegistryCredential {
+                        registry: r.get(0)?,
+                        username: r.get(1)?,
+                        created_ms: r.get(2)?,
+                    })
+                },
+            )
         })
     }
 
@@ -152,7 +149,7 @@ impl Store {
         self.with_tx(|tx| {
             Ok(tx.execute(
                 "DELETE FROM registry_credentials WHERE tenant = ?1 AND registry = ?2",
-                params![tenant, registry.to_ascii_lowercase()],
+                p![tenant, registry.to_ascii_lowercase()],
             )? > 0)
         })
     }

@@ -5,9 +5,9 @@
 //! to.
 
 use super::runs::decode;
+use super::sql::{Tx, p};
 use super::{Store, StoreResult, new_lease_token, now_ms};
 use prost::Message;
-use rusqlite::{OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
 use warden_core::{AttemptOutcome, Backoff, FailureKind, NodeState, RenewStatus, RunState};
 use warden_proto::v1 as pb;
@@ -58,9 +58,13 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn wire_kind(kind: Option<FailureKind>) -> i32 {
-    kind.map_or(0, |k| pb::FailureKind::from(k) as i32)
+fn wire_kind(kind: Option<FailureKind>) -> i64 {
+    kind.map_or(0, |k| pb::FailureKind::from(k) as i64)
 }
+
+/// Key of the advisory lock under which PostgreSQL replicas lease runs of
+/// tenants with limits (one at a time, so no limit is passed by two).
+const LEASE_LOCK: i64 = 0x7761_7264_656f;
 
 impl Store {
     /// Hands up to `max` queued runs whose selector the node's labels
@@ -79,14 +83,11 @@ impl Store {
         self.with_tx(|tx| {
             // Read under the store's lock: times follow the order of commits.
             let now = now_ms();
-            let node: Option<(String, String, Vec<u8>, i64)> = tx
-                .prepare_cached(
-                    "SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1",
-                )?
-                .query_row([node_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()?;
+            let node: Option<(String, String, Vec<u8>, i64)> = tx.query_opt(
+                "SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1",
+                p![node_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
             let Some((state, labels, capacity, last_heartbeat)) = node else {
                 return Ok(Vec::new());
             };
@@ -97,62 +98,74 @@ impl Store {
             let slots = pb::NodeCapacity::decode(capacity.as_slice())
                 .map(|c| c.slots)
                 .unwrap_or(0);
-            let in_flight: u32 = tx
-                .prepare_cached(
-                    "SELECT count(*) FROM runs WHERE lease_node = ?1 AND state IN ('leased', 'running')",
-                )?
-                .query_row([node_id], |r| r.get(0))?;
+            let in_flight: u32 = tx.query_one(
+                "SELECT count(*) FROM runs WHERE lease_node = ?1 AND state IN ('leased', 'running')",
+                p![node_id],
+                |r| r.get(0),
+            )?;
             let room = slots.saturating_sub(in_flight).min(max);
             if room == 0 {
                 return Ok(Vec::new());
             }
+            // On PostgreSQL, other replicas lease at the same time: a claim
+            // skips runs another one holds (and takes the next candidate),
+            // and tenants' limits are applied by one replica at a time.
+            let shared = tx.is_postgres();
+            if shared
+                && tx.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM concurrency_limits) OR EXISTS (
+                         SELECT 1 FROM quotas WHERE max_running IS NOT NULL
+                             OR max_cost_usd_per_day IS NOT NULL OR max_tokens_per_day IS NOT NULL)",
+                    p![],
+                    |r| r.get::<bool>(0),
+                )?
+            {
+                tx.execute("SELECT pg_advisory_xact_lock(?1)", p![LEASE_LOCK])?;
+            }
+            let candidates = if shared { room * 2 + 16 } else { room };
             // Each tenant's queue in order, past any runs this node cannot
             // take (their selector wants labels it lacks) and runs over a
             // quota or concurrency limit: those never stand in front of runs
             // it can. Runs waiting out a retry backoff sort last and end a
             // tenant's scan. (`not_before` is compared here, not in SQL: a
             // bound value in a range would make SQLite re-plan every call.)
-            // Rows are read lazily: a scan stops once it has `room` runs.
+            // Rows are read lazily: a scan stops once it has enough.
             let mut admission = super::quotas::Admission::load(tx, now)?;
             let mut queues = Vec::new();
             let mut tenant = String::new();
-            while let Some(next) = tx
-                .prepare_cached(
-                    "SELECT tenant FROM runs WHERE state = 'queued' AND tenant > ?1
-                     ORDER BY tenant LIMIT 1",
-                )?
-                .query_row([&tenant], |r| r.get::<_, String>(0))
-                .optional()?
-            {
+            while let Some(next) = tx.query_opt(
+                "SELECT tenant FROM runs WHERE state = 'queued' AND tenant > ?1
+                 ORDER BY tenant LIMIT 1",
+                p![tenant],
+                |r| r.get::<String>(0),
+            )? {
                 tenant = next;
                 if admission.closed(&tenant) {
                     continue;
                 }
-                let mut stmt = tx.prepare_cached(
+                let mut runs = std::collections::VecDeque::new();
+                tx.query_while(
                     "SELECT id, selector, not_before, created, agent, labels FROM runs
                      WHERE state = 'queued' AND tenant = ?1
                      ORDER BY not_before, created LIMIT ?2",
-                )?;
-                let mut rows = stmt.query(params![tenant, MAX_QUEUE_SCAN])?;
-                let mut runs = std::collections::VecDeque::new();
-                while let Some(row) = rows.next()? {
-                    let not_before: i64 = row.get(2)?;
-                    if runs.len() as u32 >= room || not_before > now {
-                        break;
-                    }
-                    let selector: String = row.get(1)?;
-                    if selector != "{}" && !selects(&parse_labels(&selector), &labels) {
-                        continue;
-                    }
-                    let agent: String = row.get(4)?;
-                    if !admission.admit(&tenant, &agent, &row.get::<_, String>(5)?) {
-                        if admission.closed(&tenant) {
-                            break;
+                    p![tenant, MAX_QUEUE_SCAN],
+                    |row| {
+                        let not_before: i64 = row.get(2)?;
+                        if runs.len() as u32 >= candidates || not_before > now {
+                            return Ok(false);
                         }
-                        continue;
-                    }
-                    runs.push_back(((not_before, row.get::<_, i64>(3)?), row.get::<_, String>(0)?));
-                }
+                        let selector: String = row.get(1)?;
+                        if selector != "{}" && !selects(&parse_labels(&selector), &labels) {
+                            return Ok(true);
+                        }
+                        let agent: String = row.get(4)?;
+                        if !admission.admit(&tenant, &agent, &row.get::<String>(5)?) {
+                            return Ok(!admission.closed(&tenant));
+                        }
+                        runs.push_back(((not_before, row.get::<i64>(3)?), row.get::<String>(0)?));
+                        Ok(true)
+                    },
+                )?;
                 if !runs.is_empty() {
                     queues.push((admission.running(&tenant), runs));
                 }
@@ -169,8 +182,10 @@ impl Store {
                     break;
                 };
                 let (_, id) = runs.pop_front().expect("not empty");
-                *running += 1;
-                leases.push(lease_one(tx, &id, node_id, now, ttl_ms)?);
+                if let Some(lease) = lease_one(tx, &id, node_id, now, ttl_ms)? {
+                    *running += 1;
+                    leases.push(lease);
+                }
             }
             Ok(leases)
         })
@@ -182,20 +197,20 @@ impl Store {
     pub fn ack(&self, node_id: Option<&str>, leases: &[LeaseRef]) -> StoreResult<Vec<LeaseRef>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE runs SET state = 'running', updated = ?4
-                 WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3
-                   AND (?5 IS NULL OR lease_node = ?5) AND state = 'leased'",
-            )?;
             let mut stale = Vec::new();
             for lease in leases {
-                let n = stmt.execute(params![
-                    lease.run_id,
-                    lease.attempt,
-                    lease.token,
-                    now,
-                    node_id
-                ])?;
+                let n = tx.execute(
+                    "UPDATE runs SET state = 'running', updated = ?4
+                     WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3
+                       AND (CAST(?5 AS TEXT) IS NULL OR lease_node = ?5) AND state = 'leased'",
+                    p![
+                        lease.run_id,
+                        i64::from(lease.attempt),
+                        lease.token,
+                        now,
+                        node_id
+                    ],
+                )?;
                 if n != 1 {
                     stale.push(lease.clone());
                 }
@@ -218,18 +233,14 @@ impl Store {
         self.with_tx(|tx| {
             let mut out = Vec::with_capacity(leases.len());
             for l in leases {
-                let cancel: Option<bool> = tx
-                    .prepare_cached(
-                        "UPDATE runs SET lease_expires = ?5
-                         WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND lease_node = ?4
-                           AND state IN ('leased', 'running')
-                         RETURNING cancel_requested",
-                    )?
-                    .query_row(
-                        params![l.run_id, l.attempt, l.token, node_id, expires],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let cancel: Option<bool> = tx.query_opt(
+                    "UPDATE runs SET lease_expires = ?5
+                     WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND lease_node = ?4
+                       AND state IN ('leased', 'running')
+                     RETURNING cancel_requested",
+                    p![l.run_id, i64::from(l.attempt), l.token, node_id, expires],
+                    |r| r.get(0),
+                )?;
                 let status = match cancel {
                     Some(true) => RenewStatus::Cancelled,
                     Some(false) => RenewStatus::Ok,
@@ -266,7 +277,11 @@ impl Store {
                         }
                     },
                 })
-                .collect()
+                .collect::<StoreResult<Vec<_>>>()
+                .and_then(|checks| {
+                    tx.notify()?;
+                    Ok(checks)
+                })
         })
     }
 
@@ -277,18 +292,17 @@ impl Store {
         let now = now_ms();
         let kind = wire_kind(Some(FailureKind::Unschedulable));
         self.with_tx(|tx| {
-            let nodes: Vec<BTreeMap<String, String>> = tx
-                .prepare_cached("SELECT labels FROM nodes WHERE state IN ('ready', 'draining')")?
-                .query_map([], |r| r.get::<_, String>(0))?
-                .map(|l| l.map(|l| parse_labels(&l)))
-                .collect::<Result<_, _>>()?;
-            let waiting: Vec<(String, String)> = tx
-                .prepare_cached(
-                    "SELECT id, selector FROM runs
-                     WHERE state = 'queued' AND selector != '{}' AND created < ?1",
-                )?
-                .query_map([now - timeout_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
+            let nodes = tx.query_map(
+                "SELECT labels FROM nodes WHERE state IN ('ready', 'draining')",
+                p![],
+                |r| Ok(parse_labels(&r.get::<String>(0)?)),
+            )?;
+            let waiting: Vec<(String, String)> = tx.query_map(
+                "SELECT id, selector FROM runs
+                 WHERE state = 'queued' AND selector != '{}' AND created < ?1",
+                p![now - timeout_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let mut failed = 0;
             for (id, selector) in waiting {
                 let wanted = parse_labels(&selector);
@@ -302,13 +316,15 @@ impl Store {
                     wanted.join(", "),
                     timeout_ms / 1000
                 );
-                failed += tx
-                    .prepare_cached(
-                        "UPDATE runs SET state = 'failed', error_kind = ?2, error_message = ?3,
-                                updated = ?4
-                         WHERE id = ?1 AND state = 'queued'",
-                    )?
-                    .execute(params![id, kind, message, now])?;
+                failed += tx.execute(
+                    "UPDATE runs SET state = 'failed', error_kind = ?2, error_message = ?3,
+                            updated = ?4
+                     WHERE id = ?1 AND state = 'queued'",
+                    p![id, kind, message, now],
+                )?;
+            }
+            if failed > 0 {
+                tx.notify()?;
             }
             Ok(failed)
         })
@@ -321,15 +337,17 @@ impl Store {
         let now = now_ms();
         let lease_lost = wire_kind(Some(FailureKind::LeaseLost));
         self.with_tx(|tx| {
-            let mut stmt = tx.prepare_cached(
+            // A run whose result another replica is recording now is
+            // skipped (its lease is no longer expired once that commits).
+            let expired: Vec<(String, u32, String)> = tx.query_map(
                 "SELECT r.id, r.attempt, r.lease_token FROM runs r
                  LEFT JOIN nodes n ON n.id = r.lease_node
                  WHERE r.state IN ('leased', 'running')
-                   AND (r.lease_expires < ?1 OR n.state IN ('lost', 'gone'))",
+                   AND (r.lease_expires < ?1 OR n.state IN ('lost', 'gone'))
+                 /*pg: FOR UPDATE OF r SKIP LOCKED*/",
+                p![now],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-            let expired: Vec<(String, u32, String)> = stmt
-                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
             for (id, attempt, token) in &expired {
                 let lease = LeaseRef {
                     run_id: id.clone(),
@@ -346,58 +364,69 @@ impl Store {
                     &Usage::default(),
                     now,
                 )?;
-                tx.prepare_cached(
+                tx.execute(
                     "UPDATE runs SET
-                        state = CASE WHEN cancel_requested THEN 'cancelled'
+                        state = CASE WHEN cancel_requested <> 0 THEN 'cancelled'
                                      WHEN attempt < max_attempts THEN 'queued'
                                      ELSE 'dead_lettered' END,
                         error_kind = ?3, error_message = ?4,
                         not_before = ?2, updated = ?2
                      WHERE id = ?1",
-                )?
-                .execute(params![id, now, lease_lost, message])?;
+                    p![id, now, lease_lost, message],
+                )?;
+            }
+            if !expired.is_empty() {
+                tx.notify()?;
             }
             Ok(expired.len())
         })
     }
 }
 
+/// Leases run `id` to `node_id`; `None` if it is no longer queued, or (on
+/// PostgreSQL) another replica is claiming it right now.
 fn lease_one(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     id: &str,
     node_id: &str,
     now: i64,
     ttl_ms: i64,
-) -> StoreResult<Lease> {
+) -> StoreResult<Option<Lease>> {
     let token = new_lease_token();
     let expires = now + ttl_ms;
-    let row = tx
-        .prepare_cached(
-            "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?2,
-                lease_token = ?3, lease_expires = ?4, updated = ?5
-             WHERE id = ?1 AND state = 'queued'
-             RETURNING attempt, digest, agent, input, budget, grant_, traceparent, tenant",
-        )?
-        .query_row(params![id, node_id, token, expires, now], |r| {
+    let row = tx.query_opt(
+        "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?2,
+            lease_token = ?3, lease_expires = ?4, updated = ?5
+         WHERE id = (SELECT id FROM runs WHERE id = ?1 AND state = 'queued'
+                     /*pg: FOR UPDATE SKIP LOCKED*/)
+         RETURNING attempt, digest, agent, input, budget, grant_, traceparent, tenant",
+        p![id, node_id, token, expires, now],
+        |r| {
             Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
+                r.get::<u32>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+                r.get::<Vec<u8>>(4)?,
+                r.get::<Vec<u8>>(5)?,
+                r.get::<String>(6)?,
+                r.get::<String>(7)?,
             ))
-        })?;
-    let (attempt, digest, agent, input, budget, grant, traceparent, tenant) = row;
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (run_id, attempt, node_id, token, started, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-    )?
-    .execute(params![id, attempt, node_id, token, now])?;
+        },
+    )?;
+    let Some((attempt, digest, agent, input, budget, grant, traceparent, tenant)) = row else {
+        return Ok(None);
+    };
+    tx.execute(
+        "INSERT INTO attempts (run_id, attempt, node_id, token, started, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running')
+         ON CONFLICT (run_id, attempt) DO UPDATE SET node_id = excluded.node_id,
+             token = excluded.token, started = excluded.started, ended = NULL,
+             outcome = 'running', error_kind = 0, error_message = NULL, usage = NULL",
+        p![id, i64::from(attempt), node_id, token, now],
+    )?;
     let (name, version) = warden_core::name_and_version(&agent);
-    Ok(Lease {
+    Ok(Some(Lease {
         run_id: id.to_string(),
         attempt,
         token,
@@ -410,23 +439,23 @@ fn lease_one(
         expires_unix_ms: expires,
         traceparent,
         tenant,
-    })
+    }))
 }
 
 /// Records a success for `lease` (checked by `check_lease`).
 fn complete(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     lease: &LeaseRef,
     output: &str,
     usage: &Usage,
     now: i64,
 ) -> StoreResult<LeaseCheck> {
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE runs SET state = 'succeeded', output = ?2, usage = ?3, error_kind = 0,
                 error_message = NULL, updated = ?4
          WHERE id = ?1",
-    )?
-    .execute(params![lease.run_id, output, usage.encode_to_vec(), now])?;
+        p![lease.run_id, output, usage.encode_to_vec(), now],
+    )?;
     end_attempt(tx, lease, AttemptOutcome::Succeeded, None, "", usage, now)?;
     Ok(LeaseCheck::Recorded)
 }
@@ -435,16 +464,18 @@ fn complete(
 /// ([`FailureKind::retryable`]) go back to the queue after a
 /// [`Backoff::RUN_RETRY`] delay until `max_attempts`, then dead-letter.
 fn fail(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     lease: &LeaseRef,
     kind: FailureKind,
     message: &str,
     usage: &Usage,
     now: i64,
 ) -> StoreResult<LeaseCheck> {
-    let (max_attempts, cancel_requested): (u32, bool) = tx
-        .prepare_cached("SELECT max_attempts, cancel_requested FROM runs WHERE id = ?1")?
-        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (max_attempts, cancel_requested): (u32, bool) = tx.query_one(
+        "SELECT max_attempts, cancel_requested FROM runs WHERE id = ?1",
+        p![lease.run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let (state, not_before) = if kind == FailureKind::Cancelled || cancel_requested {
         (RunState::Cancelled, now)
     } else if kind.retryable() && lease.attempt < max_attempts {
@@ -460,20 +491,20 @@ fn fail(
     } else {
         (RunState::Failed, now)
     };
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE runs SET state = ?2, error_kind = ?3, error_message = ?4, usage = ?5,
                 not_before = ?6, updated = ?7
          WHERE id = ?1",
-    )?
-    .execute(params![
-        lease.run_id,
-        state.as_str(),
-        wire_kind(Some(kind)),
-        message,
-        usage.encode_to_vec(),
-        not_before,
-        now
-    ])?;
+        p![
+            lease.run_id,
+            state.as_str(),
+            wire_kind(Some(kind)),
+            message,
+            usage.encode_to_vec(),
+            not_before,
+            now
+        ],
+    )?;
     let outcome = if state == RunState::Cancelled {
         AttemptOutcome::Cancelled
     } else {
@@ -487,7 +518,7 @@ fn fail(
 /// `Err` carries the answer when it may not (already recorded, stale,
 /// conflicting, or another node's lease: stale, naming nothing of it).
 fn check_lease(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     node_id: Option<&str>,
     lease: &LeaseRef,
     outcome: Outcome<'_>,
@@ -496,26 +527,25 @@ fn check_lease(
         Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
         Outcome::Failed { .. } => AttemptOutcome::Failed,
     };
-    let current: Option<(u32, Option<String>, Option<String>, String)> = tx
-        .prepare_cached("SELECT attempt, lease_token, lease_node, state FROM runs WHERE id = ?1")?
-        .query_row([&lease.run_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
+    // Locked until the result is recorded: a replica expiring this lease
+    // meanwhile waits, or skips it.
+    let current: Option<(u32, Option<String>, Option<String>, String)> = tx.query_opt(
+        "SELECT attempt, lease_token, lease_node, state FROM runs WHERE id = ?1
+         /*pg: FOR UPDATE*/",
+        p![lease.run_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
     let Some((attempt, token, leased_to, state)) = current else {
         return Ok(Err(LeaseCheck::NotFound));
     };
     let state: RunState = state
         .parse()
         .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
-    let recorded: Option<(String, String, String)> = tx
-        .prepare_cached(
-            "SELECT token, node_id, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2",
-        )?
-        .query_row(params![lease.run_id, lease.attempt], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
+    let recorded: Option<(String, String, String)> = tx.query_opt(
+        "SELECT token, node_id, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2",
+        p![lease.run_id, i64::from(lease.attempt)],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     if let Some((t, n, recorded)) = recorded {
         let recorded: AttemptOutcome = recorded
             .parse()
@@ -550,7 +580,7 @@ fn check_lease(
 }
 
 fn end_attempt(
-    tx: &Transaction<'_>,
+    tx: &mut Tx<'_>,
     lease: &LeaseRef,
     outcome: AttemptOutcome,
     kind: Option<FailureKind>,
@@ -558,19 +588,19 @@ fn end_attempt(
     usage: &Usage,
     now: i64,
 ) -> StoreResult<()> {
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE attempts SET ended = ?3, outcome = ?4, error_kind = ?5, error_message = ?6,
                 usage = ?7
          WHERE run_id = ?1 AND attempt = ?2",
-    )?
-    .execute(params![
-        lease.run_id,
-        lease.attempt,
-        now,
-        outcome.as_str(),
-        wire_kind(kind),
-        message,
-        usage.encode_to_vec()
-    ])?;
+        p![
+            lease.run_id,
+            i64::from(lease.attempt),
+            now,
+            outcome.as_str(),
+            wire_kind(kind),
+            message,
+            usage.encode_to_vec()
+        ],
+    )?;
     Ok(())
 }

@@ -1,5 +1,10 @@
-//! [`Store`]: the control plane's state in one SQLite file (WAL), which
-//! survives restarts and `kill -9`. Every state change is one transaction.
+//! [`Store`]: the control plane's state, in one SQLite file (WAL) or in a
+//! PostgreSQL database that several replicas share; either survives
+//! restarts and `kill -9`. Every state change is one transaction. The logic
+//! is written once ([`sql`]); what differs between the backends is how a
+//! transaction is held: SQLite's one writer at a time, PostgreSQL's row
+//! locks (claims skip rows another replica holds: `FOR UPDATE SKIP
+//! LOCKED`).
 //!
 //! Tables: `runs` (one row per run, with its current lease), `attempts`
 //! (every attempt's history), `nodes`, `components` (blobs by digest),
@@ -11,9 +16,11 @@ mod auth;
 mod credentials;
 mod leases;
 mod nodes;
+mod pg;
 mod quotas;
 mod registry;
 mod runs;
+pub(crate) mod sql;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -27,7 +34,8 @@ pub use quotas::{Limit, Quotas, Scope};
 pub use registry::Published;
 pub use runs::{MAX_PAGE, NewRun, RunFilter};
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
+use sql::Tx;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -36,6 +44,8 @@ use std::sync::Mutex;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("database: {}", pg_message(.0))]
+    Pg(#[from] postgres::Error),
     #[error("cannot open database {path}: {message}")]
     Open { path: String, message: String },
     #[error("corrupt record: {0}")]
@@ -46,6 +56,14 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What PostgreSQL said, or what went wrong on the way to it.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
 
 /// Migrations, in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -230,11 +248,20 @@ CREATE TABLE registry_credentials (
 
 /// The control plane's database.
 pub struct Store {
-    conn: Mutex<Connection>,
+    db: Db,
+    /// The file, or the URL without its password.
+    name: String,
     /// Seals secrets kept in the database (registry passwords).
     key: ring::aead::LessSafeKey,
-    /// Dropping this stops the checkpoint thread.
-    _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+enum Db {
+    Sqlite {
+        conn: Mutex<Connection>,
+        /// Dropping this stops the checkpoint thread.
+        _checkpointer: std::sync::mpsc::Sender<()>,
+    },
+    Postgres(Box<pg::Pool>),
 }
 
 /// Copies the WAL back into the database every 250 ms (a passive
@@ -261,18 +288,6 @@ impl std::fmt::Debug for Store {
 }
 
 pub use warden_core::now_ms;
-
-/// Column `idx` of `row`, parsed from its stored name (a state enum).
-fn parse_column<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<T>
-where
-    T: std::str::FromStr,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    let text: String = row.get(idx)?;
-    text.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
 
 impl Store {
     /// Opens (creating and migrating as needed) the database at `path`.
@@ -316,36 +331,110 @@ impl Store {
             .name("warden-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
             .map_err(|e| open_err(&e))?;
-        let key = credentials::load_key(path).map_err(|e| open_err(&e))?;
+        let mut key_path = path.as_os_str().to_owned();
+        key_path.push(".key");
+        let key = credentials::load_key(Path::new(&key_path)).map_err(|e| open_err(&e))?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            db: Db::Sqlite {
+                conn: Mutex::new(conn),
+                _checkpointer: stop,
+            },
+            name: path.display().to_string(),
             key,
-            _checkpointer: stop,
         })
     }
 
-    fn with_tx<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        let mut conn = self.conn.lock().unwrap();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    /// Connects to the PostgreSQL database at `url` (migrating it as
+    /// needed), with at most `connections` open at once; secrets are
+    /// sealed with the key in `key_file` (made if missing: replicas must
+    /// share it).
+    pub fn open_postgres(url: &str, connections: usize, key_file: &Path) -> StoreResult<Self> {
+        let pool = pg::Pool::open(url, connections)?;
+        let key = credentials::load_key(key_file).map_err(|message| StoreError::Open {
+            path: key_file.display().to_string(),
+            message,
+        })?;
+        Ok(Store {
+            db: Db::Postgres(Box::new(pool)),
+            name: pg::redact(url),
+            key,
+        })
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let conn = self.conn.lock().unwrap();
-        f(&conn)
+    /// On PostgreSQL, runs until dropped, calling `wake` whenever any
+    /// replica changed runs; on SQLite (one control plane) returns at once.
+    pub async fn listen(&self, wake: impl Fn()) {
+        if let Db::Postgres(pool) = &self.db {
+            pool.listen(wake).await;
+        }
+    }
+
+    /// The database, for messages: its file, or its URL without password.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this store is PostgreSQL (shared by replicas).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// Runs `f` in one transaction (again, on PostgreSQL, if it lost a
+    /// serialization conflict or a deadlock).
+    fn with_tx<T: Send>(
+        &self,
+        mut f: impl FnMut(&mut Tx<'_>) -> StoreResult<T> + Send,
+    ) -> StoreResult<T> {
+        match &self.db {
+            Db::Sqlite { conn, .. } => {
+                let mut conn = conn.lock().unwrap();
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let out = f(&mut Tx::Lite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Db::Postgres(pool) => pool.with(|conn| {
+                let mut tries = 0;
+                loop {
+                    conn.client.batch_execute("BEGIN")?;
+                    let out = f(&mut Tx::Pg(conn));
+                    let out = match out {
+                        Ok(out) => conn
+                            .client
+                            .batch_execute("COMMIT")
+                            .map(|()| out)
+                            .map_err(StoreError::from),
+                        Err(e) => {
+                            if !conn.client.is_closed() {
+                                conn.client.batch_execute("ROLLBACK")?;
+                            }
+                            Err(e)
+                        }
+                    };
+                    tries += 1;
+                    match out {
+                        Err(e) if tries < 10 && pg::retryable(&e) => continue,
+                        out => return out,
+                    }
+                }
+            }),
+        }
+    }
+
+    /// Runs `f` outside a transaction (reads).
+    fn with_conn<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send,
+    ) -> StoreResult<T> {
+        match &self.db {
+            Db::Sqlite { conn, .. } => f(&mut Tx::Lite(&conn.lock().unwrap())),
+            Db::Postgres(pool) => pool.with(|conn| f(&mut Tx::Pg(conn))),
+        }
     }
 }
 
 /// A new lease token: 128 random bits, hex.
 fn new_lease_token() -> String {
     hex::encode(rand::random::<[u8; 16]>())
-}
-
-fn optional<T>(r: rusqlite::Result<T>) -> StoreResult<Option<T>> {
-    Ok(r.optional()?)
 }

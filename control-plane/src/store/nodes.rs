@@ -1,8 +1,8 @@
 //! Nodes: register, heartbeat, drain, liveness.
 
-use super::{Store, StoreResult, now_ms, parse_column};
+use super::sql::p;
+use super::{Store, StoreResult, now_ms};
 use prost::Message;
-use rusqlite::params;
 use std::collections::BTreeMap;
 use warden_core::NodeState;
 use warden_proto::v1::{NodeCapacity, NodeInfo, RegisterRequest};
@@ -13,16 +13,18 @@ impl Store {
         let labels: BTreeMap<_, _> = req.labels.iter().collect();
         let capacity = req.capacity.clone().unwrap_or_default();
         self.with_tx(|tx| {
-            tx.prepare_cached("INSERT INTO nodes (id, hostname, labels, capacity, state, free_slots, last_heartbeat)
+            tx.execute(
+                "INSERT INTO nodes (id, hostname, labels, capacity, state, free_slots, last_heartbeat)
                  VALUES (?1, ?2, ?3, ?4, 'ready', ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, labels = excluded.labels,
                      capacity = excluded.capacity, state = 'ready', free_slots = excluded.free_slots,
-                     last_heartbeat = excluded.last_heartbeat")?.execute(params![
+                     last_heartbeat = excluded.last_heartbeat",
+                p![
                     req.node_id,
                     req.hostname,
                     serde_json::to_string(&labels).unwrap_or_default(),
                     capacity.encode_to_vec(),
-                    capacity.slots,
+                    i64::from(capacity.slots),
                     now
                 ],
             )?;
@@ -41,21 +43,25 @@ impl Store {
     ) -> StoreResult<bool> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE nodes SET last_heartbeat = ?2, active_runs = ?3, free_slots = ?4,
-                        state = CASE WHEN ?5 THEN 'ready' ELSE 'draining' END
+            let n = tx.execute(
+                "UPDATE nodes SET last_heartbeat = ?2, active_runs = ?3, free_slots = ?4,
+                    state = CASE WHEN CAST(?5 AS BIGINT) <> 0 THEN 'ready' ELSE 'draining' END
                  WHERE id = ?1 AND state IN ('ready', 'draining')",
-                )?
-                .execute(params![node_id, now, active, free, accepting])?;
+                p![
+                    node_id,
+                    now,
+                    i64::from(active),
+                    i64::from(free),
+                    i64::from(accepting)
+                ],
+            )?;
             Ok(n == 1)
         })
     }
 
     pub fn deregister_node(&self, node_id: &str) -> StoreResult<()> {
         self.with_tx(|tx| {
-            tx.prepare_cached("UPDATE nodes SET state = 'gone' WHERE id = ?1")?
-                .execute([node_id])?;
+            tx.execute("UPDATE nodes SET state = 'gone' WHERE id = ?1", p![node_id])?;
             Ok(())
         })
     }
@@ -65,22 +71,24 @@ impl Store {
     pub fn mark_lost_nodes(&self, timeout_ms: i64) -> StoreResult<usize> {
         let cutoff = now_ms() - timeout_ms;
         self.with_tx(|tx| {
-            Ok(tx.prepare_cached("UPDATE nodes SET state = 'lost' WHERE state IN ('ready', 'draining') AND last_heartbeat < ?1")?.execute([cutoff],
-            )?)
+            tx.execute(
+                "UPDATE nodes SET state = 'lost'
+                 WHERE state IN ('ready', 'draining') AND last_heartbeat < ?1",
+                p![cutoff],
+            )
         })
     }
 
     pub fn list_nodes(&self) -> StoreResult<Vec<NodeInfo>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
+            c.query_map(
                 "SELECT id, hostname, labels, capacity, state, active_runs, free_slots, last_heartbeat
                  FROM nodes ORDER BY id",
-            )?;
-            let nodes = stmt
-                .query_map([], |r| {
+                p![],
+                |r| {
                     let labels: String = r.get(2)?;
                     let capacity: Vec<u8> = r.get(3)?;
-                    let state: NodeState = parse_column(r, 4)?;
+                    let state: NodeState = r.parse(4)?;
                     Ok(NodeInfo {
                         node_id: r.get(0)?,
                         hostname: r.get(1)?,
@@ -92,9 +100,8 @@ impl Store {
                         free_slots: r.get(6)?,
                         last_heartbeat_unix_ms: r.get(7)?,
                     })
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(nodes)
+                },
+            )
         })
     }
 }

@@ -3,8 +3,8 @@
 //! and [`Admission`]: the rule a lease poll applies with them. `None`: no
 //! limit.
 
+use super::sql::{Tx, p};
 use super::{Store, StoreResult, now_ms};
-use rusqlite::{OptionalExtension, Transaction, params};
 use std::collections::{BTreeMap, HashMap};
 use warden_proto::v1::Usage;
 
@@ -75,21 +75,21 @@ fn labels(json: &str) -> BTreeMap<String, String> {
 impl Store {
     pub fn quotas(&self, tenant: &str) -> StoreResult<Quotas> {
         self.with_conn(|c| {
-            Ok(c.prepare_cached(
+            Ok(c.query_opt(
                 "SELECT max_running, max_queued, max_input_bytes, max_cost_usd_per_day,
-                        max_tokens_per_day
-                 FROM quotas WHERE tenant = ?1",
+                            max_tokens_per_day
+                     FROM quotas WHERE tenant = ?1",
+                p![tenant],
+                |r| {
+                    Ok(Quotas {
+                        max_running: r.get(0)?,
+                        max_queued: r.get(1)?,
+                        max_input_bytes: r.get(2)?,
+                        max_cost_usd_per_day: r.get(3)?,
+                        max_tokens_per_day: r.get(4)?,
+                    })
+                },
             )?
-            .query_row([tenant], |r| {
-                Ok(Quotas {
-                    max_running: r.get(0)?,
-                    max_queued: r.get(1)?,
-                    max_input_bytes: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
-                    max_cost_usd_per_day: r.get(3)?,
-                    max_tokens_per_day: r.get::<_, Option<i64>>(4)?.map(|n| n as u64),
-                })
-            })
-            .optional()?
             .unwrap_or_default())
         })
     }
@@ -105,16 +105,16 @@ impl Store {
                      max_queued = excluded.max_queued, max_input_bytes = excluded.max_input_bytes,
                      max_cost_usd_per_day = excluded.max_cost_usd_per_day,
                      max_tokens_per_day = excluded.max_tokens_per_day",
-                params![
+                p![
                     tenant,
-                    q.max_running,
-                    q.max_queued,
+                    q.max_running.map(i64::from),
+                    q.max_queued.map(i64::from),
                     big(q.max_input_bytes),
                     q.max_cost_usd_per_day,
                     big(q.max_tokens_per_day),
                 ],
             )?;
-            Ok(())
+            tx.notify()
         })
     }
 
@@ -122,17 +122,16 @@ impl Store {
     pub fn limits(&self, tenant: &str) -> StoreResult<Vec<Limit>> {
         self.with_conn(|c| {
             let mut limits: Vec<Limit> = c
-                .prepare_cached(
+                .query_map(
                     "SELECT scope, max_running FROM concurrency_limits WHERE tenant = ?1",
+                    p![tenant],
+                    |r| Ok((r.get::<String>(0)?, r.get(1)?)),
                 )?
-                .query_map([tenant], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
-                .filter_map(|row| match row {
-                    Ok((scope, max_running)) => {
-                        Scope::parse(&scope).map(|scope| Ok(Limit { scope, max_running }))
-                    }
-                    Err(e) => Some(Err(e)),
+                .into_iter()
+                .filter_map(|(scope, max_running)| {
+                    Scope::parse(&scope).map(|scope| Limit { scope, max_running })
                 })
-                .collect::<Result<_, _>>()?;
+                .collect();
             limits.sort_by(|a, b| a.scope.cmp(&b.scope));
             Ok(limits)
         })
@@ -150,27 +149,25 @@ impl Store {
                 Some(max) => tx.execute(
                     "INSERT INTO concurrency_limits (tenant, scope, max_running) VALUES (?1, ?2, ?3)
                      ON CONFLICT (tenant, scope) DO UPDATE SET max_running = excluded.max_running",
-                    params![tenant, scope.stored(), max],
+                    p![tenant, scope.stored(), i64::from(max)],
                 )?,
                 None => tx.execute(
                     "DELETE FROM concurrency_limits WHERE tenant = ?1 AND scope = ?2",
-                    params![tenant, scope.stored()],
+                    p![tenant, scope.stored()],
                 )?,
             };
-            Ok(())
+            tx.notify()
         })
     }
 
     /// What `tenant`'s runs spent on LLM calls today (UTC): cost, tokens.
     pub fn spent_today(&self, tenant: &str) -> StoreResult<(f64, u64)> {
         self.with_conn(|c| {
-            Ok(c.prepare_cached(
+            Ok(c.query_opt(
                 "SELECT cost_usd, tokens FROM usage_daily WHERE tenant = ?1 AND day = ?2",
+                p![tenant, day(now_ms())],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?
-            .query_row(params![tenant, day(now_ms())], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-            })
-            .optional()?
             .unwrap_or((0.0, 0)))
         })
     }
@@ -178,21 +175,17 @@ impl Store {
     /// How many runs of `tenant` are queued.
     pub fn queued_runs(&self, tenant: &str) -> StoreResult<u64> {
         self.with_conn(|c| {
-            Ok(c.prepare_cached(
+            c.query_one(
                 "SELECT count(*) FROM runs WHERE tenant = ?1 AND state = 'queued'",
-            )?
-            .query_row([tenant], |r| r.get(0))?)
+                p![tenant],
+                |r| r.get(0),
+            )
         })
     }
 }
 
 /// Adds what an attempt of run `run_id` spent to its tenant's day.
-pub(super) fn add_spend(
-    tx: &Transaction<'_>,
-    run_id: &str,
-    usage: &Usage,
-    now: i64,
-) -> StoreResult<()> {
+pub(super) fn add_spend(tx: &mut Tx<'_>, run_id: &str, usage: &Usage, now: i64) -> StoreResult<()> {
     let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
     // A node reports what its meter counted; a nonsense figure adds nothing.
     let cost = if usage.cost_usd.is_finite() && usage.cost_usd > 0.0 {
@@ -203,18 +196,16 @@ pub(super) fn add_spend(
     if tokens == 0 && cost == 0.0 {
         return Ok(());
     }
-    tx.prepare_cached(
-        "INSERT INTO usage_daily (tenant, day, cost_usd, tokens)
-         SELECT tenant, ?2, ?3, ?4 FROM runs WHERE id = ?1
-         ON CONFLICT (tenant, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd,
-             tokens = min(tokens + excluded.tokens, 9223372036854775807)",
-    )?
-    .execute(params![
-        run_id,
-        day(now),
-        cost,
-        tokens.min(i64::MAX as u64) as i64
-    ])?;
+    // Tokens stop at i64::MAX rather than overflow.
+    tx.execute(
+        "INSERT INTO usage_daily AS u (tenant, day, cost_usd, tokens)
+         SELECT tenant, CAST(?2 AS BIGINT), CAST(?3 AS DOUBLE PRECISION), CAST(?4 AS BIGINT)
+         FROM runs WHERE id = ?1
+         ON CONFLICT (tenant, day) DO UPDATE SET cost_usd = u.cost_usd + excluded.cost_usd,
+             tokens = CASE WHEN u.tokens > 9223372036854775807 - excluded.tokens
+                           THEN 9223372036854775807 ELSE u.tokens + excluded.tokens END",
+        p![run_id, day(now), cost, tokens.min(i64::MAX as u64) as i64],
+    )?;
     Ok(())
 }
 
@@ -246,70 +237,66 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn load(tx: &Transaction<'_>, now: i64) -> StoreResult<Self> {
+    pub(super) fn load(tx: &mut Tx<'_>, now: i64) -> StoreResult<Self> {
         let mut tenants: HashMap<String, Room> = HashMap::new();
-        let mut stmt = tx.prepare_cached(
+        let running = tx.query_map(
             "SELECT tenant, count(*) FROM runs WHERE state IN ('leased', 'running')
              GROUP BY tenant",
+            p![],
+            |r| Ok((r.get::<String>(0)?, r.get(1)?)),
         )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
-            let (tenant, running) = row?;
+        for (tenant, running) in running {
             tenants.entry(tenant).or_default().running = running;
         }
-        let mut stmt = tx.prepare_cached(
+        let rows = tx.query_map(
             "SELECT q.tenant, q.max_running, q.max_cost_usd_per_day, q.max_tokens_per_day,
                     u.cost_usd, u.tokens
              FROM quotas q LEFT JOIN usage_daily u ON u.tenant = q.tenant AND u.day = ?1",
+            p![day(now)],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<Option<i64>>(1)?,
+                    r.get::<Option<f64>>(2)?,
+                    r.get::<Option<i64>>(3)?,
+                    r.get::<Option<f64>>(4)?.unwrap_or(0.0),
+                    r.get::<Option<i64>>(5)?.unwrap_or(0),
+                ))
+            },
         )?;
-        let rows = stmt.query_map([day(now)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, Option<f64>>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
-                r.get::<_, Option<i64>>(5)?.unwrap_or(0),
-            ))
-        })?;
-        for row in rows {
-            let (tenant, max_running, max_cost, max_tokens, cost, tokens) = row?;
+        for (tenant, max_running, max_cost, max_tokens, cost, tokens) in rows {
             let room = tenants.entry(tenant).or_default();
             room.left = max_running.map(|max| max - room.running);
             room.cost_left = max_cost.map(|max| max - cost);
             room.tokens_left = max_tokens.map(|max| max.saturating_sub(tokens).max(0) as u64);
         }
-        let mut stmt =
-            tx.prepare_cached("SELECT tenant, scope, max_running FROM concurrency_limits")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (tenant, scope, max) = row?;
+        let rows = tx.query_map(
+            "SELECT tenant, scope, max_running FROM concurrency_limits",
+            p![],
+            |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<i64>(2)?)),
+        )?;
+        for (tenant, scope, max) in rows {
             if let Some(scope) = Scope::parse(&scope) {
                 tenants.entry(tenant).or_default().limits.push((scope, max));
             }
         }
         // Count each tenant's runs in flight against its limits.
-        let mut stmt = tx.prepare_cached(
-            "SELECT agent, labels FROM runs WHERE state IN ('leased', 'running') AND tenant = ?1",
-        )?;
         for (tenant, room) in tenants.iter_mut().filter(|(_, r)| !r.limits.is_empty()) {
-            let rows = stmt.query_map([tenant], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
-            for row in rows {
-                let (agent, run_labels) = row?;
-                let run_labels = labels(&run_labels);
-                for (scope, left) in &mut room.limits {
-                    if scope.covers(&agent, &run_labels) {
-                        *left -= 1;
+            let limits = &mut room.limits;
+            tx.query_while(
+                "SELECT agent, labels FROM runs WHERE state IN ('leased', 'running') AND tenant = ?1",
+                p![tenant.as_str()],
+                |r| {
+                    let agent: String = r.get(0)?;
+                    let run_labels = labels(&r.get::<String>(1)?);
+                    for (scope, left) in limits.iter_mut() {
+                        if scope.covers(&agent, &run_labels) {
+                            *left -= 1;
+                        }
                     }
-                }
-            }
+                    Ok(true)
+                },
+            )?;
         }
         Ok(Admission { tenants })
     }

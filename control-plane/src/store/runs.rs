@@ -1,9 +1,9 @@
 //! Runs: insert (submit), read, list, count and cancel. Leasing and
 //! results are in [`super::leases`].
 
-use super::{Store, StoreResult, now_ms, optional, parse_column};
+use super::sql::{Row, p};
+use super::{Store, StoreResult, now_ms};
 use prost::Message;
-use rusqlite::{Row, params};
 use std::collections::BTreeMap;
 use warden_core::{AttemptOutcome, FailureKind, RunState};
 use warden_proto::v1 as pb;
@@ -50,30 +50,31 @@ pub(super) fn set_state(run: &mut Run, state: RunState) {
     run.run_state = pb::RunState::from(state) as i32;
 }
 
-fn run_from_row(r: &Row<'_>) -> rusqlite::Result<Run> {
+/// The columns [`run_from_row`] reads, in its order.
+const RUN_COLUMNS: &str = "id, tenant, agent, digest, attempt, max_attempts, input, output,
+    error_kind, error_message, usage, created, updated, cancel_requested, labels, state";
+
+fn run_from_row(r: &Row<'_>) -> StoreResult<Run> {
     let mut run = Run {
-        run_id: r.get("id")?,
-        tenant: r.get("tenant")?,
-        agent: r.get("agent")?,
-        component_digest: r.get("digest")?,
-        attempt: r.get("attempt")?,
-        max_attempts: r.get("max_attempts")?,
-        input: r.get("input")?,
-        output: r.get::<_, Option<String>>("output")?.unwrap_or_default(),
-        error_kind: r.get("error_kind")?,
-        error_message: r
-            .get::<_, Option<String>>("error_message")?
-            .unwrap_or_default(),
-        usage: decode(r.get("usage")?),
-        created_unix_ms: r.get("created")?,
-        updated_unix_ms: r.get("updated")?,
+        run_id: r.get(0)?,
+        tenant: r.get(1)?,
+        agent: r.get(2)?,
+        component_digest: r.get(3)?,
+        attempt: r.get(4)?,
+        max_attempts: r.get(5)?,
+        input: r.get(6)?,
+        output: r.get::<Option<String>>(7)?.unwrap_or_default(),
+        error_kind: r.get(8)?,
+        error_message: r.get::<Option<String>>(9)?.unwrap_or_default(),
+        usage: decode(r.get(10)?),
+        created_unix_ms: r.get(11)?,
+        updated_unix_ms: r.get(12)?,
         attempts: Vec::new(),
-        cancel_requested: r.get("cancel_requested")?,
-        labels: serde_json::from_str(&r.get::<_, String>("labels")?).unwrap_or_default(),
+        cancel_requested: r.get(13)?,
+        labels: serde_json::from_str(&r.get::<String>(14)?).unwrap_or_default(),
         ..Run::default()
     };
-    let state: RunState = parse_column(r, r.as_ref().column_index("state")?)?;
-    set_state(&mut run, state);
+    set_state(&mut run, r.parse(15)?);
     Ok(run)
 }
 
@@ -82,29 +83,29 @@ impl Store {
     pub fn insert_runs(&self, runs: &[NewRun]) -> StoreResult<Vec<Run>> {
         let now = now_ms();
         self.with_tx(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
-                                   max_attempts, not_before, traceparent, created, updated, tenant,
-                                   labels)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11, ?12)",
-            )?;
             for run in runs {
-                stmt.execute(params![
-                    run.id,
-                    run.agent,
-                    run.digest,
-                    run.input,
-                    run.budget.encode_to_vec(),
-                    run.grant.encode_to_vec(),
-                    serde_json::to_string(&run.selector).unwrap_or_default(),
-                    run.max_attempts.max(1),
-                    now,
-                    run.traceparent,
-                    run.tenant,
-                    serde_json::to_string(&run.labels).unwrap_or_default(),
-                ])?;
+                tx.execute(
+                    "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
+                                       max_attempts, not_before, traceparent, created, updated,
+                                       tenant, labels)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11, ?12)",
+                    p![
+                        run.id,
+                        run.agent,
+                        run.digest,
+                        run.input,
+                        run.budget.encode_to_vec(),
+                        run.grant.encode_to_vec(),
+                        serde_json::to_string(&run.selector).unwrap_or_default(),
+                        i64::from(run.max_attempts.max(1)),
+                        now,
+                        run.traceparent,
+                        run.tenant,
+                        serde_json::to_string(&run.labels).unwrap_or_default(),
+                    ],
+                )?;
             }
-            Ok(())
+            tx.notify()
         })?;
         // What was just written; no need to read it back.
         Ok(runs
@@ -133,35 +134,33 @@ impl Store {
     /// `None`).
     pub fn get_run(&self, tenant: Option<&str>, id: &str) -> StoreResult<Option<Run>> {
         self.with_conn(|c| {
-            let Some(mut run) = optional(
-                c.prepare_cached(
-                    "SELECT * FROM runs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
-                )?
-                .query_row(params![id, tenant], run_from_row),
+            let Some(mut run) = c.query_opt(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR tenant = ?2)"),
+                p![id, tenant],
+                run_from_row,
             )?
             else {
                 return Ok(None);
             };
-            let mut stmt = c.prepare_cached(
+            run.attempts = c.query_map(
                 "SELECT attempt, node_id, started, ended, outcome, error_kind, error_message, usage
                  FROM attempts WHERE run_id = ?1 ORDER BY attempt",
-            )?;
-            run.attempts = stmt
-                .query_map([id], |r| {
-                    let outcome: AttemptOutcome = parse_column(r, 4)?;
+                p![id],
+                |r| {
+                    let outcome: AttemptOutcome = r.parse(4)?;
                     Ok(Attempt {
                         attempt: r.get(0)?,
                         node_id: r.get(1)?,
                         started_unix_ms: r.get(2)?,
-                        ended_unix_ms: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                        ended_unix_ms: r.get::<Option<i64>>(3)?.unwrap_or(0),
                         outcome: outcome.as_str().to_string(),
                         attempt_outcome: pb::AttemptOutcome::from(outcome) as i32,
                         kind: r.get(5)?,
-                        message: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        message: r.get::<Option<String>>(6)?.unwrap_or_default(),
                         usage: decode(r.get(7)?),
                     })
-                })?
-                .collect::<Result<_, _>>()?;
+                },
+            )?;
             Ok(Some(run))
         })
     }
@@ -179,27 +178,32 @@ impl Store {
         };
         let state = filter.state.map(RunState::as_str);
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT * FROM runs WHERE (?1 IS NULL OR state = ?1) AND (?3 IS NULL OR tenant = ?3)
-                   AND (?4 IS NULL OR (created, id) < (?4, ?5))
-                 ORDER BY created DESC, id DESC LIMIT ?2",
-            )?;
-            let runs = stmt
-                .query_map(
-                    params![state, limit, filter.tenant, after_created, after_id],
-                    run_from_row,
-                )?
-                .collect::<Result<_, _>>()?;
-            Ok(runs)
+            c.query_map(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) AND (CAST(?3 AS TEXT) IS NULL OR tenant = ?3)
+                       AND (CAST(?4 AS BIGINT) IS NULL OR (created, id) < (?4, ?5))
+                     ORDER BY created DESC, id DESC LIMIT ?2"
+                ),
+                p![
+                    state,
+                    i64::from(limit),
+                    filter.tenant.as_deref(),
+                    after_created,
+                    after_id
+                ],
+                run_from_row,
+            )
         })
     }
 
     /// How many runs are in `state`.
     pub fn count_runs(&self, state: RunState) -> StoreResult<u64> {
         self.with_conn(|c| {
-            Ok(
-                c.prepare_cached("SELECT count(*) FROM runs WHERE state = ?1")?
-                    .query_row([state.as_str()], |r| r.get(0))?,
+            c.query_one(
+                "SELECT count(*) FROM runs WHERE state = ?1",
+                p![state.as_str()],
+                |r| r.get(0),
             )
         })
     }
@@ -213,22 +217,22 @@ impl Store {
             return Ok(None);
         }
         self.with_tx(|tx| {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE runs SET state = 'cancelled', updated = ?2, error_kind = ?3,
                         error_message = 'cancelled before it started'
                  WHERE id = ?1 AND state = 'queued'",
-            )?
-            .execute(params![
-                id,
-                now,
-                pb::FailureKind::from(FailureKind::Cancelled) as i32
-            ])?;
-            tx.prepare_cached(
+                p![
+                    id,
+                    now,
+                    pb::FailureKind::from(FailureKind::Cancelled) as i64
+                ],
+            )?;
+            tx.execute(
                 "UPDATE runs SET cancel_requested = 1, updated = ?2
                  WHERE id = ?1 AND state IN ('leased', 'running')",
-            )?
-            .execute(params![id, now])?;
-            Ok(())
+                p![id, now],
+            )?;
+            tx.notify()
         })?;
         self.get_run(tenant, id)
     }

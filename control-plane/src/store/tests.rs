@@ -10,10 +10,51 @@ use warden_proto::v1 as pb;
 
 pub(super) const TTL: i64 = 10_000;
 
-pub(super) fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    (Store::open(&dir.path().join("cp.sqlite3")).unwrap(), dir)
+/// A store on one backend, with what it lives in.
+pub(super) struct Backend {
+    pub(super) store: Store,
+    _dir: tempfile::TempDir,
+    _db: Option<warden_testkit::PostgresDatabase>,
 }
+
+pub(super) fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    Backend {
+        store: Store::open(&dir.path().join("cp.sqlite3")).unwrap(),
+        _dir: dir,
+        _db: None,
+    }
+}
+
+/// A store on a new database of the test run's PostgreSQL server.
+pub(super) fn postgres() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let db = warden_testkit::postgres_database();
+    Backend {
+        store: Store::open_postgres(&db.url, 8, &dir.path().join("cp.key")).unwrap(),
+        _dir: dir,
+        _db: Some(db),
+    }
+}
+
+/// Each test (a `fn(&Store)`) once on SQLite and once on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::super::tests::sqlite().store);
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::super::tests::postgres().store);
+            })*
+        }
+    };
+}
+pub(super) use on_both_backends;
 
 pub(super) fn register(store: &Store, id: &str, slots: u32) {
     store
@@ -106,11 +147,11 @@ fn state(store: &Store, id: &str) -> RunState {
 fn column(store: &Store, id: &str, column: &str) -> i64 {
     store
         .with_conn(|c| {
-            Ok(c.query_row(
+            c.query_one(
                 &format!("SELECT {column} FROM runs WHERE id = ?1"),
-                [id],
+                sql::p![id],
                 |r| r.get(0),
-            )?)
+            )
         })
         .unwrap()
 }
@@ -119,50 +160,46 @@ fn column(store: &Store, id: &str, column: &str) -> i64 {
 fn skip_backoff(store: &Store, id: &str) {
     store
         .with_tx(|tx| {
-            tx.execute("UPDATE runs SET not_before = 0 WHERE id = ?1", [id])?;
+            tx.execute("UPDATE runs SET not_before = 0 WHERE id = ?1", sql::p![id])?;
             Ok(())
         })
         .unwrap();
 }
 
-#[test]
-fn claims_never_exceed_free_slots() {
-    let (store, _dir) = store();
-    register(&store, "n1", 2);
-    submit(&store, 5, 3);
-    let first = lease(&store, "n1", 64, TTL);
+fn claims_never_exceed_free_slots(store: &Store) {
+    register(store, "n1", 2);
+    submit(store, 5, 3);
+    let first = lease(store, "n1", 64, TTL);
     assert_eq!(first.len(), 2, "two slots, two leases");
-    assert!(lease(&store, "n1", 64, TTL).is_empty(), "no free slot left");
+    assert!(lease(store, "n1", 64, TTL).is_empty(), "no free slot left");
     // Finishing one frees one slot, and only one.
     assert_eq!(
-        complete(&store, &lease_ref(&first[0]), "1"),
+        complete(store, &lease_ref(&first[0]), "1"),
         LeaseCheck::Recorded
     );
-    assert_eq!(lease(&store, "n1", 64, TTL).len(), 1);
-    assert!(lease(&store, "n1", 64, TTL).is_empty());
+    assert_eq!(lease(store, "n1", 64, TTL).len(), 1);
+    assert!(lease(store, "n1", 64, TTL).is_empty());
     // `max` bounds a claim too.
-    register(&store, "n2", 8);
-    assert_eq!(lease(&store, "n2", 1, TTL).len(), 1);
+    register(store, "n2", 8);
+    assert_eq!(lease(store, "n2", 1, TTL).len(), 1);
     // An unknown or draining node gets nothing.
-    assert!(lease(&store, "ghost", 64, TTL).is_empty());
+    assert!(lease(store, "ghost", 64, TTL).is_empty());
     assert!(store.heartbeat("n2", 0, 0, false).unwrap());
-    assert!(lease(&store, "n2", 64, TTL).is_empty());
+    assert!(lease(store, "n2", 64, TTL).is_empty());
     // Lease tokens are distinct, 128 random bits.
     let tokens: Vec<&str> = first.iter().map(|l| l.token.as_str()).collect();
     assert_ne!(tokens[0], tokens[1]);
     assert!(tokens.iter().all(|t| t.len() == 32), "{tokens:?}");
 }
 
-#[test]
-fn renew_extends_and_says_cancelled_or_lost() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    let ids = submit(&store, 1, 3);
-    let l = lease(&store, "n1", 1, 1_000).remove(0);
-    let before = column(&store, &ids[0], "lease_expires");
+fn renew_extends_and_says_cancelled_or_lost(store: &Store) {
+    register(store, "n1", 4);
+    let ids = submit(store, 1, 3);
+    let l = lease(store, "n1", 1, 1_000).remove(0);
+    let before = column(store, &ids[0], "lease_expires");
     let renewed = store.renew("n1", &[lease_ref(&l)], 60_000).unwrap();
     assert_eq!(renewed[0].1, RenewStatus::Ok);
-    let after = column(&store, &ids[0], "lease_expires");
+    let after = column(store, &ids[0], "lease_expires");
     assert!(after >= before + 59_000, "{before} -> {after}");
     assert_eq!(renewed[0].2, after);
     // Another node cannot renew it; neither can a wrong token.
@@ -179,28 +216,26 @@ fn renew_extends_and_says_cancelled_or_lost() {
     // A cancel request shows on the next renewal, which still extends.
     let run = store.cancel(None, &ids[0]).unwrap().unwrap();
     assert!(run.cancel_requested);
-    assert_eq!(state(&store, &ids[0]), RunState::Leased);
+    assert_eq!(state(store, &ids[0]), RunState::Leased);
     assert_eq!(
         store.renew("n1", &[lease_ref(&l)], 60_000).unwrap()[0].1,
         RenewStatus::Cancelled
     );
     // The node reports the cancel; the run ends cancelled.
     assert_eq!(
-        fail(&store, &lease_ref(&l), FailureKind::Cancelled),
+        fail(store, &lease_ref(&l), FailureKind::Cancelled),
         LeaseCheck::Recorded
     );
-    assert_eq!(state(&store, &ids[0]), RunState::Cancelled);
+    assert_eq!(state(store, &ids[0]), RunState::Cancelled);
 }
 
-#[test]
-fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    let ids = submit(&store, 1, 3);
-    let first = lease(&store, "n1", 1, -1).remove(0); // already expired
+fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected(store: &Store) {
+    register(store, "n1", 4);
+    let ids = submit(store, 1, 3);
+    let first = lease(store, "n1", 1, -1).remove(0); // already expired
     assert_eq!(first.attempt, 1);
     assert_eq!(store.expire_leases().unwrap(), 1);
-    assert_eq!(state(&store, &ids[0]), RunState::Queued);
+    assert_eq!(state(store, &ids[0]), RunState::Queued);
     let run = store.get_run(None, &ids[0]).unwrap().unwrap();
     assert_eq!(
         FailureKind::from_proto(run.attempts[0].kind),
@@ -208,83 +243,79 @@ fn expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected() {
     );
     assert_eq!(run.attempts[0].outcome, "expired");
 
-    let second = lease(&store, "n1", 1, TTL).remove(0);
+    let second = lease(store, "n1", 1, TTL).remove(0);
     assert_eq!(second.attempt, 2);
     assert_ne!(second.token, first.token);
     // The first holder's late result is stale and changes nothing.
     assert!(matches!(
-        complete(&store, &lease_ref(&first), "late"),
+        complete(store, &lease_ref(&first), "late"),
         LeaseCheck::Stale(_)
     ));
     // So is a made-up token for the current attempt.
     let mut forged = lease_ref(&second);
     forged.token = "f".repeat(32);
     assert!(matches!(
-        complete(&store, &forged, "forged"),
+        complete(store, &forged, "forged"),
         LeaseCheck::Stale(_)
     ));
     assert_eq!(
-        complete(&store, &lease_ref(&second), "\"ok\""),
+        complete(store, &lease_ref(&second), "\"ok\""),
         LeaseCheck::Recorded
     );
     let run = store.get_run(None, &ids[0]).unwrap().unwrap();
     assert_eq!(run.output, "\"ok\"");
     assert!(matches!(
-        complete(&store, &lease_ref(&first), "late"),
+        complete(store, &lease_ref(&first), "late"),
         LeaseCheck::Stale(_)
     ));
     assert_eq!(
-        complete(&store, &pb::LeaseRef::default(), "x"),
+        complete(store, &pb::LeaseRef::default(), "x"),
         LeaseCheck::NotFound
     );
 }
 
-#[test]
-fn repeats_with_the_current_token_are_idempotent_and_differences_conflict() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    let ids = submit(&store, 2, 3);
-    let leases = lease(&store, "n1", 2, TTL);
+fn repeats_with_the_current_token_are_idempotent_and_differences_conflict(store: &Store) {
+    register(store, "n1", 4);
+    let ids = submit(store, 2, 3);
+    let leases = lease(store, "n1", 2, TTL);
     let (a, b) = (lease_ref(&leases[0]), lease_ref(&leases[1]));
-    assert_eq!(complete(&store, &a, "1"), LeaseCheck::Recorded);
-    assert_eq!(complete(&store, &a, "1"), LeaseCheck::AlreadyRecorded);
+    assert_eq!(complete(store, &a, "1"), LeaseCheck::Recorded);
+    assert_eq!(complete(store, &a, "1"), LeaseCheck::AlreadyRecorded);
     assert!(matches!(
-        fail(&store, &a, FailureKind::Trap),
+        fail(store, &a, FailureKind::Trap),
         LeaseCheck::Conflict(_)
     ));
     // A repeated Fail, even of a retryable kind that re-queued the run.
     assert_eq!(
-        fail(&store, &b, FailureKind::HostError),
+        fail(store, &b, FailureKind::HostError),
         LeaseCheck::Recorded
     );
     assert_eq!(
-        fail(&store, &b, FailureKind::HostError),
+        fail(store, &b, FailureKind::HostError),
         LeaseCheck::AlreadyRecorded
     );
     let run = store.get_run(None, &ids[1]).unwrap().unwrap();
     assert_eq!(run.attempts.len(), 1, "the repeat made no new attempt");
-    assert_eq!(state(&store, &ids[0]), RunState::Succeeded);
-    assert_eq!(state(&store, &ids[1]), RunState::Queued);
+    assert_eq!(state(store, &ids[0]), RunState::Succeeded);
+    assert_eq!(state(store, &ids[1]), RunState::Queued);
 }
 
-#[test]
-fn retryable_failures_back_off_then_dead_letter_and_others_fail_at_once() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    let id = submit(&store, 1, 3).remove(0);
+fn retryable_failures_back_off_then_dead_letter_and_others_fail_at_once(store: &Store) {
+    register(store, "n1", 4);
+    let id = submit(store, 1, 3).remove(0);
     for attempt in 1..=3 {
-        let l = lease(&store, "n1", 1, TTL);
+        let l = lease(store, "n1", 1, TTL);
         assert_eq!(l.len(), 1, "attempt {attempt} is leased");
         assert_eq!(l[0].attempt, attempt);
         let before = now_ms();
         assert_eq!(
-            fail(&store, &lease_ref(&l[0]), FailureKind::HostError),
+            fail(store, &lease_ref(&l[0]), FailureKind::HostError),
             LeaseCheck::Recorded
         );
         let after = now_ms();
         if attempt < 3 {
-            assert_eq!(state(&store, &id), RunState::Queued);
-            let delay = column(&store, &id, "not_before");
+            assert_eq!(state(store, &id), RunState::Queued);
+            let delay = column(store, &id, "not_before");
             let ceiling = Backoff::RUN_RETRY.ceiling(attempt).as_millis() as i64;
             assert!(
                 delay >= before + ceiling / 2 && delay <= after + ceiling,
@@ -293,13 +324,13 @@ fn retryable_failures_back_off_then_dead_letter_and_others_fail_at_once() {
                 after + ceiling
             );
             assert!(
-                lease(&store, "n1", 1, TTL).is_empty(),
+                lease(store, "n1", 1, TTL).is_empty(),
                 "leased during its backoff"
             );
-            skip_backoff(&store, &id);
+            skip_backoff(store, &id);
         }
     }
-    assert_eq!(state(&store, &id), RunState::DeadLettered);
+    assert_eq!(state(store, &id), RunState::DeadLettered);
     let run = store.get_run(None, &id).unwrap().unwrap();
     assert_eq!(run.attempts.len(), 3);
     assert_eq!(
@@ -308,48 +339,44 @@ fn retryable_failures_back_off_then_dead_letter_and_others_fail_at_once() {
     );
 
     // node_shutdown re-queues at once; at max attempts it dead-letters.
-    let id = submit(&store, 1, 2).remove(0);
-    let l = lease(&store, "n1", 1, TTL).remove(0);
-    fail(&store, &lease_ref(&l), FailureKind::NodeShutdown);
-    assert_eq!(state(&store, &id), RunState::Queued);
-    let l = lease(&store, "n1", 1, TTL).remove(0);
+    let id = submit(store, 1, 2).remove(0);
+    let l = lease(store, "n1", 1, TTL).remove(0);
+    fail(store, &lease_ref(&l), FailureKind::NodeShutdown);
+    assert_eq!(state(store, &id), RunState::Queued);
+    let l = lease(store, "n1", 1, TTL).remove(0);
     assert_eq!(l.attempt, 2, "re-leased without a backoff");
-    fail(&store, &lease_ref(&l), FailureKind::NodeShutdown);
-    assert_eq!(state(&store, &id), RunState::DeadLettered);
+    fail(store, &lease_ref(&l), FailureKind::NodeShutdown);
+    assert_eq!(state(store, &id), RunState::DeadLettered);
 
     // A guest's own failure is final on the first attempt.
-    let id = submit(&store, 1, 3).remove(0);
-    let l = lease(&store, "n1", 1, TTL).remove(0);
-    fail(&store, &lease_ref(&l), FailureKind::GuestError);
-    assert_eq!(state(&store, &id), RunState::Failed);
+    let id = submit(store, 1, 3).remove(0);
+    let l = lease(store, "n1", 1, TTL).remove(0);
+    fail(store, &lease_ref(&l), FailureKind::GuestError);
+    assert_eq!(state(store, &id), RunState::Failed);
 }
 
-#[test]
-fn expiry_at_max_attempts_dead_letters_and_cancel_then_expiry_cancels() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    let id = submit(&store, 1, 1).remove(0);
-    lease(&store, "n1", 1, -1);
+fn expiry_at_max_attempts_dead_letters_and_cancel_then_expiry_cancels(store: &Store) {
+    register(store, "n1", 4);
+    let id = submit(store, 1, 1).remove(0);
+    lease(store, "n1", 1, -1);
     assert_eq!(store.expire_leases().unwrap(), 1);
-    assert_eq!(state(&store, &id), RunState::DeadLettered);
+    assert_eq!(state(store, &id), RunState::DeadLettered);
     let run = store.get_run(None, &id).unwrap().unwrap();
     assert_eq!(
         FailureKind::from_proto(run.error_kind),
         Some(FailureKind::LeaseLost)
     );
 
-    let id = submit(&store, 1, 3).remove(0);
-    lease(&store, "n1", 1, -1);
+    let id = submit(store, 1, 3).remove(0);
+    lease(store, "n1", 1, -1);
     store.cancel(None, &id).unwrap();
     assert_eq!(store.expire_leases().unwrap(), 1);
-    assert_eq!(state(&store, &id), RunState::Cancelled);
+    assert_eq!(state(store, &id), RunState::Cancelled);
 }
 
-#[test]
-fn cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    let ids = submit(&store, 2, 3);
+fn cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing(store: &Store) {
+    register(store, "n1", 4);
+    let ids = submit(store, 2, 3);
     let run = store.cancel(None, &ids[0]).unwrap().unwrap();
     assert_eq!(
         RunState::from_proto(run.run_state),
@@ -359,10 +386,10 @@ fn cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing() {
         FailureKind::from_proto(run.error_kind),
         Some(FailureKind::Cancelled)
     );
-    let leased = lease(&store, "n1", 4, TTL);
+    let leased = lease(store, "n1", 4, TTL);
     assert_eq!(leased.len(), 1, "the cancelled run is never leased");
     assert_eq!(leased[0].run_id, ids[1]);
-    complete(&store, &lease_ref(&leased[0]), "1");
+    complete(store, &lease_ref(&leased[0]), "1");
     let run = store.cancel(None, &ids[1]).unwrap().unwrap();
     assert_eq!(
         RunState::from_proto(run.run_state),
@@ -372,36 +399,32 @@ fn cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing() {
     assert!(store.cancel(None, "nope").unwrap().is_none());
 }
 
-#[test]
-fn a_lost_node_s_leases_are_requeued_and_it_gets_none_until_it_registers() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    let id = submit(&store, 1, 3).remove(0);
-    lease(&store, "n1", 1, TTL);
+fn a_lost_node_s_leases_are_requeued_and_it_gets_none_until_it_registers(store: &Store) {
+    register(store, "n1", 4);
+    let id = submit(store, 1, 3).remove(0);
+    lease(store, "n1", 1, TTL);
     assert_eq!(store.mark_lost_nodes(-1_000).unwrap(), 1);
     assert_eq!(store.expire_leases().unwrap(), 1);
-    assert_eq!(state(&store, &id), RunState::Queued);
+    assert_eq!(state(store, &id), RunState::Queued);
     assert!(
-        lease(&store, "n1", 4, TTL).is_empty(),
+        lease(store, "n1", 4, TTL).is_empty(),
         "lost nodes get nothing"
     );
     assert!(
         !store.heartbeat("n1", 0, 4, true).unwrap(),
         "told to register again"
     );
-    register(&store, "n1", 4);
-    let l = lease(&store, "n1", 4, TTL);
+    register(store, "n1", 4);
+    let l = lease(store, "n1", 4, TTL);
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].attempt, 2);
 }
 
-#[test]
-fn a_lease_is_its_node_s_alone() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
-    register(&store, "n2", 4);
-    submit(&store, 1, 3);
-    let l = lease(&store, "n1", 1, TTL).remove(0);
+fn a_lease_is_its_node_s_alone(store: &Store) {
+    register(store, "n1", 4);
+    register(store, "n2", 4);
+    submit(store, 1, 3);
+    let l = lease(store, "n1", 1, TTL).remove(0);
     let usage = pb::Usage::default();
     let report = RunReport {
         lease: &lease_ref(&l),
@@ -425,3 +448,15 @@ fn a_lease_is_its_node_s_alone() {
         LeaseCheck::Stale(_)
     ));
 }
+
+on_both_backends!(
+    claims_never_exceed_free_slots,
+    renew_extends_and_says_cancelled_or_lost,
+    expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected,
+    repeats_with_the_current_token_are_idempotent_and_differences_conflict,
+    retryable_failures_back_off_then_dead_letter_and_others_fail_at_once,
+    expiry_at_max_attempts_dead_letters_and_cancel_then_expiry_cancels,
+    cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing,
+    a_lost_node_s_leases_are_requeued_and_it_gets_none_until_it_registers,
+    a_lease_is_its_node_s_alone,
+);

@@ -3,7 +3,7 @@
 //! quota make runs wait, never fail; a spent daily budget closes a tenant
 //! and no other.
 
-use super::tests::{TTL, complete, lease, lease_ref, register, store};
+use super::tests::{TTL, complete, lease, lease_ref, on_both_backends, register};
 use super::*;
 use std::collections::BTreeMap;
 use warden_proto::v1 as pb;
@@ -40,44 +40,40 @@ fn agents(leases: &[pb::Lease]) -> Vec<&str> {
     names
 }
 
-#[test]
-fn each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight() {
-    let (store, _dir) = store();
-    register(&store, "n1", 4);
+fn each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight(store: &Store) {
+    register(store, "n1", 4);
     for _ in 0..10 {
-        submit(&store, "a", "x@1", &[]);
+        submit(store, "a", "x@1", &[]);
     }
-    submit(&store, "b", "x@1", &[]);
-    submit(&store, "b", "x@1", &[]);
+    submit(store, "b", "x@1", &[]);
+    submit(store, "b", "x@1", &[]);
     // b's runs came last, yet take every other slot.
-    let first = lease(&store, "n1", 64, TTL);
+    let first = lease(store, "n1", 64, TTL);
     assert_eq!(tenants(&first), ["a", "b", "a", "b"]);
     // With b's runs all out, a's backlog takes what frees.
-    complete(&store, &lease_ref(&first[1]), "1");
-    assert_eq!(tenants(&lease(&store, "n1", 64, TTL)), ["a"]);
+    complete(store, &lease_ref(&first[1]), "1");
+    assert_eq!(tenants(&lease(store, "n1", 64, TTL)), ["a"]);
 }
 
-#[test]
-fn concurrency_limits_make_runs_wait_not_fail() {
-    let (store, _dir) = store();
-    register(&store, "n1", 10);
+fn concurrency_limits_make_runs_wait_not_fail(store: &Store) {
+    register(store, "n1", 10);
     store
         .set_limit("a", &Scope::Agent("x".into()), Some(2))
         .unwrap();
     let manager = Scope::Label("role".into(), "manager".into());
     store.set_limit("a", &manager, Some(1)).unwrap();
     for _ in 0..3 {
-        submit(&store, "a", "x@1", &[]);
+        submit(store, "a", "x@1", &[]);
     }
-    submit(&store, "a", "y@2", &[("role", "manager")]);
-    let late_manager = submit(&store, "a", "y@2", &[("role", "manager")]);
-    submit(&store, "a", "z@1", &[("role", "inspector")]);
+    submit(store, "a", "y@2", &[("role", "manager")]);
+    let late_manager = submit(store, "a", "y@2", &[("role", "manager")]);
+    submit(store, "a", "z@1", &[("role", "inspector")]);
     // Another tenant's limits are its own: its x runs are not counted.
-    submit(&store, "b", "x@1", &[]);
-    let first = lease(&store, "n1", 64, TTL);
+    submit(store, "b", "x@1", &[]);
+    let first = lease(store, "n1", 64, TTL);
     assert_eq!(agents(&first), ["x", "x", "x", "y", "z"], "{first:?}");
     assert_eq!(first.iter().filter(|l| l.tenant == "b").count(), 1);
-    assert!(lease(&store, "n1", 64, TTL).is_empty(), "both limits full");
+    assert!(lease(store, "n1", 64, TTL).is_empty(), "both limits full");
 
     // A slot of each limit frees: the waiting run of each starts.
     let x = first
@@ -85,9 +81,9 @@ fn concurrency_limits_make_runs_wait_not_fail() {
         .find(|l| l.agent_name == "x" && l.tenant == "a")
         .unwrap();
     let y = first.iter().find(|l| l.agent_name == "y").unwrap();
-    complete(&store, &lease_ref(x), "1");
-    complete(&store, &lease_ref(y), "1");
-    let next = lease(&store, "n1", 64, TTL);
+    complete(store, &lease_ref(x), "1");
+    complete(store, &lease_ref(y), "1");
+    let next = lease(store, "n1", 64, TTL);
     assert_eq!(agents(&next), ["x", "y"], "{next:?}");
     assert!(next.iter().any(|l| l.run_id == late_manager));
 
@@ -96,10 +92,8 @@ fn concurrency_limits_make_runs_wait_not_fail() {
     assert_eq!(store.limits("a").unwrap().len(), 1);
 }
 
-#[test]
-fn a_spent_daily_budget_closes_its_tenant_only() {
-    let (store, _dir) = store();
-    register(&store, "n1", 10);
+fn a_spent_daily_budget_closes_its_tenant_only(store: &Store) {
+    register(store, "n1", 10);
     store
         .set_quotas(
             "a",
@@ -111,9 +105,9 @@ fn a_spent_daily_budget_closes_its_tenant_only() {
         )
         .unwrap();
     for _ in 0..3 {
-        submit(&store, "a", "x@1", &[]);
+        submit(store, "a", "x@1", &[]);
     }
-    let first = lease(&store, "n1", 64, TTL);
+    let first = lease(store, "n1", 64, TTL);
     assert_eq!(tenants(&first), ["a"], "max_running 1");
     // The run spends more than the day's budget.
     let usage = pb::Usage {
@@ -136,11 +130,11 @@ fn a_spent_daily_budget_closes_its_tenant_only() {
     assert!((cost - 0.02).abs() < 1e-9, "{cost}");
     assert_eq!(tokens, 15);
     // a's queued runs wait; b's go.
-    submit(&store, "b", "x@1", &[]);
-    assert_eq!(tenants(&lease(&store, "n1", 64, TTL)), ["b"]);
+    submit(store, "b", "x@1", &[]);
+    assert_eq!(tenants(&lease(store, "n1", 64, TTL)), ["b"]);
     // A nonsense cost from a node adds nothing.
-    let second = submit(&store, "c", "x@1", &[]);
-    let leased = lease(&store, "n1", 64, TTL);
+    let second = submit(store, "c", "x@1", &[]);
+    let leased = lease(store, "n1", 64, TTL);
     assert_eq!(leased[0].run_id, second);
     let nan = pb::Usage {
         cost_usd: f64::NAN,
@@ -158,3 +152,9 @@ fn a_spent_daily_budget_closes_its_tenant_only() {
         .unwrap();
     assert_eq!(store.spent_today("c").unwrap(), (0.0, 0));
 }
+
+on_both_backends!(
+    each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight,
+    concurrency_limits_make_runs_wait_not_fail,
+    a_spent_daily_budget_closes_its_tenant_only,
+);

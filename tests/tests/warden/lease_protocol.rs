@@ -3,7 +3,7 @@
 //! duplicate and stale results, batched acks and reports, retry backoff,
 //! and the CLI's batch submits and errors.
 
-use crate::leases::TestCluster;
+use crate::leases::{Backend, TestCluster, on_both_backends};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -124,9 +124,8 @@ fn fail(l: &pb::Lease, kind: pb::FailureKind) -> pb::FailRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn results_are_recorded_exactly_once() {
-    let (c, _cp) = TestCluster::start(&["--lease-ttl", "1s", "--node-timeout", "60s"]);
+async fn results_are_recorded_exactly_once(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "1s", "--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
@@ -196,9 +195,8 @@ async fn results_are_recorded_exactly_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batched_submits_acks_and_results_are_each_checked() {
-    let (c, _cp) = TestCluster::start(&["--node-timeout", "60s"]);
+async fn batched_submits_acks_and_results_are_each_checked(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut runs = pb::run_service_client::RunServiceClient::new(ch.clone());
@@ -380,9 +378,8 @@ fn cli_submits_a_json_lines_file_as_one_batch() {
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retryable_failures_back_off_then_dead_letter() {
-    let (c, _cp) = TestCluster::start(&[]);
+async fn retryable_failures_back_off_then_dead_letter(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &[]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
@@ -472,9 +469,8 @@ async fn lease_within(
         .map(|m| m.unwrap().expect("the stream stays open"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_respect_free_slots_and_draining() {
-    let (c, _cp) = TestCluster::start(&["--node-timeout", "60s"]);
+async fn leases_respect_free_slots_and_draining(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut node = FakeNode::register(ch.clone(), "fake", 2).await;
@@ -520,9 +516,10 @@ async fn leases_respect_free_slots_and_draining() {
         .expect("accepting again, it gets work");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry() {
-    let (c, _cp) = TestCluster::start(&["--lease-ttl", "1s", "--node-timeout", "60s"]);
+async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry(
+    backend: Backend,
+) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "1s", "--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
@@ -561,3 +558,11 @@ async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_exp
     assert_eq!(run.attempts.len(), 1, "{run:?}");
     assert_eq!(outcome(&run.attempts[0]), AttemptOutcome::Expired);
 }
+
+on_both_backends!(
+    results_are_recorded_exactly_once,
+    batched_submits_acks_and_results_are_each_checked,
+    retryable_failures_back_off_then_dead_letter,
+    leases_respect_free_slots_and_draining,
+    node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry,
+);

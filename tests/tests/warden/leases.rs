@@ -15,35 +15,83 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
 }
 
+/// Where a test cluster's control plane keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    /// A new database on the test run's PostgreSQL server.
+    Postgres,
+}
+
+/// Each test (an `async fn(Backend)`) once on SQLite and once on
+/// PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(crate::leases::Backend::Sqlite).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(crate::leases::Backend::Postgres).await;
+            })*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
 /// A control plane process on a free port, with its database and logs in a
 /// temp dir, and helpers to start nodes against it.
 pub(crate) struct TestCluster {
     pub(crate) tmp: tempfile::TempDir,
     port: u16,
     pub(crate) url: String,
+    /// `--db`: the SQLite file or the PostgreSQL URL.
+    db: String,
+    _postgres: Option<warden_testkit::PostgresDatabase>,
 }
 
 impl TestCluster {
     pub(crate) fn start(cp_args: &[&str]) -> (Self, cluster::Proc) {
+        Self::start_on(Backend::Sqlite, cp_args)
+    }
+
+    pub(crate) fn start_on(backend: Backend, cp_args: &[&str]) -> (Self, cluster::Proc) {
         let tmp = tempfile::tempdir().unwrap();
         let port = free_port();
+        let postgres = (backend == Backend::Postgres).then(warden_testkit::postgres_database);
+        let db = match &postgres {
+            Some(pg) => pg.url.clone(),
+            None => tmp.path().join("cp.sqlite3").display().to_string(),
+        };
         let (cp, url) = cluster::control_plane(
             &bin(),
             port,
-            &tmp.path().join("cp.sqlite3"),
+            &db,
+            &tmp.path().join("cp-data"),
             cp_args,
             &cluster::log_dir(tmp.path()),
         );
-        (TestCluster { tmp, port, url }, cp)
+        let cluster = TestCluster {
+            tmp,
+            port,
+            url,
+            db,
+            _postgres: postgres,
+        };
+        (cluster, cp)
     }
 
     /// Restarts the control plane on the same port and database.
     fn restart(&self, cp_args: &[&str]) -> cluster::Proc {
-        let db = self.tmp.path().join("cp.sqlite3");
         cluster::control_plane(
             &bin(),
             self.port,
-            &db,
+            &self.db,
+            &self.tmp.path().join("cp-data"),
             cp_args,
             &cluster::log_dir(self.tmp.path()),
         )
@@ -80,9 +128,8 @@ fn sleeper_input(ms: u64, tag: impl Into<serde_json::Value>) -> String {
     serde_json::json!({ "ms": ms, "tag": tag }).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_runs_over_two_nodes_are_each_recorded_once() {
-    let (c, _cp) = TestCluster::start(&[]);
+async fn two_hundred_runs_over_two_nodes_are_each_recorded_once(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &[]);
     let _a = c.node("node-a", &["--slots", "8"]);
     let _b = c.node("node-b", &["--slots", "8"]);
     let ch = c.channel().await;
@@ -111,9 +158,8 @@ async fn two_hundred_runs_over_two_nodes_are_each_recorded_once() {
     assert_eq!(nodes.len(), 2, "both nodes should have run work: {nodes:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_nodes_run_is_re_leased_after_expiry() {
-    let (c, _cp) = TestCluster::start(&["--lease-ttl", "2s", "--node-timeout", "60s"]);
+async fn a_killed_nodes_run_is_re_leased_after_expiry(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "2s", "--node-timeout", "60s"]);
     let a = c.node("node-a", &["--slots", "2"]);
     let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
@@ -143,9 +189,8 @@ async fn a_killed_nodes_run_is_re_leased_after_expiry() {
     assert_eq!(outcome(&run.attempts[1]), AttemptOutcome::Succeeded);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_nodes_late_result_is_not_recorded() {
-    let (c, _cp) = TestCluster::start(&["--lease-ttl", "2s", "--node-timeout", "60s"]);
+async fn a_paused_nodes_late_result_is_not_recorded(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "2s", "--node-timeout", "60s"]);
     let a = c.node("node-a", &["--slots", "2"]);
     let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
@@ -198,9 +243,8 @@ async fn a_paused_nodes_late_result_is_not_recorded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_control_plane_killed_mid_flight_loses_nothing() {
-    let (c, cp) = TestCluster::start(&["--lease-ttl", "5s"]);
+async fn a_control_plane_killed_mid_flight_loses_nothing(backend: Backend) {
+    let (c, cp) = TestCluster::start_on(backend, &["--lease-ttl", "5s"]);
     let _a = c.node("node-a", &["--slots", "4"]);
     let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
@@ -238,9 +282,8 @@ async fn a_control_plane_killed_mid_flight_loses_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_stops_a_running_agent_and_frees_its_slot() {
-    let (c, _cp) = TestCluster::start(&[]);
+async fn cancel_stops_a_running_agent_and_frees_its_slot(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &[]);
     let _a = c.node("node-a", &["--slots", "1"]);
     let ch = c.channel().await;
     publish(ch.clone(), components::SPIN, "spin@1").await;
@@ -282,9 +325,8 @@ async fn cancel_stops_a_running_agent_and_frees_its_slot() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_and_requeues_what_does_not_finish() {
-    let (c, _cp) = TestCluster::start(&[]);
+async fn sigterm_drains_and_requeues_what_does_not_finish(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &[]);
     let mut a = c.node("node-a", &["--slots", "2", "--drain-grace", "3s"]);
     let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
@@ -339,9 +381,8 @@ async fn sigterm_drains_and_requeues_what_does_not_finish() {
     assert_eq!(node_state(&nodes[0]), NodeState::Gone);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_go_only_to_nodes_with_the_selected_labels() {
-    let (c, _cp) = TestCluster::start(&[]);
+async fn runs_go_only_to_nodes_with_the_selected_labels(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &[]);
     let _eu = c.node("node-eu", &["--label", "region=eu"]);
     let _us = c.node("node-us", &["--label", "region=us"]);
     let ch = c.channel().await;
@@ -373,9 +414,8 @@ async fn runs_go_only_to_nodes_with_the_selected_labels() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
-    let (c, _cp) = TestCluster::start(&["--lease-ttl", "60s", "--node-timeout", "2s"]);
+async fn a_silent_node_is_marked_lost_and_its_leases_re_queued(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "60s", "--node-timeout", "2s"]);
     let a = c.node("node-a", &["--slots", "1"]);
     let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
@@ -413,9 +453,8 @@ async fn a_silent_node_is_marked_lost_and_its_leases_re_queued() {
 /// wanting a GPU node, then one run for anyone, on a cluster without GPUs;
 /// the last is run at once, and the others fail `unschedulable` naming
 /// their selector once the placement timeout passes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unplaceable_runs_do_not_block_the_queue() {
-    let (c, _cp) = TestCluster::start(&["--placement-timeout", "5s"]);
+async fn unplaceable_runs_do_not_block_the_queue(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &["--placement-timeout", "5s"]);
     let _node = c.node("n1", &["--slots", "2"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
@@ -470,9 +509,8 @@ async fn unplaceable_runs_do_not_block_the_queue() {
 
 /// `runs list` pages through any number of runs: each page is bounded,
 /// and the pages hold every run once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_list_pages_through_every_run_once() {
-    let (c, _cp) = TestCluster::start(&[]);
+async fn runs_list_pages_through_every_run_once(backend: Backend) {
+    let (c, _cp) = TestCluster::start_on(backend, &[]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let one = pb::SubmitRequest {
@@ -528,3 +566,16 @@ async fn runs_list_pages_through_every_run_once() {
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }
+
+on_both_backends!(
+    two_hundred_runs_over_two_nodes_are_each_recorded_once,
+    a_killed_nodes_run_is_re_leased_after_expiry,
+    a_paused_nodes_late_result_is_not_recorded,
+    a_control_plane_killed_mid_flight_loses_nothing,
+    cancel_stops_a_running_agent_and_frees_its_slot,
+    sigterm_drains_and_requeues_what_does_not_finish,
+    runs_go_only_to_nodes_with_the_selected_labels,
+    a_silent_node_is_marked_lost_and_its_leases_re_queued,
+    unplaceable_runs_do_not_block_the_queue,
+    runs_list_pages_through_every_run_once,
+);

@@ -1,0 +1,387 @@
+//! The PostgreSQL backend: a pool of connections, each used by one
+//! request at a time, and the schema's versioned migrations, run at start
+//! under an advisory lock so replicas starting together migrate once.
+//!
+//! Statements run on the synchronous `postgres` client, off the async
+//! runtime's workers ([`blocking`]), like SQLite's.
+
+use super::sql::PgConn;
+use super::{StoreError, StoreResult};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Migrations, in order; `warden_migrations` records which ran. The first
+/// is the SQLite schema as of its version 8, in PostgreSQL's types.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "initial schema",
+    r#"
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    agent TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    input TEXT NOT NULL,
+    budget BYTEA NOT NULL,
+    grant_ BYTEA NOT NULL,
+    selector TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL,
+    attempt BIGINT NOT NULL DEFAULT 0,
+    max_attempts BIGINT NOT NULL,
+    not_before BIGINT NOT NULL,
+    lease_node TEXT,
+    lease_token TEXT,
+    lease_expires BIGINT,
+    cancel_requested BIGINT NOT NULL DEFAULT 0,
+    output TEXT,
+    error_kind BIGINT NOT NULL DEFAULT 0,
+    error_message TEXT,
+    usage BYTEA,
+    traceparent TEXT NOT NULL DEFAULT '',
+    created BIGINT NOT NULL,
+    updated BIGINT NOT NULL
+);
+CREATE INDEX runs_by_state ON runs (state, not_before, created);
+CREATE INDEX runs_by_node ON runs (lease_node, state);
+CREATE INDEX runs_by_tenant ON runs (tenant, created);
+CREATE INDEX runs_by_state_tenant ON runs (state, tenant, not_before, created);
+CREATE TABLE attempts (
+    run_id TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    node_id TEXT NOT NULL,
+    token TEXT NOT NULL DEFAULT '',
+    started BIGINT NOT NULL,
+    ended BIGINT,
+    outcome TEXT NOT NULL,
+    error_kind BIGINT NOT NULL DEFAULT 0,
+    error_message TEXT,
+    usage BYTEA,
+    PRIMARY KEY (run_id, attempt)
+);
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    capacity BYTEA NOT NULL,
+    state TEXT NOT NULL,
+    active_runs BIGINT NOT NULL DEFAULT 0,
+    free_slots BIGINT NOT NULL DEFAULT 0,
+    last_heartbeat BIGINT NOT NULL
+);
+CREATE TABLE components (
+    digest TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE versions (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL REFERENCES components (digest),
+    created BIGINT NOT NULL,
+    capabilities TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (tenant, name, version)
+);
+CREATE INDEX versions_by_digest ON versions (digest, tenant);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    role TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created BIGINT NOT NULL,
+    expires BIGINT,
+    revoked BIGINT
+);
+CREATE TABLE join_tokens (
+    hash TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    expires BIGINT NOT NULL,
+    used_by TEXT
+);
+CREATE TABLE node_identities (
+    fingerprint TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    revoked BIGINT
+);
+CREATE INDEX node_identities_by_node ON node_identities (node_id);
+CREATE TABLE audit (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at BIGINT NOT NULL,
+    tenant TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_by_tenant ON audit (tenant, id);
+CREATE TABLE quotas (
+    tenant TEXT PRIMARY KEY,
+    max_running BIGINT,
+    max_queued BIGINT,
+    max_input_bytes BIGINT,
+    max_cost_usd_per_day DOUBLE PRECISION,
+    max_tokens_per_day BIGINT
+);
+CREATE TABLE concurrency_limits (
+    tenant TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    max_running BIGINT NOT NULL,
+    PRIMARY KEY (tenant, scope)
+);
+CREATE TABLE usage_daily (
+    tenant TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+    tokens BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, day)
+);
+CREATE TABLE registry_credentials (
+    tenant TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    username TEXT NOT NULL,
+    secret BYTEA NOT NULL,
+    created BIGINT NOT NULL,
+    PRIMARY KEY (tenant, registry)
+);
+"#,
+)];
+
+/// Key of the advisory lock migrations hold ("warden" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7761_7264_656e;
+
+/// Runs `f`, which blocks on the network, without stalling the async
+/// runtime: on a multi-threaded runtime's worker the worker's other tasks
+/// move to another thread meanwhile; on a single-threaded runtime `f` runs
+/// on a thread of its own.
+pub(crate) fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
+        Err(_) => f(),
+    }
+}
+
+/// Connections to one database, at most `max` open at once.
+pub(crate) struct Pool {
+    url: String,
+    config: postgres::Config,
+    idle: Mutex<(Vec<PgConn>, usize)>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl Pool {
+    /// Connects to `url` (`postgres://user:password@host:port/db`) and
+    /// migrates the schema.
+    pub(crate) fn open(url: &str, max: usize) -> StoreResult<Pool> {
+        let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Open {
+            path: redact(url),
+            message: format!("not a PostgreSQL URL: {e}"),
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("warden-control-plane");
+        let pool = Pool {
+            url: url.to_string(),
+            config,
+            idle: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+            max: max.max(1),
+        };
+        pool.with(migrate).map_err(|e| StoreError::Open {
+            path: redact(url),
+            message: e.to_string(),
+        })?;
+        Ok(pool)
+    }
+
+    /// Runs `f` on a connection of the pool (a new one if none is idle).
+    pub(crate) fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut PgConn) -> StoreResult<T> + Send,
+    ) -> StoreResult<T> {
+        blocking(|| {
+            // An idle connection, or room for a new one (counted now).
+            let idle = {
+                let mut guard = self.idle.lock().unwrap();
+                loop {
+                    match guard.0.pop() {
+                        Some(conn) if !conn.client.is_closed() => break Some(conn),
+                        Some(_) => guard.1 -= 1,
+                        None if guard.1 < self.max => {
+                            guard.1 += 1;
+                            break None;
+                        }
+                        None => guard = self.freed.wait(guard).unwrap(),
+                    }
+                }
+            };
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => match self.config.connect(postgres::NoTls) {
+                    Ok(client) => PgConn::new(client),
+                    Err(e) => {
+                        self.idle.lock().unwrap().1 -= 1;
+                        self.freed.notify_one();
+                        return Err(e.into());
+                    }
+                },
+            };
+            let out = f(&mut conn);
+            let mut guard = self.idle.lock().unwrap();
+            if conn.client.is_closed() {
+                guard.1 -= 1;
+            } else {
+                guard.0.push(conn);
+            }
+            drop(guard);
+            self.freed.notify_one();
+            out
+        })
+    }
+}
+
+impl Pool {
+    /// Listens for other replicas' "runs changed" until dropped, calling
+    /// `wake` on each (and once after each reconnect, for what was missed).
+    pub(crate) async fn listen(&self, wake: impl Fn()) {
+        let url = self.url.clone();
+        loop {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                Ok((client, mut conn)) => {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let driver = tokio::spawn(async move {
+                        while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await
+                        {
+                            match msg {
+                                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                    let _ = tx.send(());
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "PostgreSQL LISTEN connection");
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    match client
+                        .batch_execute(&format!("LISTEN {}", super::sql::CHANNEL))
+                        .await
+                    {
+                        Ok(()) => {
+                            wake();
+                            while rx.recv().await.is_some() {
+                                wake();
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "PostgreSQL LISTEN"),
+                    }
+                    driver.abort();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot connect to PostgreSQL to LISTEN"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Each connection owns a small runtime, which may not be dropped on
+    /// an async runtime's thread: they are closed on a thread of their own.
+    fn drop(&mut self) {
+        let conns = std::mem::take(&mut self.idle.get_mut().unwrap().0);
+        if !conns.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("warden-pg-close".into())
+                .spawn(move || drop(conns));
+        }
+    }
+}
+
+/// `url` without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Applies the migrations not yet recorded, one transaction each, holding
+/// an advisory lock so that replicas starting at once wait for each other.
+fn migrate(conn: &mut PgConn) -> StoreResult<()> {
+    let client = &mut conn.client;
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS warden_migrations (
+             version BIGINT PRIMARY KEY,
+             description TEXT NOT NULL,
+             applied BIGINT NOT NULL
+         )",
+    )?;
+    let done: i64 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM warden_migrations",
+            &[],
+        )?
+        .get(0);
+    if done as usize > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {done}, newer than this warden ({}); upgrade warden",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO warden_migrations (version, description, applied) VALUES ($1, $2, $3)",
+            &[&(i as i64 + 1), description, &super::now_ms()],
+        )?;
+        tracing::info!(version = i + 1, description, "PostgreSQL schema migrated");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether `e` means "try the transaction again" (a serialization
+/// failure or a deadlock PostgreSQL broke).
+pub(crate) fn retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Pg(e) => e.code().is_some_and(|c| {
+            *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_name_the_database_but_not_its_password() {
+        assert_eq!(
+            super::redact("postgres://warden:s3cret@db:5432/warden"),
+            "postgres://warden:***@db:5432/warden"
+        );
+        assert_eq!(
+            super::redact("postgres://db/warden"),
+            "postgres://db/warden"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! Real servers for Warden's tests, from the system's packages: PostgreSQL
+//! (Debian's `postgresql`) and Redis (`redis-server`), on loopback.
+//!
+//! `scripts/test.sh` starts one of each for the whole test run and names
+//! them in `WARDEN_TEST_POSTGRES` / `WARDEN_TEST_REDIS`; a test binary run
+//! on its own (plain `cargo test`) starts its own, in a temp dir, stopped
+//! (and removed) once the process has exited. Each test gets a database of its own
+//! ([`postgres_database`]) or a key prefix of its own ([`redis`]).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (free when asked).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Runs `f` on a thread of its own: the synchronous PostgreSQL client
+/// cannot run on an async runtime's thread, and tests call this from both.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// A unique name for this process's `n`th database or key prefix.
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Starts `cmd`, a server whose files are in `dir`, with a watchdog that
+/// stops it (SIGQUIT: PostgreSQL's immediate shutdown; Redis quits too) and
+/// removes `dir` once this process is gone, however it ended.
+fn spawn_owned(mut cmd: Command, dir: &Path) {
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let script = format!(
+        "while [ -d /proc/{parent} ]; do sleep 0.5; done; kill -QUIT {child}; sleep 2; kill -KILL {child} 2>/dev/null; rm -rf '{dir}'",
+        parent = std::process::id(),
+        child = child.id(),
+        dir = dir.display()
+    );
+    let watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh starts");
+    // Both outlive this process's use of them; kept, never waited for.
+    static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> =
+        std::sync::Mutex::new(Vec::new());
+    CHILDREN.lock().unwrap().extend([child, watchdog]);
+}
+
+/// The `postgres` system user's (uid, gid), when running as root
+/// (PostgreSQL refuses to run as root).
+fn postgres_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    if me != 0 {
+        return None;
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("id runs");
+        assert!(
+            out.status.success(),
+            "running as root, PostgreSQL needs the `postgres` user: `apt-get install -y postgresql`"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    Some((id("-u"), id("-g")))
+}
+
+/// The directory holding `initdb` and `postgres`.
+fn postgres_bin() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    found.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL's server binaries: `apt-get install -y postgresql` (.ci/run does this)")
+    })
+}
+
+fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+/// Starts a PostgreSQL server in a new temp dir; returns its admin URL.
+fn start_postgres() -> String {
+    let bin = postgres_bin();
+    let user = postgres_user();
+    let dir = tempfile::Builder::new()
+        .prefix("warden-pg-")
+        .tempdir()
+        .expect("a temp dir")
+        .keep();
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the temp dir");
+    }
+    let data = dir.join("data");
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .args([
+            "--auth=trust",
+            "--username=postgres",
+            "--encoding=UTF8",
+            "--no-sync",
+            "-D",
+        ])
+        .arg(&data)
+        .stdout(Stdio::null());
+    as_user(&mut initdb, user);
+    let out = initdb.output().expect("initdb runs");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("postgres.log")).expect("a log file");
+    let mut server = Command::new(bin.join("postgres"));
+    server
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(&dir)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            // A test server: its data is thrown away.
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=300",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log);
+    as_user(&mut server, user);
+    spawn_owned(server, &dir);
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    wait_for_postgres(&url, &dir.join("postgres.log"));
+    url
+}
+
+fn wait_for_postgres(url: &str, log: &Path) {
+    let start = Instant::now();
+    loop {
+        let connected = off_runtime(|| postgres::Client::connect(url, postgres::NoTls).is_ok());
+        if connected {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "PostgreSQL did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The PostgreSQL server of this test run (admin URL).
+fn postgres_server() -> &'static str {
+    static SERVER: OnceLock<String> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("WARDEN_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_postgres(),
+    })
+}
+
+/// A new, empty database on the test run's PostgreSQL server, dropped
+/// when this is.
+pub struct PostgresDatabase {
+    /// `postgres://...` of the database.
+    pub url: String,
+    name: String,
+}
+
+/// A database of this test's own.
+pub fn postgres_database() -> PostgresDatabase {
+    let admin = postgres_server();
+    let name = unique("warden");
+    off_runtime(|| {
+        let mut client = postgres::Client::connect(admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin}: {e}"));
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE");
+    });
+    let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+    PostgresDatabase {
+        url: format!("{base}/{name}"),
+        name,
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin = postgres_server();
+        let name = &self.name;
+        off_runtime(|| {
+            if let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls) {
+                let _ =
+                    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        });
+    }
+}
