@@ -135,13 +135,17 @@ struct ServerArgs {
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// The control plane's URL: https://HOST:PORT, or http:// for one
-    /// started with --insecure.
+    /// started with --insecure. For replicas sharing a PostgreSQL database,
+    /// each of their URLs, comma-separated: the node talks to one and
+    /// moves to the next when it cannot be reached.
     #[arg(
         long,
         env = "WARDEN_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:7070"
+        default_value = "http://127.0.0.1:7070",
+        value_delimiter = ',',
+        value_name = "URL[,URL...]"
     )]
-    control_plane: String,
+    control_plane: Vec<String>,
 
     /// The control plane's CA certificate (its DATA_DIR/ca.pem).
     #[arg(long, env = "WARDEN_CA", value_name = "FILE")]
@@ -432,7 +436,7 @@ fn node_id(flags: &NodeFlags, config: &NodeConfig) -> anyhow::Result<String> {
 
 async fn run_node(
     flags: &NodeFlags,
-    control_plane: String,
+    control_planes: Vec<String>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     config: NodeConfig,
 ) -> anyhow::Result<()> {
@@ -447,12 +451,15 @@ async fn run_node(
         warden_core::check_label(key, value)?;
     }
     let labels: BTreeMap<String, String> = flags.labels.iter().cloned().collect();
-    println!("warden node {node_id} with {slots} slots, control plane {control_plane}");
+    println!(
+        "warden node {node_id} with {slots} slots, control plane {}",
+        control_planes.join(", ")
+    );
     std::io::stdout().flush()?;
     let node = NodeAgent::new(
         sandbox,
         NodeOptions {
-            control_plane,
+            control_planes,
             node_id,
             labels,
             slots,
@@ -499,8 +506,21 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         args.data.data_dir.as_ref(),
     )?;
     let node_id = node_id(&args.node, &config)?;
+    let schemes: std::collections::BTreeSet<_> = args
+        .control_plane
+        .iter()
+        .map(|url| url.split_once("://").map_or("", |(scheme, _)| scheme))
+        .collect();
+    if schemes.len() > 1 {
+        anyhow::bail!(
+            "--control-plane: the replicas {} mix http:// and https://; they share one database and one CA, so all are TLS or none",
+            args.control_plane.join(", ")
+        );
+    }
+    // A node enrolls once, through the first replica (they share the
+    // database that records enrollments).
     let tls = node_tls(
-        &args.control_plane,
+        &args.control_plane[0],
         args.ca.as_deref(),
         args.join_token.as_deref(),
         &node_id,
@@ -530,7 +550,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         let _ = stopped.await;
     })
     .await?;
-    run_node(&args.node, url, None, config).await?;
+    run_node(&args.node, vec![url], None, config).await?;
     let _ = stop.send(());
     server.await?;
     Ok(ExitCode::SUCCESS)

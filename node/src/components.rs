@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
-use tonic::transport::Channel;
 use warden_core::{FailureKind, RunFailure};
 use warden_host::Sandbox;
 use warden_host::cache::{evict_lru, sha256_hex, touch};
@@ -32,7 +31,7 @@ struct Lru {
 
 pub(super) struct ComponentStore {
     dir: PathBuf,
-    channel: Channel,
+    channel: crate::Upstream,
     loaded: Mutex<Lru>,
     /// Components fetched from the registry (not found intact on disk).
     pub(super) fetches: AtomicU64,
@@ -46,7 +45,7 @@ fn host_error(message: String) -> RunFailure {
 }
 
 impl ComponentStore {
-    pub(super) fn new(dir: PathBuf, channel: Channel) -> Self {
+    pub(super) fn new(dir: PathBuf, channel: crate::Upstream) -> Self {
         ComponentStore {
             dir,
             channel,

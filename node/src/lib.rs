@@ -14,6 +14,7 @@
 mod components;
 pub mod identity;
 mod report;
+mod upstream;
 
 use components::ComponentStore;
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tonic::transport::{Channel, Endpoint};
+pub use upstream::Upstream;
 use warden_core::{Backoff, FailureKind, RenewStatus, RunBudget};
 use warden_host::run::{CancelReason, CancelToken, RunOutcome, RunRequest, Sandbox};
 use warden_proto::v1 as pb;
@@ -33,8 +34,9 @@ use warden_proto::v1::registry_service_client::RegistryServiceClient;
 /// How a node presents itself and behaves.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    /// e.g. `http://127.0.0.1:7070`
-    pub control_plane: String,
+    /// The control plane's replicas, e.g. `http://127.0.0.1:7070`: calls go
+    /// to one, and move to the next when it cannot be reached.
+    pub control_planes: Vec<String>,
     pub node_id: String,
     pub labels: BTreeMap<String, String>,
     /// Runs at once.
@@ -86,7 +88,7 @@ type Queues = (
 pub struct NodeAgent {
     sandbox: Sandbox,
     opts: NodeOptions,
-    channel: Channel,
+    channel: Upstream,
     components: ComponentStore,
     active: std::sync::Mutex<HashMap<String, ActiveRun>>,
     slots: Arc<Semaphore>,
@@ -123,16 +125,7 @@ impl NodeAgent {
         opts: NodeOptions,
         data_dir: &Path,
     ) -> Result<Arc<Self>, NodeError> {
-        let mut endpoint = Endpoint::from_shared(opts.control_plane.clone())
-            .map_err(|e| NodeError::Url(opts.control_plane.clone(), e.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        if let Some(tls) = &opts.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| NodeError::Url(opts.control_plane.clone(), e.to_string()))?;
-        }
-        let channel = endpoint.connect_lazy();
+        let channel = Upstream::new(&opts.control_planes, opts.tls.as_ref())?;
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let (results, results_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(NodeAgent {
@@ -190,11 +183,11 @@ impl NodeAgent {
         }
     }
 
-    fn nodes(&self) -> NodeServiceClient<Channel> {
+    fn nodes(&self) -> NodeServiceClient<Upstream> {
         NodeServiceClient::new(self.channel.clone())
     }
 
-    fn leases(&self) -> LeaseServiceClient<Channel> {
+    fn leases(&self) -> LeaseServiceClient<Upstream> {
         LeaseServiceClient::new(self.channel.clone())
             .max_decoding_message_size(warden_core::wire::MAX_MESSAGE_BYTES)
     }

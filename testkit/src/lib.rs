@@ -67,8 +67,7 @@ fn spawn_owned(mut cmd: Command, dir: &Path) {
         .spawn()
         .expect("sh starts");
     // Both outlive this process's use of them; kept, never waited for.
-    static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> =
-        std::sync::Mutex::new(Vec::new());
+    static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
     CHILDREN.lock().unwrap().extend([child, watchdog]);
 }
 

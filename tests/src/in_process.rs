@@ -123,7 +123,7 @@ impl Node {
         let agent = NodeAgent::new(
             sandbox,
             NodeOptions {
-                control_plane: url.to_string(),
+                control_planes: vec![url.to_string()],
                 node_id: id.to_string(),
                 labels: Default::default(),
                 slots,

@@ -20,6 +20,7 @@ mod llm;
 mod node_cache;
 mod oci;
 mod quotas;
+mod replicas;
 mod sandbox;
 mod security;
 
