@@ -20,6 +20,8 @@ wasmtime::component::bindgen!({
     world: "warden:agent/agent",
     imports: {
         "warden:agent/llm": async | trappable,
+        "wasi:keyvalue/store": async | trappable,
+        "wasi:keyvalue/atomics": async | trappable,
         default: trappable,
     },
     exports: { default: async },

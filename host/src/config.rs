@@ -113,12 +113,55 @@ pub enum KvBackend {
     Sqlite,
     /// Process memory: gone when the process exits.
     Memory,
+    /// A PostgreSQL database (`url`) that nodes share: an agent's state
+    /// follows it from node to node.
+    Postgres,
+    /// A Redis server (`url`) that nodes share, likewise.
+    Redis,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KvConfig {
     pub backend: KvBackend,
+    /// For `postgres` (postgres://USER:PASSWORD@HOST:PORT/DB) and `redis`
+    /// (redis://[:PASSWORD@]HOST:PORT[/DB]).
+    pub url: Option<String>,
+    /// For `redis`: put before every key.
+    pub prefix: String,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            backend: KvBackend::Sqlite,
+            url: None,
+            prefix: "warden:kv:".into(),
+        }
+    }
+}
+
+impl KvConfig {
+    /// The `url` a shared backend needs, or why it cannot be used.
+    fn check(&self) -> Result<(), ConfigError> {
+        let shared = matches!(self.backend, KvBackend::Postgres | KvBackend::Redis);
+        if shared && self.url.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::Invalid(format!(
+                "[kv] backend = \"{}\" needs url = \"...\" (the server all nodes share)",
+                if self.backend == KvBackend::Redis {
+                    "redis"
+                } else {
+                    "postgres"
+                }
+            )));
+        }
+        if !shared && self.url.is_some() {
+            return Err(ConfigError::Invalid(
+                "[kv] url is for backend = \"postgres\" or \"redis\"; this backend is local".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +177,8 @@ pub enum ConfigError {
     Policy(#[from] warden_core::PatternError),
     #[error("invalid [limits] in the node config: {0}")]
     Limits(#[from] warden_core::BudgetError),
+    #[error("invalid node config: {0}")]
+    Invalid(String),
 }
 
 impl NodeConfig {
@@ -156,6 +201,7 @@ impl NodeConfig {
         config.apply_env(|k| std::env::var(k).ok());
         config.policy.check()?;
         config.limits.check()?;
+        config.kv.check()?;
         Ok(config)
     }
 

@@ -11,7 +11,9 @@ use crate::capability::config::ConfigCtx;
 use crate::capability::context::ContextCtx;
 use crate::capability::fs::ScratchDir;
 use crate::capability::http::{HttpHooks, HttpPolicy};
-use crate::capability::kv::{KvCtx, KvStore, MemoryStore, SqliteStore};
+use crate::capability::kv::{
+    KvCtx, KvError, KvStore, MemoryStore, PostgresStore, RedisStore, SqliteStore,
+};
 use crate::capability::llm::{LlmCtx, LlmService};
 use crate::capability::logging::{LogLine, LogSource, RunLog};
 use crate::config::{KvBackend, NodeConfig};
@@ -175,6 +177,16 @@ impl Sandbox {
         let kv: Arc<dyn KvStore> = match config.kv.backend {
             KvBackend::Sqlite => Arc::new(SqliteStore::open(&data.join("kv.sqlite3"))?),
             KvBackend::Memory => Arc::new(MemoryStore::default()),
+            KvBackend::Postgres | KvBackend::Redis => {
+                let url = config.kv.url.as_deref().ok_or_else(|| {
+                    KvError::Backend("[kv] url is missing for a shared backend".into())
+                })?;
+                if config.kv.backend == KvBackend::Postgres {
+                    Arc::new(PostgresStore::new(url)?)
+                } else {
+                    Arc::new(RedisStore::new(url, &config.kv.prefix)?)
+                }
+            }
         };
         let llm =
             LlmService::from_config(&config.llm).map_err(|e| SandboxError::Llm(e.to_string()))?;

@@ -246,3 +246,58 @@ impl Drop for PostgresDatabase {
         });
     }
 }
+
+/// Starts a Redis server in a new temp dir; returns its URL.
+fn start_redis() -> String {
+    let dir = tempfile::Builder::new()
+        .prefix("warden-redis-")
+        .tempdir()
+        .expect("a temp dir")
+        .keep();
+    let port = free_port();
+    let mut server = Command::new("redis-server");
+    server
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    spawn_owned(server, &dir);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis-server did not start (`apt-get install -y redis-server`; .ci/run does this)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// The Redis server of this test run, and a key prefix of this test's own.
+pub struct Redis {
+    /// `redis://127.0.0.1:PORT`
+    pub url: String,
+    /// Unique to this test: every key it makes starts with it.
+    pub prefix: String,
+}
+
+/// The test run's Redis, with a fresh key prefix.
+pub fn redis() -> Redis {
+    static SERVER: OnceLock<String> = OnceLock::new();
+    let url = SERVER.get_or_init(|| match std::env::var("WARDEN_TEST_REDIS") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_redis(),
+    });
+    Redis {
+        url: url.clone(),
+        prefix: format!("{}:", unique("test")),
+    }
+}

@@ -23,6 +23,7 @@ mod quotas;
 mod replicas;
 mod sandbox;
 mod security;
+mod shared_kv;
 
 use std::path::Path;
 use std::process::{Command, Output};

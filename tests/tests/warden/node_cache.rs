@@ -23,6 +23,15 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
     let a = start(&url, "a", &dir_a, &[]);
     let b = start(&url, "b", &dir_b, &[]);
+    // Both registered before any work exists, so both get some.
+    let started = std::time::Instant::now();
+    while cp.store().list_nodes().unwrap().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the nodes did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut ids = Vec::new();
     for i in 0..40 {
         ids.push(

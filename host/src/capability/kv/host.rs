@@ -26,12 +26,13 @@ impl KvCtx {
         Ok((ns, &b.name))
     }
 
-    fn with_key<T>(
-        &self,
+    /// Where `key` of `bucket` lives, or the guest's error for a key that
+    /// is too long.
+    fn at<'a>(
+        &'a self,
         bucket: &Resource<Bucket>,
-        key: &str,
-        f: impl FnOnce(KvKey<'_>) -> Result<T, KvError>,
-    ) -> KvResult<T> {
+        key: &'a str,
+    ) -> wasmtime::Result<Result<KvKey<'a>, Error>> {
         if key.len() > MAX_KEY_BYTES {
             return Ok(Err(Error::Other(format!(
                 "key is {} bytes; the limit is {MAX_KEY_BYTES}",
@@ -39,18 +40,28 @@ impl KvCtx {
             ))));
         }
         let (namespace, bucket) = self.resolve(bucket)?;
-        Ok(f(KvKey {
+        Ok(Ok(KvKey {
             namespace,
             bucket,
             key,
-        })
-        .map_err(Error::from))
+        }))
     }
+}
+
+/// `$call` on the store at `$at` (a key of a bucket), as the guest's result.
+macro_rules! with_key {
+    ($ctx:expr, $bucket:expr, $key:expr, |$store:ident, $at:ident| $call:expr) => {{
+        let $store = $ctx.store.clone();
+        match $ctx.at(&$bucket, &$key)? {
+            Err(e) => Ok(Err(e)),
+            Ok($at) => Ok($call.await.map_err(Error::from)),
+        }
+    }};
 }
 
 impl kv_store::Host for KvCtx {
     #[tracing::instrument(name = "kv.open", skip(self))]
-    fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
         if self.namespace.is_none() {
             return Ok(Err(Error::AccessDenied));
         }
@@ -63,37 +74,33 @@ impl kv_store::Host for KvCtx {
 
 impl kv_store::HostBucket for KvCtx {
     #[tracing::instrument(name = "kv.get", skip(self, bucket))]
-    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        let store = self.store.clone();
-        self.with_key(&bucket, &key, |at| store.get(at))
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+        with_key!(self, bucket, key, |store, at| store.get(at))
     }
 
     #[tracing::instrument(name = "kv.set", skip(self, bucket, value), fields(bytes = value.len()))]
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         if value.len() > MAX_VALUE_BYTES {
             return Ok(Err(Error::Other(format!(
                 "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
                 value.len()
             ))));
         }
-        let store = self.store.clone();
-        self.with_key(&bucket, &key, |at| store.set(at, &value))
+        with_key!(self, bucket, key, |store, at| store.set(at, &value))
     }
 
     #[tracing::instrument(name = "kv.delete", skip(self, bucket))]
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
-        let store = self.store.clone();
-        self.with_key(&bucket, &key, |at| store.delete(at))
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
+        with_key!(self, bucket, key, |store, at| store.delete(at))
     }
 
     #[tracing::instrument(name = "kv.exists", skip(self, bucket))]
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
-        let store = self.store.clone();
-        self.with_key(&bucket, &key, |at| store.exists(at))
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
+        with_key!(self, bucket, key, |store, at| store.exists(at))
     }
 
     #[tracing::instrument(name = "kv.list_keys", skip(self, bucket))]
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
@@ -103,6 +110,7 @@ impl kv_store::HostBucket for KvCtx {
         Ok(self
             .store
             .list_keys(namespace, name, offset, LIST_PAGE)
+            .await
             .map(|keys| {
                 let cursor = (keys.len() == LIST_PAGE).then(|| offset + LIST_PAGE as u64);
                 KeyResponse { keys, cursor }
@@ -110,7 +118,7 @@ impl kv_store::HostBucket for KvCtx {
             .map_err(Error::from))
     }
 
-    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
@@ -118,8 +126,12 @@ impl kv_store::HostBucket for KvCtx {
 
 impl kv_atomics::Host for KvCtx {
     #[tracing::instrument(name = "kv.increment", skip(self, bucket))]
-    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
-        let store = self.store.clone();
-        self.with_key(&bucket, &key, |at| store.increment(at, delta))
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> KvResult<u64> {
+        with_key!(self, bucket, key, |store, at| store.increment(at, delta))
     }
 }

@@ -16,22 +16,23 @@ fn key(at: KvKey<'_>) -> Key {
     (at.namespace.into(), at.bucket.into(), at.key.into())
 }
 
+#[async_trait::async_trait]
 impl KvStore for MemoryStore {
-    fn get(&self, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&self, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError> {
         Ok(self.map.lock().unwrap().get(&key(at)).cloned())
     }
 
-    fn set(&self, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError> {
+    async fn set(&self, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError> {
         self.map.lock().unwrap().insert(key(at), value.to_vec());
         Ok(())
     }
 
-    fn delete(&self, at: KvKey<'_>) -> Result<(), KvError> {
+    async fn delete(&self, at: KvKey<'_>) -> Result<(), KvError> {
         self.map.lock().unwrap().remove(&key(at));
         Ok(())
     }
 
-    fn list_keys(
+    async fn list_keys(
         &self,
         namespace: &str,
         bucket: &str,
@@ -49,7 +50,7 @@ impl KvStore for MemoryStore {
             .collect())
     }
 
-    fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError> {
+    async fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError> {
         let mut map = self.map.lock().unwrap();
         let current = counter_value(at.key, map.get(&key(at)).map(Vec::as_slice))?;
         let next = current

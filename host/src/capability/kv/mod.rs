@@ -3,14 +3,20 @@
 //! The namespace is chosen by the host (the agent's name), never by the
 //! guest: a bucket the guest opens is a bucket *within* its namespace, so two
 //! agents cannot see each other's keys. Backends implement [`KvStore`]:
-//! [`MemoryStore`] and [`SqliteStore`] (the default, a file under the data
-//! dir).
+//! [`MemoryStore`], [`SqliteStore`] (the default, a file under the data
+//! dir), and the shared ones, so that state follows an agent from node to
+//! node: [`PostgresStore`] and [`RedisStore`]. `increment` is atomic on
+//! each, across every node that shares it.
 
 mod host;
 mod memory;
+mod postgres;
+mod redis;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
 use std::sync::Arc;
@@ -40,17 +46,18 @@ pub struct KvKey<'a> {
     pub key: &'a str,
 }
 
-/// A key-value backend. Calls are short and synchronous (a local file or
-/// memory); a networked backend would add async later.
+/// A key-value backend. The local ones answer at once; the shared ones
+/// over the network.
+#[async_trait::async_trait]
 pub trait KvStore: Send + Sync {
-    fn get(&self, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError>;
-    fn set(&self, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError>;
-    fn delete(&self, at: KvKey<'_>) -> Result<(), KvError>;
-    fn exists(&self, at: KvKey<'_>) -> Result<bool, KvError> {
-        Ok(self.get(at)?.is_some())
+    async fn get(&self, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError>;
+    async fn set(&self, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError>;
+    async fn delete(&self, at: KvKey<'_>) -> Result<(), KvError>;
+    async fn exists(&self, at: KvKey<'_>) -> Result<bool, KvError> {
+        Ok(self.get(at).await?.is_some())
     }
     /// Keys in order, starting `offset` keys in, at most `limit` of them.
-    fn list_keys(
+    async fn list_keys(
         &self,
         namespace: &str,
         bucket: &str,
@@ -59,7 +66,7 @@ pub trait KvStore: Send + Sync {
     ) -> Result<Vec<String>, KvError>;
     /// Adds `delta` to the decimal counter at `at` (0 when absent),
     /// atomically, and returns the new value.
-    fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError>;
+    async fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError>;
 }
 
 /// Parses a counter value; shared by the backends.
@@ -100,7 +107,7 @@ impl KvCtx {
 mod tests {
     use super::*;
 
-    pub(super) fn exercise(store: &dyn KvStore) {
+    pub(super) async fn exercise(store: &dyn KvStore) {
         let a = KvKey {
             namespace: "agent-a",
             bucket: "default",
@@ -110,49 +117,126 @@ mod tests {
             namespace: "agent-b",
             ..a
         };
-        assert_eq!(store.get(a).unwrap(), None);
-        store.set(a, b"one").unwrap();
-        assert_eq!(store.get(a).unwrap().as_deref(), Some(&b"one"[..]));
-        assert!(store.exists(a).unwrap());
-        assert!(!store.exists(b).unwrap(), "namespaces must not leak");
-        assert_eq!(store.increment(KvKey { key: "n", ..a }, 2).unwrap(), 2);
-        assert_eq!(store.increment(KvKey { key: "n", ..a }, 3).unwrap(), 5);
+        assert_eq!(store.get(a).await.unwrap(), None);
+        store.set(a, b"one").await.unwrap();
+        assert_eq!(store.get(a).await.unwrap().as_deref(), Some(&b"one"[..]));
+        assert!(store.exists(a).await.unwrap());
+        assert!(!store.exists(b).await.unwrap(), "namespaces must not leak");
+        assert_eq!(
+            store.increment(KvKey { key: "n", ..a }, 2).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            store.increment(KvKey { key: "n", ..a }, 3).await.unwrap(),
+            5
+        );
         assert!(matches!(
-            store.increment(a, 1),
+            store.increment(a, 1).await,
             Err(KvError::NotACounter(_))
         ));
         assert_eq!(
-            store.list_keys("agent-a", "default", 0, 10).unwrap(),
+            store.list_keys("agent-a", "default", 0, 10).await.unwrap(),
             ["k", "n"]
         );
-        assert_eq!(store.list_keys("agent-a", "default", 1, 10).unwrap(), ["n"]);
+        assert_eq!(
+            store.list_keys("agent-a", "default", 1, 10).await.unwrap(),
+            ["n"]
+        );
         assert!(
             store
                 .list_keys("agent-b", "default", 0, 10)
+                .await
                 .unwrap()
                 .is_empty()
         );
-        store.delete(a).unwrap();
-        assert_eq!(store.get(a).unwrap(), None);
+        store.delete(a).await.unwrap();
+        assert_eq!(store.get(a).await.unwrap(), None);
     }
 
-    #[test]
-    fn memory_store_semantics() {
-        exercise(&MemoryStore::default());
+    /// Increments racing on one key, from many tasks: each new value is
+    /// handed out once.
+    /// `max`: the largest counter the backend keeps (Redis: i64::MAX).
+    pub(super) async fn concurrent_increments(store: std::sync::Arc<dyn KvStore>, max: u64) {
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let at = KvKey {
+                        namespace: "agent-a",
+                        bucket: "race",
+                        key: "n",
+                    };
+                    store.increment(at, 1).await.unwrap()
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.unwrap());
+        }
+        seen.sort();
+        assert_eq!(seen, (1..=64).collect::<Vec<u64>>());
+        let big = KvKey {
+            namespace: "agent-a",
+            bucket: "race",
+            key: "big",
+        };
+        store.set(big, max.to_string().as_bytes()).await.unwrap();
+        assert!(matches!(
+            store.increment(big, 1).await,
+            Err(KvError::Overflow(_))
+        ));
     }
 
-    #[test]
-    fn sqlite_store_semantics_and_persistence() {
+    #[tokio::test]
+    async fn memory_store_semantics() {
+        exercise(&MemoryStore::default()).await;
+        concurrent_increments(std::sync::Arc::new(MemoryStore::default()), u64::MAX).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_semantics_and_persistence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.sqlite3");
-        exercise(&SqliteStore::open(&path).unwrap());
+        exercise(&SqliteStore::open(&path).unwrap()).await;
+        concurrent_increments(
+            std::sync::Arc::new(SqliteStore::open(&path).unwrap()),
+            u64::MAX,
+        )
+        .await;
         let at = KvKey {
             namespace: "x",
             bucket: "b",
             key: "kept",
         };
-        SqliteStore::open(&path).unwrap().set(at, b"v").unwrap();
+        SqliteStore::open(&path)
+            .unwrap()
+            .set(at, b"v")
+            .await
+            .unwrap();
         let reopened = SqliteStore::open(&path).unwrap();
-        assert_eq!(reopened.get(at).unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(reopened.get(at).await.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_store_semantics_and_atomic_increments() {
+        let db = warden_testkit::postgres_database();
+        exercise(&PostgresStore::new(&db.url).unwrap()).await;
+        concurrent_increments(
+            std::sync::Arc::new(PostgresStore::new(&db.url).unwrap()),
+            u64::MAX,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_store_semantics_and_atomic_increments() {
+        let redis = warden_testkit::redis();
+        exercise(&RedisStore::new(&redis.url, &redis.prefix).unwrap()).await;
+        concurrent_increments(
+            std::sync::Arc::new(RedisStore::new(&redis.url, &redis.prefix).unwrap()),
+            i64::MAX as u64,
+        )
+        .await;
     }
 }

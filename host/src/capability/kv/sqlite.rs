@@ -45,8 +45,9 @@ impl SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
 impl KvStore for SqliteStore {
-    fn get(&self, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&self, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError> {
         self.conn
             .lock()
             .unwrap()
@@ -60,7 +61,7 @@ impl KvStore for SqliteStore {
             .map_err(backend)
     }
 
-    fn set(&self, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError> {
+    async fn set(&self, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError> {
         self.conn
             .lock()
             .unwrap()
@@ -73,7 +74,7 @@ impl KvStore for SqliteStore {
             .map_err(backend)
     }
 
-    fn delete(&self, at: KvKey<'_>) -> Result<(), KvError> {
+    async fn delete(&self, at: KvKey<'_>) -> Result<(), KvError> {
         self.conn
             .lock()
             .unwrap()
@@ -83,7 +84,7 @@ impl KvStore for SqliteStore {
             .map_err(backend)
     }
 
-    fn list_keys(
+    async fn list_keys(
         &self,
         namespace: &str,
         bucket: &str,
@@ -106,7 +107,7 @@ impl KvStore for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(backend)
     }
 
-    fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError> {
+    async fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError> {
         let mut conn = self.conn.lock().unwrap();
         let tx = conn.transaction().map_err(backend)?;
         let current: Option<Vec<u8>> = tx
