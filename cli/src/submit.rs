@@ -51,6 +51,12 @@ pub(crate) struct SubmitArgs {
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
 
+    /// At most one run per key: a submit with a key already used (by this
+    /// tenant) makes no run and prints the first one. For a job that may
+    /// be submitted again, e.g. its id in the queue it came from.
+    #[arg(long, value_name = "KEY", conflicts_with = "inputs")]
+    idempotency_key: Option<String>,
+
     #[command(flatten)]
     budget: BudgetArgs,
 
@@ -143,6 +149,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         max_attempts: args.max_attempts.unwrap_or(0),
         traceparent: String::new(),
         labels: args.labels.iter().cloned().collect(),
+        idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
     };
     if let Some(path) = &args.inputs {
         let inputs = read_json_lines(path)?;

@@ -143,6 +143,11 @@ impl ControlPlane {
             warden_core::check_label(key, value)
                 .map_err(|e| Status::invalid_argument(format!("the node selector: {e}")))?;
         }
+        if r.idempotency_key.len() > 256 || r.idempotency_key.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(
+                "the idempotency key is longer than 256 bytes or holds control characters",
+            ));
+        }
         if r.labels.len() > MAX_RUN_LABELS {
             return Err(Status::invalid_argument(format!(
                 "{} labels; a run takes at most {MAX_RUN_LABELS}",
@@ -169,6 +174,7 @@ impl ControlPlane {
                 r.max_attempts
             },
             traceparent: r.traceparent,
+            idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
         })
     }
 

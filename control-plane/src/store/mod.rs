@@ -244,7 +244,16 @@ CREATE TABLE registry_credentials (
     PRIMARY KEY (tenant, registry)
 );
 "#,
+    // Idempotency keys of submits: at most one run per key and tenant.
+    IDEMPOTENCY_KEYS,
 ];
+
+/// A migration both backends run as it is.
+const IDEMPOTENCY_KEYS: &str = r#"
+ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"#;
 
 /// The control plane's database.
 pub struct Store {

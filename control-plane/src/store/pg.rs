@@ -12,9 +12,10 @@ use std::time::Duration;
 
 /// Migrations, in order; `warden_migrations` records which ran. The first
 /// is the SQLite schema as of its version 8, in PostgreSQL's types.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "initial schema",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "initial schema",
+        r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL DEFAULT 'default',
@@ -149,7 +150,9 @@ CREATE TABLE registry_credentials (
     PRIMARY KEY (tenant, registry)
 );
 "#,
-)];
+    ),
+    ("idempotency keys", super::IDEMPOTENCY_KEYS),
+];
 
 /// Key of the advisory lock migrations hold ("warden" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7761_7264_656e;

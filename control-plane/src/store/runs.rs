@@ -24,6 +24,8 @@ pub struct NewRun {
     pub labels: BTreeMap<String, String>,
     pub max_attempts: u32,
     pub traceparent: String,
+    /// At most one run per key and tenant (see `SubmitRequest`).
+    pub idempotency_key: Option<String>,
 }
 
 /// Which runs to list.
@@ -79,16 +81,21 @@ fn run_from_row(r: &Row<'_>) -> StoreResult<Run> {
 }
 
 impl Store {
-    /// Inserts queued runs in one transaction; returns them as written.
+    /// Inserts queued runs in one transaction; returns them as written (a
+    /// run whose idempotency key was used before: the earlier run).
     pub fn insert_runs(&self, runs: &[NewRun]) -> StoreResult<Vec<Run>> {
         let now = now_ms();
-        self.with_tx(|tx| {
-            for run in runs {
-                tx.execute(
+        let earlier = self.with_tx(|tx| {
+            let mut earlier = Vec::new();
+            for (i, run) in runs.iter().enumerate() {
+                let inserted = tx.execute(
                     "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
                                        max_attempts, not_before, traceparent, created, updated,
-                                       tenant, labels)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11, ?12)",
+                                       tenant, labels, idempotency_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11, ?12,
+                             ?13)
+                     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL
+                     DO NOTHING",
                     p![
                         run.id,
                         run.agent,
@@ -102,13 +109,26 @@ impl Store {
                         run.traceparent,
                         run.tenant,
                         serde_json::to_string(&run.labels).unwrap_or_default(),
+                    run.idempotency_key.as_deref(),
                     ],
                 )?;
+                if inserted == 0 {
+                    // The key was used: the run made then, not a new one.
+                    let first = tx.query_one(
+                        &format!(
+                            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = ?1 AND idempotency_key = ?2"
+                        ),
+                        p![run.tenant, run.idempotency_key.as_deref()],
+                        run_from_row,
+                    )?;
+                    earlier.push((i, first));
+                }
             }
-            tx.notify()
+            tx.notify()?;
+            Ok(earlier)
         })?;
         // What was just written; no need to read it back.
-        Ok(runs
+        let mut written: Vec<Run> = runs
             .iter()
             .map(|run| {
                 let mut row = Run {
@@ -127,7 +147,11 @@ impl Store {
                 set_state(&mut row, RunState::Queued);
                 row
             })
-            .collect())
+            .collect();
+        for (i, first) in earlier {
+            written[i] = first;
+        }
+        Ok(written)
     }
 
     /// A run with its attempts, if it is `tenant`'s (any tenant's for

@@ -84,6 +84,7 @@ fn submit(store: &Store, n: usize, max_attempts: u32) -> Vec<String> {
             labels: BTreeMap::new(),
             max_attempts,
             traceparent: String::new(),
+            idempotency_key: None,
         })
         .collect();
     store
@@ -449,7 +450,37 @@ fn a_lease_is_its_node_s_alone(store: &Store) {
     ));
 }
 
+fn a_used_idempotency_key_answers_with_the_first_run(store: &Store) {
+    let run = |key: &str| NewRun {
+        tenant: "default".into(),
+        id: warden_core::new_run_id(),
+        agent: "a@1".into(),
+        digest: "sha256:00".into(),
+        input: "null".into(),
+        budget: Default::default(),
+        grant: Default::default(),
+        selector: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        max_attempts: 3,
+        traceparent: String::new(),
+        idempotency_key: Some(key.into()),
+    };
+    let first = store.insert_runs(&[run("job-1")]).unwrap().remove(0);
+    let again = store.insert_runs(&[run("job-1")]).unwrap().remove(0);
+    assert_eq!(again.run_id, first.run_id);
+    // Twice in one batch: one run.
+    let batch = store.insert_runs(&[run("job-2"), run("job-2")]).unwrap();
+    assert_eq!(batch[0].run_id, batch[1].run_id);
+    // Another tenant's key is its own.
+    let mut other = run("job-1");
+    other.tenant = "acme".into();
+    let other = store.insert_runs(&[other]).unwrap().remove(0);
+    assert_ne!(other.run_id, first.run_id);
+    assert_eq!(store.count_runs(RunState::Queued).unwrap(), 3);
+}
+
 on_both_backends!(
+    a_used_idempotency_key_answers_with_the_first_run,
     claims_never_exceed_free_slots,
     renew_extends_and_says_cancelled_or_lost,
     expiry_requeues_with_the_next_attempt_and_stale_tokens_are_rejected,

@@ -25,6 +25,7 @@ fn submit(store: &Store, tenant: &str, agent: &str, labels: &[(&str, &str)]) -> 
             .collect(),
         max_attempts: 1,
         traceparent: String::new(),
+        idempotency_key: None,
     };
     store.insert_runs(&[run]).unwrap().remove(0).run_id
 }
