@@ -6,6 +6,7 @@
 
 mod admin;
 mod args;
+mod bridge;
 mod cluster;
 mod oci;
 mod output;
@@ -63,6 +64,7 @@ enum Command {
     Audit(admin::AuditArgs),
     Quotas(admin::QuotasArgs),
     Credentials(admin::CredentialsArgs),
+    Bridge(bridge::BridgeArgs),
     /// Internal: compiles one component from stdin for the process that
     /// started it (the compile bounds' child process).
     #[command(hide = true)]
@@ -120,6 +122,7 @@ pub fn main() -> ExitCode {
             Command::Audit(args) => admin::audit(args).await,
             Command::Quotas(args) => admin::quotas(args).await,
             Command::Credentials(args) => admin::credentials(args).await,
+            Command::Bridge(args) => bridge::bridge(args).await,
             Command::CompileWorker { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -72,7 +72,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(bin: &Path, name: &str, args: &[String], log_dir: &Path) -> (Proc, String) {
+/// Starts `bin` with `args`, its output in LOG_DIR/NAME.log; returns it
+/// with the first line it printed on stdout.
+pub fn spawn(bin: &Path, name: &str, args: &[String], log_dir: &Path) -> (Proc, String) {
     std::fs::create_dir_all(log_dir).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -408,4 +410,26 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     req.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     req
+}
+
+/// The most runs among `runs` that held a lease at one moment: each
+/// attempt holds one from when it was leased until its result was
+/// recorded (both on the control plane's clock), half open.
+pub fn most_at_once<'a>(runs: impl Iterator<Item = &'a pb::Run>) -> usize {
+    let mut edges = Vec::new();
+    for run in runs {
+        for a in &run.attempts {
+            assert!(a.ended_unix_ms >= a.started_unix_ms, "{run:?}");
+            edges.push((a.started_unix_ms, 1i32));
+            edges.push((a.ended_unix_ms, -1));
+        }
+    }
+    // At equal times an end comes before a start.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
 }

@@ -7,7 +7,7 @@ use crate::security::{Secure, stderr};
 use std::time::Duration;
 use warden_proto::v1 as pb;
 use warden_proto::v1::run_service_client::RunServiceClient;
-use warden_tests::cluster::with_token;
+use warden_tests::cluster::{most_at_once, with_token};
 use warden_tests::components;
 use warden_tests::examples;
 
@@ -54,28 +54,6 @@ async fn all_runs(cp: &Secure, token: &str) -> Vec<pb::Run> {
         }
         page_token = page.next_page_token;
     }
-}
-
-/// The most runs among `runs` that held a lease at one moment: each
-/// attempt holds one from when it was leased until its result was
-/// recorded (both on the control plane's clock), half open.
-fn most_at_once<'a>(runs: impl Iterator<Item = &'a pb::Run>) -> usize {
-    let mut edges = Vec::new();
-    for run in runs {
-        for a in &run.attempts {
-            assert!(a.ended_unix_ms >= a.started_unix_ms, "{run:?}");
-            edges.push((a.started_unix_ms, 1i32));
-            edges.push((a.ended_unix_ms, -1));
-        }
-    }
-    // At equal times an end comes before a start.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, step) in edges {
-        now += step;
-        most = most.max(now);
-    }
-    most as usize
 }
 
 /// A tenant's quotas: runs past max_running wait (never more at once, all
