@@ -96,6 +96,24 @@ impl Bucket {
         Ok(atomics::increment(&self.inner, key, delta)?)
     }
 
+    /// Sets `key` to `new` if its value is `expected` now (`None`: the key
+    /// is absent), atomically, across every node sharing the store;
+    /// returns whether it did. Read, compute, then swap, and try again
+    /// when another writer came first.
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        Ok(crate::__private::warden::agent::kv_cas::compare_and_swap(
+            &self.inner,
+            key,
+            expected,
+            new,
+        )?)
+    }
+
     /// The value at `key`, decoded from JSON.
     pub fn get_json<T: serde::de::DeserializeOwned>(
         &self,

@@ -22,6 +22,7 @@ wasmtime::component::bindgen!({
         "warden:agent/llm": async | trappable,
         "wasi:keyvalue/store": async | trappable,
         "wasi:keyvalue/atomics": async | trappable,
+        "warden:agent/kv-cas": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -37,7 +38,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use warden::agent::{context, llm};
+pub use warden::agent::{context, kv_cas, llm};
 pub use wasi::config::store as config_store;
 pub use wasi::keyvalue::{atomics as kv_atomics, store as kv_store};
 pub use wasi::logging::logging;

@@ -138,6 +138,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<(
     bindings::llm::add_to_linker::<RunState, Llm>(linker, |s| &mut s.llm)?;
     bindings::kv_store::add_to_linker::<RunState, Kv>(linker, |s| &mut s.kv)?;
     bindings::kv_atomics::add_to_linker::<RunState, Kv>(linker, |s| &mut s.kv)?;
+    bindings::kv_cas::add_to_linker::<RunState, Kv>(linker, |s| &mut s.kv)?;
     bindings::config_store::add_to_linker::<RunState, Config>(linker, |s| &mut s.config)?;
     bindings::logging::add_to_linker::<RunState, Log>(linker, |s| &mut s.log)?;
     bindings::context::add_to_linker::<RunState, Context>(linker, |s| &mut s.context)?;

@@ -29,6 +29,23 @@ async fn values_persist_across_runs_and_restarts() {
 }
 
 #[tokio::test]
+async fn a_guest_swaps_only_from_the_value_it_expects() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let cas = |expected: &str, value: &str| {
+        format!(r#"{{"op":"cas","key":"leader","expected":{expected},"value":"{value}"}}"#)
+    };
+    assert_eq!(kv(&sb, "election", &cas("null", "n1")).await, true);
+    assert_eq!(kv(&sb, "election", &cas("null", "n2")).await, false);
+    assert_eq!(kv(&sb, "election", &cas("\"n2\"", "n3")).await, false);
+    assert_eq!(kv(&sb, "election", &cas("\"n1\"", "n2")).await, true);
+    assert_eq!(
+        kv(&sb, "election", r#"{"op":"get","key":"leader"}"#).await,
+        "n2"
+    );
+}
+
+#[tokio::test]
 async fn agents_cannot_see_each_others_keys() {
     let dir = tempfile::tempdir().unwrap();
     let sb = sandbox(dir.path(), None);

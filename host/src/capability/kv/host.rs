@@ -2,8 +2,8 @@
 //! sizes?) first, then the backend.
 
 use super::{Bucket, KvCtx, KvError, KvKey, LIST_PAGE, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::bindings::kv_atomics;
 use crate::bindings::kv_store::{self, Error, KeyResponse};
+use crate::bindings::{kv_atomics, kv_cas};
 use wasmtime::component::Resource;
 
 type KvResult<T> = wasmtime::Result<Result<T, Error>>;
@@ -133,5 +133,28 @@ impl kv_atomics::Host for KvCtx {
         delta: u64,
     ) -> KvResult<u64> {
         with_key!(self, bucket, key, |store, at| store.increment(at, delta))
+    }
+}
+
+impl kv_cas::Host for KvCtx {
+    #[tracing::instrument(name = "kv.compare_and_swap", skip(self, bucket, expected, new))]
+    async fn compare_and_swap(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> KvResult<bool> {
+        if new.len() > MAX_VALUE_BYTES {
+            return Ok(Err(Error::Other(format!(
+                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+                new.len()
+            ))));
+        }
+        with_key!(self, bucket, key, |store, at| store.compare_and_swap(
+            at,
+            expected.as_deref(),
+            &new
+        ))
     }
 }

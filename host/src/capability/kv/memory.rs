@@ -59,4 +59,18 @@ impl KvStore for MemoryStore {
         map.insert(key(at), next.to_string().into_bytes());
         Ok(next)
     }
+
+    async fn compare_and_swap(
+        &self,
+        at: KvKey<'_>,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        let mut map = self.map.lock().unwrap();
+        if map.get(&key(at)).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        map.insert(key(at), new.to_vec());
+        Ok(true)
+    }
 }

@@ -67,6 +67,14 @@ pub trait KvStore: Send + Sync {
     /// Adds `delta` to the decimal counter at `at` (0 when absent),
     /// atomically, and returns the new value.
     async fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError>;
+    /// Sets `at` to `new` if its value is `expected` (`None`: absent),
+    /// atomically; returns whether it did.
+    async fn compare_and_swap(
+        &self,
+        at: KvKey<'_>,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError>;
 }
 
 /// Parses a counter value; shared by the backends.
@@ -151,6 +159,55 @@ mod tests {
         );
         store.delete(a).await.unwrap();
         assert_eq!(store.get(a).await.unwrap(), None);
+        // Compare-and-swap: from absent, then only from the current value.
+        let c = KvKey { key: "cas", ..a };
+        assert!(store.compare_and_swap(c, None, b"1").await.unwrap());
+        assert!(!store.compare_and_swap(c, None, b"2").await.unwrap());
+        assert!(!store.compare_and_swap(c, Some(b"0"), b"2").await.unwrap());
+        assert!(store.compare_and_swap(c, Some(b"1"), b"2").await.unwrap());
+        assert_eq!(store.get(c).await.unwrap().as_deref(), Some(&b"2"[..]));
+        assert!(
+            store
+                .list_keys("agent-a", "default", 0, 10)
+                .await
+                .unwrap()
+                .contains(&"cas".to_string())
+        );
+    }
+
+    /// Compare-and-swap racing from many tasks, each adding one to a
+    /// number by read-then-swap until its swap lands: none is lost.
+    pub(super) async fn concurrent_swaps(store: std::sync::Arc<dyn KvStore>) {
+        let at = KvKey {
+            namespace: "agent-a",
+            bucket: "race",
+            key: "cas",
+        };
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let now = store.get(at).await.unwrap();
+                        let n: u64 = now
+                            .as_deref()
+                            .map_or(0, |b| std::str::from_utf8(b).unwrap().parse().unwrap());
+                        let next = (n + 1).to_string();
+                        if store
+                            .compare_and_swap(at, now.as_deref(), next.as_bytes())
+                            .await
+                            .unwrap()
+                        {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(store.get(at).await.unwrap().as_deref(), Some(&b"16"[..]));
     }
 
     /// Increments racing on one key, from many tasks: each new value is
@@ -192,6 +249,7 @@ mod tests {
     async fn memory_store_semantics() {
         exercise(&MemoryStore::default()).await;
         concurrent_increments(std::sync::Arc::new(MemoryStore::default()), u64::MAX).await;
+        concurrent_swaps(std::sync::Arc::new(MemoryStore::default())).await;
     }
 
     #[tokio::test]
@@ -204,6 +262,7 @@ mod tests {
             u64::MAX,
         )
         .await;
+        concurrent_swaps(std::sync::Arc::new(SqliteStore::open(&path).unwrap())).await;
         let at = KvKey {
             namespace: "x",
             bucket: "b",
@@ -219,7 +278,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_store_semantics_and_atomic_increments() {
+    async fn postgres_store_semantics_and_atomic_increments_and_swaps() {
         let db = warden_testkit::postgres_database();
         exercise(&PostgresStore::new(&db.url).unwrap()).await;
         concurrent_increments(
@@ -227,16 +286,21 @@ mod tests {
             u64::MAX,
         )
         .await;
+        concurrent_swaps(std::sync::Arc::new(PostgresStore::new(&db.url).unwrap())).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis_store_semantics_and_atomic_increments() {
+    async fn redis_store_semantics_and_atomic_increments_and_swaps() {
         let redis = warden_testkit::redis();
         exercise(&RedisStore::new(&redis.url, &redis.prefix).unwrap()).await;
         concurrent_increments(
             std::sync::Arc::new(RedisStore::new(&redis.url, &redis.prefix).unwrap()),
             i64::MAX as u64,
         )
+        .await;
+        concurrent_swaps(std::sync::Arc::new(
+            RedisStore::new(&redis.url, &redis.prefix).unwrap(),
+        ))
         .await;
     }
 }

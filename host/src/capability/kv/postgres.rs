@@ -195,4 +195,34 @@ impl KvStore for PostgresStore {
         tx.commit().await.map_err(pg)?;
         Ok(next)
     }
+
+    async fn compare_and_swap(
+        &self,
+        at: KvKey<'_>,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        let c = self.client().await?;
+        // One statement each way: PostgreSQL applies it atomically (an
+        // update waits for a concurrent writer, then checks again).
+        let changed = match expected {
+            None => c
+                .execute(
+                    "INSERT INTO warden_kv (namespace, bucket, key, value) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (namespace, bucket, key) DO NOTHING",
+                    &[&at.namespace, &at.bucket, &at.key, &new],
+                )
+                .await
+                .map_err(pg)?,
+            Some(expected) => c
+                .execute(
+                    "UPDATE warden_kv SET value = $5
+                     WHERE namespace = $1 AND bucket = $2 AND key = $3 AND value = $4",
+                    &[&at.namespace, &at.bucket, &at.key, &expected, &new],
+                )
+                .await
+                .map_err(pg)?,
+        };
+        Ok(changed == 1)
+    }
 }

@@ -154,4 +154,37 @@ impl KvStore for RedisStore {
             Err(e) => Err(backend(e)),
         }
     }
+
+    async fn compare_and_swap(
+        &self,
+        at: KvKey<'_>,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        // A script runs atomically on the server.
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"
+                local v = redis.call('GET', KEYS[1])
+                if (ARGV[1] == '0' and v == false) or (ARGV[1] == '1' and v == ARGV[2]) then
+                    redis.call('SET', KEYS[1], ARGV[3])
+                    redis.call('ZADD', KEYS[2], 0, ARGV[4])
+                    return 1
+                end
+                return 0",
+            )
+        });
+        let mut c = self.conn().await?;
+        let swapped: i64 = SCRIPT
+            .key(self.value_key(at))
+            .key(self.index_key(at.namespace, at.bucket))
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(new)
+            .arg(at.key)
+            .invoke_async(&mut c)
+            .await
+            .map_err(backend)?;
+        Ok(swapped == 1)
+    }
 }

@@ -135,4 +135,33 @@ impl KvStore for SqliteStore {
         tx.commit().map_err(backend)?;
         Ok(next)
     }
+
+    async fn compare_and_swap(
+        &self,
+        at: KvKey<'_>,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        let mut conn = self.conn.lock().unwrap();
+        let tx = conn.transaction().map_err(backend)?;
+        let current: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT value FROM kv WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                params![at.namespace, at.bucket, at.key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO kv (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
+            params![at.namespace, at.bucket, at.key, new],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(true)
+    }
 }

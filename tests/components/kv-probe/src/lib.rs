@@ -1,4 +1,6 @@
-//! Key-value operations: {"op": "get"|"set"|"incr"|"keys", "key", "value"}.
+//! Key-value operations: {"op": "get"|"set"|"incr"|"keys"|"cas", "key",
+//! "value", "expected"} (`cas`: swap in `value` if the key holds `expected`,
+//! or is absent when `expected` is null).
 use serde_json::{Value, json};
 use warden_sdk::kv::Bucket;
 
@@ -9,6 +11,8 @@ struct Input {
     key: String,
     #[serde(default)]
     value: String,
+    #[serde(default)]
+    expected: Option<String>,
 }
 
 #[warden_sdk::agent]
@@ -23,6 +27,11 @@ fn run(input: Input) -> Result<Value, warden_sdk::Error> {
         "set" => json!(bucket.set(&input.key, input.value.as_bytes())?),
         "incr" => json!(bucket.increment(&input.key, 1)?),
         "keys" => json!(bucket.keys()?),
+        "cas" => json!(bucket.compare_and_swap(
+            &input.key,
+            input.expected.as_deref().map(str::as_bytes),
+            input.value.as_bytes()
+        )?),
         other => return Err(warden_sdk::Error::msg(format!("unknown op {other}"))),
     })
 }
