@@ -2,7 +2,8 @@
 //!
 //! Each `--stream NAME=AGENT:LIMIT` is read through a consumer group
 //! (`XREADGROUP`), never more than LIMIT of its jobs in flight. A job's
-//! `input` field becomes a run of AGENT, submitted with the idempotency key
+//! `input` field becomes a run of AGENT (granted what its capability
+//! manifest declares), submitted with the idempotency key
 //! `redis:STREAM:ENTRY-ID`, so a job submitted again (after a crash) is the
 //! same run. Once the run is terminal its result (state, output, error,
 //! usage) is added to the result stream and the job acknowledged, both in
@@ -308,6 +309,11 @@ impl Bridge {
                 agent: spec.agent.clone(),
                 input,
                 idempotency_key: format!("redis:{}:{}", spec.stream, job.id),
+                // What the agent's capability manifest declares.
+                grant: Some(pb::Grant {
+                    as_declared: true,
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .await;

@@ -128,6 +128,14 @@ fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
 
 /// Starts a PostgreSQL server in a new temp dir; returns its admin URL.
 fn start_postgres() -> String {
+    // A test server: its data is thrown away.
+    start_postgres_server(&["fsync=off"])
+}
+
+/// Starts a PostgreSQL server of this process's own with `settings`
+/// (`name=value`), stopped when the process has exited; returns its admin
+/// URL (for [`postgres_database_at`]).
+pub fn start_postgres_server(settings: &[&str]) -> String {
     let bin = postgres_bin();
     let user = postgres_user();
     let dir = tempfile::Builder::new()
@@ -168,12 +176,10 @@ fn start_postgres() -> String {
         .args([
             "-c",
             "listen_addresses=127.0.0.1",
-            // A test server: its data is thrown away.
-            "-c",
-            "fsync=off",
             "-c",
             "max_connections=300",
         ])
+        .args(settings.iter().flat_map(|s| ["-c", s]))
         .stdout(Stdio::null())
         .stderr(log);
     as_user(&mut server, user);
@@ -214,11 +220,16 @@ pub struct PostgresDatabase {
     /// `postgres://...` of the database.
     pub url: String,
     name: String,
+    admin: String,
 }
 
 /// A database of this test's own.
 pub fn postgres_database() -> PostgresDatabase {
-    let admin = postgres_server();
+    postgres_database_at(postgres_server())
+}
+
+/// A new database on the server at `admin` (its admin URL).
+pub fn postgres_database_at(admin: &str) -> PostgresDatabase {
     let name = unique("warden");
     off_runtime(|| {
         let mut client = postgres::Client::connect(admin, postgres::NoTls)
@@ -231,13 +242,13 @@ pub fn postgres_database() -> PostgresDatabase {
     PostgresDatabase {
         url: format!("{base}/{name}"),
         name,
+        admin: admin.to_string(),
     }
 }
 
 impl Drop for PostgresDatabase {
     fn drop(&mut self) {
-        let admin = postgres_server();
-        let name = &self.name;
+        let (admin, name) = (&self.admin, &self.name);
         off_runtime(|| {
             if let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls) {
                 let _ =

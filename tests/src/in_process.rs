@@ -21,7 +21,11 @@ impl warden_control_plane::ComponentValidator for AcceptAll {
 /// A control plane serving on a free loopback port, its database under
 /// `dir`, accepting any published component. Returns it and its URL.
 pub async fn control_plane(dir: &Path) -> (ControlPlane, String) {
-    let store = Store::open(&dir.join("cp.sqlite3")).unwrap();
+    control_plane_on(Store::open(&dir.join("cp.sqlite3")).unwrap()).await
+}
+
+/// [`control_plane`] on `store` (e.g. PostgreSQL, shared by replicas).
+pub async fn control_plane_on(store: Store) -> (ControlPlane, String) {
     let cp = ControlPlane::new(store, ControlPlaneConfig::default(), Arc::new(AcceptAll));
     let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
         .await

@@ -48,6 +48,9 @@ pub struct RunReport<'a> {
 /// fails those runs `unschedulable` in time).
 const MAX_QUEUE_SCAN: i64 = 20_000;
 
+/// Queued runs one read of a PostgreSQL lease poll's scan takes.
+const PG_SCAN_PAGE: i64 = 256;
+
 /// Labels or a selector as stored (JSON).
 fn parse_labels(json: &str) -> BTreeMap<String, String> {
     serde_json::from_str(json).unwrap_or_default()
@@ -83,12 +86,30 @@ impl Store {
         self.with_tx(|tx| {
             // Read under the store's lock: times follow the order of commits.
             let now = now_ms();
-            let node: Option<(String, String, Vec<u8>, i64)> = tx.query_opt(
-                "SELECT state, labels, capacity, last_heartbeat FROM nodes WHERE id = ?1",
+            // The node, its runs in flight, and whether any tenant has a
+            // limit, in one statement.
+            let node: Option<(String, String, Vec<u8>, i64, u32, bool)> = tx.query_opt(
+                "SELECT state, labels, capacity, last_heartbeat,
+                        (SELECT count(*) FROM runs
+                         WHERE lease_node = ?1 AND state IN ('leased', 'running')),
+                        EXISTS (SELECT 1 FROM concurrency_limits) OR EXISTS (
+                            SELECT 1 FROM quotas WHERE max_running IS NOT NULL
+                                OR max_cost_usd_per_day IS NOT NULL
+                                OR max_tokens_per_day IS NOT NULL)
+                 FROM nodes WHERE id = ?1",
                 p![node_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
             )?;
-            let Some((state, labels, capacity, last_heartbeat)) = node else {
+            let Some((state, labels, capacity, last_heartbeat, in_flight, limited)) = node else {
                 return Ok(Vec::new());
             };
             if state.parse() != Ok(NodeState::Ready) || last_heartbeat < alive_since_ms {
@@ -98,11 +119,6 @@ impl Store {
             let slots = pb::NodeCapacity::decode(capacity.as_slice())
                 .map(|c| c.slots)
                 .unwrap_or(0);
-            let in_flight: u32 = tx.query_one(
-                "SELECT count(*) FROM runs WHERE lease_node = ?1 AND state IN ('leased', 'running')",
-                p![node_id],
-                |r| r.get(0),
-            )?;
             let room = slots.saturating_sub(in_flight).min(max);
             if room == 0 {
                 return Ok(Vec::new());
@@ -111,47 +127,58 @@ impl Store {
             // skips runs another one holds (and takes the next candidate),
             // and tenants' limits are applied by one replica at a time.
             let shared = tx.is_postgres();
-            if shared
-                && tx.query_one(
-                    "SELECT EXISTS (SELECT 1 FROM concurrency_limits) OR EXISTS (
-                         SELECT 1 FROM quotas WHERE max_running IS NOT NULL
-                             OR max_cost_usd_per_day IS NOT NULL OR max_tokens_per_day IS NOT NULL)",
-                    p![],
-                    |r| r.get::<bool>(0),
-                )?
-            {
+            if shared && limited {
                 tx.execute("SELECT pg_advisory_xact_lock(?1)", p![LEASE_LOCK])?;
             }
             let candidates = if shared { room * 2 + 16 } else { room };
+            let mut tenants = Vec::new();
+            while let Some(next) = tx.query_opt(
+                "SELECT tenant FROM runs WHERE state = 'queued' AND tenant > ?1
+                 ORDER BY tenant LIMIT 1",
+                p![tenants.last().map_or("", String::as_str)],
+                |r| r.get::<String>(0),
+            )? {
+                tenants.push(next);
+            }
             // Each tenant's queue in order, past any runs this node cannot
             // take (their selector wants labels it lacks) and runs over a
             // quota or concurrency limit: those never stand in front of runs
             // it can. Runs waiting out a retry backoff sort last and end a
             // tenant's scan. (`not_before` is compared here, not in SQL: a
             // bound value in a range would make SQLite re-plan every call.)
-            // Rows are read lazily: a scan stops once it has enough.
-            let mut admission = super::quotas::Admission::load(tx, now)?;
+            // Rows are read lazily: a scan stops once it has enough. One
+            // tenant with no limits needs no admission (nor fairness).
+            let mut admission = if limited || tenants.len() > 1 {
+                super::quotas::Admission::load(tx, now)?
+            } else {
+                super::quotas::Admission::default()
+            };
             let mut queues = Vec::new();
-            let mut tenant = String::new();
-            while let Some(next) = tx.query_opt(
-                "SELECT tenant FROM runs WHERE state = 'queued' AND tenant > ?1
-                 ORDER BY tenant LIMIT 1",
-                p![tenant],
-                |r| r.get::<String>(0),
-            )? {
-                tenant = next;
+            for tenant in tenants {
                 if admission.closed(&tenant) {
                     continue;
                 }
                 let mut runs = std::collections::VecDeque::new();
-                tx.query_while(
-                    "SELECT id, selector, not_before, created, agent, labels FROM runs
-                     WHERE state = 'queued' AND tenant = ?1
-                     ORDER BY not_before, created LIMIT ?2",
-                    p![tenant, MAX_QUEUE_SCAN],
-                    |row| {
+                // SQLite steps through one statement lazily. PostgreSQL
+                // sends every row a statement selects, so it reads the
+                // queue in pages, each after the last row of the one before.
+                let page = if shared { PG_SCAN_PAGE } else { MAX_QUEUE_SCAN };
+                // (not_before, created, seq): on PostgreSQL only.
+                let mut after: Option<(i64, i64, i64)> = None;
+                let mut scanned = 0;
+                loop {
+                    let (mut read, mut done) = (0, false);
+                    let from = after.take();
+                    let mut visit = |row: &super::sql::Row<'_>| {
+                        read += 1;
                         let not_before: i64 = row.get(2)?;
+                        let created: i64 = row.get(3)?;
+                        let id: String = row.get(0)?;
+                        if shared {
+                            after = Some((not_before, created, row.get(6)?));
+                        }
                         if runs.len() as u32 >= candidates || not_before > now {
+                            done = true;
                             return Ok(false);
                         }
                         let selector: String = row.get(1)?;
@@ -160,12 +187,41 @@ impl Store {
                         }
                         let agent: String = row.get(4)?;
                         if !admission.admit(&tenant, &agent, &row.get::<String>(5)?) {
-                            return Ok(!admission.closed(&tenant));
+                            done = admission.closed(&tenant);
+                            return Ok(!done);
                         }
-                        runs.push_back(((not_before, row.get::<i64>(3)?), row.get::<String>(0)?));
+                        runs.push_back(((not_before, created), id));
                         Ok(true)
-                    },
-                )?;
+                    };
+                    match from {
+                        None if !shared => tx.query_while(
+                            "SELECT id, selector, not_before, created, agent, labels FROM runs
+                             WHERE state = 'queued' AND tenant = ?1
+                             ORDER BY not_before, created LIMIT ?2",
+                            p![tenant, page],
+                            &mut visit,
+                        )?,
+                        None => tx.query_while(
+                            "SELECT id, selector, not_before, created, agent, labels, seq FROM runs
+                             WHERE state = 'queued' AND tenant = ?1
+                             ORDER BY not_before, created, seq LIMIT ?2",
+                            p![tenant, page],
+                            &mut visit,
+                        )?,
+                        Some((not_before, created, seq)) => tx.query_while(
+                            "SELECT id, selector, not_before, created, agent, labels, seq FROM runs
+                             WHERE state = 'queued' AND tenant = ?1
+                               AND (not_before, created, seq) > (?3, ?4, ?5)
+                             ORDER BY not_before, created, seq LIMIT ?2",
+                            p![tenant, page, not_before, created, seq],
+                            &mut visit,
+                        )?,
+                    }
+                    scanned += read;
+                    if done || read < page || scanned >= MAX_QUEUE_SCAN {
+                        break;
+                    }
+                }
                 if !runs.is_empty() {
                     queues.push((admission.running(&tenant), runs));
                 }

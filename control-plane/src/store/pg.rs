@@ -152,6 +152,13 @@ CREATE TABLE registry_credentials (
 "#,
     ),
     ("idempotency keys", super::IDEMPOTENCY_KEYS),
+    // The order runs were queued in, for ties within a millisecond (SQLite
+    // has its rowid).
+    (
+        "queue order",
+        "ALTER TABLE runs ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
+         CREATE INDEX runs_queue ON runs (state, tenant, not_before, created, seq);",
+    ),
 ];
 
 /// Key of the advisory lock migrations hold ("warden" in ASCII).

@@ -1,0 +1,230 @@
+//! The control plane's store side by side: SQLite, PostgreSQL with one
+//! replica, and PostgreSQL with two replicas (each with a node of half the
+//! slots; clients submit to both, so half the runs wake the other replica
+//! through LISTEN/NOTIFY). Control planes and nodes run in this process,
+//! talking real gRPC over loopback; PostgreSQL is Debian's server started
+//! here (fsync on, synchronous_commit off: like SQLite's WAL with
+//! synchronous=NORMAL, a crash of the machine may lose the last commits,
+//! never corrupt).
+//!
+//! For each: completed `hello` runs/s with 8 clients submitting, and
+//! submit-to-start latency (created -> first attempt started, on the
+//! control plane's clock) p50/p99 on an idle cluster, one run at a time.
+//! The three are measured in turn, PAIRS times; medians and ratios to
+//! SQLite are printed.
+//!
+//! Run: `cargo bench -p warden-tests --bench backends -- [RUNS] [SLOTS] [PAIRS]`.
+
+use std::time::{Duration, Instant};
+use warden_control_plane::{ControlPlane, Store};
+use warden_core::RunState;
+use warden_proto::v1 as pb;
+use warden_tests::cluster::{connect, publish, state};
+use warden_tests::in_process::{Node, control_plane_on};
+use warden_tests::{examples, sandbox_with};
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Control planes (replicas) with a node each, and their URLs.
+struct Setup {
+    name: &'static str,
+    cps: Vec<ControlPlane>,
+    urls: Vec<String>,
+    _nodes: Vec<Node>,
+    _db: Option<warden_testkit::PostgresDatabase>,
+}
+
+async fn start(
+    name: &'static str,
+    dir: &std::path::Path,
+    pg: Option<&str>,
+    replicas: usize,
+    slots: u32,
+) -> Setup {
+    let db = pg.map(warden_testkit::postgres_database_at);
+    let mut cps = Vec::new();
+    let mut urls = Vec::new();
+    let mut nodes = Vec::new();
+    for r in 0..replicas {
+        let store = match &db {
+            Some(db) => Store::open_postgres(&db.url, 16, &dir.join("sealing.key")).unwrap(),
+            None => Store::open(&dir.join("cp.sqlite3")).unwrap(),
+        };
+        let (cp, url) = control_plane_on(store).await;
+        let node_dir = dir.join(format!("node-{r}"));
+        let per_node = slots / replicas as u32;
+        let sandbox = sandbox_with(&node_dir, |c| c.engine.pool_slots = per_node);
+        let id = format!("{name}-node-{r}");
+        nodes.push(Node::start(&url, &id, sandbox, &node_dir, per_node, &[]));
+        cps.push(cp);
+        urls.push(url);
+    }
+    publish(connect(&urls[0]).await, examples::HELLO, "hello@1").await;
+    // Warm: every node has fetched and compiled the component.
+    let setup = Setup {
+        name,
+        cps,
+        urls,
+        _nodes: nodes,
+        _db: db,
+    };
+    for _ in 0..4 * replicas {
+        idle_latency(&setup, 1).await;
+    }
+    setup
+}
+
+/// Submits `runs` runs from 8 clients (spread over the replicas) and waits
+/// for them; completed runs/s.
+async fn throughput(setup: &Setup, runs: usize) -> f64 {
+    let clients = 8;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let url = setup.urls[c % setup.urls.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = pb::run_service_client::RunServiceClient::new(connect(&url).await);
+            let mut ids = Vec::new();
+            for i in (c..runs).step_by(clients) {
+                let run = client
+                    .submit(pb::SubmitRequest {
+                        agent: "hello@1".into(),
+                        input: format!("{{\"i\":{i}}}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                ids.push(run.run.unwrap().run_id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    let store = setup.cps[0].store();
+    loop {
+        let pending: u64 = [RunState::Queued, RunState::Leased, RunState::Running]
+            .into_iter()
+            .map(|s| store.count_runs(s).unwrap())
+            .sum();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "runs did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    for id in &ids {
+        let run = store.get_run(None, id).unwrap().unwrap();
+        assert_eq!(state(&run), RunState::Succeeded, "{run:?}");
+    }
+    runs as f64 / elapsed.as_secs_f64()
+}
+
+/// Submits `runs` runs one at a time (to each replica in turn), each once
+/// the one before has ended; their submit-to-start latencies (ms), sorted.
+async fn idle_latency(setup: &Setup, runs: usize) -> Vec<i64> {
+    let mut latencies = Vec::new();
+    for i in 0..runs {
+        let url = &setup.urls[i % setup.urls.len()];
+        let mut client = pb::run_service_client::RunServiceClient::new(connect(url).await);
+        let id = client
+            .submit(pb::SubmitRequest {
+                agent: "hello@1".into(),
+                input: "{}".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap()
+            .run_id;
+        let run = loop {
+            let run = setup.cps[0].store().get_run(None, &id).unwrap().unwrap();
+            if state(&run).is_terminal() {
+                break run;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert_eq!(state(&run), RunState::Succeeded, "{run:?}");
+        latencies.push(run.attempts[0].started_unix_ms - run.created_unix_ms);
+    }
+    latencies.sort_unstable();
+    latencies
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let slots: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32);
+    let pairs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
+
+    let server = warden_testkit::start_postgres_server(&["synchronous_commit=off"]);
+    let dir = tempfile::tempdir().unwrap();
+    let setups = [
+        start("sqlite", &dir.path().join("sqlite"), None, 1, slots).await,
+        start(
+            "postgres-1",
+            &dir.path().join("pg1"),
+            Some(&server),
+            1,
+            slots,
+        )
+        .await,
+        start(
+            "postgres-2",
+            &dir.path().join("pg2"),
+            Some(&server),
+            2,
+            slots,
+        )
+        .await,
+    ];
+    let mut rates = vec![Vec::new(); setups.len()];
+    let mut idle: Vec<Vec<i64>> = vec![Vec::new(); setups.len()];
+    for pair in 0..pairs {
+        for (i, setup) in setups.iter().enumerate() {
+            let rate = throughput(setup, runs).await;
+            let lat = idle_latency(setup, 100).await;
+            println!(
+                "round {pair} {}: {rate:.0} runs/s; idle submit->start p50 {} ms, p99 {} ms",
+                setup.name,
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
+            rates[i].push(rate);
+            idle[i].extend(lat);
+        }
+    }
+    let base = median(rates[0].clone());
+    for (i, setup) in setups.iter().enumerate() {
+        let rate = median(rates[i].clone());
+        idle[i].sort_unstable();
+        println!(
+            "{}: median {rate:.0} runs/s ({:.2} x sqlite); idle submit->start over {} runs: p50 {} ms, p99 {} ms",
+            setup.name,
+            rate / base,
+            idle[i].len(),
+            percentile(&idle[i], 0.5),
+            percentile(&idle[i], 0.99),
+        );
+    }
+}
