@@ -14,6 +14,9 @@
 //! SQLite are printed.
 //!
 //! Run: `cargo bench -p warden-tests --bench backends -- [RUNS] [SLOTS] [PAIRS]`.
+//! With `WARDEN_BENCH_PG_STATEMENTS=1`, PostgreSQL loads
+//! `pg_stat_statements` and the statements that took the most time are
+//! printed at the end (calls, total and mean time).
 
 use std::time::{Duration, Instant};
 use warden_control_plane::{ControlPlane, Store};
@@ -177,7 +180,12 @@ async fn main() {
     let slots: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32);
     let pairs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
 
-    let server = warden_testkit::start_postgres_server(&["synchronous_commit=off"]);
+    let statements = std::env::var("WARDEN_BENCH_PG_STATEMENTS").is_ok_and(|v| v == "1");
+    let mut settings = vec!["synchronous_commit=off"];
+    if statements {
+        settings.push("shared_preload_libraries=pg_stat_statements");
+    }
+    let server = warden_testkit::start_postgres_server(&settings);
     let dir = tempfile::tempdir().unwrap();
     let setups = [
         start("sqlite", &dir.path().join("sqlite"), None, 1, slots).await,
@@ -227,4 +235,31 @@ async fn main() {
             percentile(&idle[i], 0.99),
         );
     }
+    if statements {
+        print_statements(&server, setups[1]._db.as_ref().unwrap());
+    }
+}
+
+/// The statements that took PostgreSQL the most time in `db`.
+fn print_statements(server: &str, db: &warden_testkit::PostgresDatabase) {
+    let url = db.url.clone();
+    let _ = server;
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .unwrap();
+        let rows = c
+            .query(
+                "SELECT calls, total_exec_time, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 20",
+                &[],
+            )
+            .unwrap();
+        for r in rows {
+            let (calls, total, mean, q): (i64, f64, f64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            println!("{calls:>9} calls {total:>9.0} ms total {mean:>7.3} ms mean  {q}");
+        }
+    })
+    .join()
+    .unwrap();
 }

@@ -254,7 +254,7 @@ impl Store {
         let now = now_ms();
         self.with_tx(|tx| {
             let mut stale = Vec::new();
-            for lease in leases {
+            for lease in in_lock_order(leases, |l| &l.run_id) {
                 let n = tx.execute(
                     "UPDATE runs SET state = 'running', updated = ?4
                      WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3
@@ -288,7 +288,7 @@ impl Store {
         let expires = now + ttl_ms;
         self.with_tx(|tx| {
             let mut out = Vec::with_capacity(leases.len());
-            for l in leases {
+            for l in in_lock_order(leases, |l| &l.run_id) {
                 let cancel: Option<bool> = tx.query_opt(
                     "UPDATE runs SET lease_expires = ?5
                      WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3 AND lease_node = ?4
@@ -318,26 +318,15 @@ impl Store {
     ) -> StoreResult<Vec<LeaseCheck>> {
         self.with_tx(|tx| {
             let now = now_ms();
-            results
-                .iter()
-                .map(|r| match check_lease(tx, node_id, r.lease, r.outcome)? {
-                    Err(answer) => Ok(answer),
-                    Ok(()) => match r.outcome {
-                        Outcome::Succeeded { output } => {
-                            super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
-                            complete(tx, r.lease, output, r.usage, now)
-                        }
-                        Outcome::Failed { kind, message } => {
-                            super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
-                            fail(tx, r.lease, kind, message, r.usage, now)
-                        }
-                    },
-                })
-                .collect::<StoreResult<Vec<_>>>()
-                .and_then(|checks| {
-                    tx.notify()?;
-                    Ok(checks)
-                })
+            // In the order of their run ids (see `in_lock_order`).
+            let mut order: Vec<usize> = (0..results.len()).collect();
+            order.sort_by(|&a, &b| results[a].lease.run_id.cmp(&results[b].lease.run_id));
+            let mut answers = vec![None; results.len()];
+            for i in order {
+                answers[i] = Some(record_one(tx, node_id, &results[i], now)?);
+            }
+            tx.notify()?;
+            Ok(answers.into_iter().flatten().collect())
         })
     }
 
@@ -436,6 +425,35 @@ impl Store {
             }
             Ok(expired.len())
         })
+    }
+}
+
+/// `items` in the order of their run ids: every transaction that locks
+/// several runs (ack, renew, record) takes the locks in one order, so two
+/// of them (on two replicas, or a node's ack and its report) never
+/// deadlock.
+fn in_lock_order<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by(|a, b| id(a).cmp(id(b)));
+    sorted
+}
+
+/// Records one result (see [`Store::record`]).
+fn record_one(
+    tx: &mut Tx<'_>,
+    node_id: Option<&str>,
+    r: &RunReport<'_>,
+    now: i64,
+) -> StoreResult<LeaseCheck> {
+    match check_lease(tx, node_id, r.lease, r.outcome)? {
+        Err(answer) => Ok(answer),
+        Ok(()) => {
+            super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
+            match r.outcome {
+                Outcome::Succeeded { output } => complete(tx, r.lease, output, r.usage, now),
+                Outcome::Failed { kind, message } => fail(tx, r.lease, kind, message, r.usage, now),
+            }
+        }
     }
 }
 
