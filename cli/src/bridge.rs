@@ -10,8 +10,11 @@
 //! one `MULTI`: a job gets exactly one result, however often the bridge
 //! dies. At start the bridge takes back its own unacknowledged jobs, and
 //! from time to time claims those another bridge left idle (`XAUTOCLAIM`).
-//! A job without a usable input goes to the dead-letter stream with the
-//! reason, acknowledged likewise.
+//! A job without a usable input (none, not JSON, or refused by the control
+//! plane as invalid) goes to the dead-letter stream with the reason,
+//! acknowledged likewise; any other failure (control plane away, unknown
+//! agent, a quota, a refused token) is retried, so no job is lost to a
+//! mistake in the bridge's setup.
 
 use crate::remote::{Conn, Remote, status};
 use anyhow::Context;
@@ -322,10 +325,15 @@ impl Bridge {
                 .into_inner()
                 .run
                 .context("the control plane answered no run")?,
-            // Retried: the control plane or the network is away.
-            Err(e) if transient(e.code()) => return Err(status(e)),
-            // Would fail again (bad input, unknown agent, refused grant).
-            Err(e) => return self.dead_letter(spec, job, e.message()).await,
+            // The job itself is bad (its input): it would fail again.
+            Err(e) if e.code() == tonic::Code::InvalidArgument => {
+                return self.dead_letter(spec, job, e.message()).await;
+            }
+            // Anything else is the bridge's setup or the control plane's
+            // state (unreachable, a quota, an unknown agent, a refused
+            // token), not the job's: retried, with the reason logged, so a
+            // mistake in --stream or --token loses no job.
+            Err(e) => return Err(status(e)),
         };
         let run = self.wait_terminal(&run.run_id).await?;
         self.publish(spec, job, &run).await
@@ -458,18 +466,4 @@ fn job_input(job: &StreamId) -> Result<String, String> {
     serde_json::from_str::<serde::de::IgnoredAny>(&text)
         .map_err(|e| format!("the job's `input` is not JSON: {e}"))?;
     Ok(text)
-}
-
-/// Whether a failed call is worth retrying as it is.
-fn transient(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Unavailable
-            | tonic::Code::Unknown
-            | tonic::Code::Internal
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Aborted
-            | tonic::Code::Cancelled
-    )
 }
