@@ -112,6 +112,9 @@ pub(crate) async fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Entry ids of a stream's jobs in progress.
+type Running = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 /// What every stream's worker shares.
 struct Bridge {
     client: redis::Client,
@@ -198,8 +201,12 @@ impl Bridge {
     /// Reads `spec`'s stream for ever, reconnecting after errors.
     async fn serve(self: Arc<Self>, spec: StreamSpec) {
         let slots = Arc::new(Semaphore::new(spec.limit));
+        // Jobs being run now: a read after an error starts again from this
+        // consumer's pending jobs, and XAUTOCLAIM may hand back one of its
+        // own long runs; neither may start a job twice.
+        let running: Running = Arc::default();
         loop {
-            if let Err(e) = self.clone().read(&spec, &slots).await {
+            if let Err(e) = self.clone().read(&spec, &slots, &running).await {
                 tracing::warn!(stream = %spec.stream, error = %e, "reading the stream failed; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -213,6 +220,7 @@ impl Bridge {
         self: Arc<Self>,
         spec: &StreamSpec,
         slots: &Arc<Semaphore>,
+        running: &Running,
     ) -> anyhow::Result<()> {
         let mut conn = self.client.get_multiplexed_async_connection().await?;
         let mut own = Some("0".to_string());
@@ -247,15 +255,21 @@ impl Bridge {
             };
             let mut permits = vec![first];
             for job in jobs {
+                if !running.lock().unwrap().insert(job.id.clone()) {
+                    continue;
+                }
                 let permit = match permits.pop() {
                     Some(p) => p,
                     None => slots.clone().acquire_owned().await?,
                 };
                 let this = self.clone();
                 let spec = spec.clone();
+                let running = running.clone();
                 tokio::spawn(async move {
                     let _slot = permit;
+                    let id = job.id.clone();
                     this.job(&spec, job).await;
+                    running.lock().unwrap().remove(&id);
                 });
             }
         }

@@ -601,25 +601,30 @@ fn check_lease(
         Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
         Outcome::Failed { .. } => AttemptOutcome::Failed,
     };
-    // Locked until the result is recorded: a replica expiring this lease
-    // meanwhile waits, or skips it.
-    let current: Option<(u32, Option<String>, Option<String>, String)> = tx.query_opt(
-        "SELECT attempt, lease_token, lease_node, state FROM runs WHERE id = ?1
-         /*pg: FOR UPDATE*/",
-        p![lease.run_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    // The run, and the attempt the result is for (if it exists), in one
+    // read. The run is locked until the result is recorded: a replica
+    // expiring this lease meanwhile waits, or skips it.
+    type Run = (u32, Option<String>, Option<String>, String);
+    type Recorded = Option<(String, String, String)>;
+    let current: Option<(Run, Recorded)> = tx.query_opt(
+        "SELECT r.attempt, r.lease_token, r.lease_node, r.state, a.token, a.node_id, a.outcome
+         FROM runs r LEFT JOIN attempts a ON a.run_id = r.id AND a.attempt = ?2
+         WHERE r.id = ?1 /*pg: FOR UPDATE OF r*/",
+        p![lease.run_id, i64::from(lease.attempt)],
+        |r| {
+            let recorded = match (r.get(4)?, r.get(5)?, r.get(6)?) {
+                (Some(t), Some(n), Some(o)) => Some((t, n, o)),
+                _ => None,
+            };
+            Ok(((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?), recorded))
+        },
     )?;
-    let Some((attempt, token, leased_to, state)) = current else {
+    let Some(((attempt, token, leased_to, state), recorded)) = current else {
         return Ok(Err(LeaseCheck::NotFound));
     };
     let state: RunState = state
         .parse()
         .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
-    let recorded: Option<(String, String, String)> = tx.query_opt(
-        "SELECT token, node_id, outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2",
-        p![lease.run_id, i64::from(lease.attempt)],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
     if let Some((t, n, recorded)) = recorded {
         let recorded: AttemptOutcome = recorded
             .parse()
