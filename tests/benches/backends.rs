@@ -236,14 +236,13 @@ async fn main() {
         );
     }
     if statements {
-        print_statements(&server, setups[1]._db.as_ref().unwrap());
+        print_statements(setups[1]._db.as_ref().unwrap());
     }
 }
 
 /// The statements that took PostgreSQL the most time in `db`.
-fn print_statements(server: &str, db: &warden_testkit::PostgresDatabase) {
+fn print_statements(db: &warden_testkit::PostgresDatabase) {
     let url = db.url.clone();
-    let _ = server;
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")

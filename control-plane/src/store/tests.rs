@@ -70,23 +70,26 @@ pub(super) fn register(store: &Store, id: &str, slots: u32) {
         .unwrap();
 }
 
+/// A run of the default tenant's agent a@1, with no input.
+pub(super) fn new_run(max_attempts: u32) -> NewRun {
+    NewRun {
+        tenant: "default".into(),
+        id: warden_core::new_run_id(),
+        agent: "a@1".into(),
+        digest: "sha256:00".into(),
+        input: "null".into(),
+        budget: Default::default(),
+        grant: Default::default(),
+        selector: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        max_attempts,
+        traceparent: String::new(),
+        idempotency_key: None,
+    }
+}
+
 fn submit(store: &Store, n: usize, max_attempts: u32) -> Vec<String> {
-    let runs: Vec<NewRun> = (0..n)
-        .map(|_| NewRun {
-            tenant: "default".into(),
-            id: warden_core::new_run_id(),
-            agent: "a@1".into(),
-            digest: "sha256:00".into(),
-            input: "null".into(),
-            budget: Default::default(),
-            grant: Default::default(),
-            selector: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            max_attempts,
-            traceparent: String::new(),
-            idempotency_key: None,
-        })
-        .collect();
+    let runs: Vec<NewRun> = (0..n).map(|_| new_run(max_attempts)).collect();
     store
         .insert_runs(&runs)
         .unwrap()
@@ -452,18 +455,8 @@ fn a_lease_is_its_node_s_alone(store: &Store) {
 
 fn a_used_idempotency_key_answers_with_the_first_run(store: &Store) {
     let run = |key: &str| NewRun {
-        tenant: "default".into(),
-        id: warden_core::new_run_id(),
-        agent: "a@1".into(),
-        digest: "sha256:00".into(),
-        input: "null".into(),
-        budget: Default::default(),
-        grant: Default::default(),
-        selector: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        max_attempts: 3,
-        traceparent: String::new(),
         idempotency_key: Some(key.into()),
+        ..new_run(3)
     };
     let first = store.insert_runs(&[run("job-1")]).unwrap().remove(0);
     let again = store.insert_runs(&[run("job-1")]).unwrap().remove(0);

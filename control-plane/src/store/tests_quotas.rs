@@ -3,29 +3,20 @@
 //! quota make runs wait, never fail; a spent daily budget closes a tenant
 //! and no other.
 
-use super::tests::{TTL, complete, lease, lease_ref, on_both_backends, register};
+use super::tests::{TTL, complete, lease, lease_ref, new_run, on_both_backends, register};
 use super::*;
-use std::collections::BTreeMap;
 use warden_proto::v1 as pb;
 
 /// Queues one run of `tenant`, agent `agent`, with `labels`; its id.
 fn submit(store: &Store, tenant: &str, agent: &str, labels: &[(&str, &str)]) -> String {
     let run = NewRun {
-        id: warden_core::new_run_id(),
         tenant: tenant.into(),
         agent: agent.into(),
-        digest: "sha256:00".into(),
-        input: "null".into(),
-        budget: Default::default(),
-        grant: Default::default(),
-        selector: BTreeMap::new(),
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        max_attempts: 1,
-        traceparent: String::new(),
-        idempotency_key: None,
+        ..new_run(1)
     };
     store.insert_runs(&[run]).unwrap().remove(0).run_id
 }

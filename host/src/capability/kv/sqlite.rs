@@ -45,33 +45,35 @@ impl SqliteStore {
     }
 }
 
+/// The value at `at` (on a connection, or in a transaction).
+fn read(conn: &Connection, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError> {
+    conn.prepare_cached("SELECT value FROM kv WHERE namespace = ?1 AND bucket = ?2 AND key = ?3")
+        .and_then(|mut s| {
+            s.query_row(params![at.namespace, at.bucket, at.key], |r| r.get(0))
+                .optional()
+        })
+        .map_err(backend)
+}
+
+/// Sets the value at `at`.
+fn write(conn: &Connection, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError> {
+    conn.prepare_cached(
+        "INSERT INTO kv (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![at.namespace, at.bucket, at.key, value]))
+    .map(drop)
+    .map_err(backend)
+}
+
 #[async_trait::async_trait]
 impl KvStore for SqliteStore {
     async fn get(&self, at: KvKey<'_>) -> Result<Option<Vec<u8>>, KvError> {
-        self.conn
-            .lock()
-            .unwrap()
-            .prepare_cached(
-                "SELECT value FROM kv WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![at.namespace, at.bucket, at.key], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(backend)
+        read(&self.conn.lock().unwrap(), at)
     }
 
     async fn set(&self, at: KvKey<'_>, value: &[u8]) -> Result<(), KvError> {
-        self.conn
-            .lock()
-            .unwrap()
-            .prepare_cached(
-                "INSERT INTO kv (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-            )
-            .and_then(|mut s| s.execute(params![at.namespace, at.bucket, at.key, value]))
-            .map(drop)
-            .map_err(backend)
+        write(&self.conn.lock().unwrap(), at, value)
     }
 
     async fn delete(&self, at: KvKey<'_>) -> Result<(), KvError> {
@@ -110,28 +112,11 @@ impl KvStore for SqliteStore {
     async fn increment(&self, at: KvKey<'_>, delta: u64) -> Result<u64, KvError> {
         let mut conn = self.conn.lock().unwrap();
         let tx = conn.transaction().map_err(backend)?;
-        let current: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT value FROM kv WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                params![at.namespace, at.bucket, at.key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(backend)?;
+        let current = read(&tx, at)?;
         let next = counter_value(at.key, current.as_deref())?
             .checked_add(delta)
             .ok_or_else(|| KvError::Overflow(at.key.to_string()))?;
-        tx.execute(
-            "INSERT INTO kv (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-            params![
-                at.namespace,
-                at.bucket,
-                at.key,
-                next.to_string().into_bytes()
-            ],
-        )
-        .map_err(backend)?;
+        write(&tx, at, next.to_string().as_bytes())?;
         tx.commit().map_err(backend)?;
         Ok(next)
     }
@@ -144,23 +129,10 @@ impl KvStore for SqliteStore {
     ) -> Result<bool, KvError> {
         let mut conn = self.conn.lock().unwrap();
         let tx = conn.transaction().map_err(backend)?;
-        let current: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT value FROM kv WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                params![at.namespace, at.bucket, at.key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(backend)?;
-        if current.as_deref() != expected {
+        if read(&tx, at)?.as_deref() != expected {
             return Ok(false);
         }
-        tx.execute(
-            "INSERT INTO kv (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",
-            params![at.namespace, at.bucket, at.key, new],
-        )
-        .map_err(backend)?;
+        write(&tx, at, new)?;
         tx.commit().map_err(backend)?;
         Ok(true)
     }
