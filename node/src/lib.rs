@@ -421,9 +421,6 @@ impl NodeAgent {
             attempt: lease.attempt,
             token: lease.token,
         };
-        // Ack without waiting: the run starts at once, and a lease that is no
-        // longer current is caught by the renew loop or rejected on report.
-        let _ = self.acks.send(lease_ref.clone());
         let cancel = CancelToken::default();
         self.active.lock().unwrap().insert(
             lease.run_id.clone(),
@@ -437,6 +434,9 @@ impl NodeAgent {
                 })),
             },
         );
+        // Ack without waiting: the run starts at once, and a lease that is no
+        // longer current is caught by the renew loop or rejected on report.
+        let _ = self.acks.send(lease_ref.clone());
         let outcome = match self
             .components
             .get(&self.sandbox, &lease.component_digest)

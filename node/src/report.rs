@@ -17,13 +17,22 @@ use warden_proto::v1 as pb;
 impl NodeAgent {
     /// Acks leases in batches: whatever arrived while the last call was in
     /// flight goes in the next. Acks are not retried: a run acked late or
-    /// never is still recorded by its result.
+    /// never is still recorded by its result. A run that has ended by the
+    /// time its ack would go is not acked (its result says more, and an ack
+    /// would only wait on it for the run's row).
     pub(crate) async fn ack_loop(
         self: Arc<Self>,
         mut queue: mpsc::UnboundedReceiver<pb::LeaseRef>,
     ) {
         let mut leases = Vec::new();
         while queue.recv_many(&mut leases, MAX_BATCH).await > 0 {
+            {
+                let active = self.active.lock().unwrap();
+                leases.retain(|l| active.get(&l.run_id).is_some_and(|run| run.lease == *l));
+            }
+            if leases.is_empty() {
+                continue;
+            }
             let req = pb::AckRequest {
                 leases: std::mem::take(&mut leases),
             };

@@ -5,10 +5,10 @@
 //! to.
 
 use super::runs::decode;
-use super::sql::{Tx, p};
+use super::sql::{MAX_VALUES, Param, Tx, p, values};
 use super::{Store, StoreResult, new_lease_token, now_ms};
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use warden_core::{AttemptOutcome, Backoff, FailureKind, NodeState, RenewStatus, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::{Lease, LeaseRef, Usage};
@@ -86,30 +86,42 @@ impl Store {
         self.with_tx(|tx| {
             // Read under the store's lock: times follow the order of commits.
             let now = now_ms();
-            // The node, its runs in flight, and whether any tenant has a
-            // limit, in one statement.
-            let node: Option<(String, String, Vec<u8>, i64, u32, bool)> = tx.query_opt(
+            // The node, its runs in flight, whether any tenant has a limit,
+            // and the first two tenants with queued runs, in one statement.
+            type NodeRow = (String, String, Vec<u8>, i64, u32, bool, Option<String>);
+            let node: Option<(NodeRow, Option<String>)> = tx.query_opt(
                 "SELECT state, labels, capacity, last_heartbeat,
                         (SELECT count(*) FROM runs
                          WHERE lease_node = ?1 AND state IN ('leased', 'running')),
                         EXISTS (SELECT 1 FROM concurrency_limits) OR EXISTS (
                             SELECT 1 FROM quotas WHERE max_running IS NOT NULL
                                 OR max_cost_usd_per_day IS NOT NULL
-                                OR max_tokens_per_day IS NOT NULL)
-                 FROM nodes WHERE id = ?1",
+                                OR max_tokens_per_day IS NOT NULL),
+                        q.first,
+                        (SELECT min(tenant) FROM runs WHERE state = 'queued' AND tenant > q.first)
+                 FROM nodes, (SELECT min(tenant) AS first FROM runs WHERE state = 'queued') AS q
+                 WHERE id = ?1",
                 p![node_id],
                 |r| {
                     Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
+                        (
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                        ),
+                        r.get(7)?,
                     ))
                 },
             )?;
-            let Some((state, labels, capacity, last_heartbeat, in_flight, limited)) = node else {
+            let Some((
+                (state, labels, capacity, last_heartbeat, in_flight, limited, first),
+                second,
+            )) = node
+            else {
                 return Ok(Vec::new());
             };
             if state.parse() != Ok(NodeState::Ready) || last_heartbeat < alive_since_ms {
@@ -131,14 +143,21 @@ impl Store {
                 tx.execute("SELECT pg_advisory_xact_lock(?1)", p![LEASE_LOCK])?;
             }
             let candidates = if shared { room * 2 + 16 } else { room };
-            let mut tenants = Vec::new();
-            while let Some(next) = tx.query_opt(
-                "SELECT tenant FROM runs WHERE state = 'queued' AND tenant > ?1
-                 ORDER BY tenant LIMIT 1",
-                p![tenants.last().map_or("", String::as_str)],
-                |r| r.get::<String>(0),
-            )? {
-                tenants.push(next);
+            // The tenants with queued runs, one index probe each, past the
+            // first two.
+            let mut tenants: Vec<String> = first.into_iter().chain(second).collect();
+            if tenants.len() == 2 {
+                tenants.extend(tx.query_map(
+                    "WITH RECURSIVE t (tenant) AS (
+                         SELECT min(tenant) FROM runs WHERE state = 'queued' AND tenant > ?1
+                         UNION ALL
+                         SELECT (SELECT min(tenant) FROM runs
+                                 WHERE state = 'queued' AND tenant > t.tenant)
+                         FROM t WHERE t.tenant IS NOT NULL)
+                     SELECT tenant FROM t WHERE tenant IS NOT NULL",
+                    p![tenants[1]],
+                    |r| r.get::<String>(0),
+                )?);
             }
             // Each tenant's queue in order, past any runs this node cannot
             // take (their selector wants labels it lacks) and runs over a
@@ -227,20 +246,35 @@ impl Store {
                 }
             }
             // Fair across tenants: each free slot goes to the tenant with
-            // the fewest runs in flight, then to the oldest run.
+            // the fewest runs in flight, then to the oldest run. The runs
+            // picked are claimed together; on PostgreSQL, a run another
+            // replica took meanwhile leaves its slot to the next pick.
             let mut leases = Vec::new();
             while (leases.len() as u32) < room {
-                let Some((running, runs)) = queues
-                    .iter_mut()
-                    .filter(|(_, runs)| !runs.is_empty())
-                    .min_by_key(|(running, runs)| (*running, runs[0].0))
-                else {
-                    break;
-                };
-                let (_, id) = runs.pop_front().expect("not empty");
-                if let Some(lease) = lease_one(tx, &id, node_id, now, ttl_ms)? {
+                let mut picks: Vec<(usize, String)> = Vec::new();
+                while ((leases.len() + picks.len()) as u32) < room {
+                    let Some((q, (running, runs))) = queues
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(_, (_, runs))| !runs.is_empty())
+                        .min_by_key(|(_, (running, runs))| (*running, runs[0].0))
+                    else {
+                        break;
+                    };
+                    let (_, id) = runs.pop_front().expect("not empty");
                     *running += 1;
-                    leases.push(lease);
+                    picks.push((q, id));
+                }
+                if picks.is_empty() {
+                    break;
+                }
+                let ids: Vec<&str> = picks.iter().map(|(_, id)| id.as_str()).collect();
+                let claimed = claim(tx, &ids, node_id, now, ttl_ms)?;
+                for ((q, _), lease) in picks.iter().zip(claimed) {
+                    match lease {
+                        Some(lease) => leases.push(lease),
+                        None => queues[*q].0 -= 1,
+                    }
                 }
             }
             Ok(leases)
@@ -252,26 +286,42 @@ impl Store {
     /// own).
     pub fn ack(&self, node_id: Option<&str>, leases: &[LeaseRef]) -> StoreResult<Vec<LeaseRef>> {
         let now = now_ms();
+        let sorted = in_lock_order(leases, |l| &l.run_id);
+        let attempts: Vec<i64> = sorted.iter().map(|l| i64::from(l.attempt)).collect();
+        let rows: Vec<Vec<&dyn Param>> = sorted
+            .iter()
+            .zip(&attempts)
+            .map(|(l, attempt)| vec![&l.run_id as &dyn Param, attempt, &l.token])
+            .collect();
         self.with_tx(|tx| {
-            let mut stale = Vec::new();
-            for lease in in_lock_order(leases, |l| &l.run_id) {
-                let n = tx.execute(
-                    "UPDATE runs SET state = 'running', updated = ?4
-                     WHERE id = ?1 AND attempt = ?2 AND lease_token = ?3
-                       AND (CAST(?5 AS TEXT) IS NULL OR lease_node = ?5) AND state = 'leased'",
-                    p![
-                        lease.run_id,
-                        i64::from(lease.attempt),
-                        lease.token,
-                        now,
-                        node_id
-                    ],
+            let mut acked = HashSet::new();
+            for chunk in rows.chunks(MAX_VALUES) {
+                let mut params: Vec<&dyn Param> = vec![&now, &node_id];
+                let list = values(&["TEXT", "BIGINT", "TEXT"], chunk, &mut params);
+                tx.query_while(
+                    &format!(
+                        "UPDATE runs SET state = 'running', updated = ?1
+                         FROM (SELECT r.id FROM runs r JOIN {list} AS l
+                                 ON r.id = l.column1 AND r.attempt = l.column2
+                                    AND r.lease_token = l.column3
+                               WHERE (CAST(?2 AS TEXT) IS NULL OR r.lease_node = ?2)
+                                 AND r.state = 'leased'
+                               ORDER BY r.id /*pg: FOR UPDATE OF r*/) AS x
+                         WHERE runs.id = x.id
+                         RETURNING runs.id, runs.attempt, runs.lease_token"
+                    ),
+                    &params,
+                    |r| {
+                        acked.insert((r.get::<String>(0)?, r.get::<u32>(1)?, r.get::<String>(2)?));
+                        Ok(true)
+                    },
                 )?;
-                if n != 1 {
-                    stale.push(lease.clone());
-                }
             }
-            Ok(stale)
+            Ok(leases
+                .iter()
+                .filter(|l| !acked.contains(&(l.run_id.clone(), l.attempt, l.token.clone())))
+                .cloned()
+                .collect())
         })
     }
 
@@ -316,14 +366,31 @@ impl Store {
         node_id: Option<&str>,
         results: &[RunReport<'_>],
     ) -> StoreResult<Vec<LeaseCheck>> {
+        // In the order of their run ids (see `in_lock_order`).
+        let mut order: Vec<usize> = (0..results.len()).collect();
+        order.sort_by(|&a, &b| results[a].lease.run_id.cmp(&results[b].lease.run_id));
         self.with_tx(|tx| {
             let now = now_ms();
-            // In the order of their run ids (see `in_lock_order`).
-            let mut order: Vec<usize> = (0..results.len()).collect();
-            order.sort_by(|&a, &b| results[a].lease.run_id.cmp(&results[b].lease.run_id));
             let mut answers = vec![None; results.len()];
-            for i in order {
-                answers[i] = Some(record_one(tx, node_id, &results[i], now)?);
+            for chunk in order.chunks(MAX_VALUES) {
+                let mut current = read_leases(tx, chunk.iter().map(|&i| results[i].lease))?;
+                let mut writes = Writes::default();
+                for &i in chunk {
+                    let r = &results[i];
+                    let key = (r.lease.run_id.clone(), r.lease.attempt);
+                    answers[i] = Some(match current.get_mut(&key) {
+                        None => LeaseCheck::NotFound,
+                        Some(run) => match run.check(node_id, r.lease, r.outcome) {
+                            Err(answer) => answer,
+                            Ok(()) => {
+                                super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
+                                writes.record(run, r, now);
+                                LeaseCheck::Recorded
+                            }
+                        },
+                    });
+                }
+                writes.flush(tx, now)?;
             }
             tx.notify()?;
             Ok(answers.into_iter().flatten().collect())
@@ -438,223 +505,368 @@ fn in_lock_order<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<&T> {
     sorted
 }
 
-/// Records one result (see [`Store::record`]).
-fn record_one(
+/// Leases runs `ids` to `node_id` in one statement (and starts their
+/// attempts in another); for each id, its lease, or `None` if the run is no
+/// longer queued or (on PostgreSQL) another replica is claiming it now.
+fn claim(
     tx: &mut Tx<'_>,
-    node_id: Option<&str>,
-    r: &RunReport<'_>,
-    now: i64,
-) -> StoreResult<LeaseCheck> {
-    match check_lease(tx, node_id, r.lease, r.outcome)? {
-        Err(answer) => Ok(answer),
-        Ok(()) => {
-            super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
-            match r.outcome {
-                Outcome::Succeeded { output } => complete(tx, r.lease, output, r.usage, now),
-                Outcome::Failed { kind, message } => fail(tx, r.lease, kind, message, r.usage, now),
-            }
-        }
-    }
-}
-
-/// Leases run `id` to `node_id`; `None` if it is no longer queued, or (on
-/// PostgreSQL) another replica is claiming it right now.
-fn lease_one(
-    tx: &mut Tx<'_>,
-    id: &str,
+    ids: &[&str],
     node_id: &str,
     now: i64,
     ttl_ms: i64,
-) -> StoreResult<Option<Lease>> {
-    let token = new_lease_token();
+) -> StoreResult<Vec<Option<Lease>>> {
     let expires = now + ttl_ms;
-    let row = tx.query_opt(
-        "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?2,
-            lease_token = ?3, lease_expires = ?4, updated = ?5
-         WHERE id = (SELECT id FROM runs WHERE id = ?1 AND state = 'queued'
-                     /*pg: FOR UPDATE SKIP LOCKED*/)
-         RETURNING attempt, digest, agent, input, budget, grant_, traceparent, tenant",
-        p![id, node_id, token, expires, now],
+    let tokens: Vec<String> = ids.iter().map(|_| new_lease_token()).collect();
+    let rows: Vec<Vec<&dyn Param>> = ids
+        .iter()
+        .zip(&tokens)
+        .map(|(id, token)| vec![id as &dyn Param, token])
+        .collect();
+    let mut leased: HashMap<String, Lease> = HashMap::new();
+    for chunk in rows.chunks(MAX_VALUES) {
+        let mut params: Vec<&dyn Param> = vec![&node_id, &expires, &now];
+        let list = values(&["TEXT", "TEXT"], chunk, &mut params);
+        tx.query_while(
+            &format!(
+                "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?1,
+                    lease_token = x.token, lease_expires = ?2, updated = ?3
+                 FROM (SELECT r.id, l.column2 AS token FROM runs r JOIN {list} AS l
+                         ON r.id = l.column1
+                       WHERE r.state = 'queued'
+                       ORDER BY r.id /*pg: FOR UPDATE OF r SKIP LOCKED*/) AS x
+                 WHERE runs.id = x.id
+                 RETURNING runs.id, runs.attempt, runs.lease_token, runs.digest, runs.agent,
+                           runs.input, runs.budget, runs.grant_, runs.traceparent, runs.tenant",
+            ),
+            &params,
+            |r| {
+                let agent: String = r.get(4)?;
+                let (name, version) = warden_core::name_and_version(&agent);
+                let lease = Lease {
+                    run_id: r.get(0)?,
+                    attempt: r.get(1)?,
+                    token: r.get(2)?,
+                    component_digest: r.get(3)?,
+                    agent_name: name.to_string(),
+                    agent_version: version.to_string(),
+                    input: r.get(5)?,
+                    budget: decode(Some(r.get(6)?)),
+                    grant: decode(Some(r.get(7)?)),
+                    expires_unix_ms: expires,
+                    traceparent: r.get(8)?,
+                    tenant: r.get(9)?,
+                };
+                leased.insert(lease.run_id.clone(), lease);
+                Ok(true)
+            },
+        )?;
+    }
+    let started: Vec<&Lease> = leased.values().collect();
+    let attempts: Vec<i64> = started.iter().map(|l| i64::from(l.attempt)).collect();
+    let rows: Vec<Vec<&dyn Param>> = started
+        .iter()
+        .zip(&attempts)
+        .map(|(l, attempt)| vec![&l.run_id as &dyn Param, attempt, &l.token])
+        .collect();
+    for chunk in rows.chunks(MAX_VALUES) {
+        let mut params: Vec<&dyn Param> = vec![&node_id, &now];
+        let list = values(&["TEXT", "BIGINT", "TEXT"], chunk, &mut params);
+        tx.execute(
+            &format!(
+                "INSERT INTO attempts (run_id, attempt, node_id, token, started, outcome)
+                 SELECT DISTINCT l.column1, l.column2, CAST(?1 AS TEXT), l.column3,
+                        CAST(?2 AS BIGINT), 'running'
+                 FROM {list} AS l WHERE true
+                 ON CONFLICT (run_id, attempt) DO UPDATE SET node_id = excluded.node_id,
+                     token = excluded.token, started = excluded.started, ended = NULL,
+                     outcome = 'running', error_kind = 0, error_message = NULL, usage = NULL"
+            ),
+            &params,
+        )?;
+    }
+    Ok(ids.iter().map(|id| leased.remove(*id)).collect())
+}
+
+/// A run as a result for one of its attempts finds it.
+struct Current {
+    attempt: u32,
+    token: Option<String>,
+    leased_to: Option<String>,
+    state: RunState,
+    max_attempts: u32,
+    cancel_requested: bool,
+    /// The attempt the result is for, if it exists: its token, node and
+    /// outcome.
+    recorded: Option<(String, String, AttemptOutcome)>,
+}
+
+/// The runs `leases` are for, with the attempts they name, by (run id,
+/// attempt); the runs are locked (in the order of their ids) until the
+/// transaction ends: a replica expiring one of these leases meanwhile
+/// waits, or skips it.
+fn read_leases<'a>(
+    tx: &mut Tx<'_>,
+    leases: impl Iterator<Item = &'a LeaseRef>,
+) -> StoreResult<HashMap<(String, u32), Current>> {
+    let leases: Vec<&LeaseRef> = leases.collect();
+    let attempts: Vec<i64> = leases.iter().map(|l| i64::from(l.attempt)).collect();
+    let rows: Vec<Vec<&dyn Param>> = leases
+        .iter()
+        .zip(&attempts)
+        .map(|(l, attempt)| vec![&l.run_id as &dyn Param, attempt])
+        .collect();
+    let mut params = Vec::new();
+    let list = values(&["TEXT", "BIGINT"], &rows, &mut params);
+    let mut out = HashMap::new();
+    tx.query_while(
+        &format!(
+            "SELECT r.id, l.column2, r.attempt, r.lease_token, r.lease_node, r.state,
+                    r.max_attempts, r.cancel_requested, a.token, a.node_id, a.outcome
+             FROM runs r JOIN {list} AS l ON r.id = l.column1
+             LEFT JOIN attempts a ON a.run_id = r.id AND a.attempt = l.column2
+             ORDER BY r.id /*pg: FOR UPDATE OF r*/"
+        ),
+        &params,
         |r| {
-            Ok((
-                r.get::<u32>(0)?,
-                r.get::<String>(1)?,
-                r.get::<String>(2)?,
-                r.get::<String>(3)?,
-                r.get::<Vec<u8>>(4)?,
-                r.get::<Vec<u8>>(5)?,
-                r.get::<String>(6)?,
-                r.get::<String>(7)?,
-            ))
-        },
-    )?;
-    let Some((attempt, digest, agent, input, budget, grant, traceparent, tenant)) = row else {
-        return Ok(None);
-    };
-    tx.execute(
-        "INSERT INTO attempts (run_id, attempt, node_id, token, started, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'running')
-         ON CONFLICT (run_id, attempt) DO UPDATE SET node_id = excluded.node_id,
-             token = excluded.token, started = excluded.started, ended = NULL,
-             outcome = 'running', error_kind = 0, error_message = NULL, usage = NULL",
-        p![id, i64::from(attempt), node_id, token, now],
-    )?;
-    let (name, version) = warden_core::name_and_version(&agent);
-    Ok(Some(Lease {
-        run_id: id.to_string(),
-        attempt,
-        token,
-        component_digest: digest,
-        agent_name: name.to_string(),
-        agent_version: version.to_string(),
-        input,
-        budget: decode(Some(budget)),
-        grant: decode(Some(grant)),
-        expires_unix_ms: expires,
-        traceparent,
-        tenant,
-    }))
-}
-
-/// Records a success for `lease` (checked by `check_lease`).
-fn complete(
-    tx: &mut Tx<'_>,
-    lease: &LeaseRef,
-    output: &str,
-    usage: &Usage,
-    now: i64,
-) -> StoreResult<LeaseCheck> {
-    tx.execute(
-        "UPDATE runs SET state = 'succeeded', output = ?2, usage = ?3, error_kind = 0,
-                error_message = NULL, updated = ?4
-         WHERE id = ?1",
-        p![lease.run_id, output, usage.encode_to_vec(), now],
-    )?;
-    end_attempt(tx, lease, AttemptOutcome::Succeeded, None, "", usage, now)?;
-    Ok(LeaseCheck::Recorded)
-}
-
-/// Records a failure for `lease` (checked by `check_lease`): retryable kinds
-/// ([`FailureKind::retryable`]) go back to the queue after a
-/// [`Backoff::RUN_RETRY`] delay until `max_attempts`, then dead-letter.
-fn fail(
-    tx: &mut Tx<'_>,
-    lease: &LeaseRef,
-    kind: FailureKind,
-    message: &str,
-    usage: &Usage,
-    now: i64,
-) -> StoreResult<LeaseCheck> {
-    let (max_attempts, cancel_requested): (u32, bool) = tx.query_one(
-        "SELECT max_attempts, cancel_requested FROM runs WHERE id = ?1",
-        p![lease.run_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let (state, not_before) = if kind == FailureKind::Cancelled || cancel_requested {
-        (RunState::Cancelled, now)
-    } else if kind.retryable() && lease.attempt < max_attempts {
-        // A node that shut down gives its runs back at once.
-        let delay = if kind == FailureKind::NodeShutdown {
-            0
-        } else {
-            Backoff::RUN_RETRY.delay(lease.attempt).as_millis() as i64
-        };
-        (RunState::Queued, now + delay)
-    } else if kind.retryable() {
-        (RunState::DeadLettered, now)
-    } else {
-        (RunState::Failed, now)
-    };
-    tx.execute(
-        "UPDATE runs SET state = ?2, error_kind = ?3, error_message = ?4, usage = ?5,
-                not_before = ?6, updated = ?7
-         WHERE id = ?1",
-        p![
-            lease.run_id,
-            state.as_str(),
-            wire_kind(Some(kind)),
-            message,
-            usage.encode_to_vec(),
-            not_before,
-            now
-        ],
-    )?;
-    let outcome = if state == RunState::Cancelled {
-        AttemptOutcome::Cancelled
-    } else {
-        AttemptOutcome::Failed
-    };
-    end_attempt(tx, lease, outcome, Some(kind), message, usage, now)?;
-    Ok(LeaseCheck::Recorded)
-}
-
-/// Whether a result `node_id` sends for `lease` may be recorded now.
-/// `Err` carries the answer when it may not (already recorded, stale,
-/// conflicting, or another node's lease: stale, naming nothing of it).
-fn check_lease(
-    tx: &mut Tx<'_>,
-    node_id: Option<&str>,
-    lease: &LeaseRef,
-    outcome: Outcome<'_>,
-) -> StoreResult<Result<(), LeaseCheck>> {
-    let outcome = match outcome {
-        Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
-        Outcome::Failed { .. } => AttemptOutcome::Failed,
-    };
-    // The run, and the attempt the result is for (if it exists), in one
-    // read. The run is locked until the result is recorded: a replica
-    // expiring this lease meanwhile waits, or skips it.
-    type Run = (u32, Option<String>, Option<String>, String);
-    type Recorded = Option<(String, String, String)>;
-    let current: Option<(Run, Recorded)> = tx.query_opt(
-        "SELECT r.attempt, r.lease_token, r.lease_node, r.state, a.token, a.node_id, a.outcome
-         FROM runs r LEFT JOIN attempts a ON a.run_id = r.id AND a.attempt = ?2
-         WHERE r.id = ?1 /*pg: FOR UPDATE OF r*/",
-        p![lease.run_id, i64::from(lease.attempt)],
-        |r| {
-            let recorded = match (r.get(4)?, r.get(5)?, r.get(6)?) {
-                (Some(t), Some(n), Some(o)) => Some((t, n, o)),
+            let id: String = r.get(0)?;
+            let corrupt = |e: warden_core::state::UnknownState| {
+                super::StoreError::Corrupt(format!("run {id}: {e}"))
+            };
+            let recorded = match (r.get(8)?, r.get(9)?, r.get::<Option<String>>(10)?) {
+                (Some(t), Some(n), Some(o)) => Some((t, n, o.parse().map_err(corrupt)?)),
                 _ => None,
             };
-            Ok(((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?), recorded))
+            let current = Current {
+                attempt: r.get(2)?,
+                token: r.get(3)?,
+                leased_to: r.get(4)?,
+                state: r.get::<String>(5)?.parse().map_err(corrupt)?,
+                max_attempts: r.get(6)?,
+                cancel_requested: r.get(7)?,
+                recorded,
+            };
+            out.insert((id, r.get(1)?), current);
+            Ok(true)
         },
     )?;
-    let Some(((attempt, token, leased_to, state), recorded)) = current else {
-        return Ok(Err(LeaseCheck::NotFound));
-    };
-    let state: RunState = state
-        .parse()
-        .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
-    if let Some((t, n, recorded)) = recorded {
-        let recorded: AttemptOutcome = recorded
-            .parse()
-            .map_err(|e| super::StoreError::Corrupt(format!("run {}: {e}", lease.run_id)))?;
-        // An expired attempt's late result is stale, like any old token.
-        let ended = !matches!(recorded, AttemptOutcome::Running | AttemptOutcome::Expired);
-        if t == lease.token && node_id.is_none_or(|id| id == n) && ended {
-            let same = recorded == outcome
-                || (outcome == AttemptOutcome::Failed && recorded == AttemptOutcome::Cancelled);
-            return Ok(Err(if same {
-                LeaseCheck::AlreadyRecorded
-            } else {
-                LeaseCheck::Conflict(format!(
-                    "attempt {} of run {} was already recorded as {recorded}",
-                    lease.attempt, lease.run_id
-                ))
-            }));
+    Ok(out)
+}
+
+impl Current {
+    /// Whether a result `node_id` sends for `lease` may be recorded now.
+    /// `Err` carries the answer when it may not (already recorded, stale,
+    /// conflicting, or another node's lease: stale, naming nothing of it).
+    fn check(
+        &self,
+        node_id: Option<&str>,
+        lease: &LeaseRef,
+        outcome: Outcome<'_>,
+    ) -> Result<(), LeaseCheck> {
+        let outcome = match outcome {
+            Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
+            Outcome::Failed { .. } => AttemptOutcome::Failed,
+        };
+        if let Some((t, n, recorded)) = &self.recorded {
+            // An expired attempt's late result is stale, like any old token.
+            let ended = !matches!(recorded, AttemptOutcome::Running | AttemptOutcome::Expired);
+            if *t == lease.token && node_id.is_none_or(|id| id == n) && ended {
+                let same = *recorded == outcome
+                    || (outcome == AttemptOutcome::Failed
+                        && *recorded == AttemptOutcome::Cancelled);
+                return Err(if same {
+                    LeaseCheck::AlreadyRecorded
+                } else {
+                    LeaseCheck::Conflict(format!(
+                        "attempt {} of run {} was already recorded as {recorded}",
+                        lease.attempt, lease.run_id
+                    ))
+                });
+            }
+        }
+        let current_lease = self.attempt == lease.attempt
+            && self.token.as_deref() == Some(lease.token.as_str())
+            && node_id.is_none_or(|id| self.leased_to.as_deref() == Some(id))
+            && self.state.is_leased();
+        if current_lease {
+            Ok(())
+        } else {
+            Err(LeaseCheck::Stale(format!(
+                "stale lease: run {} is not leased to this node at attempt {} with this token",
+                lease.run_id, lease.attempt
+            )))
         }
     }
-    let current_lease = attempt == lease.attempt
-        && token.as_deref() == Some(lease.token.as_str())
-        && node_id.is_none_or(|id| leased_to.as_deref() == Some(id))
-        && state.is_leased();
-    if current_lease {
-        Ok(Ok(()))
-    } else {
-        Ok(Err(LeaseCheck::Stale(format!(
-            "stale lease: run {} is not leased to this node at attempt {} with this token",
-            lease.run_id, lease.attempt
-        ))))
+}
+
+/// A run's new state, as a result makes it.
+struct RunWrite<'a> {
+    id: &'a str,
+    state: &'static str,
+    /// Kept as it is if `None`.
+    output: Option<&'a str>,
+    kind: i64,
+    message: Option<&'a str>,
+    usage: Vec<u8>,
+    /// Kept as it is if `None`.
+    not_before: Option<i64>,
+}
+
+/// How an attempt ended.
+struct AttemptWrite<'a> {
+    id: &'a str,
+    attempt: i64,
+    outcome: &'static str,
+    kind: i64,
+    message: &'a str,
+    usage: Vec<u8>,
+}
+
+/// What recording results writes: each run's new state and its attempt's
+/// end, written together by [`Writes::flush`].
+#[derive(Default)]
+struct Writes<'a> {
+    runs: Vec<RunWrite<'a>>,
+    attempts: Vec<AttemptWrite<'a>>,
+}
+
+impl<'a> Writes<'a> {
+    /// Records `r` (checked by [`Current::check`]), and updates `run` to
+    /// what the result makes of it. A success ends the run; a failure of a
+    /// retryable kind ([`FailureKind::retryable`]) goes back to the queue
+    /// after a [`Backoff::RUN_RETRY`] delay until `max_attempts`, then
+    /// dead-letters.
+    fn record(&mut self, run: &mut Current, r: &RunReport<'a>, now: i64) {
+        let lease = r.lease;
+        let usage = r.usage.encode_to_vec();
+        let (state, outcome, output, kind, message, not_before) = match r.outcome {
+            Outcome::Succeeded { output } => (
+                RunState::Succeeded,
+                AttemptOutcome::Succeeded,
+                Some(output),
+                None,
+                None,
+                None,
+            ),
+            Outcome::Failed { kind, message } => {
+                let (state, not_before) = if kind == FailureKind::Cancelled || run.cancel_requested
+                {
+                    (RunState::Cancelled, now)
+                } else if kind.retryable() && lease.attempt < run.max_attempts {
+                    // A node that shut down gives its runs back at once.
+                    let delay = if kind == FailureKind::NodeShutdown {
+                        0
+                    } else {
+                        Backoff::RUN_RETRY.delay(lease.attempt).as_millis() as i64
+                    };
+                    (RunState::Queued, now + delay)
+                } else if kind.retryable() {
+                    (RunState::DeadLettered, now)
+                } else {
+                    (RunState::Failed, now)
+                };
+                let outcome = if state == RunState::Cancelled {
+                    AttemptOutcome::Cancelled
+                } else {
+                    AttemptOutcome::Failed
+                };
+                (
+                    state,
+                    outcome,
+                    None,
+                    Some(kind),
+                    Some(message),
+                    Some(not_before),
+                )
+            }
+        };
+        self.runs.push(RunWrite {
+            id: &lease.run_id,
+            state: state.as_str(),
+            output,
+            kind: wire_kind(kind),
+            message,
+            usage: usage.clone(),
+            not_before,
+        });
+        self.attempts.push(AttemptWrite {
+            id: &lease.run_id,
+            attempt: i64::from(lease.attempt),
+            outcome: outcome.as_str(),
+            kind: wire_kind(kind),
+            message: message.unwrap_or(""),
+            usage,
+        });
+        run.state = state;
+        if let Some(recorded) = &mut run.recorded {
+            recorded.2 = outcome;
+        }
+    }
+
+    /// Writes the runs and their attempts, a statement for each.
+    fn flush(&self, tx: &mut Tx<'_>, now: i64) -> StoreResult<()> {
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<Vec<&dyn Param>> = self
+            .runs
+            .iter()
+            .map(|w| {
+                vec![
+                    &w.id as &dyn Param,
+                    &w.state,
+                    &w.output,
+                    &w.kind,
+                    &w.message,
+                    &w.usage,
+                    &w.not_before,
+                ]
+            })
+            .collect();
+        let mut params: Vec<&dyn Param> = vec![&now];
+        let list = values(
+            &["TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "BYTEA", "BIGINT"],
+            &rows,
+            &mut params,
+        );
+        tx.execute(
+            &format!(
+                "UPDATE runs SET state = l.column2, output = coalesce(l.column3, runs.output),
+                    error_kind = l.column4, error_message = l.column5, usage = l.column6,
+                    not_before = coalesce(l.column7, runs.not_before), updated = ?1
+                 FROM {list} AS l WHERE runs.id = l.column1"
+            ),
+            &params,
+        )?;
+        let rows: Vec<Vec<&dyn Param>> = self
+            .attempts
+            .iter()
+            .map(|w| {
+                vec![
+                    &w.id as &dyn Param,
+                    &w.attempt,
+                    &w.outcome,
+                    &w.kind,
+                    &w.message,
+                    &w.usage,
+                ]
+            })
+            .collect();
+        let mut params: Vec<&dyn Param> = vec![&now];
+        let list = values(
+            &["TEXT", "BIGINT", "TEXT", "BIGINT", "TEXT", "BYTEA"],
+            &rows,
+            &mut params,
+        );
+        tx.execute(
+            &format!(
+                "UPDATE attempts SET ended = ?1, outcome = l.column3, error_kind = l.column4,
+                    error_message = l.column5, usage = l.column6
+                 FROM {list} AS l
+                 WHERE attempts.run_id = l.column1 AND attempts.attempt = l.column2"
+            ),
+            &params,
+        )?;
+        Ok(())
     }
 }
 

@@ -409,14 +409,10 @@ impl Store {
                     conn.client.batch_execute("BEGIN")?;
                     let out = f(&mut Tx::Pg(conn));
                     let out = match out {
-                        Ok(out) => conn
-                            .client
-                            .batch_execute("COMMIT")
-                            .map(|()| out)
-                            .map_err(StoreError::from),
+                        Ok(out) => conn.end(true).map(|()| out),
                         Err(e) => {
                             if !conn.client.is_closed() {
-                                conn.client.batch_execute("ROLLBACK")?;
+                                conn.end(false)?;
                             }
                             Err(e)
                         }

@@ -1,10 +1,10 @@
 //! Runs: insert (submit), read, list, count and cancel. Leasing and
 //! results are in [`super::leases`].
 
-use super::sql::{Row, p};
+use super::sql::{MAX_VALUES, Param, Row, p, values};
 use super::{Store, StoreResult, now_ms};
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use warden_core::{AttemptOutcome, FailureKind, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::{Attempt, Budget, Grant, Run};
@@ -85,34 +85,84 @@ impl Store {
     /// run whose idempotency key was used before: the earlier run).
     pub fn insert_runs(&self, runs: &[NewRun]) -> StoreResult<Vec<Run>> {
         let now = now_ms();
+        let encoded: Vec<_> = runs
+            .iter()
+            .map(|run| {
+                (
+                    run.budget.encode_to_vec(),
+                    run.grant.encode_to_vec(),
+                    serde_json::to_string(&run.selector).unwrap_or_default(),
+                    i64::from(run.max_attempts.max(1)),
+                    serde_json::to_string(&run.labels).unwrap_or_default(),
+                    run.idempotency_key.as_deref(),
+                )
+            })
+            .collect();
+        // The last column orders the rows: runs of a batch are queued in
+        // the order given.
+        let order: Vec<i64> = (0..runs.len() as i64).collect();
+        let rows: Vec<Vec<&dyn Param>> = runs
+            .iter()
+            .zip(&encoded)
+            .zip(&order)
+            .map(
+                |((run, (budget, grant, selector, max_attempts, labels, key)), i)| {
+                    vec![
+                        &run.id as &dyn Param,
+                        &run.agent,
+                        &run.digest,
+                        &run.input,
+                        budget,
+                        grant,
+                        selector,
+                        max_attempts,
+                        &run.traceparent,
+                        &run.tenant,
+                        labels,
+                        key,
+                        i,
+                    ]
+                },
+            )
+            .collect();
         let earlier = self.with_tx(|tx| {
+            // One statement per chunk; a run whose idempotency key was used
+            // (before, or by an earlier run of this batch) is not inserted.
+            let mut inserted = HashSet::new();
+            for chunk in rows.chunks(MAX_VALUES) {
+                let mut params: Vec<&dyn Param> = vec![&now];
+                let list = values(
+                    &[
+                        "TEXT", "TEXT", "TEXT", "TEXT", "BYTEA", "BYTEA", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT",
+                    ],
+                    chunk,
+                    &mut params,
+                );
+                tx.query_while(
+                    &format!(
+                        "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector,
+                                           state, max_attempts, not_before, traceparent,
+                                           created, updated, tenant, labels, idempotency_key)
+                         SELECT column1, column2, column3, column4, column5, column6, column7,
+                                'queued', column8, CAST(?1 AS BIGINT), column9,
+                                CAST(?1 AS BIGINT), CAST(?1 AS BIGINT), column10, column11,
+                                column12
+                         FROM (SELECT DISTINCT * FROM {list} AS l) AS d
+                         WHERE true ORDER BY column13
+                         ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL
+                         DO NOTHING
+                         RETURNING id"
+                    ),
+                    &params,
+                    |r| {
+                        inserted.insert(r.get::<String>(0)?);
+                        Ok(true)
+                    },
+                )?;
+            }
             let mut earlier = Vec::new();
             for (i, run) in runs.iter().enumerate() {
-                let inserted = tx.execute(
-                    "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector, state,
-                                       max_attempts, not_before, traceparent, created, updated,
-                                       tenant, labels, idempotency_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?9, ?9, ?11, ?12,
-                             ?13)
-                     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL
-                     DO NOTHING",
-                    p![
-                        run.id,
-                        run.agent,
-                        run.digest,
-                        run.input,
-                        run.budget.encode_to_vec(),
-                        run.grant.encode_to_vec(),
-                        serde_json::to_string(&run.selector).unwrap_or_default(),
-                        i64::from(run.max_attempts.max(1)),
-                        now,
-                        run.traceparent,
-                        run.tenant,
-                        serde_json::to_string(&run.labels).unwrap_or_default(),
-                    run.idempotency_key.as_deref(),
-                    ],
-                )?;
-                if inserted == 0 {
+                if !inserted.contains(&run.id) {
                     // The key was used: the run made then, not a new one.
                     let first = tx.query_one(
                         &format!(

@@ -47,6 +47,42 @@ macro_rules! p {
 }
 pub(crate) use p;
 
+/// Most rows one [`values`] list carries: batches are split into chunks of
+/// this many (a node may send thousands of results at once).
+pub(crate) const MAX_VALUES: usize = 256;
+
+/// A `(VALUES ...)` list of `rows` that both engines read alike: its
+/// columns are `column1`, `column2`, ...; PostgreSQL is told each column's
+/// type from `types` (`?N::TYPE`, in a `/*pg:*/` comment). Placeholders
+/// continue after those already in `params`, to which the rows' values are
+/// appended. Rows are padded to a power of two by repeating the last, so a
+/// few statement texts (prepared once per connection) serve every batch
+/// size: statements use the list so that a repeated row changes nothing.
+pub(crate) fn values<'a>(
+    types: &[&str],
+    rows: &[Vec<&'a dyn Param>],
+    params: &mut Vec<&'a dyn Param>,
+) -> String {
+    debug_assert!(!rows.is_empty() && rows.len() <= MAX_VALUES);
+    let padded = rows.len().next_power_of_two();
+    let mut out = String::from("(VALUES ");
+    for i in 0..padded {
+        let row = &rows[i.min(rows.len() - 1)];
+        debug_assert_eq!(row.len(), types.len());
+        out.push_str(if i == 0 { "(" } else { ", (" });
+        for (j, (value, ty)) in row.iter().zip(types).enumerate() {
+            params.push(*value);
+            if j > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("?{}/*pg:::{ty}*/", params.len()));
+        }
+        out.push(')');
+    }
+    out.push(')');
+    out
+}
+
 /// A column type read the same from either backend.
 pub(crate) trait Column: Sized {
     fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self>;
@@ -150,12 +186,13 @@ impl Row<'_> {
 
 /// The channel replicas tell each other "runs changed" on.
 pub(crate) const CHANNEL: &str = "warden_changed";
-const NOTIFY: &str = "NOTIFY warden_changed";
 
 /// A PostgreSQL connection with its prepared statements.
 pub(crate) struct PgConn {
     pub(crate) client: postgres::Client,
     stmts: HashMap<String, postgres::Statement>,
+    /// The open transaction asked to NOTIFY: sent with its COMMIT.
+    notify: bool,
 }
 
 impl PgConn {
@@ -163,7 +200,20 @@ impl PgConn {
         PgConn {
             client,
             stmts: HashMap::new(),
+            notify: false,
         }
+    }
+
+    /// Ends the open transaction: commits it (with its NOTIFY, in the same
+    /// round trip) if `commit`, else rolls it back.
+    pub(crate) fn end(&mut self, commit: bool) -> StoreResult<()> {
+        let notify = std::mem::take(&mut self.notify);
+        let sql = match (commit, notify) {
+            (true, true) => "NOTIFY warden_changed; COMMIT",
+            (true, false) => "COMMIT",
+            (false, _) => "ROLLBACK",
+        };
+        Ok(self.client.batch_execute(sql)?)
     }
 
     fn prepare(&mut self, sql: &str) -> StoreResult<postgres::Statement> {
@@ -207,11 +257,11 @@ impl Tx<'_> {
     }
 
     /// Tells every replica's waiting lease streams and watchers that runs
-    /// changed (PostgreSQL's NOTIFY, sent when the transaction commits);
+    /// changed (PostgreSQL's NOTIFY, sent with the transaction's COMMIT);
     /// nothing on SQLite, which has one control plane.
     pub(crate) fn notify(&mut self) -> StoreResult<()> {
         if let Tx::Pg(c) = self {
-            c.client.batch_execute(NOTIFY)?;
+            c.notify = true;
         }
         Ok(())
     }
@@ -314,6 +364,21 @@ mod tests {
         assert_eq!(
             super::to_postgres("SELECT a FROM t WHERE b = ?1 AND c = ?12 /*pg: FOR UPDATE*/"),
             "SELECT a FROM t WHERE b = $1 AND c = $12  FOR UPDATE"
+        );
+    }
+
+    #[test]
+    fn values_lists_are_padded_to_a_power_of_two_and_typed_for_postgres() {
+        let (a, b, c) = ("a", 1_i64, "c");
+        let rows: Vec<Vec<&dyn super::Param>> = vec![vec![&a, &b], vec![&c, &b], vec![&a, &b]];
+        let first = 7_i64;
+        let mut params: Vec<&dyn super::Param> = vec![&first];
+        let list = super::values(&["TEXT", "BIGINT"], &rows, &mut params);
+        assert_eq!(params.len(), 1 + 4 * 2);
+        assert_eq!(
+            super::to_postgres(&list),
+            "(VALUES ($2::TEXT, $3::BIGINT), ($4::TEXT, $5::BIGINT), \
+             ($6::TEXT, $7::BIGINT), ($8::TEXT, $9::BIGINT))"
         );
     }
 }

@@ -472,6 +472,104 @@ fn a_used_idempotency_key_answers_with_the_first_run(store: &Store) {
     assert_eq!(store.count_runs(RunState::Queued).unwrap(), 3);
 }
 
+/// Acks and results come in batches, written a few statements per batch
+/// (and in chunks past 256): each is still checked on its own, a repeat
+/// within a batch is answered like a repeat in a later one, and runs
+/// get their own outputs.
+fn a_large_batch_is_recorded_result_by_result(store: &Store) {
+    register(store, "n1", 300);
+    let ids = submit(store, 300, 3);
+    let leases: Vec<pb::LeaseRef> = lease(store, "n1", 300, TTL).iter().map(lease_ref).collect();
+    assert_eq!(leases.len(), 300, "one poll leases past a chunk");
+    let order: Vec<&str> = leases.iter().map(|l| l.run_id.as_str()).collect();
+    assert_eq!(
+        order, ids,
+        "runs of one batch are queued in the order given"
+    );
+    let mut wrong_token = leases[2].clone();
+    wrong_token.token = "0".repeat(32);
+    let mut acks = leases.clone();
+    acks.push(wrong_token.clone());
+    assert_eq!(
+        store.ack(Some("n1"), &acks).unwrap(),
+        vec![wrong_token.clone()]
+    );
+    assert_eq!(
+        store.ack(Some("n1"), &leases[..1]).unwrap(),
+        leases[..1].to_vec(),
+        "acked once"
+    );
+
+    let usage = pb::Usage::default();
+    let outputs: Vec<String> = leases.iter().map(|l| format!("out-{}", l.run_id)).collect();
+    let mut reports: Vec<RunReport<'_>> = leases
+        .iter()
+        .zip(&outputs)
+        .map(|(lease, output)| RunReport {
+            lease,
+            outcome: Outcome::Succeeded { output },
+            usage: &usage,
+        })
+        .collect();
+    let unknown = pb::LeaseRef {
+        run_id: "no-such-run".into(),
+        ..leases[3].clone()
+    };
+    let failed = Outcome::Failed {
+        kind: FailureKind::Trap,
+        message: "boom",
+    };
+    reports.push(RunReport {
+        lease: &leases[0],
+        outcome: reports[0].outcome,
+        usage: &usage,
+    });
+    reports.push(RunReport {
+        lease: &leases[1],
+        outcome: failed,
+        usage: &usage,
+    });
+    reports.push(RunReport {
+        lease: &wrong_token,
+        outcome: failed,
+        usage: &usage,
+    });
+    reports.push(RunReport {
+        lease: &unknown,
+        outcome: failed,
+        usage: &usage,
+    });
+    let answers = store.record(Some("n1"), &reports).unwrap();
+    assert_eq!(answers.len(), 304);
+    assert!(
+        answers[..300].iter().all(|a| *a == LeaseCheck::Recorded),
+        "{answers:?}"
+    );
+    assert_eq!(answers[300], LeaseCheck::AlreadyRecorded);
+    assert!(
+        matches!(answers[301], LeaseCheck::Conflict(_)),
+        "{:?}",
+        answers[301]
+    );
+    assert!(
+        matches!(answers[302], LeaseCheck::Stale(_)),
+        "{:?}",
+        answers[302]
+    );
+    assert_eq!(answers[303], LeaseCheck::NotFound);
+    for id in &ids {
+        let run = store.get_run(None, id).unwrap().unwrap();
+        assert_eq!(
+            RunState::from_proto(run.run_state),
+            Some(RunState::Succeeded)
+        );
+        assert_eq!(run.output, format!("out-{id}"));
+        assert_eq!(run.attempts.len(), 1);
+        assert_eq!(run.attempts[0].outcome, "succeeded");
+        assert!(run.attempts[0].ended_unix_ms > 0);
+    }
+}
+
 on_both_backends!(
     a_used_idempotency_key_answers_with_the_first_run,
     claims_never_exceed_free_slots,
@@ -483,4 +581,5 @@ on_both_backends!(
     cancel_of_a_queued_run_is_immediate_and_of_an_ended_one_changes_nothing,
     a_lost_node_s_leases_are_requeued_and_it_gets_none_until_it_registers,
     a_lease_is_its_node_s_alone,
+    a_large_batch_is_recorded_result_by_result,
 );

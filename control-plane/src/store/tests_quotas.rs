@@ -47,6 +47,20 @@ fn each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight(store: &Stor
     assert_eq!(tenants(&lease(store, "n1", 64, TTL)), ["a"]);
 }
 
+/// Past the first two tenants with queued runs (read with the node), the
+/// rest are found too.
+fn every_tenant_with_queued_runs_gets_slots(store: &Store) {
+    register(store, "n1", 4);
+    for tenant in ["d", "c", "b", "a"] {
+        submit(store, tenant, "x@1", &[]);
+        submit(store, tenant, "x@1", &[]);
+    }
+    let leases = lease(store, "n1", 64, TTL);
+    let mut got = tenants(&leases);
+    got.sort();
+    assert_eq!(got, ["a", "b", "c", "d"]);
+}
+
 fn concurrency_limits_make_runs_wait_not_fail(store: &Store) {
     register(store, "n1", 10);
     store
@@ -147,6 +161,7 @@ fn a_spent_daily_budget_closes_its_tenant_only(store: &Store) {
 
 on_both_backends!(
     each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight,
+    every_tenant_with_queued_runs_gets_slots,
     concurrency_limits_make_runs_wait_not_fail,
     a_spent_daily_budget_closes_its_tenant_only,
 );
