@@ -7,12 +7,14 @@ if command -v rustup >/dev/null; then rustup target add wasm32-wasip2 >/dev/null
 
 # From Debian: a real OCI registry (docker-registry) for the OCI tests, which
 # start their own; PostgreSQL 15 and Redis 7 for the store, KV and bridge
-# tests, started below for the whole run. From PyPI: an independent OCI
+# tests, started below for the whole run; Prometheus (and its promtool),
+# which the metrics tests start to scrape a node. From PyPI: an independent OCI
 # client (oras) and bcrypt (for a registry's htpasswd).
 missing=""
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$missing postgresql"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 if [ -n "$missing" ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
   echo "installing$missing (Debian) for the tests"

@@ -18,7 +18,10 @@ impl ControlPlane {
             let placement = self.config.placement_timeout.as_millis() as i64;
             match self.store.fail_unschedulable(placement) {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(runs = n, "runs no node can take failed as unschedulable"),
+                Ok(n) => {
+                    tracing::warn!(runs = n, "runs no node can take failed as unschedulable");
+                    self.changed.notify_waiters();
+                }
                 Err(e) => tracing::error!(error = %e, "placement check"),
             }
             match (lost, expired) {

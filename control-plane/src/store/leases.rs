@@ -246,38 +246,21 @@ impl Store {
                 }
             }
             // Fair across tenants: each free slot goes to the tenant with
-            // the fewest runs in flight, then to the oldest run. The runs
-            // picked are claimed together; on PostgreSQL, a run another
-            // replica took meanwhile leaves its slot to the next pick.
-            let mut leases = Vec::new();
-            while (leases.len() as u32) < room {
-                let mut picks: Vec<(usize, String)> = Vec::new();
-                while ((leases.len() + picks.len()) as u32) < room {
-                    let Some((q, (running, runs))) = queues
-                        .iter_mut()
-                        .enumerate()
-                        .filter(|(_, (_, runs))| !runs.is_empty())
-                        .min_by_key(|(_, (running, runs))| (*running, runs[0].0))
-                    else {
-                        break;
-                    };
-                    let (_, id) = runs.pop_front().expect("not empty");
-                    *running += 1;
-                    picks.push((q, id));
-                }
-                if picks.is_empty() {
-                    break;
-                }
-                let ids: Vec<&str> = picks.iter().map(|(_, id)| id.as_str()).collect();
-                let claimed = claim(tx, &ids, node_id, now, ttl_ms)?;
-                for ((q, _), lease) in picks.iter().zip(claimed) {
-                    match lease {
-                        Some(lease) => leases.push(lease),
-                        None => queues[*q].0 -= 1,
-                    }
-                }
+            // the fewest runs in flight, then to the oldest run. The
+            // candidates go in that order, and the first `room` of them
+            // still queued are claimed (on PostgreSQL, a run another replica
+            // is claiming is skipped for the next).
+            let mut picks = Vec::new();
+            while let Some((running, runs)) = queues
+                .iter_mut()
+                .filter(|(_, runs)| !runs.is_empty())
+                .min_by_key(|(running, runs)| (*running, runs[0].0))
+            {
+                let (_, id) = runs.pop_front().expect("not empty");
+                *running += 1;
+                picks.push(id);
             }
-            Ok(leases)
+            claim(tx, &picks, room as usize, node_id, now, ttl_ms)
         })
     }
 
@@ -505,35 +488,42 @@ fn in_lock_order<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<&T> {
     sorted
 }
 
-/// Leases runs `ids` to `node_id` in one statement (and starts their
-/// attempts in another); for each id, its lease, or `None` if the run is no
-/// longer queued or (on PostgreSQL) another replica is claiming it now.
+/// Leases the first `room` of runs `ids` (in that order) that are still
+/// queued to `node_id`, in one statement, and starts their attempts in
+/// another. On PostgreSQL, runs another replica is claiming now are skipped.
 fn claim(
     tx: &mut Tx<'_>,
-    ids: &[&str],
+    ids: &[String],
+    room: usize,
     node_id: &str,
     now: i64,
     ttl_ms: i64,
-) -> StoreResult<Vec<Option<Lease>>> {
+) -> StoreResult<Vec<Lease>> {
     let expires = now + ttl_ms;
     let tokens: Vec<String> = ids.iter().map(|_| new_lease_token()).collect();
+    let order: Vec<i64> = (0..ids.len() as i64).collect();
     let rows: Vec<Vec<&dyn Param>> = ids
         .iter()
         .zip(&tokens)
-        .map(|(id, token)| vec![id as &dyn Param, token])
+        .zip(&order)
+        .map(|((id, token), i)| vec![id as &dyn Param, token, i])
         .collect();
-    let mut leased: HashMap<String, Lease> = HashMap::new();
+    let mut leased: Vec<Lease> = Vec::new();
     for chunk in rows.chunks(MAX_VALUES) {
-        let mut params: Vec<&dyn Param> = vec![&node_id, &expires, &now];
-        let list = values(&["TEXT", "TEXT"], chunk, &mut params);
+        let want = room.saturating_sub(leased.len()) as i64;
+        if want == 0 {
+            break;
+        }
+        let mut params: Vec<&dyn Param> = vec![&node_id, &expires, &now, &want];
+        let list = values(&["TEXT", "TEXT", "BIGINT"], chunk, &mut params);
         tx.query_while(
             &format!(
                 "UPDATE runs SET state = 'leased', attempt = attempt + 1, lease_node = ?1,
                     lease_token = x.token, lease_expires = ?2, updated = ?3
-                 FROM (SELECT r.id, l.column2 AS token FROM runs r JOIN {list} AS l
-                         ON r.id = l.column1
+                 FROM (SELECT r.id, l.column2 AS token
+                       FROM runs r JOIN {list} AS l ON r.id = l.column1
                        WHERE r.state = 'queued'
-                       ORDER BY r.id /*pg: FOR UPDATE OF r SKIP LOCKED*/) AS x
+                       ORDER BY l.column3 LIMIT ?4 /*pg: FOR UPDATE OF r SKIP LOCKED*/) AS x
                  WHERE runs.id = x.id
                  RETURNING runs.id, runs.attempt, runs.lease_token, runs.digest, runs.agent,
                            runs.input, runs.budget, runs.grant_, runs.traceparent, runs.tenant",
@@ -542,7 +532,7 @@ fn claim(
             |r| {
                 let agent: String = r.get(4)?;
                 let (name, version) = warden_core::name_and_version(&agent);
-                let lease = Lease {
+                leased.push(Lease {
                     run_id: r.get(0)?,
                     attempt: r.get(1)?,
                     token: r.get(2)?,
@@ -555,15 +545,20 @@ fn claim(
                     expires_unix_ms: expires,
                     traceparent: r.get(8)?,
                     tenant: r.get(9)?,
-                };
-                leased.insert(lease.run_id.clone(), lease);
+                });
                 Ok(true)
             },
         )?;
     }
-    let started: Vec<&Lease> = leased.values().collect();
-    let attempts: Vec<i64> = started.iter().map(|l| i64::from(l.attempt)).collect();
-    let rows: Vec<Vec<&dyn Param>> = started
+    // In the order of the candidates.
+    let position: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    leased.sort_by_key(|l| position.get(l.run_id.as_str()).copied());
+    let attempts: Vec<i64> = leased.iter().map(|l| i64::from(l.attempt)).collect();
+    let rows: Vec<Vec<&dyn Param>> = leased
         .iter()
         .zip(&attempts)
         .map(|(l, attempt)| vec![&l.run_id as &dyn Param, attempt, &l.token])
@@ -574,9 +569,9 @@ fn claim(
         tx.execute(
             &format!(
                 "INSERT INTO attempts (run_id, attempt, node_id, token, started, outcome)
-                 SELECT DISTINCT l.column1, l.column2, CAST(?1 AS TEXT), l.column3,
+                 SELECT l.column1, l.column2, CAST(?1 AS TEXT), l.column3,
                         CAST(?2 AS BIGINT), 'running'
-                 FROM {list} AS l WHERE true
+                 FROM {list} AS l WHERE l.column1 IS NOT NULL
                  ON CONFLICT (run_id, attempt) DO UPDATE SET node_id = excluded.node_id,
                      token = excluded.token, started = excluded.started, ended = NULL,
                      outcome = 'running', error_kind = 0, error_message = NULL, usage = NULL"
@@ -584,7 +579,7 @@ fn claim(
             &params,
         )?;
     }
-    Ok(ids.iter().map(|id| leased.remove(*id)).collect())
+    Ok(leased)
 }
 
 /// A run as a result for one of its attempts finds it.

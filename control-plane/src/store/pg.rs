@@ -200,6 +200,8 @@ pub(crate) fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// Connections to one database, at most `max` open at once.
 pub(crate) struct Pool {
     url: String,
+    /// This replica's name in its NOTIFYs (random, hex).
+    replica: String,
     config: postgres::Config,
     idle: Mutex<(Vec<PgConn>, usize)>,
     freed: Condvar,
@@ -220,6 +222,7 @@ impl Pool {
         config.application_name("warden-control-plane");
         let pool = Pool {
             url: url.to_string(),
+            replica: hex::encode(rand::random::<[u8; 8]>()),
             config,
             idle: Mutex::new((Vec::new(), 0)),
             freed: Condvar::new(),
@@ -256,7 +259,7 @@ impl Pool {
             let mut conn = match idle {
                 Some(conn) => conn,
                 None => match self.config.connect(postgres::NoTls) {
-                    Ok(client) => PgConn::new(client),
+                    Ok(client) => PgConn::new(client, &self.replica),
                     Err(e) => {
                         self.idle.lock().unwrap().1 -= 1;
                         self.freed.notify_one();
@@ -280,18 +283,23 @@ impl Pool {
 
 impl Pool {
     /// Listens for other replicas' "runs changed" until dropped, calling
-    /// `wake` on each (and once after each reconnect, for what was missed).
+    /// `wake` on each (and once after each reconnect, for what was missed);
+    /// this replica's own are skipped (its changes woke it already).
     pub(crate) async fn listen(&self, wake: impl Fn()) {
         let url = self.url.clone();
+        let replica = self.replica.clone();
         loop {
             match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                 Ok((client, mut conn)) => {
                     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let replica = replica.clone();
                     let driver = tokio::spawn(async move {
                         while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await
                         {
                             match msg {
-                                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                Ok(tokio_postgres::AsyncMessage::Notification(n))
+                                    if n.payload() != replica =>
+                                {
                                     let _ = tx.send(());
                                 }
                                 Ok(_) => {}

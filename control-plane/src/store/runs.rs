@@ -147,8 +147,8 @@ impl Store {
                                 'queued', column8, CAST(?1 AS BIGINT), column9,
                                 CAST(?1 AS BIGINT), CAST(?1 AS BIGINT), column10, column11,
                                 column12
-                         FROM (SELECT DISTINCT * FROM {list} AS l) AS d
-                         WHERE true ORDER BY column13
+                         FROM {list} AS l
+                         WHERE column1 IS NOT NULL ORDER BY column13
                          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL
                          DO NOTHING
                          RETURNING id"

@@ -55,27 +55,30 @@ pub(crate) const MAX_VALUES: usize = 256;
 /// columns are `column1`, `column2`, ...; PostgreSQL is told each column's
 /// type from `types` (`?N::TYPE`, in a `/*pg:*/` comment). Placeholders
 /// continue after those already in `params`, to which the rows' values are
-/// appended. Rows are padded to a power of two by repeating the last, so a
-/// few statement texts (prepared once per connection) serve every batch
-/// size: statements use the list so that a repeated row changes nothing.
+/// appended. Rows are padded to a power of two with rows of NULLs, so a few
+/// statement texts (prepared once per connection) serve every batch size:
+/// statements skip rows whose `column1` is NULL (a join on it does).
 pub(crate) fn values<'a>(
     types: &[&str],
     rows: &[Vec<&'a dyn Param>],
     params: &mut Vec<&'a dyn Param>,
 ) -> String {
     debug_assert!(!rows.is_empty() && rows.len() <= MAX_VALUES);
-    let padded = rows.len().next_power_of_two();
     let mut out = String::from("(VALUES ");
-    for i in 0..padded {
-        let row = &rows[i.min(rows.len() - 1)];
-        debug_assert_eq!(row.len(), types.len());
+    for i in 0..rows.len().next_power_of_two() {
         out.push_str(if i == 0 { "(" } else { ", (" });
-        for (j, (value, ty)) in row.iter().zip(types).enumerate() {
-            params.push(*value);
+        for (j, ty) in types.iter().enumerate() {
             if j > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&format!("?{}/*pg:::{ty}*/", params.len()));
+            match rows.get(i) {
+                Some(row) => {
+                    debug_assert_eq!(row.len(), types.len());
+                    params.push(row[j]);
+                    out.push_str(&format!("?{}/*pg:::{ty}*/", params.len()));
+                }
+                None => out.push_str("NULL"),
+            }
         }
         out.push(')');
     }
@@ -193,14 +196,18 @@ pub(crate) struct PgConn {
     stmts: HashMap<String, postgres::Statement>,
     /// The open transaction asked to NOTIFY: sent with its COMMIT.
     notify: bool,
+    /// `NOTIFY ...; COMMIT`, naming this replica (whose own listener skips
+    /// it: its lease streams were woken already).
+    notify_commit: std::sync::Arc<str>,
 }
 
 impl PgConn {
-    pub(crate) fn new(client: postgres::Client) -> Self {
+    pub(crate) fn new(client: postgres::Client, replica: &str) -> Self {
         PgConn {
             client,
             stmts: HashMap::new(),
             notify: false,
+            notify_commit: format!("NOTIFY {CHANNEL}, '{replica}'; COMMIT").into(),
         }
     }
 
@@ -209,7 +216,7 @@ impl PgConn {
     pub(crate) fn end(&mut self, commit: bool) -> StoreResult<()> {
         let notify = std::mem::take(&mut self.notify);
         let sql = match (commit, notify) {
-            (true, true) => "NOTIFY warden_changed; COMMIT",
+            (true, true) => &*self.notify_commit,
             (true, false) => "COMMIT",
             (false, _) => "ROLLBACK",
         };
@@ -374,11 +381,11 @@ mod tests {
         let first = 7_i64;
         let mut params: Vec<&dyn super::Param> = vec![&first];
         let list = super::values(&["TEXT", "BIGINT"], &rows, &mut params);
-        assert_eq!(params.len(), 1 + 4 * 2);
+        assert_eq!(params.len(), 1 + 3 * 2);
         assert_eq!(
             super::to_postgres(&list),
             "(VALUES ($2::TEXT, $3::BIGINT), ($4::TEXT, $5::BIGINT), \
-             ($6::TEXT, $7::BIGINT), ($8::TEXT, $9::BIGINT))"
+             ($6::TEXT, $7::BIGINT), (NULL, NULL))"
         );
     }
 }

@@ -61,12 +61,27 @@ async fn two_replicas_three_nodes_and_sigkills_lose_no_run_and_record_each_once(
 
     let ch = connect(&url_b).await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
-    let mut ids = Vec::new();
-    for i in 0..1000 {
-        let input = serde_json::json!({ "ms": 100, "tag": i }).to_string();
-        ids.push(cluster::submit(ch.clone(), "sleeper@1", &input, |_| {}).await);
-    }
-    // Mid-flight: every slot busy, most runs still queued.
+    // One batch: the queue is full at once, however slow the machine (with
+    // one submit at a time, a loaded machine ran most runs before the kills).
+    let runs = (0..1000)
+        .map(|i| pb::SubmitRequest {
+            agent: "sleeper@1".into(),
+            input: serde_json::json!({ "ms": 100, "tag": i }).to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let ids: Vec<String> = pb::run_service_client::RunServiceClient::new(ch.clone())
+        .submit_batch(pb::SubmitBatchRequest { runs })
+        .await
+        .expect("submit succeeds")
+        .into_inner()
+        .runs
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(ids.len(), 1000);
+    // Mid-flight: every slot busy, most runs still queued (24 slots, 100 ms
+    // a run: about 170 of 1,000 have run by the first kill).
     tokio::time::sleep(Duration::from_millis(700)).await;
     a.signal("KILL");
     let a_killed = warden_core::now_ms();
