@@ -59,6 +59,9 @@ pub(crate) struct ControlPlaneArgs {
     config: Option<PathBuf>,
 
     #[command(flatten)]
+    admin: AdminArgs,
+
+    #[command(flatten)]
     data: DataDir,
 }
 
@@ -160,6 +163,9 @@ pub(crate) struct NodeArgs {
     node: NodeFlags,
 
     #[command(flatten)]
+    admin: AdminArgs,
+
+    #[command(flatten)]
     data: DataDir,
 }
 
@@ -201,6 +207,54 @@ struct DataDir {
     data_dir: Option<PathBuf>,
 }
 
+/// The admin endpoints flag of each command.
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// Serve /metrics (Prometheus), /healthz, /readyz and /health on this
+    /// address (e.g. 127.0.0.1:9464; port 0: any free port, printed). Off
+    /// unless given. Plaintext and unauthenticated: keep it on loopback or
+    /// a network only your monitoring reaches.
+    #[arg(long, env = "WARDEN_ADMIN_ADDR", value_name = "ADDR")]
+    admin_addr: Option<SocketAddr>,
+}
+
+/// What an admin server (`--admin-addr`) reports on, gathered as the
+/// process starts its parts.
+struct AdminParts {
+    addr: SocketAddr,
+    registry: warden_telemetry::prometheus_client::registry::Registry,
+    components: Vec<Arc<dyn warden_telemetry::Component>>,
+}
+
+impl AdminParts {
+    fn new(args: &AdminArgs) -> Option<AdminParts> {
+        args.admin_addr.map(|addr| AdminParts {
+            addr,
+            registry: Default::default(),
+            components: Vec::new(),
+        })
+    }
+
+    /// Serves the admin endpoints for as long as the process runs.
+    async fn start(self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (--admin-addr)", self.addr))?;
+        println!(
+            "admin endpoints on http://{} (/metrics, /healthz, /readyz, /health)",
+            listener.local_addr()?
+        );
+        std::io::stdout().flush()?;
+        let admin = warden_telemetry::Admin::new(self.registry, self.components);
+        tokio::spawn(async move {
+            if let Err(e) = warden_telemetry::serve(listener, admin, std::future::pending()).await {
+                tracing::error!(error = %e, "admin server stopped");
+            }
+        });
+        Ok(())
+    }
+}
+
 /// Run a control plane and a node in one process, on localhost, with the
 /// SQLite default under the data dir: the quickest way to try Warden.
 #[derive(Debug, Args)]
@@ -210,6 +264,9 @@ pub(crate) struct DevArgs {
 
     #[command(flatten)]
     node: NodeFlags,
+
+    #[command(flatten)]
+    admin: AdminArgs,
 
     #[command(flatten)]
     data: DataDir,
@@ -301,6 +358,7 @@ async fn start_control_plane(
     config: &NodeConfig,
     tls: Option<TlsArgs<'_>>,
     guard_registries: bool,
+    admin: Option<&mut AdminParts>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     let store = match args.db.as_deref() {
@@ -350,6 +408,10 @@ async fn start_control_plane(
         },
         Arc::new(EngineValidator::with_engine(engine)),
     );
+    if let Some(admin) = admin {
+        cp.register_metrics(&mut admin.registry);
+        admin.components.push(cp.health());
+    }
     let listener = warden_control_plane::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -439,6 +501,7 @@ async fn run_node(
     control_planes: Vec<String>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     config: NodeConfig,
+    admin: Option<AdminParts>,
 ) -> anyhow::Result<()> {
     let slots = flags
         .slots
@@ -469,6 +532,11 @@ async fn run_node(
         },
         &config.data_dir,
     )?;
+    if let Some(mut admin) = admin {
+        node.register_metrics(&mut admin.registry);
+        admin.components.push(node.health());
+        admin.start().await?;
+    }
     node.run(shutdown_signal()).await;
     Ok(())
 }
@@ -494,8 +562,19 @@ pub(crate) async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<Exit
              the credentials are sent to that registry only, never to one a submit names"
         );
     }
-    let (_, server) =
-        start_control_plane(&args.server, &config, tls, true, shutdown_signal()).await?;
+    let mut admin = AdminParts::new(&args.admin);
+    let (_, server) = start_control_plane(
+        &args.server,
+        &config,
+        tls,
+        true,
+        admin.as_mut(),
+        shutdown_signal(),
+    )
+    .await?;
+    if let Some(admin) = admin {
+        admin.start().await?;
+    }
     server.await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -527,7 +606,14 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         &config.data_dir,
     )
     .await?;
-    run_node(&args.node, args.control_plane, tls, config).await?;
+    run_node(
+        &args.node,
+        args.control_plane,
+        tls,
+        config,
+        AdminParts::new(&args.admin),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -546,11 +632,13 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     // The control plane stays up until the node has drained.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // `warden dev` serves its own machine's user: any registry.
-    let (url, server) = start_control_plane(&args.server, &config, None, false, async {
-        let _ = stopped.await;
-    })
-    .await?;
-    run_node(&args.node, vec![url], None, config).await?;
+    let mut admin = AdminParts::new(&args.admin);
+    let (url, server) =
+        start_control_plane(&args.server, &config, None, false, admin.as_mut(), async {
+            let _ = stopped.await;
+        })
+        .await?;
+    run_node(&args.node, vec![url], None, config, admin).await?;
     let _ = stop.send(());
     server.await?;
     Ok(ExitCode::SUCCESS)

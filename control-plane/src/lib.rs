@@ -12,6 +12,7 @@
 //! of nodes that stop heartbeating, are re-queued with attempt + 1.
 
 pub mod auth;
+mod metrics;
 pub mod pki;
 mod queue;
 mod reaper;
@@ -99,6 +100,7 @@ pub struct ControlPlane {
     quotas: Arc<
         std::sync::Mutex<std::collections::HashMap<String, (store::Quotas, std::time::Instant)>>,
     >,
+    pub(crate) metrics: metrics::ControlPlaneMetrics,
 }
 
 /// How long a submit takes a tenant's quotas as read without asking the
@@ -123,7 +125,20 @@ impl ControlPlane {
             fetches: Arc::default(),
             limits: Arc::default(),
             quotas: Arc::default(),
+            metrics: metrics::ControlPlaneMetrics::default(),
         }
+    }
+
+    /// Adds this control plane's metrics to `registry` (for
+    /// `--admin-addr`).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
+    /// This control plane as the admin endpoints report on it: ready while
+    /// its store answers.
+    pub fn health(&self) -> Arc<dyn warden_telemetry::Component> {
+        Arc::new(metrics::ControlPlaneHealth(self.clone()))
     }
 
     /// [`Store::quotas`] of `tenant`, as read at most [`QUOTAS_FOR`] ago.

@@ -34,6 +34,7 @@ impl ControlPlane {
             let (runs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             match cp.store.insert_runs(&runs) {
                 Ok(rows) => {
+                    cp.metrics.runs_submitted.inc_by(rows.len() as u64);
                     for (row, reply) in rows.into_iter().zip(replies) {
                         let _ = reply.send(Ok(row));
                     }

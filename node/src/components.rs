@@ -38,6 +38,7 @@ pub(super) struct ComponentStore {
     /// How long the last load took (disk or fetch, verify, compile or
     /// deserialize, pre-instantiate), in microseconds.
     pub(super) last_load_us: AtomicU64,
+    metrics: crate::metrics::NodeMetrics,
 }
 
 fn host_error(message: String) -> RunFailure {
@@ -45,14 +46,27 @@ fn host_error(message: String) -> RunFailure {
 }
 
 impl ComponentStore {
-    pub(super) fn new(dir: PathBuf, channel: crate::Upstream) -> Self {
+    pub(super) fn new(
+        dir: PathBuf,
+        channel: crate::Upstream,
+        metrics: crate::metrics::NodeMetrics,
+    ) -> Self {
         ComponentStore {
             dir,
             channel,
             loaded: Mutex::default(),
             fetches: AtomicU64::new(0),
             last_load_us: AtomicU64::new(0),
+            metrics,
         }
+    }
+
+    /// Counts a component a run needed, by where it came from.
+    fn count_load(&self, source: &'static str) {
+        self.metrics
+            .component_loads
+            .get_or_create(&crate::metrics::SourceLabel { source })
+            .inc();
     }
 
     pub(super) async fn get(
@@ -81,6 +95,9 @@ impl ComponentStore {
             entry.1 = now;
             entry.0.clone()
         };
+        if cell.initialized() {
+            self.count_load("memory");
+        }
         cell.get_or_try_init(|| self.load(sandbox, digest))
             .await
             .cloned()
@@ -91,6 +108,9 @@ impl ComponentStore {
         let loaded = self.load_uncached(sandbox, digest).await;
         self.last_load_us
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.metrics
+            .component_load_duration
+            .observe(started.elapsed().as_secs_f64());
         loaded
     }
 
@@ -104,10 +124,12 @@ impl ComponentStore {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) if sha256_hex(&bytes) == hex => {
                 touch(&path);
+                self.count_load("disk");
                 bytes
             }
             _ => {
                 self.fetches.fetch_add(1, Ordering::Relaxed);
+                self.count_load("registry");
                 let bytes = self.fetch(digest).await?;
                 if sha256_hex(&bytes) != hex {
                     return Err(host_error(format!(

@@ -13,6 +13,7 @@
 
 mod components;
 pub mod identity;
+mod metrics;
 mod report;
 mod upstream;
 
@@ -98,6 +99,12 @@ pub struct NodeAgent {
     queues: std::sync::Mutex<Option<Queues>>,
     /// Times the lease stream was re-established.
     pub reconnects: AtomicU64,
+    metrics: metrics::NodeMetrics,
+    /// Registered with the control plane (and not told to register again
+    /// since).
+    registered: AtomicBool,
+    /// The lease stream is open.
+    stream_up: AtomicBool,
     /// The control plane's clock minus ours (ms): lease expiries are on
     /// its clock.
     clock_offset_ms: AtomicI64,
@@ -128,11 +135,16 @@ impl NodeAgent {
         let channel = Upstream::new(&opts.control_planes, opts.tls.as_ref())?;
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let (results, results_rx) = mpsc::unbounded_channel();
+        let metrics = metrics::NodeMetrics::default();
         Ok(Arc::new(NodeAgent {
             acks,
             results,
             queues: std::sync::Mutex::new(Some((acks_rx, results_rx))),
-            components: ComponentStore::new(data_dir.join("blobs"), channel.clone()),
+            components: ComponentStore::new(
+                data_dir.join("blobs"),
+                channel.clone(),
+                metrics.clone(),
+            ),
             slots: Arc::new(Semaphore::new(opts.slots as usize)),
             sandbox,
             opts,
@@ -140,8 +152,22 @@ impl NodeAgent {
             active: Default::default(),
             accepting: AtomicBool::new(true),
             reconnects: AtomicU64::new(0),
+            metrics,
+            registered: AtomicBool::new(false),
+            stream_up: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
         }))
+    }
+
+    /// Adds this node's metrics to `registry` (for `--admin-addr`).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
+    /// This node as the admin endpoints report on it: ready while
+    /// registered, with its lease stream open and not draining.
+    pub fn health(self: &Arc<Self>) -> Arc<dyn warden_telemetry::Component> {
+        Arc::new(metrics::NodeHealth(self.clone()))
     }
 
     /// Components this node fetched from the registry (not found intact in
@@ -220,6 +246,7 @@ impl NodeAgent {
                 Ok(r) => {
                     let r = r.into_inner();
                     self.note_clock(sent, r.now_unix_ms);
+                    self.registered.store(true, Ordering::SeqCst);
                     tracing::info!(node = %self.opts.node_id, "registered with the control plane");
                     return Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 }
@@ -285,24 +312,30 @@ impl NodeAgent {
                 }
                 Err(e) => {
                     failures += 1;
+                    self.metrics.lease_stream_errors.inc();
                     tracing::warn!(error = %e.message(), "cannot open the lease stream; retrying");
                     tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
                     continue;
                 }
             };
+            self.stream_up.store(true, Ordering::SeqCst);
             loop {
                 match stream.message().await {
                     Ok(Some(lease)) => {
+                        self.metrics.leases_received.inc();
                         tokio::spawn(self.clone().execute(lease));
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        self.metrics.lease_stream_errors.inc();
                         tracing::warn!(error = %e.message(), "lease stream broke");
                         break;
                     }
                 }
             }
+            self.stream_up.store(false, Ordering::SeqCst);
             self.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.metrics.lease_stream_reconnects.inc();
             failures += 1;
             tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
             // The control plane may have restarted or marked us lost.
@@ -328,6 +361,7 @@ impl NodeAgent {
             }
             match answer {
                 Ok(r) if r.get_ref().reregister => {
+                    self.registered.store(false, Ordering::SeqCst);
                     tracing::warn!("the control plane lost track of this node; registering again");
                     self.register().await;
                 }
@@ -413,6 +447,7 @@ impl NodeAgent {
 
     #[tracing::instrument(name = "lease", skip_all, fields(run_id = %lease.run_id, attempt = lease.attempt))]
     async fn execute(self: Arc<Self>, lease: pb::Lease) {
+        let received = std::time::Instant::now();
         let Ok(_permit) = self.slots.clone().acquire_owned().await else {
             return;
         };
@@ -468,6 +503,7 @@ impl NodeAgent {
             },
         };
         self.active.lock().unwrap().remove(&lease.run_id);
+        self.count_execution(&lease.agent_name, &outcome);
         if cancel.reason() == Some(CancelReason::LeaseLost) {
             tracing::warn!(
                 kind = %FailureKind::LeaseLost,
@@ -476,6 +512,56 @@ impl NodeAgent {
             return;
         }
         self.report(lease_ref, outcome, cancel.reason()).await;
+        self.metrics
+            .lease_processing_duration
+            .observe(received.elapsed().as_secs_f64());
+    }
+
+    /// Counts a run the sandbox ended (by agent, never by run).
+    fn count_execution(&self, agent: &str, outcome: &RunOutcome) {
+        let m = &self.metrics;
+        let label = metrics::AgentLabel {
+            agent: agent.to_string(),
+        };
+        let usage = &outcome.usage;
+        m.agent_executions.get_or_create(&label).inc();
+        m.agent_execution_duration
+            .get_or_create(&label)
+            .observe(usage.wall_time_ms / 1000.0);
+        if let Err(f) = &outcome.result {
+            m.agent_execution_errors
+                .get_or_create(&metrics::AgentKindLabel {
+                    agent: agent.to_string(),
+                    kind: f.kind.to_string(),
+                })
+                .inc();
+        }
+        for (token_type, n) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            if n > 0 {
+                m.agent_tokens
+                    .get_or_create(&metrics::TokenLabel {
+                        agent: agent.to_string(),
+                        token_type,
+                    })
+                    .inc_by(n);
+            }
+        }
+        if usage.llm_calls > 0 {
+            m.agent_cost_usd
+                .get_or_create(&label)
+                .observe(usage.cost_usd);
+        }
+        if let Some(fuel) = usage.fuel_used {
+            m.agent_fuel_consumed
+                .get_or_create(&label)
+                .observe(fuel as f64);
+        }
+        m.agent_peak_memory
+            .get_or_create(&label)
+            .observe(usage.peak_memory_bytes as f64);
     }
 
     /// Stops every active run; returns how many.

@@ -36,9 +36,14 @@ impl NodeAgent {
             let req = pb::AckRequest {
                 leases: std::mem::take(&mut leases),
             };
+            let sent = req.leases.len();
             match self.leases().ack(req).await {
                 Ok(r) => {
-                    for lease in r.into_inner().stale {
+                    let stale = r.into_inner().stale;
+                    self.metrics
+                        .leases_acknowledged
+                        .inc_by(sent.saturating_sub(stale.len()) as u64);
+                    for lease in stale {
                         tracing::debug!(run_id = %lease.run_id, "acked a lease that is no longer current");
                     }
                 }
@@ -68,9 +73,11 @@ impl NodeAgent {
                 let refusal = loop {
                     match self.leases().report(req.clone()).await {
                         Ok(r) => {
-                            for a in r.into_inner().answers {
+                            for (a, pending) in r.into_inner().answers.iter().zip(&batch) {
                                 if a.status == pb::ReportStatus::Rejected as i32 {
                                     tracing::warn!(error = %a.message, "result rejected");
+                                } else if a.status == pb::ReportStatus::Recorded as i32 {
+                                    self.count_recorded(&pending.result);
                                 }
                             }
                             break None;
@@ -112,6 +119,24 @@ impl NodeAgent {
                     let _ = pending.done.send(());
                 }
             }
+        }
+    }
+
+    /// Counts a result the control plane recorded.
+    fn count_recorded(&self, result: &pb::RunResult) {
+        match &result.result {
+            Some(pb::run_result::Result::Complete(_)) => {
+                self.metrics.leases_completed.inc();
+            }
+            Some(pb::run_result::Result::Fail(f)) => {
+                let kind = FailureKind::from_proto(f.kind)
+                    .map_or_else(|| "unknown".to_string(), |k| k.to_string());
+                self.metrics
+                    .leases_failed
+                    .get_or_create(&crate::metrics::KindLabel { kind })
+                    .inc();
+            }
+            None => {}
         }
     }
 

@@ -246,6 +246,21 @@ pub fn postgres_database_at(admin: &str) -> PostgresDatabase {
     }
 }
 
+impl PostgresDatabase {
+    /// Drops the database now, closing every connection to it: whatever
+    /// uses it finds it gone.
+    pub fn drop_now(&self) {
+        let (admin, name) = (&self.admin, &self.name);
+        off_runtime(|| {
+            let mut client = postgres::Client::connect(admin, postgres::NoTls)
+                .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin}: {e}"));
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .expect("DROP DATABASE");
+        });
+    }
+}
+
 impl Drop for PostgresDatabase {
     fn drop(&mut self) {
         let (admin, name) = (&self.admin, &self.name);

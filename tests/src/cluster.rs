@@ -433,3 +433,49 @@ pub fn most_at_once<'a>(runs: impl Iterator<Item = &'a pb::Run>) -> usize {
     }
     most as usize
 }
+
+/// `GET path` from the HTTP server at loopback `addr` (an admin port):
+/// its status and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer from {addr}{path}: {answer}"));
+    (status, body.to_string())
+}
+
+/// Polls `GET path` at `addr` until `pred` holds of its status and body;
+/// panics after `limit`, showing the last answer.
+pub async fn wait_http(
+    addr: &str,
+    path: &str,
+    limit: Duration,
+    pred: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let start = Instant::now();
+    loop {
+        let (status, body) = match std::net::TcpStream::connect(addr) {
+            Ok(_) => http_get(addr, path),
+            Err(e) => (0, e.to_string()),
+        };
+        if pred(status, &body) {
+            return (status, body);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "GET {addr}{path} still answers {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

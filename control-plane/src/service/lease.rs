@@ -20,6 +20,8 @@ impl lease_service_server::LeaseService for ControlPlane {
         let (tx, rx) = mpsc::channel(64);
         let cp = self.clone();
         tokio::spawn(async move {
+            cp.metrics.lease_streams.inc();
+            let _open = OpenStream(cp.metrics.lease_streams.clone());
             let ttl = cp.config.lease_ttl.as_millis() as i64;
             let alive_window = 3 * cp.config.heartbeat_interval.as_millis() as i64;
             loop {
@@ -43,6 +45,15 @@ impl lease_service_server::LeaseService for ControlPlane {
                     }
                 };
                 let got = !leases.is_empty();
+                let now = crate::store::now_ms();
+                for lease in &leases {
+                    cp.metrics.leases_granted.inc();
+                    if lease.attempt == 1 {
+                        cp.metrics
+                            .submit_to_start
+                            .observe((now - lease.created_unix_ms).max(0) as f64 / 1000.0);
+                    }
+                }
                 for lease in leases {
                     let run_id = lease.run_id.clone();
                     if tx.send(Ok(lease)).await.is_err() {
@@ -130,6 +141,7 @@ impl lease_service_server::LeaseService for ControlPlane {
         let checks = self.store.record(node.bound(), &reports)?;
         self.changed.notify_waiters();
         for ((i, report), check) in valid.iter().zip(checks) {
+            self.count_result(&check);
             let (status, message) = match check {
                 LeaseCheck::Recorded => (ReportStatus::Recorded, String::new()),
                 LeaseCheck::AlreadyRecorded => (ReportStatus::AlreadyRecorded, String::new()),
@@ -180,6 +192,28 @@ impl ControlPlane {
         let report = as_report(&r).map_err(Status::invalid_argument)?;
         let check = self.store.record(node_id, &[report])?.remove(0);
         self.changed.notify_waiters();
+        self.count_result(&check);
         Ok(check)
+    }
+
+    fn count_result(&self, check: &LeaseCheck) {
+        let outcome = match check {
+            LeaseCheck::Recorded => "recorded",
+            LeaseCheck::AlreadyRecorded => "already_recorded",
+            _ => "rejected",
+        };
+        self.metrics
+            .results
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+            .inc();
+    }
+}
+
+/// Counts a lease stream as open until dropped.
+struct OpenStream(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

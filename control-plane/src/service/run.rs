@@ -290,6 +290,7 @@ impl run_service_server::RunService for ControlPlane {
             runs.push(self.new_run(&caller.tenant, r, agent).map_err(at)?);
         }
         let runs = self.store.insert_runs(&runs)?;
+        self.metrics.runs_submitted.inc_by(runs.len() as u64);
         self.changed.notify_waiters();
         Ok(Response::new(SubmitBatchResponse { runs }))
     }

@@ -526,7 +526,8 @@ fn claim(
                        ORDER BY l.column3 LIMIT ?4 /*pg: FOR UPDATE OF r SKIP LOCKED*/) AS x
                  WHERE runs.id = x.id
                  RETURNING runs.id, runs.attempt, runs.lease_token, runs.digest, runs.agent,
-                           runs.input, runs.budget, runs.grant_, runs.traceparent, runs.tenant",
+                           runs.input, runs.budget, runs.grant_, runs.traceparent, runs.tenant,
+                           runs.created",
             ),
             &params,
             |r| {
@@ -545,6 +546,7 @@ fn claim(
                     expires_unix_ms: expires,
                     traceparent: r.get(8)?,
                     tenant: r.get(9)?,
+                    created_unix_ms: r.get(10)?,
                 });
                 Ok(true)
             },

@@ -32,7 +32,7 @@ pub use credentials::RegistryCredential;
 pub use leases::{LeaseCheck, Outcome, RunReport};
 pub use quotas::{Limit, Quotas, Scope};
 pub use registry::Published;
-pub use runs::{MAX_PAGE, NewRun, RunFilter};
+pub use runs::{MAX_PAGE, NewRun, RunFilter, Stats};
 
 use rusqlite::Connection;
 use sql::Tx;

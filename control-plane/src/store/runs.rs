@@ -282,6 +282,37 @@ impl Store {
         })
     }
 
+    /// Runs in flight and nodes, for metrics: (state, agent, count, first
+    /// created) of runs queued, leased or running; (state, count) of nodes.
+    pub fn stats(&self) -> StoreResult<Stats> {
+        self.with_conn(|c| {
+            let runs = c.query_map(
+                "SELECT state, agent, count(*), min(created) FROM runs
+                 WHERE state IN ('queued', 'leased', 'running')
+                 GROUP BY state, agent",
+                p![],
+                |r| {
+                    let state: RunState = r.parse(0)?;
+                    Ok((state.as_str(), r.get(1)?, r.get(2)?, r.get(3)?))
+                },
+            )?;
+            let nodes = c.query_map(
+                "SELECT state, count(*) FROM nodes GROUP BY state",
+                p![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Stats { runs, nodes })
+        })
+    }
+
+    /// Whether the store answers.
+    pub fn ping(&self) -> StoreResult<()> {
+        self.with_conn(|c| {
+            c.query_one("SELECT CAST(1 AS BIGINT)", p![], |r| r.get::<i64>(0))
+                .map(|_| ())
+        })
+    }
+
     /// Cancels a run of `tenant` (any, for `None`): at once when queued;
     /// through the node (Renew) when leased or running. Returns the run, or
     /// `None` if unknown.
@@ -310,4 +341,14 @@ impl Store {
         })?;
         self.get_run(tenant, id)
     }
+}
+
+/// What [`Store::stats`] reads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// (state, agent, runs, oldest `created`) of runs queued, leased or
+    /// running.
+    pub runs: Vec<(&'static str, String, u64, i64)>,
+    /// (state, nodes).
+    pub nodes: Vec<(String, u64)>,
 }

@@ -25,6 +25,7 @@ mod replicas;
 mod sandbox;
 mod security;
 mod shared_kv;
+mod telemetry;
 
 use std::path::Path;
 use std::process::{Command, Output};

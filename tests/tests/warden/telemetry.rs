@@ -1,0 +1,244 @@
+//! What operators see: `/metrics` checked by `promtool` and scraped by a
+//! real Prometheus (Debian's), and `/readyz` going not-ready while a node
+//! drains and when the control plane's store is gone.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use warden_core::RunState;
+use warden_tests::cluster::{
+    self, connect, free_port, http_get, publish, submit, wait_ended, wait_http, wait_state,
+};
+use warden_tests::{components, examples};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the first sample of `query` Prometheus at `addr` holds, if
+/// any.
+fn prometheus_value(addr: &str, query: &str) -> Option<String> {
+    let (status, body) = http_get(addr, &format!("/api/v1/query?query={query}"));
+    if status != 200 {
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_what_promtool_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let (_dev, url) = cluster::dev(
+        &bin(),
+        &tmp.path().join("dev"),
+        &["--admin-addr", &admin],
+        &logs,
+    );
+    let ch = connect(&url).await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    for i in 0..3 {
+        let input = serde_json::json!({ "name": format!("n{i}") }).to_string();
+        let id = submit(ch.clone(), "hello@1", &input, |_| {}).await;
+        let run = wait_ended(ch.clone(), &id, Duration::from_secs(30)).await;
+        assert_eq!(cluster::state(&run), RunState::Succeeded, "{run:?}");
+    }
+    // Results are counted once the control plane answers the report.
+    let (_, text) = wait_http(&admin, "/metrics", Duration::from_secs(10), |_, body| {
+        body.contains("\nleases_completed_total 3\n")
+    })
+    .await;
+    for expected in [
+        "runs_submitted_total 3",
+        "leases_granted_total 3",
+        "agent_executions_total{agent=\"hello\"} 3",
+        "run_results_total{outcome=\"recorded\"} 3",
+        "nodes{state=\"ready\"} 1",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+
+    // promtool lints the exposition: names, types, help, units.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (`apt-get install -y prometheus`; scripts/test.sh does this)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // A real Prometheus scrapes the admin port and answers a query.
+    let prom = format!("127.0.0.1:{}", free_port());
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: warden\n    \
+             static_configs:\n      - targets: ['{admin}']\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(logs.join("prometheus.log")).unwrap();
+    let _prometheus = Child(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prom}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus runs"),
+    );
+    let start = Instant::now();
+    loop {
+        let completed = std::net::TcpStream::connect(&prom)
+            .ok()
+            .and_then(|_| prometheus_value(&prom, "leases_completed_total"));
+        if completed.as_deref() == Some("3") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Prometheus has no leases_completed_total of 3 (last: {completed:?}); see {}",
+            logs.join("prometheus.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let up = prometheus_value(&prom, "up{job=\"warden\"}");
+    assert_eq!(up.as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_ready_while_a_node_drains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let db = tmp.path().join("cp.sqlite3").display().to_string();
+    let (_cp, url) =
+        cluster::control_plane(&bin(), free_port(), &db, &tmp.path().join("cp"), &[], &logs);
+    let admin = format!("127.0.0.1:{}", free_port());
+    let node = cluster::node(
+        &bin(),
+        &url,
+        "n1",
+        tmp.path(),
+        &["--admin-addr", &admin, "--drain-grace", "30s"],
+        &logs,
+    );
+    let (_, ready) = wait_http(&admin, "/readyz", Duration::from_secs(20), |s, _| s == 200).await;
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["components"]["node"]["ready"], true, "{ready}");
+
+    let ch = connect(&url).await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    let id = submit(ch.clone(), "sleeper@1", r#"{"ms": 4000}"#, |_| {}).await;
+    wait_state(ch.clone(), &id, Duration::from_secs(20), RunState::Running).await;
+    let (_, health) = http_get(&admin, "/health");
+    assert!(health.contains("\"active_runs\":1"), "{health}");
+
+    node.signal("TERM");
+    let (status, body) =
+        wait_http(&admin, "/readyz", Duration::from_secs(10), |s, _| s == 503).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("draining"), "{body}");
+    // The run in flight still finishes (drain, not kill).
+    let run = wait_ended(ch.clone(), &id, Duration::from_secs(30)).await;
+    assert_eq!(cluster::state(&run), RunState::Succeeded, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_ready_when_the_store_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let db = warden_testkit::postgres_database();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let (_cp, _url) = cluster::control_plane(
+        &bin(),
+        free_port(),
+        &db.url,
+        &tmp.path().join("cp"),
+        &["--admin-addr", &admin],
+        &logs,
+    );
+    let (_, ready) = wait_http(&admin, "/readyz", Duration::from_secs(20), |s, _| s == 200).await;
+    assert!(ready.contains("\"ready\":true"), "{ready}");
+
+    db.drop_now();
+    let (_, body) = wait_http(&admin, "/readyz", Duration::from_secs(20), |s, _| s == 503).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let problems = body["components"]["control_plane"]["problems"].to_string();
+    assert!(problems.contains("store"), "{body}");
+    // Alive all the same: not a reason to restart the process.
+    assert_eq!(http_get(&admin, "/healthz").0, 200);
+}
+
+/// docs/OPERATIONS.md's scrape config and alert rules are what Prometheus
+/// accepts (`promtool check config` / `check rules`).
+#[test]
+fn the_documented_scrape_config_and_alert_rules_are_valid() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/OPERATIONS.md"
+    ))
+    .unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2, "a scrape config and alert rules");
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = tmp.path().join("warden-alerts.yml");
+    std::fs::write(&rules, blocks[1]).unwrap();
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        blocks[0].replace("warden-alerts.yml", &rules.display().to_string()),
+    )
+    .unwrap();
+    for (what, file) in [("rules", &rules), ("config", &config)] {
+        let out = Command::new("promtool")
+            .args(["check", what])
+            .arg(file)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool check {what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
