@@ -242,34 +242,72 @@ pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|n| {
                 let cap = n.capacity.clone().unwrap_or_default();
+                let accelerators: Vec<_> = cap
+                    .accelerators
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "kind": a.kind, "name": a.name, "memory_bytes": a.memory_bytes,
+                            "device": a.device,
+                        })
+                    })
+                    .collect();
                 serde_json::json!({
                     "node_id": n.node_id, "hostname": n.hostname, "state": node_state(n),
                     "labels": n.labels, "active_runs": n.active_runs, "free_slots": n.free_slots,
                     "slots": cap.slots, "cpu_cores": cap.cpu_cores, "memory_bytes": cap.memory_bytes,
+                    "disk_free_bytes": cap.disk_free_bytes, "accelerators": accelerators,
                     "os": cap.os, "arch": cap.arch, "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms,
+                    "heartbeat_age_ms": heartbeat_age_ms(n),
                 })
             })
             .collect();
         println!("{}", serde_json::Value::Array(docs));
     } else {
         println!(
-            "{:<28}  {:<9}  {:>6}  {:>5}  LABELS",
-            "NODE", "STATE", "ACTIVE", "SLOTS"
+            "{:<28}  {:<9}  {:>6}  {:>4}  {:>5}  {:>4}  {:>10}  {:>10}  {:<16}  {:>9}  LABELS",
+            "NODE",
+            "STATE",
+            "ACTIVE",
+            "FREE",
+            "SLOTS",
+            "CPUS",
+            "MEMORY",
+            "DISK FREE",
+            "ACCELERATORS",
+            "HEARTBEAT"
         );
         for n in &nodes {
             let cap = n.capacity.clone().unwrap_or_default();
             let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let accelerators = if cap.accelerators.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{}× {}", cap.accelerators.len(), cap.accelerators[0].name)
+            };
             println!(
-                "{:<28}  {:<9}  {:>6}  {:>5}  {}",
+                "{:<28}  {:<9}  {:>6}  {:>4}  {:>5}  {:>4}  {:>10}  {:>10}  {:<16}  {:>9}  {}",
                 safe(&n.node_id),
                 node_state(n),
                 n.active_runs,
+                n.free_slots,
                 cap.slots,
+                cap.cpu_cores,
+                output::bytes(cap.memory_bytes),
+                output::bytes(cap.disk_free_bytes),
+                safe(&accelerators),
+                format!("{:.1}s ago", heartbeat_age_ms(n) as f64 / 1000.0),
                 safe(&labels.join(","))
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Since the node's last heartbeat (the control plane's clock against
+/// this machine's).
+fn heartbeat_age_ms(n: &pb::NodeInfo) -> i64 {
+    (warden_core::now_ms() - n.last_heartbeat_unix_ms).max(0)
 }
 
 fn node_state(n: &pb::NodeInfo) -> &'static str {

@@ -11,6 +11,7 @@
 //! reach the control plane in time) is stopped at the lease's
 //! `expires_unix_ms` as `lease_lost`, and its result is not reported.
 
+mod capacity;
 mod components;
 pub mod identity;
 mod metrics;
@@ -105,6 +106,9 @@ pub struct NodeAgent {
     registered: AtomicBool,
     /// The lease stream is open.
     stream_up: AtomicBool,
+    /// Accelerators found at start (reported at each registration).
+    accelerators: std::sync::OnceLock<Vec<pb::Accelerator>>,
+    data_dir: std::path::PathBuf,
     /// The control plane's clock minus ours (ms): lease expiries are on
     /// its clock.
     clock_offset_ms: AtomicI64,
@@ -155,6 +159,8 @@ impl NodeAgent {
             metrics,
             registered: AtomicBool::new(false),
             stream_up: AtomicBool::new(false),
+            accelerators: std::sync::OnceLock::new(),
+            data_dir: data_dir.to_path_buf(),
             clock_offset_ms: AtomicI64::new(0),
         }))
     }
@@ -221,10 +227,15 @@ impl NodeAgent {
     fn register_request(&self) -> pb::RegisterRequest {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();
+        let accelerators = self.accelerators.get().cloned().unwrap_or_default();
+        let mut labels = self.opts.labels.clone();
+        if let Some(gpu) = capacity::gpu_label(&accelerators) {
+            labels.entry("gpu".into()).or_insert(gpu);
+        }
         pb::RegisterRequest {
             node_id: self.opts.node_id.clone(),
             hostname: sysinfo::System::host_name().unwrap_or_default(),
-            labels: self.opts.labels.clone().into_iter().collect(),
+            labels: labels.into_iter().collect(),
             capacity: Some(pb::NodeCapacity {
                 slots: self.opts.slots,
                 cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
@@ -233,6 +244,8 @@ impl NodeAgent {
                 arch: std::env::consts::ARCH.into(),
                 warden_version: env!("CARGO_PKG_VERSION").into(),
                 wasmtime_version: warden_host::WASMTIME_VERSION.into(),
+                disk_free_bytes: capacity::disk_free(&self.data_dir),
+                accelerators,
             }),
         }
     }
@@ -279,6 +292,11 @@ impl NodeAgent {
             tracing::error!("NodeAgent::run called twice");
             return;
         };
+        let found = capacity::accelerators().await;
+        if !found.is_empty() {
+            tracing::info!(accelerators = found.len(), "accelerators found");
+        }
+        let _ = self.accelerators.set(found);
         let interval = self.register().await;
         self.prewarm().await;
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(interval));

@@ -75,6 +75,17 @@ pub fn free_port() -> u16 {
 /// Starts `bin` with `args`, its output in LOG_DIR/NAME.log; returns it
 /// with the first line it printed on stdout.
 pub fn spawn(bin: &Path, name: &str, args: &[String], log_dir: &Path) -> (Proc, String) {
+    spawn_with_env(bin, name, args, &[], log_dir)
+}
+
+/// [`spawn`] with these environment variables set.
+pub fn spawn_with_env(
+    bin: &Path,
+    name: &str,
+    args: &[String],
+    env: &[(&str, String)],
+    log_dir: &Path,
+) -> (Proc, String) {
     std::fs::create_dir_all(log_dir).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -86,6 +97,7 @@ pub fn spawn(bin: &Path, name: &str, args: &[String], log_dir: &Path) -> (Proc, 
         .env("WARDEN_LOG", "info")
         .env_remove("WARDEN_CONFIG")
         .env_remove("WARDEN_CONTROL_PLANE")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -132,6 +144,19 @@ pub fn control_plane(
 
 /// Starts `warden node` named `id` with its own data dir.
 pub fn node(bin: &Path, url: &str, id: &str, data: &Path, extra: &[&str], log_dir: &Path) -> Proc {
+    node_with_env(bin, url, id, data, extra, &[], log_dir)
+}
+
+/// [`node`] with these environment variables set.
+pub fn node_with_env(
+    bin: &Path,
+    url: &str,
+    id: &str,
+    data: &Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+    log_dir: &Path,
+) -> Proc {
     let mut args = vec![
         "node".to_string(),
         "--control-plane".into(),
@@ -142,7 +167,7 @@ pub fn node(bin: &Path, url: &str, id: &str, data: &Path, extra: &[&str], log_di
         data.join(id).display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    spawn(bin, id, &args, log_dir).0
+    spawn_with_env(bin, id, &args, env, log_dir).0
 }
 
 /// A gRPC channel to `url`, retried until it connects (at most 10 s).

@@ -119,6 +119,7 @@ impl node_service_server::NodeService for ControlPlane {
                 "hostname is longer than 255 bytes",
             ));
         }
+        check_capacity(req.capacity.as_ref())?;
         self.store.register_node(&req)?;
         tracing::info!(node = %req.node_id, hostname = %req.hostname, "node registered");
         self.changed.notify_waiters();
@@ -167,4 +168,35 @@ impl node_service_server::NodeService for ControlPlane {
             nodes: self.store.list_nodes()?,
         }))
     }
+}
+
+/// Most accelerators a node may report, and the longest text of each.
+const MAX_ACCELERATORS: usize = 64;
+const MAX_CAPACITY_TEXT: usize = 256;
+
+/// A node's capacity as it reports it: bounded, since it is stored and
+/// shown to operators.
+fn check_capacity(capacity: Option<&NodeCapacity>) -> Result<(), Status> {
+    let Some(c) = capacity else { return Ok(()) };
+    if c.accelerators.len() > MAX_ACCELERATORS {
+        return Err(Status::invalid_argument(format!(
+            "a node may report at most {MAX_ACCELERATORS} accelerators, not {}",
+            c.accelerators.len()
+        )));
+    }
+    let texts = [&c.os, &c.arch, &c.warden_version, &c.wasmtime_version]
+        .into_iter()
+        .chain(
+            c.accelerators
+                .iter()
+                .flat_map(|a| [&a.kind, &a.name, &a.device]),
+        );
+    for text in texts {
+        if text.len() > MAX_CAPACITY_TEXT {
+            return Err(Status::invalid_argument(format!(
+                "a capacity field is longer than {MAX_CAPACITY_TEXT} bytes"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -519,7 +519,10 @@ async fn leases_respect_free_slots_and_draining(backend: Backend) {
 async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry(
     backend: Backend,
 ) {
-    let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "1s", "--node-timeout", "60s"]);
+    // The cancel below must come within a TTL of the lease: 3 s leaves
+    // room on a loaded machine (with 1 s, a stall let the lease expire
+    // first and the run was leased again).
+    let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "3s", "--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
     let mut node = FakeNode::register(ch.clone(), "fake", 4).await;

@@ -15,6 +15,12 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
 }
 
+/// A control plane on a SQLite file under `dir`.
+fn sqlite_control_plane(dir: &std::path::Path, logs: &std::path::Path) -> (cluster::Proc, String) {
+    let db = dir.join("cp.sqlite3").display().to_string();
+    cluster::control_plane(&bin(), free_port(), &db, &dir.join("cp"), &[], logs)
+}
+
 /// A child process killed when dropped.
 struct Child(std::process::Child);
 
@@ -145,9 +151,7 @@ async fn prometheus_scrapes_what_promtool_accepts() {
 async fn readyz_is_not_ready_while_a_node_drains() {
     let tmp = tempfile::tempdir().unwrap();
     let logs = cluster::log_dir(tmp.path());
-    let db = tmp.path().join("cp.sqlite3").display().to_string();
-    let (_cp, url) =
-        cluster::control_plane(&bin(), free_port(), &db, &tmp.path().join("cp"), &[], &logs);
+    let (_cp, url) = sqlite_control_plane(tmp.path(), &logs);
     let admin = format!("127.0.0.1:{}", free_port());
     let node = cluster::node(
         &bin(),
@@ -241,4 +245,87 @@ fn the_documented_scrape_config_and_alert_rules_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Nodes report their disk space and accelerators, get a `gpu` label for
+/// NVIDIA GPUs, and `warden nodes list` shows them. `nvidia-smi` is a
+/// stand-in script here (the GPU driver is a boundary we do not own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_report_disk_space_and_accelerators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let (_cp, url) = sqlite_control_plane(tmp.path(), &logs);
+    let tools = tmp.path().join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    let smi = tools.join("nvidia-smi");
+    std::fs::write(
+        &smi,
+        "#!/bin/sh\necho '0, NVIDIA L4, 23034'\necho '1, NVIDIA L4, 23034'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
+    let _gpu = cluster::node_with_env(
+        &bin(),
+        &url,
+        "gpu-node",
+        tmp.path(),
+        &[],
+        &[("PATH", path)],
+        &logs,
+    );
+    let _plain = cluster::node(&bin(), &url, "plain-node", tmp.path(), &[], &logs);
+
+    let warden = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .env("WARDEN_CONTROL_PLANE", &url)
+            .env_remove("WARDEN_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let start = Instant::now();
+    let nodes = loop {
+        let nodes: serde_json::Value =
+            serde_json::from_str(&warden(&["nodes", "list", "--json"])).unwrap();
+        if nodes.as_array().unwrap().len() == 2 {
+            break nodes;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{nodes}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let node = |id: &str| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let gpu = node("gpu-node");
+    assert_eq!(gpu["accelerators"].as_array().unwrap().len(), 2, "{gpu}");
+    assert_eq!(gpu["accelerators"][0]["kind"], "nvidia", "{gpu}");
+    assert_eq!(gpu["accelerators"][0]["name"], "NVIDIA L4", "{gpu}");
+    assert_eq!(
+        gpu["accelerators"][1]["memory_bytes"],
+        23034_u64 << 20,
+        "{gpu}"
+    );
+    assert_eq!(gpu["labels"]["gpu"], "nvidia", "{gpu}");
+    assert!(gpu["disk_free_bytes"].as_u64().unwrap() > 0, "{gpu}");
+    assert!(gpu["cpu_cores"].as_u64().unwrap() > 0, "{gpu}");
+    assert!(gpu["heartbeat_age_ms"].as_i64().unwrap() < 10_000, "{gpu}");
+    let plain = node("plain-node");
+    if !std::path::Path::new("/dev/dri").exists() {
+        // None is a valid answer.
+        assert_eq!(plain["accelerators"], serde_json::json!([]), "{plain}");
+        assert!(plain["labels"].get("gpu").is_none(), "{plain}");
+    }
+    let table = warden(&["nodes", "list"]);
+    assert!(table.contains("2× NVIDIA L4"), "{table}");
+    assert!(table.contains("DISK FREE"), "{table}");
 }
