@@ -33,8 +33,6 @@ pub(super) struct ComponentStore {
     dir: PathBuf,
     channel: crate::Upstream,
     loaded: Mutex<Lru>,
-    /// Components fetched from the registry (not found intact on disk).
-    pub(super) fetches: AtomicU64,
     /// How long the last load took (disk or fetch, verify, compile or
     /// deserialize, pre-instantiate), in microseconds.
     pub(super) last_load_us: AtomicU64,
@@ -55,10 +53,17 @@ impl ComponentStore {
             dir,
             channel,
             loaded: Mutex::default(),
-            fetches: AtomicU64::new(0),
             last_load_us: AtomicU64::new(0),
             metrics,
         }
+    }
+
+    /// Components fetched from the registry (not found intact on disk).
+    pub(super) fn fetches(&self) -> u64 {
+        self.metrics
+            .component_loads
+            .get_or_create(&crate::metrics::SourceLabel { source: "registry" })
+            .get()
     }
 
     /// Counts a component a run needed, by where it came from.
@@ -128,7 +133,6 @@ impl ComponentStore {
                 bytes
             }
             _ => {
-                self.fetches.fetch_add(1, Ordering::Relaxed);
                 self.count_load("registry");
                 let bytes = self.fetch(digest).await?;
                 if sha256_hex(&bytes) != hex {

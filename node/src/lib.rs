@@ -22,7 +22,7 @@ use components::ComponentStore;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use upstream::Upstream;
@@ -98,8 +98,6 @@ pub struct NodeAgent {
     acks: mpsc::UnboundedSender<pb::LeaseRef>,
     results: mpsc::UnboundedSender<PendingResult>,
     queues: std::sync::Mutex<Option<Queues>>,
-    /// Times the lease stream was re-established.
-    pub reconnects: AtomicU64,
     metrics: metrics::NodeMetrics,
     /// Registered with the control plane (and not told to register again
     /// since).
@@ -155,7 +153,6 @@ impl NodeAgent {
             channel,
             active: Default::default(),
             accepting: AtomicBool::new(true),
-            reconnects: AtomicU64::new(0),
             metrics,
             registered: AtomicBool::new(false),
             stream_up: AtomicBool::new(false),
@@ -179,7 +176,7 @@ impl NodeAgent {
     /// Components this node fetched from the registry (not found intact in
     /// its blob cache).
     pub fn component_fetches(&self) -> u64 {
-        self.components.fetches.load(Ordering::Relaxed)
+        self.components.fetches()
     }
 
     /// How long this node's last component load took (from its blob cache
@@ -352,7 +349,6 @@ impl NodeAgent {
                 }
             }
             self.stream_up.store(false, Ordering::SeqCst);
-            self.reconnects.fetch_add(1, Ordering::Relaxed);
             self.metrics.lease_stream_reconnects.inc();
             failures += 1;
             tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;

@@ -231,13 +231,7 @@ pub fn postgres_database() -> PostgresDatabase {
 /// A new database on the server at `admin` (its admin URL).
 pub fn postgres_database_at(admin: &str) -> PostgresDatabase {
     let name = unique("warden");
-    off_runtime(|| {
-        let mut client = postgres::Client::connect(admin, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin}: {e}"));
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("CREATE DATABASE");
-    });
+    admin_sql(admin, &format!("CREATE DATABASE {name}")).unwrap_or_else(|e| panic!("{e}"));
     let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
     PostgresDatabase {
         url: format!("{base}/{name}"),
@@ -250,27 +244,29 @@ impl PostgresDatabase {
     /// Drops the database now, closing every connection to it: whatever
     /// uses it finds it gone.
     pub fn drop_now(&self) {
-        let (admin, name) = (&self.admin, &self.name);
-        off_runtime(|| {
-            let mut client = postgres::Client::connect(admin, postgres::NoTls)
-                .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin}: {e}"));
-            client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .expect("DROP DATABASE");
-        });
+        self.drop_database().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn drop_database(&self) -> Result<(), String> {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        admin_sql(&self.admin, &sql)
     }
 }
 
 impl Drop for PostgresDatabase {
     fn drop(&mut self) {
-        let (admin, name) = (&self.admin, &self.name);
-        off_runtime(|| {
-            if let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls) {
-                let _ =
-                    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
-        });
+        let _ = self.drop_database();
     }
+}
+
+/// Runs `sql` on the server at `admin` (its admin URL), on a connection of
+/// its own.
+fn admin_sql(admin: &str, sql: &str) -> Result<(), String> {
+    off_runtime(|| {
+        let mut client = postgres::Client::connect(admin, postgres::NoTls)
+            .map_err(|e| format!("cannot reach the test PostgreSQL at {admin}: {e}"))?;
+        client.batch_execute(sql).map_err(|e| format!("{sql}: {e}"))
+    })
 }
 
 /// Starts a Redis server in a new temp dir; returns its URL.
