@@ -118,6 +118,12 @@ struct ServerArgs {
     #[arg(long, default_value = "64MiB", value_parser = parse_component_size)]
     max_component: usize,
 
+    /// Bytes of each attempt's log (agent log lines, stdout, stderr) kept
+    /// for `warden runs logs`; later lines are dropped and a line marks
+    /// where. 0 keeps none.
+    #[arg(long, default_value = "1MiB", value_parser = warden_core::parse_bytes)]
+    max_log_bytes: u64,
+
     /// How submits of oci:// references reach their registries.
     #[command(flatten)]
     oci: crate::oci::OciArgs,
@@ -398,6 +404,7 @@ async fn start_control_plane(
             max_streams_per_token: args.max_streams_per_token,
             max_input_bytes: args.max_input,
             max_component_bytes: args.max_component,
+            max_log_bytes: args.max_log_bytes,
             oci: warden_oci::OciOptions {
                 guard: guard_registries.then(|| warden_oci::RegistryGuard {
                     allow: args.allow_registries.clone(),

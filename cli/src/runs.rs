@@ -45,6 +45,23 @@ enum RunsCommand {
     },
     /// Cancel a run: queued runs at once, running ones on their node.
     Cancel { run_id: String },
+    /// The run's log: its agent's log lines, stdout and stderr, as its
+    /// nodes streamed them, for every attempt (failed ones too). Lines the
+    /// control plane did not keep (over its --max-log-bytes per attempt, or
+    /// dropped by a node) are marked with a `warden` line.
+    Logs {
+        run_id: String,
+        /// Keep printing lines as they are logged, until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this attempt's lines (from 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
+        /// One JSON object per line: attempt, seq, unix_ms, source, level,
+        /// context, message.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run_json(run: &pb::Run) -> serde_json::Value {
@@ -146,8 +163,76 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             };
             println!("{} {}{note}", safe(&run.run_id), state_name(&run));
         }
+        RunsCommand::Logs {
+            run_id,
+            follow,
+            attempt,
+            json,
+        } => {
+            let mut stream = client
+                .logs(pb::RunLogsRequest {
+                    run_id,
+                    attempt: attempt.unwrap_or(0),
+                    follow,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            while let Some(batch) = stream.message().await.map_err(status)? {
+                for line in &batch.lines {
+                    if json {
+                        writeln!(out, "{}", log_line_json(line))?;
+                    } else {
+                        writeln!(out, "{}", log_line_text(line))?;
+                    }
+                }
+                out.flush()?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn source_name(line: &pb::LogLine) -> &'static str {
+    match pb::LogSource::try_from(line.source) {
+        Ok(pb::LogSource::Stdout) => "stdout",
+        Ok(pb::LogSource::Stderr) => "stderr",
+        Ok(pb::LogSource::Warden) => "warden",
+        _ => "log",
+    }
+}
+
+fn log_line_json(line: &pb::LogLine) -> serde_json::Value {
+    serde_json::json!({
+        "attempt": line.attempt, "seq": line.seq, "unix_ms": line.unix_ms,
+        "source": source_name(line), "level": (!line.level.is_empty()).then_some(&line.level),
+        "context": line.context, "message": line.message,
+    })
+}
+
+/// `TIME #ATTEMPT TAG [CONTEXT: ]MESSAGE`, the tag being the level of a
+/// log line, else stdout, stderr or warden; control characters escaped.
+fn log_line_text(line: &pb::LogLine) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(line.unix_ms.max(0) as u64);
+    let tag = if line.level.is_empty() {
+        source_name(line)
+    } else {
+        line.level.as_str()
+    };
+    let context = if line.context.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", safe(&line.context))
+    };
+    format!(
+        "{} #{} {:<6} {context}{}",
+        humantime::format_rfc3339_millis(time),
+        line.attempt,
+        safe(tag),
+        safe(&line.message)
+    )
 }
 
 /// Inspect, enroll and revoke nodes.

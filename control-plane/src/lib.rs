@@ -61,6 +61,9 @@ pub struct ControlPlaneConfig {
     pub rate_limit: u32,
     /// Streams (watches) one client token may hold open at once.
     pub max_streams_per_token: u32,
+    /// Bytes of each attempt's log kept; later lines are dropped, and a
+    /// line says where.
+    pub max_log_bytes: u64,
 }
 
 impl Default for ControlPlaneConfig {
@@ -77,6 +80,7 @@ impl Default for ControlPlaneConfig {
             placement_timeout: Duration::from_secs(600),
             rate_limit: 200,
             max_streams_per_token: 64,
+            max_log_bytes: 1 << 20,
         }
     }
 }
@@ -88,6 +92,9 @@ pub struct ControlPlane {
     pub(crate) store: Arc<Store>,
     pub(crate) config: ControlPlaneConfig,
     pub(crate) changed: Arc<Notify>,
+    /// Log lines arrived (for followers on this replica; those on others
+    /// poll).
+    pub(crate) logs_changed: Arc<Notify>,
     pub(crate) validator: Arc<dyn ComponentValidator>,
     /// name@version -> digest; safe to cache because versions are immutable.
     resolved:
@@ -119,6 +126,7 @@ impl ControlPlane {
             store: Arc::new(store),
             config,
             changed: Arc::new(Notify::new()),
+            logs_changed: Arc::new(Notify::new()),
             validator,
             resolved: Arc::default(),
             submits: Arc::default(),

@@ -47,4 +47,6 @@ pub use reference::{agent_name, name_and_version, split_reference};
 pub use retry::Backoff;
 pub use role::Role;
 pub use state::{AttemptOutcome, NodeState, RenewStatus, RunState};
-pub use text::{NameError, check_label, check_name, escape_controls, escape_json_controls};
+pub use text::{
+    NameError, check_label, check_name, cut_text, escape_controls, escape_json_controls,
+};

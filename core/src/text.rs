@@ -15,6 +15,23 @@ fn is_active(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary), ending
+/// with a note of how many bytes were cut; borrowed when it fits.
+pub fn cut_text(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}… ({} bytes cut)",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
 /// `text` with every control character written as an escape (`\n`, `\t`,
 /// `\u{1b}`, ...); borrowed when there is none.
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
@@ -116,6 +133,14 @@ mod tests {
             escape_controls("a\nINFO forged\x1b[2J\u{9b}\u{202e}z"),
             "a\\nINFO forged\\u{1b}[2J\\u{9b}\\u{202e}z"
         );
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary_and_says_so() {
+        assert!(matches!(cut_text("short", 5), Cow::Borrowed("short")));
+        // "é" is two bytes: a cut at 2 would split it.
+        assert_eq!(cut_text("aéb", 2), "a… (3 bytes cut)");
+        assert_eq!(cut_text("abcdef", 4), "abcd… (2 bytes cut)");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 /// batch of results.
 pub const MAX_MESSAGE_BYTES: usize = 80 << 20;
 
+/// Most bytes of one agent log line's message streamed to and kept by the
+/// control plane (longer ones are cut, saying so).
+pub const MAX_LOG_LINE_BYTES: usize = 16 << 10;
+
 /// The largest run input a control plane accepts unless configured
 /// otherwise (`warden control-plane --max-input`).
 pub const DEFAULT_MAX_INPUT_BYTES: usize = 1 << 20;

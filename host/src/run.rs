@@ -15,7 +15,7 @@ use crate::capability::kv::{
     KvCtx, KvError, KvStore, MemoryStore, PostgresStore, RedisStore, SqliteStore,
 };
 use crate::capability::llm::{LlmCtx, LlmService};
-use crate::capability::logging::{LogLine, LogSource, RunLog};
+use crate::capability::logging::{LogLine, LogSource, LogTap, RunLog};
 use crate::config::{KvBackend, NodeConfig};
 use crate::engine::{AgentComponent, AgentEngine};
 use crate::meter::RunMeter;
@@ -43,6 +43,8 @@ pub struct RunRequest {
     pub attempt: u32,
     /// Print log lines to stderr as they arrive.
     pub echo_logs: bool,
+    /// Sees each log line as it is logged.
+    pub log_tap: Option<LogTap>,
     /// Stops the run from outside (cancel, lease lost, node shutdown).
     pub cancel: CancelToken,
 }
@@ -116,6 +118,7 @@ impl RunRequest {
             run_id: warden_core::new_run_id(),
             attempt: 1,
             echo_logs: false,
+            log_tap: None,
             cancel: CancelToken::default(),
         }
     }
@@ -241,7 +244,7 @@ impl Sandbox {
         budget.max_memory_bytes = budget.max_memory_bytes.min(self.engine.max_memory_bytes());
         let max_handles = self.engine.max_handles(budget.max_memory_bytes);
         let meter = Arc::new(RunMeter::new(budget.clone()));
-        let log = RunLog::new(meter.clone(), req.echo_logs);
+        let log = RunLog::new(meter.clone(), req.echo_logs, req.log_tap.take());
         let fail = |kind, message: String, fuel: Option<u64>| RunOutcome {
             result: Err(RunFailure::new(kind, message)),
             usage: meter.usage(started.elapsed(), fuel),

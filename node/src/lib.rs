@@ -14,6 +14,7 @@
 mod capacity;
 mod components;
 pub mod identity;
+mod logs;
 mod metrics;
 mod report;
 mod upstream;
@@ -84,6 +85,7 @@ struct PendingResult {
 type Queues = (
     mpsc::UnboundedReceiver<pb::LeaseRef>,
     mpsc::UnboundedReceiver<PendingResult>,
+    mpsc::UnboundedReceiver<logs::Event>,
 );
 
 /// A node: one per machine.
@@ -97,6 +99,7 @@ pub struct NodeAgent {
     accepting: AtomicBool,
     acks: mpsc::UnboundedSender<pb::LeaseRef>,
     results: mpsc::UnboundedSender<PendingResult>,
+    logs: logs::LogShipper,
     queues: std::sync::Mutex<Option<Queues>>,
     metrics: metrics::NodeMetrics,
     /// Registered with the control plane (and not told to register again
@@ -137,11 +140,13 @@ impl NodeAgent {
         let channel = Upstream::new(&opts.control_planes, opts.tls.as_ref())?;
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let (results, results_rx) = mpsc::unbounded_channel();
+        let (logs, logs_rx) = logs::LogShipper::new();
         let metrics = metrics::NodeMetrics::default();
         Ok(Arc::new(NodeAgent {
             acks,
             results,
-            queues: std::sync::Mutex::new(Some((acks_rx, results_rx))),
+            logs,
+            queues: std::sync::Mutex::new(Some((acks_rx, results_rx, logs_rx))),
             components: ComponentStore::new(
                 data_dir.join("blobs"),
                 channel.clone(),
@@ -285,7 +290,7 @@ impl NodeAgent {
 
     /// Runs the node until `shutdown` resolves, then drains.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let Some((acks, results)) = self.queues.lock().unwrap().take() else {
+        let Some((acks, results, log_lines)) = self.queues.lock().unwrap().take() else {
             tracing::error!("NodeAgent::run called twice");
             return;
         };
@@ -301,12 +306,13 @@ impl NodeAgent {
         let expiry = tokio::spawn(self.clone().expiry_loop());
         let ack = tokio::spawn(self.clone().ack_loop(acks));
         let report = tokio::spawn(self.clone().report_loop(results));
+        let ship = tokio::spawn(self.logs.clone().run(log_lines, self.channel.clone()));
         tokio::select! {
             () = self.clone().pull_loop() => {}
             () = shutdown => {}
         }
         self.drain().await;
-        for task in [heartbeat, renew, expiry, ack, report] {
+        for task in [heartbeat, renew, expiry, ack, report, ship] {
             task.abort();
         }
     }
@@ -486,6 +492,7 @@ impl NodeAgent {
         // Ack without waiting: the run starts at once, and a lease that is no
         // longer current is caught by the renew loop or rejected on report.
         let _ = self.acks.send(lease_ref.clone());
+        let tap = self.logs.tap(&lease_ref);
         let outcome = match self
             .components
             .get(&self.sandbox, &lease.component_digest)
@@ -506,6 +513,7 @@ impl NodeAgent {
                     run_id: lease.run_id.clone(),
                     attempt: lease.attempt,
                     echo_logs: false,
+                    log_tap: Some(tap.tap.clone()),
                     cancel: cancel.clone(),
                 };
                 self.sandbox.run(&component, req).await
@@ -516,6 +524,9 @@ impl NodeAgent {
                 logs: Vec::new(),
             },
         };
+        // Its last lines before its result: a run seen ended has its whole
+        // log (kept for attempts whose lease was lost too).
+        self.logs.flush(tap, outcome.logs.len() as u64).await;
         self.active.lock().unwrap().remove(&lease.run_id);
         self.count_execution(&lease.agent_name, &outcome);
         if cancel.reason() == Some(CancelReason::LeaseLost) {

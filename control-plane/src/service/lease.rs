@@ -158,6 +158,22 @@ impl lease_service_server::LeaseService for ControlPlane {
             answers: answers.into_iter().flatten().collect(),
         }))
     }
+
+    async fn append_logs(
+        &self,
+        req: Request<AppendLogsRequest>,
+    ) -> Result<Response<AppendLogsResponse>, Status> {
+        let node = self.node(&req, "")?;
+        let chunks = req.into_inner().chunks;
+        let refused = self
+            .store
+            .append_logs(node.bound(), &chunks, self.config.max_log_bytes)?;
+        if refused > 0 {
+            tracing::debug!(node = %node.id, refused, "log lines for attempts not this node's");
+        }
+        self.logs_changed.notify_waiters();
+        Ok(Response::new(AppendLogsResponse {}))
+    }
 }
 
 /// A reported result as the store takes it; the error names what is missing.

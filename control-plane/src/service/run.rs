@@ -247,6 +247,7 @@ impl ControlPlane {
 #[tonic::async_trait]
 impl run_service_server::RunService for ControlPlane {
     type WatchStream = StreamOf<Run>;
+    type LogsStream = StreamOf<RunLogsResponse>;
 
     async fn submit(
         &self,
@@ -407,4 +408,65 @@ impl run_service_server::RunService for ControlPlane {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn logs(
+        &self,
+        req: Request<RunLogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let caller = self.client(&req, Role::Viewer)?;
+        let r = req.into_inner();
+        let scope = caller.scope().map(str::to_string);
+        let slot = self.stream_slot(&caller)?;
+        let read = |after| {
+            self.store
+                .run_logs(scope.as_deref(), &r.run_id, r.attempt, after, LOG_PAGE)
+                .map_err(Status::from)?
+                .ok_or_else(|| Status::not_found(format!("no run {}", r.run_id)))
+        };
+        // The first page now, so a missing run is an error, not a stream.
+        let (first, ended) = read((0, -1))?;
+        let (tx, rx) = mpsc::channel(4);
+        let cp = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (mut lines, mut ended) = (first, ended);
+            let mut after = (0, -1);
+            loop {
+                let changed = cp.logs_changed.notified();
+                let full = lines.len() as u32 == LOG_PAGE;
+                if let Some(last) = lines.last() {
+                    after = (last.attempt, last.seq as i64);
+                    if tx.send(Ok(RunLogsResponse { lines })).await.is_err() {
+                        return;
+                    }
+                }
+                // Done: everything was sent, and no more will come (the
+                // run ended before the read, so its last lines were in).
+                if !full && (!r.follow || ended) {
+                    return;
+                }
+                if !full {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(250), changed).await;
+                }
+                match cp
+                    .store
+                    .run_logs(scope.as_deref(), &r.run_id, r.attempt, after, LOG_PAGE)
+                {
+                    Ok(Some(next)) => (lines, ended) = next,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
+
+/// Most log lines in one answer of `Logs`.
+const LOG_PAGE: u32 = 1_000;

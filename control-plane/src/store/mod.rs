@@ -15,6 +15,7 @@ mod audit;
 mod auth;
 mod credentials;
 mod leases;
+mod logs;
 mod nodes;
 mod pg;
 mod quotas;
@@ -23,6 +24,8 @@ mod runs;
 pub(crate) mod sql;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_logs;
 #[cfg(test)]
 mod tests_quotas;
 
@@ -246,6 +249,7 @@ CREATE TABLE registry_credentials (
 "#,
     // Idempotency keys of submits: at most one run per key and tenant.
     IDEMPOTENCY_KEYS,
+    RUN_LOGS,
 ];
 
 /// A migration both backends run as it is.
@@ -253,6 +257,25 @@ const IDEMPOTENCY_KEYS: &str = r#"
 ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
 CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (tenant, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+"#;
+
+/// Agents' log lines, per attempt, and how much of each attempt's log is
+/// kept (a migration both backends run as it is).
+const RUN_LOGS: &str = r#"
+CREATE TABLE run_logs (
+    run_id TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    level TEXT NOT NULL,
+    context TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (run_id, attempt, seq)
+);
+ALTER TABLE attempts ADD COLUMN log_next BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN log_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN log_truncated BIGINT NOT NULL DEFAULT 0;
 "#;
 
 /// The control plane's database.

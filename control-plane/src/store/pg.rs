@@ -175,6 +175,7 @@ CREATE TABLE registry_credentials (
          ALTER TABLE runs SET (autovacuum_vacuum_scale_factor = 0.02,
                                autovacuum_vacuum_threshold = 500);",
     ),
+    ("run logs", super::RUN_LOGS),
 ];
 
 /// Key of the advisory lock migrations hold ("warden" in ASCII).

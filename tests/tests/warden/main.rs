@@ -22,6 +22,7 @@ mod node_cache;
 mod oci;
 mod quotas;
 mod replicas;
+mod run_logs;
 mod sandbox;
 mod security;
 mod shared_kv;

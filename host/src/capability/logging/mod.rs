@@ -1,6 +1,7 @@
 //! The run's log: `wasi:logging` records and the guest's stdout/stderr, in
 //! one bounded [`RunLog`]. Bytes over the run's log budget end the run as
-//! `output_too_large`.
+//! `output_too_large`. A [`LogTap`] sees each line as it is logged (a node
+//! streams them to the control plane).
 
 use crate::bindings::logging::{self, Level};
 use crate::meter::RunMeter;
@@ -30,6 +31,22 @@ pub struct LogLine {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub context: String,
     pub message: String,
+    /// When it was logged (Unix ms).
+    pub unix_ms: i64,
+}
+
+/// Called with each line as it is logged, and its place in the run's log
+/// (from 0). Runs on the guest's call: it must not block.
+#[derive(Clone)]
+pub struct LogTap(pub Arc<TapFn>);
+
+/// What a [`LogTap`] calls.
+pub type TapFn = dyn Fn(u64, &LogLine) + Send + Sync;
+
+impl std::fmt::Debug for LogTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogTap")
+    }
 }
 
 /// The log of one run, shared by the logging capability and the stdio pipes.
@@ -39,6 +56,7 @@ pub struct RunLog {
     meter: Arc<RunMeter>,
     /// Also print each line to the host's stderr as it arrives.
     echo: bool,
+    tap: Option<LogTap>,
     /// Bytes after the last newline of stdout and stderr, kept until the
     /// line completes. Shared by every pipe of a stream.
     stdout_partial: Arc<Mutex<Vec<u8>>>,
@@ -46,11 +64,12 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    pub fn new(meter: Arc<RunMeter>, echo: bool) -> Self {
+    pub fn new(meter: Arc<RunMeter>, echo: bool, tap: Option<LogTap>) -> Self {
         RunLog {
             lines: Arc::default(),
             meter,
             echo,
+            tap,
             stdout_partial: Arc::default(),
             stderr_partial: Arc::default(),
         }
@@ -77,7 +96,11 @@ impl RunLog {
                 );
             }
         }
-        self.lines.lock().unwrap().push(line);
+        let mut lines = self.lines.lock().unwrap();
+        if let Some(tap) = &self.tap {
+            (tap.0)(lines.len() as u64, &line);
+        }
+        lines.push(line);
         Ok(())
     }
 
@@ -138,6 +161,7 @@ impl logging::Host for RunLog {
             level: Some(level),
             context,
             message,
+            unix_ms: warden_core::now_ms(),
         })?;
         Ok(())
     }
@@ -174,6 +198,7 @@ impl StdioPipe {
             level: None,
             context: String::new(),
             message: String::from_utf8_lossy(line).into_owned(),
+            unix_ms: warden_core::now_ms(),
         })
     }
 
