@@ -95,7 +95,6 @@ pub fn main() -> ExitCode {
         }),
         Err(e) => eprintln!("warning: cannot find this program ({e}); compiling in process"),
     }
-    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,6 +103,17 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // OTLP exporters run on the runtime.
+    let tracing = {
+        let _in_runtime = runtime.enter();
+        match init_tracing(cli.log_format, service_name(&cli.command)) {
+            Ok(tracing) => tracing,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
         }
     };
     let result = runtime.block_on(async {
@@ -126,6 +136,9 @@ pub fn main() -> ExitCode {
             Command::CompileWorker { .. } => unreachable!("handled before the runtime starts"),
         }
     });
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -135,14 +148,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// The OpenTelemetry service name of `command` (unless
+/// `OTEL_SERVICE_NAME` says otherwise).
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::Dev(_) => "warden-dev",
+        Command::ControlPlane(_) => "warden-control-plane",
+        Command::Node(_) => "warden-node",
+        Command::Bridge(_) => "warden-bridge",
+        _ => "warden",
+    }
+}
+
+/// Warden's own diagnostics on stderr (filtered by `WARDEN_LOG`, default
+/// `warn`), and its spans over OTLP when the `OTEL_*` variables ask for it.
+fn init_tracing(
+    format: LogFormat,
+    service: &str,
+) -> Result<Option<warden_telemetry::trace::Tracing>, String> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
     let filter = EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
         // Field values can be outside text (node ids, host names, guest
         // messages): every control character is escaped, so none reaches
         // the terminal and no newline forges a log line. JSON quotes them.
@@ -157,10 +185,25 @@ fn init_tracing(format: LogFormat) {
                 }
             })
             .delimited(" ");
-            builder.compact().fmt_fields(fields).init()
+            tracing_subscriber::fmt::layer()
+                .compact()
+                .fmt_fields(fields)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .boxed()
         }
-        LogFormat::Json => builder.json().init(),
-    }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let tracing = warden_telemetry::trace::Tracing::from_env(service)?;
+    let otel = tracing.as_ref().map(|t| t.layer());
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    Ok(tracing)
 }
 
 #[cfg(test)]

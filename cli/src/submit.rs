@@ -57,6 +57,13 @@ pub(crate) struct SubmitArgs {
     #[arg(long, value_name = "KEY", conflicts_with = "inputs")]
     idempotency_key: Option<String>,
 
+    /// The W3C trace context to put the run in (00-TRACE_ID-SPAN_ID-FLAGS):
+    /// its submit, leases, runs and calls become spans of that trace. Without
+    /// it, and with OTLP export configured (OTEL_EXPORTER_OTLP_ENDPOINT), this
+    /// command's own span is the parent.
+    #[arg(long, env = "TRACEPARENT", value_parser = parse_traceparent)]
+    traceparent: Option<String>,
+
     #[command(flatten)]
     budget: BudgetArgs,
 
@@ -130,7 +137,17 @@ pub(crate) async fn wait_for(
     bail!("the control plane closed the watch of run {run_id} before it ended")
 }
 
+fn parse_traceparent(text: &str) -> Result<String, String> {
+    warden_telemetry::trace::check_traceparent(text).map(|()| text.to_string())
+}
+
 pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let span =
+        tracing::info_span!("warden submit", otel.kind = "client", warden.agent = %args.agent);
+    let traceparent = match &args.traceparent {
+        Some(traceparent) => traceparent.clone(),
+        None => warden_telemetry::trace::traceparent(&span).unwrap_or_default(),
+    };
     // Ask for the manifest's declaration, narrowed by the flags; unset
     // budget fields and attempts take the manifest's and control plane's.
     let grant = pb::Grant {
@@ -147,7 +164,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         grant: Some(grant.clone()),
         node_selector: args.selector.iter().cloned().collect(),
         max_attempts: args.max_attempts.unwrap_or(0),
-        traceparent: String::new(),
+        traceparent: traceparent.clone(),
         labels: args.labels.iter().cloned().collect(),
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
     };

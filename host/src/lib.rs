@@ -7,6 +7,8 @@
 //!   loads components into [`engine::AgentComponent`]s.
 //! - [`run::Sandbox`]: runs a component once per [`run::RunRequest`] and
 //!   returns a [`run::RunOutcome`] with the result, usage and logs.
+//! - [`metrics::HostMetrics`]: LLM and outgoing HTTP calls, counted for
+//!   the node's `/metrics`.
 //! - [`meter`]: what a run has spent against its budget; [`trap`]: budget
 //!   traps; [`capability`]: the host side of every WIT import.
 //!
@@ -20,6 +22,7 @@ pub mod compile;
 pub mod config;
 pub mod engine;
 pub mod meter;
+pub mod metrics;
 pub mod run;
 mod store;
 pub mod trap;

@@ -140,6 +140,8 @@ pub struct HostServices {
     pub llm: LlmService,
     /// Parent of per-run scratch directories.
     pub scratch_root: PathBuf,
+    /// What the capabilities count (LLM and HTTP calls).
+    pub metrics: crate::metrics::HostMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +202,7 @@ impl Sandbox {
                 kv,
                 llm,
                 scratch_root,
+                metrics: Default::default(),
             },
             config.limits.clone(),
         )
@@ -225,15 +228,43 @@ impl Sandbox {
         &self.engine
     }
 
+    /// What the capabilities count, for the node's `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::HostMetrics {
+        &self.services.metrics
+    }
+
     /// The node's maxima.
     pub fn limits(&self) -> &RunBudget {
         &self.limits
     }
 
     /// Runs `agent` once. Never panics on guest behaviour: every way a
-    /// guest can fail is a [`RunFailure`] in the outcome.
-    #[tracing::instrument(name = "run", skip_all, fields(agent = %req.agent_name, run_id = %req.run_id, attempt = req.attempt))]
-    pub async fn run(&self, agent: &AgentComponent, mut req: RunRequest) -> RunOutcome {
+    /// guest can fail is a [`RunFailure`] in the outcome. In a span `run`
+    /// saying how it ended (`error.type`: the failure kind) and what it used.
+    #[tracing::instrument(name = "run", skip_all, fields(
+        warden.agent = %req.agent_name,
+        warden.run_id = %req.run_id,
+        warden.attempt = req.attempt,
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        warden.fuel_used = tracing::field::Empty,
+        warden.peak_memory_bytes = tracing::field::Empty,
+    ))]
+    pub async fn run(&self, agent: &AgentComponent, req: RunRequest) -> RunOutcome {
+        let outcome = self.run_in_span(agent, req).await;
+        let span = tracing::Span::current();
+        if let Err(failure) = &outcome.result {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", failure.kind.as_str());
+        }
+        if let Some(fuel) = outcome.usage.fuel_used {
+            span.record("warden.fuel_used", fuel);
+        }
+        span.record("warden.peak_memory_bytes", outcome.usage.peak_memory_bytes);
+        outcome
+    }
+
+    async fn run_in_span(&self, agent: &AgentComponent, mut req: RunRequest) -> RunOutcome {
         let started = Instant::now();
         let (grant, dropped) = self.policy.restrict(std::mem::take(&mut req.grant));
         req.grant = grant;
@@ -367,7 +398,12 @@ impl Sandbox {
             wasi: wasi.build(),
             table,
             http,
-            http_hooks: HttpHooks::new(policy, meter.clone(), max_handle_bytes),
+            http_hooks: HttpHooks::new(
+                policy,
+                meter.clone(),
+                max_handle_bytes,
+                self.services.metrics.clone(),
+            ),
             limiter: MemoryLimiter {
                 max_memory_bytes: usize::try_from(budget.max_memory_bytes).unwrap_or(usize::MAX),
                 meter: meter.clone(),
@@ -376,6 +412,7 @@ impl Sandbox {
                 self.services.llm.clone(),
                 req.grant.models.clone(),
                 meter.clone(),
+                self.services.metrics.clone(),
             ),
             kv: KvCtx::new(
                 self.services.kv.clone(),

@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use warden_core::{FailureKind, RunFailure};
 use warden_host::Sandbox;
 use warden_host::cache::{evict_lru, sha256_hex, touch};
-use warden_host::engine::{AgentComponent, LoadError, Quiet};
+use warden_host::engine::{AgentComponent, LoadError, LoadSource, Quiet};
 use warden_proto::v1 as pb;
 use warden_proto::v1::registry_service_client::RegistryServiceClient;
 
@@ -68,12 +68,20 @@ impl ComponentStore {
 
     /// Counts a component a run needed, by where it came from.
     fn count_load(&self, source: &'static str) {
+        tracing::Span::current().record("warden.component.source", source);
         self.metrics
             .component_loads
             .get_or_create(&crate::metrics::SourceLabel { source })
             .inc();
     }
 
+    /// The component `digest` names, ready to run: from memory, else from
+    /// the blob cache or the registry, compiled (or from the compile cache).
+    #[tracing::instrument(name = "component.load", skip_all, fields(
+        warden.component.digest = %digest,
+        warden.component.source = tracing::field::Empty,
+        warden.component.compile = tracing::field::Empty,
+    ))]
     pub(super) async fn get(
         &self,
         sandbox: &Sandbox,
@@ -151,14 +159,30 @@ impl ComponentStore {
         };
         let sandbox = sandbox.clone();
         let digest = digest.to_string();
-        tokio::task::spawn_blocking(move || sandbox.engine().load(&digest, &bytes, &Quiet))
-            .await
-            .map_err(|e| host_error(e.to_string()))?
-            .map(|(component, _)| component)
-            .map_err(|e| match e {
-                LoadError::Invalid(m) => RunFailure::new(FailureKind::InvalidComponent, m),
-                LoadError::Host(m) => host_error(m),
-            })
+        let started = std::time::Instant::now();
+        let (component, source) =
+            tokio::task::spawn_blocking(move || sandbox.engine().load(&digest, &bytes, &Quiet))
+                .await
+                .map_err(|e| host_error(e.to_string()))?
+                .map_err(|e| match e {
+                    LoadError::Invalid(m) => RunFailure::new(FailureKind::InvalidComponent, m),
+                    LoadError::Host(m) => host_error(m),
+                })?;
+        let result = match source {
+            LoadSource::Cache => "cache",
+            LoadSource::Compiled => {
+                self.metrics
+                    .compile_duration
+                    .observe(started.elapsed().as_secs_f64());
+                "compiled"
+            }
+        };
+        tracing::Span::current().record("warden.component.compile", result);
+        self.metrics
+            .compiles
+            .get_or_create(&crate::metrics::CompileLabel { result })
+            .inc();
+        Ok(component)
     }
 
     async fn fetch(&self, digest: &str) -> Result<Vec<u8>, RunFailure> {

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 pub use upstream::Upstream;
 use warden_core::{Backoff, FailureKind, RenewStatus, RunBudget};
 use warden_host::run::{CancelReason, CancelToken, RunOutcome, RunRequest, Sandbox};
@@ -170,6 +171,7 @@ impl NodeAgent {
     /// Adds this node's metrics to `registry` (for `--admin-addr`).
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.metrics.register(registry);
+        self.sandbox.metrics().register(registry);
     }
 
     /// This node as the admin endpoints report on it: ready while
@@ -344,7 +346,8 @@ impl NodeAgent {
                 match stream.message().await {
                     Ok(Some(lease)) => {
                         self.metrics.leases_received.inc();
-                        tokio::spawn(self.clone().execute(lease));
+                        let span = lease_span(&lease, &self.opts.node_id);
+                        tokio::spawn(self.clone().execute(lease).instrument(span));
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -465,7 +468,7 @@ impl NodeAgent {
         }
     }
 
-    #[tracing::instrument(name = "lease", skip_all, fields(run_id = %lease.run_id, attempt = lease.attempt))]
+    /// Runs one lease (in its [`lease_span`]) and reports its result.
     async fn execute(self: Arc<Self>, lease: pb::Lease) {
         let received = std::time::Instant::now();
         let Ok(_permit) = self.slots.clone().acquire_owned().await else {
@@ -633,6 +636,21 @@ impl NodeAgent {
             .await;
         tracing::info!("node drained and deregistered");
     }
+}
+
+/// The span of one attempt on this node, from the lease to its report: a
+/// child of the run's submit (the lease's traceparent).
+fn lease_span(lease: &pb::Lease, node_id: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "lease",
+        warden.run_id = %lease.run_id,
+        warden.attempt = lease.attempt,
+        warden.agent = %lease.agent_name,
+        warden.tenant = %lease.tenant,
+        warden.node_id = %node_id,
+    );
+    warden_telemetry::trace::set_parent(&span, &lease.traceparent);
+    span
 }
 
 /// The control plane's clock minus ours, from a call sent at `sent_ms` and

@@ -42,6 +42,12 @@ pub(crate) struct SourceLabel {
     pub(crate) source: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CompileLabel {
+    /// `cache` (the compile cache had it) or `compiled`.
+    pub(crate) result: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds() -> Histogram {
@@ -82,6 +88,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) agent_peak_memory: Histograms<AgentLabel>,
     pub(crate) component_loads: Family<SourceLabel, Counter>,
     pub(crate) component_load_duration: Histogram,
+    pub(crate) compiles: Family<CompileLabel, Counter>,
+    pub(crate) compile_duration: Histogram,
     active_runs: Gauge,
     free_slots: Gauge,
     slots: Gauge,
@@ -107,6 +115,8 @@ impl Default for NodeMetrics {
             agent_peak_memory: Family::new_with_constructor(bytes),
             component_loads: Family::default(),
             component_load_duration: seconds(),
+            compiles: Family::default(),
+            compile_duration: seconds(),
             active_runs: Gauge::default(),
             free_slots: Gauge::default(),
             slots: Gauge::default(),
@@ -202,6 +212,17 @@ impl NodeMetrics {
             "Loading a component not in memory: fetch or read, verify, compile or read the compiled artifact",
             Unit::Seconds,
             m.component_load_duration,
+        );
+        r.register(
+            "component_compiles",
+            "Components made ready to run, by result: cache (the compiled artifact was in the compile cache) or compiled (Cranelift ran)",
+            m.compiles,
+        );
+        r.register_with_unit(
+            "component_compile_duration",
+            "Compiling a component (in a child process, under the compile bounds), when not in the compile cache",
+            Unit::Seconds,
+            m.compile_duration,
         );
         r.register("active_runs", "Runs going on now", m.active_runs);
         r.register("free_slots", "Slots free for more runs", m.free_slots);

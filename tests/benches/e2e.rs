@@ -4,10 +4,13 @@
 //! submit→complete latency p50/p99 (from the control plane's own records).
 //! Two clusters side by side in one run: plaintext without authentication
 //! (`--insecure`), and TLS with an enrolled node (mTLS) and a client token,
-//! as `warden control-plane` runs by default; then the ratio.
+//! as `warden control-plane` runs by default; then the ratio. Then tracing:
+//! the plaintext cluster with every span exported over OTLP/gRPC (100%
+//! sampled, to a loopback receiver) against tracing off, in turns.
 //!
 //! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS] [PAIRS]`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
@@ -169,17 +172,73 @@ async fn main() {
             let b = round(&secure, runs, mode).await;
             ratios.push(b / a);
         }
-        ratios.sort_by(f64::total_cmp);
-        println!(
-            "e2e {mode:?}: tls+auth / plaintext runs/s, median of {reps} pairs = {:.2} (each: {})",
-            ratios[reps / 2],
-            ratios
-                .iter()
-                .map(|r| format!("{r:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        report(&format!("e2e {mode:?}: tls+auth / plaintext"), ratios);
     }
+
+    // Tracing fully on (every span exported) against off, on the same
+    // cluster in turns. Off: Warden's spans are filtered out before they
+    // are made (a flag read per span; without OTEL_* variables there is
+    // not even that).
+    let receiver = warden_tests::otlp::OtlpReceiver::start();
+    let endpoint = format!("http://{}", receiver.grpc);
+    let vars = move |name: &str| match name {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_string()),
+        // Room for every span of a round, sent in batches of 512.
+        "OTEL_BSP_MAX_QUEUE_SIZE" => Some("1000000".to_string()),
+        "OTEL_BSP_SCHEDULE_DELAY" => Some("200".to_string()),
+        _ => None,
+    };
+    let tracing = warden_telemetry::trace::Tracing::from_vars("warden-bench", vars)
+        .unwrap()
+        .unwrap();
+    {
+        use tracing_subscriber::prelude::*;
+        let on = tracing_subscriber::filter::filter_fn(|_| TRACING.load(Ordering::Relaxed));
+        tracing_subscriber::registry()
+            .with(tracing.layer().with_filter(on))
+            .init();
+    }
+    for mode in [Submit::Unary, Submit::Batch(250)] {
+        let mut ratios = Vec::new();
+        for _ in 0..reps {
+            TRACING.store(false, Ordering::Relaxed);
+            let off = round(&plain, runs, mode).await;
+            TRACING.store(true, Ordering::Relaxed);
+            let on = round(&plain, runs, mode).await;
+            ratios.push(on / off);
+        }
+        TRACING.store(false, Ordering::Relaxed);
+        report(&format!("e2e {mode:?}: tracing on / off"), ratios);
+    }
+    tokio::task::spawn_blocking(move || tracing.shutdown())
+        .await
+        .unwrap();
+    let spans = receiver.spans();
+    let traced_runs = 2 * reps * runs;
+    println!(
+        "spans received: {} ({:.1} per traced run)",
+        spans.len(),
+        spans.len() as f64 / traced_runs as f64
+    );
+}
+
+/// Whether Warden's spans are made and exported now.
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// Prints the median of `ratios` (runs/s of one side over the other).
+fn report(what: &str, mut ratios: Vec<f64>) {
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "{what} runs/s, median of {} pairs = {:.2} (each: {})",
+        ratios.len(),
+        ratios[ratios.len() / 2],
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
 //! Support for Warden's integration tests: the guest components (built by
 //! `build.rs`), loopback stand-ins for services we don't own
-//! ([`http_server::TestServer`], [`fake_openai::FakeOpenAi`]) and helpers
+//! ([`http_server::TestServer`], [`fake_openai::FakeOpenAi`],
+//! [`otlp::OtlpReceiver`]) and helpers
 //! to build a sandbox.
 
 pub mod bombs;
@@ -9,6 +10,7 @@ pub mod fake_openai;
 pub mod http_server;
 pub mod in_process;
 pub mod oci_registry;
+pub mod otlp;
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use warden_core::Role;
 use warden_core::{BudgetRequest, Grant, Manifest, RunState, grant_for};
 use warden_oci::OciRef;
@@ -158,6 +159,10 @@ impl ControlPlane {
             warden_core::check_label(key, value)
                 .map_err(|e| Status::invalid_argument(format!("the run's labels: {e}")))?;
         }
+        if !r.traceparent.is_empty() {
+            warden_telemetry::trace::check_traceparent(&r.traceparent)
+                .map_err(Status::invalid_argument)?;
+        }
         Ok(NewRun {
             id: warden_core::new_run_id(),
             tenant: tenant.to_string(),
@@ -255,11 +260,32 @@ impl run_service_server::RunService for ControlPlane {
     ) -> Result<Response<SubmitResponse>, Status> {
         let caller = self.client(&req, Role::Submitter)?;
         let r = req.into_inner();
-        self.check_quotas(&caller.tenant, std::slice::from_ref(&r))?;
-        let resolved = self.resolve_agent(&caller.tenant, &r.agent).await?;
-        let run = self.new_run(&caller.tenant, r, resolved)?;
-        let run = self.insert_run(run).await?;
-        Ok(Response::new(SubmitResponse { run: Some(run) }))
+        // The run's trace: this span, under the client's traceparent if it
+        // sent one; every attempt's lease span on the nodes is its child.
+        let span = tracing::info_span!(
+            "submit",
+            otel.kind = "server",
+            warden.agent = %r.agent,
+            warden.tenant = %caller.tenant,
+            warden.run_id = tracing::field::Empty,
+        );
+        if warden_telemetry::trace::check_traceparent(&r.traceparent).is_ok() {
+            warden_telemetry::trace::set_parent(&span, &r.traceparent);
+        }
+        async move {
+            self.check_quotas(&caller.tenant, std::slice::from_ref(&r))?;
+            let resolved = self.resolve_agent(&caller.tenant, &r.agent).await?;
+            let mut run = self.new_run(&caller.tenant, r, resolved)?;
+            let span = tracing::Span::current();
+            span.record("warden.run_id", run.id.as_str());
+            if let Some(traceparent) = warden_telemetry::trace::traceparent(&span) {
+                run.traceparent = traceparent;
+            }
+            let run = self.insert_run(run).await?;
+            Ok(Response::new(SubmitResponse { run: Some(run) }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn submit_batch(
@@ -274,26 +300,44 @@ impl run_service_server::RunService for ControlPlane {
                 requests.len()
             )));
         }
-        self.check_quotas(&caller.tenant, &requests)?;
-        // Each distinct agent is resolved once per batch.
-        let mut resolved = std::collections::HashMap::new();
-        let mut runs = Vec::with_capacity(requests.len());
-        for (i, r) in requests.into_iter().enumerate() {
-            let at = |e: Status| Status::new(e.code(), format!("run {i}: {}", e.message()));
-            if !resolved.contains_key(&r.agent) {
-                let agent = self
-                    .resolve_agent(&caller.tenant, &r.agent)
-                    .await
-                    .map_err(at)?;
-                resolved.insert(r.agent.clone(), agent);
+        let span = tracing::info_span!(
+            "submit_batch",
+            otel.kind = "server",
+            warden.tenant = %caller.tenant,
+            warden.runs = requests.len(),
+        );
+        let traceparent = warden_telemetry::trace::traceparent(&span);
+        async move {
+            self.check_quotas(&caller.tenant, &requests)?;
+            // Each distinct agent is resolved once per batch.
+            let mut resolved = std::collections::HashMap::new();
+            let mut runs = Vec::with_capacity(requests.len());
+            for (i, r) in requests.into_iter().enumerate() {
+                let at = |e: Status| Status::new(e.code(), format!("run {i}: {}", e.message()));
+                if !resolved.contains_key(&r.agent) {
+                    let agent = self
+                        .resolve_agent(&caller.tenant, &r.agent)
+                        .await
+                        .map_err(at)?;
+                    resolved.insert(r.agent.clone(), agent);
+                }
+                let agent = resolved[&r.agent].clone();
+                let mut run = self.new_run(&caller.tenant, r, agent).map_err(at)?;
+                // A run without a trace of its own is in the batch's.
+                if run.traceparent.is_empty()
+                    && let Some(traceparent) = &traceparent
+                {
+                    run.traceparent = traceparent.clone();
+                }
+                runs.push(run);
             }
-            let agent = resolved[&r.agent].clone();
-            runs.push(self.new_run(&caller.tenant, r, agent).map_err(at)?);
+            let runs = self.store.insert_runs(&runs)?;
+            self.metrics.runs_submitted.inc_by(runs.len() as u64);
+            self.changed.notify_waiters();
+            Ok(Response::new(SubmitBatchResponse { runs }))
         }
-        let runs = self.store.insert_runs(&runs)?;
-        self.metrics.runs_submitted.inc_by(runs.len() as u64);
-        self.changed.notify_waiters();
-        Ok(Response::new(SubmitBatchResponse { runs }))
+        .instrument(span)
+        .await
     }
 
     async fn get(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {

@@ -17,6 +17,18 @@ async fn fetch(sb: &Sandbox, url: &str, allow: &[&str]) -> Value {
     output(&sb.run(&probe, req).await)
 }
 
+/// The sandbox's `http_client_requests_total` sample for `outcome`.
+fn requests(sb: &Sandbox, outcome: &str) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    sb.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let sample = format!("http_client_requests_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&sample))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 fn server() -> TestServer {
     TestServer::start(|req| Response::text(200, &format!("you asked for {}", req.path)))
 }
@@ -32,6 +44,7 @@ async fn an_allowed_host_is_reachable() {
     assert_eq!(out["status"], 200, "{out}");
     assert_eq!(out["body"], "you asked for /page?q=1");
     assert_eq!(srv.connections(), 1);
+    assert_eq!(requests(&sb, "response"), 1);
 }
 
 #[tokio::test]
@@ -49,6 +62,9 @@ async fn hosts_not_on_the_list_are_denied() {
     let out = fetch(&sb, &srv.url(), &[]).await;
     assert_eq!(out["denied"], true, "{out}");
     assert_eq!(srv.connections(), 0);
+    // Operators see them counted as denied by policy.
+    assert_eq!(requests(&sb, "denied_policy"), 2);
+    assert_eq!(requests(&sb, "response"), 0);
 }
 
 #[tokio::test]
@@ -109,6 +125,7 @@ async fn the_request_budget_is_enforced() {
     assert!(out["error"].as_str().unwrap().contains("budget"), "{out}");
     assert_eq!(outcome.usage.http_requests, 0);
     assert_eq!(srv.connections(), 0);
+    assert_eq!(requests(&sb, "denied_budget"), 1);
 }
 
 #[tokio::test]

@@ -111,6 +111,7 @@ async fn cost_budget_uses_the_price_table_and_the_key_stays_in_the_host() {
             .into(),
         },
         scratch_root: dir.path().join("scratch"),
+        metrics: Default::default(),
     };
     let sb = Sandbox::new(sb.engine().clone(), services, sb.limits().clone());
     let probe = load(&sb, components::LLM_PROBE);

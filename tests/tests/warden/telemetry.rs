@@ -329,3 +329,182 @@ async fn nodes_report_disk_space_and_accelerators() {
     assert!(table.contains("2× NVIDIA L4"), "{table}");
     assert!(table.contains("DISK FREE"), "{table}");
 }
+
+/// Waits until `receiver` holds a span named `name`; every span then.
+async fn spans_with(
+    receiver: &warden_tests::otlp::OtlpReceiver,
+    name: &str,
+) -> Vec<warden_tests::otlp::ReceivedSpan> {
+    let start = Instant::now();
+    loop {
+        let spans = receiver.spans();
+        if spans.iter().any(|s| s.name == name) {
+            return spans;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no span {name} among {:#?}",
+            spans
+                .iter()
+                .map(|s| (&s.service, &s.name))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_from_the_client_s_submit_to_the_llm_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = cluster::log_dir(tmp.path());
+    let receiver = warden_tests::otlp::OtlpReceiver::start();
+    let llm = warden_tests::fake_openai::FakeOpenAi::start();
+    let otel = |endpoint: String, protocol: &str| {
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ]
+    };
+    // The control plane exports over gRPC, the node over HTTP.
+    let port = free_port();
+    let (_cp, line) = cluster::spawn_with_env(
+        &bin(),
+        "control-plane",
+        &[
+            "control-plane".to_string(),
+            "--insecure".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--db".into(),
+            tmp.path().join("cp.sqlite3").display().to_string(),
+            "--data-dir".into(),
+            tmp.path().join("cp").display().to_string(),
+        ],
+        &otel(format!("http://{}", receiver.grpc), "grpc"),
+        &logs,
+    );
+    assert!(line.contains("listening on"), "{line}");
+    let url = format!("http://127.0.0.1:{port}");
+    let config = tmp.path().join("node.toml");
+    std::fs::write(&config, llm.node_config()).unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let _node = cluster::node_with_env(
+        &bin(),
+        &url,
+        "n1",
+        tmp.path(),
+        &[
+            "--node-config",
+            config.to_str().unwrap(),
+            "--admin-addr",
+            &admin,
+        ],
+        &otel(format!("http://{}", receiver.http), "http/protobuf"),
+        &logs,
+    );
+    let ch = connect(&url).await;
+    cluster::publish_with(
+        ch.clone(),
+        components::LLM_PROBE,
+        "llm-probe@1",
+        "[grant]\nmodels = [\"small\"]\n",
+    )
+    .await;
+    // The client's own trace: the submit joins it.
+    let (trace_id, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let id = submit(
+        ch.clone(),
+        "llm-probe@1",
+        r#"{"calls": 1, "model": "small"}"#,
+        |r| {
+            r.traceparent = format!("00-{trace_id}-{client_span}-01");
+            r.grant = Some(warden_proto::v1::Grant {
+                models: vec!["small".into()],
+                ..Default::default()
+            });
+        },
+    )
+    .await;
+    let run = wait_ended(ch.clone(), &id, Duration::from_secs(30)).await;
+    assert_eq!(cluster::state(&run), RunState::Succeeded, "{run:?}");
+
+    for name in ["submit", "lease", "run", "chat small", "component.load"] {
+        spans_with(&receiver, name).await;
+    }
+    let spans = receiver.spans();
+    let one = |name: &str| {
+        let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "spans named {name}: {found:#?}");
+        found[0].clone()
+    };
+    let (submit, lease, run_span, chat, load) = (
+        one("submit"),
+        one("lease"),
+        one("run"),
+        one("chat small"),
+        one("component.load"),
+    );
+    for span in [&submit, &lease, &run_span, &chat, &load] {
+        assert_eq!(span.trace_id, trace_id, "{span:#?}");
+    }
+    // submit (control plane, server) -> lease (node) -> run -> chat.
+    assert_eq!(submit.service, "warden-control-plane");
+    assert_eq!(submit.kind, 2, "a server span");
+    assert_eq!(submit.parent_span_id, client_span);
+    assert_eq!(submit.attributes["warden.run_id"], id);
+    assert_eq!(lease.service, "warden-node");
+    assert_eq!(lease.parent_span_id, submit.span_id);
+    assert_eq!(lease.attributes["warden.attempt"], "1");
+    assert_eq!(load.parent_span_id, lease.span_id);
+    assert_eq!(load.attributes["warden.component.source"], "registry");
+    assert_eq!(run_span.parent_span_id, lease.span_id);
+    assert_eq!(chat.parent_span_id, run_span.span_id);
+    assert_eq!(chat.kind, 3, "a client span");
+    let attr = |key: &str| {
+        chat.attributes
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {chat:#?}"))
+            .clone()
+    };
+    assert_eq!(attr("gen_ai.operation.name"), "chat");
+    assert_eq!(attr("gen_ai.provider.name"), "openai");
+    assert_eq!(attr("gen_ai.request.model"), "small");
+    assert!(!attr("gen_ai.response.model").is_empty());
+    assert_eq!(attr("gen_ai.response.finish_reasons"), "[\"stop\"]");
+    let usage = run.usage.unwrap();
+    assert_eq!(
+        attr("gen_ai.usage.input_tokens"),
+        usage.prompt_tokens.to_string()
+    );
+    assert_eq!(
+        attr("gen_ai.usage.output_tokens"),
+        usage.completion_tokens.to_string()
+    );
+    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+    assert_eq!(attr("server.address"), "127.0.0.1");
+    // Never the prompt or the answer.
+    for span in &spans {
+        for value in span.attributes.values() {
+            assert!(!value.contains("call 0"), "prompt text in {span:#?}");
+        }
+    }
+
+    // The same call in the node's GenAI metrics.
+    let (_, text) = http_get(&admin, "/metrics");
+    let labels = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"small\"";
+    for expected in [
+        format!("gen_ai_client_operation_duration_seconds_count{{{labels},error_type=\"\"}} 1"),
+        format!(
+            "gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type=\"input\"}} {}",
+            usage.prompt_tokens
+        ),
+        format!(
+            "gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type=\"output\"}} {}",
+            usage.completion_tokens
+        ),
+        "component_compiles_total{result=\"compiled\"} 1".to_string(),
+    ] {
+        assert!(text.contains(&expected), "no `{expected}` in:\n{text}");
+    }
+}

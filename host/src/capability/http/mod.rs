@@ -25,16 +25,23 @@ pub struct HttpHooks {
     policy: Arc<HttpPolicy>,
     meter: Arc<RunMeter>,
     body_buffer_bytes: usize,
+    metrics: crate::metrics::HostMetrics,
 }
 
 impl HttpHooks {
     /// `body_buffer_bytes`: the most an outgoing body not yet sent may hold
     /// on the host (one queued chunk and one being written, half each).
-    pub fn new(policy: HttpPolicy, meter: Arc<RunMeter>, body_buffer_bytes: usize) -> Self {
+    pub fn new(
+        policy: HttpPolicy,
+        meter: Arc<RunMeter>,
+        body_buffer_bytes: usize,
+        metrics: crate::metrics::HostMetrics,
+    ) -> Self {
         HttpHooks {
             policy: Arc::new(policy),
             meter,
             body_buffer_bytes,
+            metrics,
         }
     }
 }
@@ -51,7 +58,13 @@ impl WasiHttpHooks for HttpHooks {
     {
         let policy = self.policy.clone();
         let meter = self.meter.clone();
-        Box::new(send::send(policy, meter, request, options))
+        Box::new(send::send(
+            policy,
+            meter,
+            self.metrics.clone(),
+            request,
+            options,
+        ))
     }
 
     fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {

@@ -18,8 +18,53 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[tracing::instrument(name = "http.send", skip_all, fields(url = %request.uri()))]
+/// Sends `request` (in a client span, as the OpenTelemetry HTTP
+/// conventions name it; the URL without its query) and counts its outcome.
+#[tracing::instrument(name = "http", skip_all, fields(
+    otel.name = %request.method(),
+    otel.kind = "client",
+    otel.status_code = tracing::field::Empty,
+    http.request.method = %request.method(),
+    url.full = tracing::field::Empty,
+    server.address = tracing::field::Empty,
+    server.port = tracing::field::Empty,
+    http.response.status_code = tracing::field::Empty,
+    error.type = tracing::field::Empty,
+))]
 pub(super) async fn send(
+    policy: Arc<HttpPolicy>,
+    meter: Arc<RunMeter>,
+    metrics: crate::metrics::HostMetrics,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+    let result = send_checked(policy, meter, request, options).await;
+    let span = tracing::Span::current();
+    let outcome = match &result {
+        Ok((response, _)) => {
+            span.record("http.response.status_code", response.status().as_u16());
+            if response.status().is_server_error() {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", response.status().as_str());
+            }
+            "response"
+        }
+        Err(e) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", format!("{e:?}").split(['(', ' ', '{']).next());
+            match e {
+                HttpError::HttpRequestDenied => "denied_policy",
+                HttpError::DestinationIpProhibited => "denied_address",
+                HttpError::ConnectionLimitReached => "denied_budget",
+                _ => "error",
+            }
+        }
+    };
+    metrics.http_request(outcome);
+    result
+}
+
+async fn send_checked(
     policy: Arc<HttpPolicy>,
     meter: Arc<RunMeter>,
     mut request: http::Request<WasiBody>,
@@ -37,6 +82,13 @@ pub(super) async fn send(
         _ => return Err(HttpError::HttpProtocolError),
     };
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let span = tracing::Span::current();
+    span.record("server.address", host.as_str());
+    span.record("server.port", port);
+    span.record(
+        "url.full",
+        format!("{scheme}://{host}:{port}{}", uri.path()),
+    );
 
     if let Err(denied) = policy.check_url(&scheme, &host, port) {
         tracing::warn!(%denied, "http request denied");

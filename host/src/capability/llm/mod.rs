@@ -43,6 +43,11 @@ pub trait LlmProvider: Send + Sync {
     fn chat(&self, req: ProviderChat) -> BoxFuture<'_, Result<ChatResponse, Error>>;
     fn embed(&self, model: String, inputs: Vec<String>)
     -> BoxFuture<'_, Result<Embeddings, Error>>;
+
+    /// The host (and port) calls go to, for traces (`server.address`).
+    fn address(&self) -> Option<(String, u16)> {
+        None
+    }
 }
 
 /// What the node knows about LLMs, shared by all runs.
@@ -81,13 +86,20 @@ pub struct LlmCtx {
     service: LlmService,
     allowed_models: Vec<String>,
     meter: Arc<RunMeter>,
+    metrics: crate::metrics::HostMetrics,
 }
 
 impl LlmCtx {
-    pub fn new(service: LlmService, allowed_models: Vec<String>, meter: Arc<RunMeter>) -> Self {
+    pub fn new(
+        service: LlmService,
+        allowed_models: Vec<String>,
+        meter: Arc<RunMeter>,
+        metrics: crate::metrics::HostMetrics,
+    ) -> Self {
         LlmCtx {
             service,
             allowed_models,
+            metrics,
             meter,
         }
     }

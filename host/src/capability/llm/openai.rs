@@ -227,6 +227,15 @@ fn parse_chat(v: &Value, model: &str) -> Result<ChatResponse, Error> {
 }
 
 impl LlmProvider for OpenAiProvider {
+    fn address(&self) -> Option<(String, u16)> {
+        let uri: http::Uri = self.base_url.parse().ok()?;
+        let tls = uri.scheme_str() == Some("https");
+        Some((
+            uri.host()?.to_string(),
+            uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        ))
+    }
+
     fn chat(&self, req: ProviderChat) -> BoxFuture<'_, Result<ChatResponse, Error>> {
         Box::pin(async move {
             let body = chat_body(&req)?;
