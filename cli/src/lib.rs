@@ -15,6 +15,7 @@ mod remote;
 mod run;
 mod runs;
 mod submit;
+mod usage;
 mod validator;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,7 @@ enum Command {
     Inspect(registry::InspectArgs),
     Submit(submit::SubmitArgs),
     Runs(runs::RunsArgs),
+    Usage(usage::UsageArgs),
     Nodes(runs::NodesArgs),
     Tokens(admin::TokensArgs),
     Whoami(admin::WhoAmIArgs),
@@ -126,6 +128,7 @@ pub fn main() -> ExitCode {
             Command::Inspect(args) => registry::inspect(args).await,
             Command::Submit(args) => submit::submit(args).await,
             Command::Runs(args) => runs::runs(args).await,
+            Command::Usage(args) => usage::usage(args).await,
             Command::Nodes(args) => runs::nodes(args).await,
             Command::Tokens(args) => admin::tokens(args).await,
             Command::Whoami(args) => admin::whoami(args).await,

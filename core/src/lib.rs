@@ -40,7 +40,7 @@ pub use budget::{
 };
 pub use failure::{FailureKind, RunFailure};
 pub use grant::{Grant, NodePolicy, model_allowed};
-pub use id::{new_run_id, now_ms};
+pub use id::{day_name, new_run_id, now_ms, utc_day};
 pub use manifest::{GrantError, Manifest, grant_for};
 pub use pattern::{HttpPattern, HttpPolicy, PatternError};
 pub use reference::{agent_name, name_and_version, split_reference};

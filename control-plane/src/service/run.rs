@@ -510,6 +510,38 @@ impl run_service_server::RunService for ControlPlane {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        let caller = self.client(&req, Role::Viewer)?;
+        let r = req.into_inner();
+        let tenant = match caller.scope() {
+            Some(own) => Some(own.to_string()),
+            None => (!r.tenant.is_empty()).then_some(r.tenant),
+        };
+        let since = match r.since_unix_ms {
+            0 => warden_core::utc_day(warden_core::now_ms()) - 6,
+            at => warden_core::utc_day(at),
+        };
+        let agent = (!r.agent.is_empty()).then_some(r.agent);
+        let usage = self
+            .store
+            .usage(tenant.as_deref(), agent.as_deref(), since)?
+            .into_iter()
+            .map(|u| AgentUsage {
+                tenant: u.tenant,
+                day: warden_core::day_name(u.day),
+                agent: u.agent,
+                attempts: u.attempts,
+                succeeded: u.succeeded,
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                cost_usd: u.cost_usd,
+                fuel: u.fuel,
+                wall_time_ms: u.wall_ms,
+            })
+            .collect();
+        Ok(Response::new(UsageResponse { usage }))
+    }
 }
 
 /// Most log lines in one answer of `Logs`.

@@ -355,6 +355,7 @@ impl Store {
         self.with_tx(|tx| {
             let now = now_ms();
             let mut answers = vec![None; results.len()];
+            let mut usage = super::usage::Daily::default();
             for chunk in order.chunks(MAX_VALUES) {
                 let mut current = read_leases(tx, chunk.iter().map(|&i| results[i].lease))?;
                 let mut writes = Writes::default();
@@ -367,6 +368,12 @@ impl Store {
                             Err(answer) => answer,
                             Ok(()) => {
                                 super::quotas::add_spend(tx, &r.lease.run_id, r.usage, now)?;
+                                usage.add(
+                                    &run.tenant,
+                                    &run.agent,
+                                    r.usage,
+                                    matches!(r.outcome, Outcome::Succeeded { .. }),
+                                );
                                 writes.record(run, r, now);
                                 LeaseCheck::Recorded
                             }
@@ -375,6 +382,7 @@ impl Store {
                 }
                 writes.flush(tx, now)?;
             }
+            usage.flush(tx, now)?;
             tx.notify()?;
             Ok(answers.into_iter().flatten().collect())
         })
@@ -595,6 +603,9 @@ struct Current {
     /// The attempt the result is for, if it exists: its token, node and
     /// outcome.
     recorded: Option<(String, String, AttemptOutcome)>,
+    tenant: String,
+    /// NAME@VERSION (or an OCI reference).
+    agent: String,
 }
 
 /// The runs `leases` are for, with the attempts they name, by (run id,
@@ -618,7 +629,8 @@ fn read_leases<'a>(
     tx.query_while(
         &format!(
             "SELECT r.id, l.column2, r.attempt, r.lease_token, r.lease_node, r.state,
-                    r.max_attempts, r.cancel_requested, a.token, a.node_id, a.outcome
+                    r.max_attempts, r.cancel_requested, a.token, a.node_id, a.outcome,
+                    r.tenant, r.agent
              FROM runs r JOIN {list} AS l ON r.id = l.column1
              LEFT JOIN attempts a ON a.run_id = r.id AND a.attempt = l.column2
              ORDER BY r.id /*pg: FOR UPDATE OF r*/"
@@ -641,6 +653,8 @@ fn read_leases<'a>(
                 max_attempts: r.get(6)?,
                 cancel_requested: r.get(7)?,
                 recorded,
+                tenant: r.get(11)?,
+                agent: r.get(12)?,
             };
             out.insert((id, r.get(1)?), current);
             Ok(true)

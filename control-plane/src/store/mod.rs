@@ -28,6 +28,7 @@ mod tests;
 mod tests_logs;
 #[cfg(test)]
 mod tests_quotas;
+mod usage;
 
 pub use audit::AuditEntry;
 pub use auth::{EnrollError, JOIN_TOKEN_PREFIX, TOKEN_PREFIX, TokenInfo};
@@ -36,6 +37,7 @@ pub use leases::{LeaseCheck, Outcome, RunReport};
 pub use quotas::{Limit, Quotas, Scope};
 pub use registry::Published;
 pub use runs::{MAX_PAGE, NewRun, RunFilter, Stats};
+pub use usage::AgentUsage;
 
 use rusqlite::Connection;
 use sql::Tx;
@@ -250,6 +252,7 @@ CREATE TABLE registry_credentials (
     // Idempotency keys of submits: at most one run per key and tenant.
     IDEMPOTENCY_KEYS,
     RUN_LOGS,
+    USAGE_BY_AGENT,
 ];
 
 /// A migration both backends run as it is.
@@ -276,6 +279,24 @@ CREATE TABLE run_logs (
 ALTER TABLE attempts ADD COLUMN log_next BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE attempts ADD COLUMN log_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE attempts ADD COLUMN log_truncated BIGINT NOT NULL DEFAULT 0;
+"#;
+
+/// What each tenant's agents used per (UTC) day, from every recorded
+/// result (a migration both backends run as it is).
+const USAGE_BY_AGENT: &str = r#"
+CREATE TABLE usage_by_agent (
+    tenant TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    agent TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    succeeded BIGINT NOT NULL DEFAULT 0,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+    fuel BIGINT NOT NULL DEFAULT 0,
+    wall_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, day, agent)
+);
 "#;
 
 /// The control plane's database.

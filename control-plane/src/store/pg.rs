@@ -176,6 +176,7 @@ CREATE TABLE registry_credentials (
                                autovacuum_vacuum_threshold = 500);",
     ),
     ("run logs", super::RUN_LOGS),
+    ("usage by agent", super::USAGE_BY_AGENT),
 ];
 
 /// Key of the advisory lock migrations hold ("warden" in ASCII).

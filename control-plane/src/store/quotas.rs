@@ -64,10 +64,6 @@ pub struct Limit {
 }
 
 /// The UTC day `at_ms` falls in (days since 1970-01-01).
-fn day(at_ms: i64) -> i64 {
-    at_ms.div_euclid(86_400_000)
-}
-
 fn labels(json: &str) -> BTreeMap<String, String> {
     serde_json::from_str(json).unwrap_or_default()
 }
@@ -165,7 +161,7 @@ impl Store {
         self.with_conn(|c| {
             Ok(c.query_opt(
                 "SELECT cost_usd, tokens FROM usage_daily WHERE tenant = ?1 AND day = ?2",
-                p![tenant, day(now_ms())],
+                p![tenant, warden_core::utc_day(now_ms())],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
             .unwrap_or((0.0, 0)))
@@ -204,7 +200,12 @@ pub(super) fn add_spend(tx: &mut Tx<'_>, run_id: &str, usage: &Usage, now: i64) 
          ON CONFLICT (tenant, day) DO UPDATE SET cost_usd = u.cost_usd + excluded.cost_usd,
              tokens = CASE WHEN u.tokens > 9223372036854775807 - excluded.tokens
                            THEN 9223372036854775807 ELSE u.tokens + excluded.tokens END",
-        p![run_id, day(now), cost, tokens.min(i64::MAX as u64) as i64],
+        p![
+            run_id,
+            warden_core::utc_day(now),
+            cost,
+            tokens.min(i64::MAX as u64) as i64
+        ],
     )?;
     Ok(())
 }
@@ -252,7 +253,7 @@ impl Admission {
             "SELECT q.tenant, q.max_running, q.max_cost_usd_per_day, q.max_tokens_per_day,
                     u.cost_usd, u.tokens
              FROM quotas q LEFT JOIN usage_daily u ON u.tenant = q.tenant AND u.day = ?1",
-            p![day(now)],
+            p![warden_core::utc_day(now)],
             |r| {
                 Ok((
                     r.get::<String>(0)?,

@@ -159,7 +159,69 @@ fn a_spent_daily_budget_closes_its_tenant_only(store: &Store) {
     assert_eq!(store.spent_today("c").unwrap(), (0.0, 0));
 }
 
+fn usage_is_summed_per_tenant_agent_and_day_once_per_result(store: &Store) {
+    register(store, "n1", 10);
+    for (tenant, agent) in [("a", "x@1"), ("a", "x@2"), ("a", "y@1"), ("b", "x@1")] {
+        submit(store, tenant, agent, &[]);
+    }
+    let leased = lease(store, "n1", 64, TTL);
+    assert_eq!(leased.len(), 4);
+    let usage = pb::Usage {
+        cost_usd: 0.5,
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        fuel_used: Some(u64::MAX),
+        wall_time_ms: 250.0,
+        ..Default::default()
+    };
+    let refs: Vec<_> = leased.iter().map(lease_ref).collect();
+    let reports: Vec<RunReport<'_>> = refs
+        .iter()
+        .zip(&leased)
+        .map(|(l, leased)| RunReport {
+            lease: l,
+            // y fails; the others succeed.
+            outcome: if leased.agent_name == "y" {
+                Outcome::Failed {
+                    kind: warden_core::FailureKind::GuestError,
+                    message: "no",
+                }
+            } else {
+                Outcome::Succeeded { output: "1" }
+            },
+            usage: &usage,
+        })
+        .collect();
+    store.record(None, &reports).unwrap();
+    // A retried report adds nothing.
+    store.record(None, &reports).unwrap();
+    let today = warden_core::utc_day(now_ms());
+    let rows = store.usage(None, None, today).unwrap();
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|u| (u.tenant.as_str(), u.agent.as_str(), u.attempts, u.succeeded))
+        .collect();
+    // Versions of one agent are one agent.
+    assert_eq!(
+        summary,
+        [("a", "x", 2, 2), ("a", "y", 1, 0), ("b", "x", 1, 1)]
+    );
+    let ax = &rows[0];
+    assert_eq!(
+        (ax.day, ax.prompt_tokens, ax.completion_tokens),
+        (today, 20, 10)
+    );
+    assert!((ax.cost_usd - 1.0).abs() < 1e-9 && (ax.wall_ms - 500.0).abs() < 1e-9);
+    // Fuel stops at i64::MAX rather than overflow.
+    assert_eq!(ax.fuel, i64::MAX as u64);
+    // By tenant and agent; not before `since`.
+    assert_eq!(store.usage(Some("b"), None, today).unwrap().len(), 1);
+    assert_eq!(store.usage(Some("a"), Some("y"), today).unwrap().len(), 1);
+    assert!(store.usage(None, None, today + 1).unwrap().is_empty());
+}
+
 on_both_backends!(
+    usage_is_summed_per_tenant_agent_and_day_once_per_result,
     each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight,
     every_tenant_with_queued_runs_gets_slots,
     concurrency_limits_make_runs_wait_not_fail,

@@ -1,6 +1,6 @@
 //! Run logs in the cluster: `warden runs logs ID --follow` prints a
 //! running agent's lines as they are logged, across attempts, and a failed
-//! attempt's lines are kept.
+//! attempt's lines are kept; `warden usage` counts both attempts.
 
 use crate::leases::TestCluster;
 use std::io::BufRead;
@@ -117,6 +117,29 @@ async fn follow_prints_a_running_agent_s_lines_and_failed_attempts_keep_theirs()
         assert_eq!(doc["source"], source, "{doc}");
         assert_eq!(doc["level"], level, "{doc}");
     }
+    // Both attempts count in the day's usage: one failed, one succeeded.
+    let out = c.cli(&["usage", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (row, usage) = (&rows[0], run.usage.as_ref().unwrap());
+    assert_eq!(row["agent"], "sleeper");
+    assert_eq!(row["tenant"], "default");
+    assert_eq!(
+        (row["attempts"].as_u64(), row["succeeded"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let wall = row["wall_time_ms"].as_f64().unwrap();
+    assert!(wall > usage.wall_time_ms, "{wall} {}", usage.wall_time_ms);
+    let today = warden_core::day_name(warden_core::utc_day(warden_core::now_ms()));
+    assert_eq!(row["day"], today);
+    let out = c.cli(&["usage", "--agent", "other"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+
     // An unknown run is an error that says so.
     let out = c.cli(&["runs", "logs", "r-none"]);
     assert!(!out.status.success());
