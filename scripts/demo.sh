@@ -87,6 +87,13 @@ submit research-agent@0.1.0 --allow-model "$MODEL" --allow-http "$WEB" --max-tok
 echo
 echo "==> warden runs list"
 "$WARDEN" runs list
+LAST=$("$WARDEN" runs list --limit 1 --json | grep -o '"run_id":"[^"]*"' | head -1 | cut -d'"' -f4)
+echo
+echo "==> warden runs logs $LAST   (its agent's log lines, kept by the control plane)"
+"$WARDEN" runs logs "$LAST"
+echo
+echo "==> warden usage   (per tenant, agent and day)"
+"$WARDEN" usage
 echo
 echo "==> warden nodes list"
 "$WARDEN" nodes list

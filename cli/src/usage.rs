@@ -96,7 +96,7 @@ pub(crate) async fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
     );
     for u in &rows {
         println!(
-            "{:<10}  {:<16}  {:<24}  {:>8}  {:>8}  {:>10}  {:>10}  {:>10.4}  {:>14}  {:>10.1}",
+            "{:<10}  {:<16}  {:<24}  {:>8}  {:>8}  {:>10}  {:>10}  {:>10.4}  {:>14}  {:>10.3}",
             u.day,
             safe(&u.tenant),
             safe(&u.agent),
