@@ -77,11 +77,6 @@ impl ComponentStore {
 
     /// The component `digest` names, ready to run: from memory, else from
     /// the blob cache or the registry, compiled (or from the compile cache).
-    #[tracing::instrument(name = "component.load", skip_all, fields(
-        warden.component.digest = %digest,
-        warden.component.source = tracing::field::Empty,
-        warden.component.compile = tracing::field::Empty,
-    ))]
     pub(super) async fn get(
         &self,
         sandbox: &Sandbox,
@@ -116,6 +111,13 @@ impl ComponentStore {
             .cloned()
     }
 
+    /// Loads a component not in memory, in a span of its own (a memory hit
+    /// is only an attribute of the lease's span).
+    #[tracing::instrument(name = "component.load", skip_all, fields(
+        warden.component.digest = %digest,
+        warden.component.source = tracing::field::Empty,
+        warden.component.compile = tracing::field::Empty,
+    ))]
     async fn load(&self, sandbox: &Sandbox, digest: &str) -> Result<AgentComponent, RunFailure> {
         let started = std::time::Instant::now();
         let loaded = self.load_uncached(sandbox, digest).await;

@@ -648,6 +648,7 @@ fn lease_span(lease: &pb::Lease, node_id: &str) -> tracing::Span {
         warden.agent = %lease.agent_name,
         warden.tenant = %lease.tenant,
         warden.node_id = %node_id,
+        warden.component.source = tracing::field::Empty,
     );
     warden_telemetry::trace::set_parent(&span, &lease.traceparent);
     span

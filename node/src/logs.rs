@@ -89,8 +89,12 @@ impl LogShipper {
     }
 
     /// Waits (at most [`FLUSH_WAIT`]) until the run's lines are sent; its
-    /// log ended with `lines` lines.
+    /// log ended with `lines` lines. A run that logged nothing waits for
+    /// nothing.
     pub(crate) async fn flush(&self, run: RunTap, lines: u64) {
+        if lines == 0 {
+            return;
+        }
         let (done, sent) = oneshot::channel();
         // Said only when lines were dropped: the control plane then marks
         // the ones missing at the end too.
@@ -112,6 +116,7 @@ impl LogShipper {
     /// Sends lines until the node stops.
     pub(crate) async fn run(self, mut rx: mpsc::UnboundedReceiver<Event>, channel: Upstream) {
         let mut client = LeaseServiceClient::new(channel);
+        let mut told_unimplemented = false;
         while let Some(first) = rx.recv().await {
             let mut batch = Batch::default();
             batch.add(first);
@@ -124,7 +129,8 @@ impl LogShipper {
             let bytes = batch.bytes;
             let (request, done) = batch.into_request();
             let mut failures = 0;
-            loop {
+            // Only log ends, with nothing dropped: nothing to send.
+            while !request.chunks.is_empty() {
                 match client.append_logs(request.clone()).await {
                     Ok(_) => break,
                     // The control plane is away: the lines wait (new ones
@@ -132,6 +138,16 @@ impl LogShipper {
                     Err(e) if e.code() == tonic::Code::Unavailable && failures < 30 => {
                         failures += 1;
                         tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
+                    }
+                    // A control plane older than run logs: said once.
+                    Err(e) if e.code() == tonic::Code::Unimplemented => {
+                        if !told_unimplemented {
+                            told_unimplemented = true;
+                            tracing::warn!(
+                                "the control plane does not keep run logs (an older version); agents' log lines are dropped"
+                            );
+                        }
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e.message(), "cannot send agents' log lines; dropped");

@@ -89,8 +89,17 @@ impl Tracing {
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
+        // Spans are entered at every poll of their futures (a run's many
+        // times): nothing is done on entry (no busy/idle time, no OTel
+        // context activation; Warden propagates context itself), and no
+        // source-location, thread or target attributes are added.
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("warden"))
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|m| {
                 m.target().starts_with("warden") && *m.level() <= tracing::Level::INFO
             }))

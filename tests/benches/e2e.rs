@@ -5,8 +5,9 @@
 //! Two clusters side by side in one run: plaintext without authentication
 //! (`--insecure`), and TLS with an enrolled node (mTLS) and a client token,
 //! as `warden control-plane` runs by default; then the ratio. Then tracing:
-//! the plaintext cluster with every span exported over OTLP/gRPC (100%
-//! sampled, to a loopback receiver) against tracing off, in turns.
+//! the plaintext cluster with every span exported over OTLP/HTTP (100%
+//! sampled, to a loopback receiver that decodes them only at the end)
+//! against tracing off, in turns.
 //!
 //! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS] [PAIRS]`.
 
@@ -180,10 +181,9 @@ async fn main() {
     // are made (a flag read per span; without OTEL_* variables there is
     // not even that).
     let receiver = warden_tests::otlp::OtlpReceiver::start();
-    let endpoint = format!("http://{}", receiver.grpc);
+    let endpoint = format!("http://{}", receiver.http);
     let vars = move |name: &str| match name {
         "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
-        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_string()),
         // Room for every span of a round, sent in batches of 512.
         "OTEL_BSP_MAX_QUEUE_SIZE" => Some("1000000".to_string()),
         "OTEL_BSP_SCHEDULE_DELAY" => Some("200".to_string()),
@@ -194,7 +194,10 @@ async fn main() {
         .unwrap();
     {
         use tracing_subscriber::prelude::*;
-        let on = tracing_subscriber::filter::filter_fn(|_| TRACING.load(Ordering::Relaxed));
+        // Asked per span (a static filter's answer would be cached per
+        // call site).
+        let on =
+            tracing_subscriber::filter::dynamic_filter_fn(|_, _| TRACING.load(Ordering::Relaxed));
         tracing_subscriber::registry()
             .with(tracing.layer().with_filter(on))
             .init();

@@ -30,12 +30,14 @@ pub struct ReceivedSpan {
     pub attributes: HashMap<String, String>,
 }
 
+/// What was received: spans, and OTLP/HTTP bodies not decoded yet (so a
+/// benchmark's exporters do not wait on the decoding).
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<ReceivedSpan>>>);
+struct Spans(Arc<Mutex<(Vec<ReceivedSpan>, Vec<axum::body::Bytes>)>>);
 
 impl Spans {
     fn add(&self, request: ExportTraceServiceRequest) {
-        let mut spans = self.0.lock().unwrap();
+        let (spans, _) = &mut *self.0.lock().unwrap();
         for resource in request.resource_spans {
             let service = resource
                 .resource
@@ -152,9 +154,16 @@ impl OtlpReceiver {
         }
     }
 
-    /// Every span received so far.
+    /// Every span received so far (an HTTP body that is not an OTLP
+    /// request is skipped).
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.spans.0.lock().unwrap().clone()
+        let bodies = std::mem::take(&mut self.spans.0.lock().unwrap().1);
+        for body in bodies {
+            if let Ok(request) = ExportTraceServiceRequest::decode(body) {
+                self.spans.add(request);
+            }
+        }
+        self.spans.0.lock().unwrap().0.clone()
     }
 }
 
