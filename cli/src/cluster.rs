@@ -219,39 +219,56 @@ struct AdminArgs {
     /// Serve /metrics (Prometheus), /healthz, /readyz and /health on this
     /// address (e.g. 127.0.0.1:9464; port 0: any free port, printed). Off
     /// unless given. Plaintext and unauthenticated: keep it on loopback or
-    /// a network only your monitoring reaches.
+    /// a network only your monitoring reaches. (The same metrics are pushed
+    /// over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, with or without
+    /// this.)
     #[arg(long, env = "WARDEN_ADMIN_ADDR", value_name = "ADDR")]
     admin_addr: Option<SocketAddr>,
 }
 
-/// What an admin server (`--admin-addr`) reports on, gathered as the
-/// process starts its parts.
+/// What an admin server (`--admin-addr`) and the OTLP metrics push report
+/// on, gathered as the process starts its parts.
 struct AdminParts {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    /// The OpenTelemetry service name for metrics pushed over OTLP.
+    service: &'static str,
     registry: warden_telemetry::prometheus_client::registry::Registry,
     components: Vec<Arc<dyn warden_telemetry::Component>>,
 }
 
 impl AdminParts {
-    fn new(args: &AdminArgs) -> Option<AdminParts> {
-        args.admin_addr.map(|addr| AdminParts {
-            addr,
-            registry: Default::default(),
-            components: Vec::new(),
+    /// `None` when neither `--admin-addr` nor OTLP metrics are asked for.
+    fn new(args: &AdminArgs, service: &'static str) -> Option<AdminParts> {
+        (args.admin_addr.is_some() || warden_telemetry::otlp_metrics::requested()).then(|| {
+            AdminParts {
+                addr: args.admin_addr,
+                service,
+                registry: Default::default(),
+                components: Vec::new(),
+            }
         })
     }
 
-    /// Serves the admin endpoints for as long as the process runs.
+    /// Serves the admin endpoints and pushes the metrics over OTLP (as
+    /// asked) for as long as the process runs.
     async fn start(self) -> anyhow::Result<()> {
-        let listener = tokio::net::TcpListener::bind(self.addr)
+        let admin = warden_telemetry::Admin::new(self.registry, self.components);
+        if warden_telemetry::otlp_metrics::push_from_env(admin.clone(), self.service)
+            .map_err(anyhow::Error::msg)?
+        {
+            tracing::info!("pushing metrics over OTLP");
+        }
+        let Some(addr) = self.addr else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen on {} (--admin-addr)", self.addr))?;
+            .with_context(|| format!("cannot listen on {addr} (--admin-addr)"))?;
         println!(
             "admin endpoints on http://{} (/metrics, /healthz, /readyz, /health)",
             listener.local_addr()?
         );
         std::io::stdout().flush()?;
-        let admin = warden_telemetry::Admin::new(self.registry, self.components);
         tokio::spawn(async move {
             if let Err(e) = warden_telemetry::serve(listener, admin, std::future::pending()).await {
                 tracing::error!(error = %e, "admin server stopped");
@@ -569,7 +586,7 @@ pub(crate) async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<Exit
              the credentials are sent to that registry only, never to one a submit names"
         );
     }
-    let mut admin = AdminParts::new(&args.admin);
+    let mut admin = AdminParts::new(&args.admin, "warden-control-plane");
     let (_, server) = start_control_plane(
         &args.server,
         &config,
@@ -618,7 +635,7 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         args.control_plane,
         tls,
         config,
-        AdminParts::new(&args.admin),
+        AdminParts::new(&args.admin, "warden-node"),
     )
     .await?;
     Ok(ExitCode::SUCCESS)
@@ -639,7 +656,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     // The control plane stays up until the node has drained.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // `warden dev` serves its own machine's user: any registry.
-    let mut admin = AdminParts::new(&args.admin);
+    let mut admin = AdminParts::new(&args.admin, "warden-dev");
     let (url, server) =
         start_control_plane(&args.server, &config, None, false, admin.as_mut(), async {
             let _ = stopped.await;

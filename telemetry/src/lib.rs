@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 pub use prometheus_client;
 
+mod otlp_env;
+pub mod otlp_metrics;
 pub mod trace;
 
 /// A part of the process the admin endpoints report on: a node or a

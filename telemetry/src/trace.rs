@@ -14,6 +14,7 @@
 //! ([`set_parent`], [`traceparent`]): a submit's span is the parent of
 //! every attempt's lease span on the nodes.
 
+use crate::otlp_env::{Endpoint, OtlpVars};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -45,11 +46,10 @@ impl Tracing {
         default_service: &str,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, String> {
-        let vars = Vars(&var);
-        if !vars.export_requested() {
+        let Some(endpoint) = OtlpVars::new(&var, "TRACES").endpoint()? else {
             return Ok(None);
-        }
-        let exporter = vars.exporter()?;
+        };
+        let exporter = exporter(&endpoint)?;
         let mut resource = Resource::builder();
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name(default_service.to_string());
@@ -113,120 +113,42 @@ impl Tracing {
     }
 }
 
-/// The exporter's configuration variables, read through a function.
-struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Vars<'_> {
-    /// Whether OTLP trace export is asked for.
-    fn export_requested(&self) -> bool {
-        let is = |name: &str, value: &str| {
-            (self.0)(name).is_some_and(|v| v.trim().eq_ignore_ascii_case(value))
-        };
-        self.var(&[
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ])
-        .is_some()
-            && !is("OTEL_SDK_DISABLED", "true")
-            && !is("OTEL_TRACES_EXPORTER", "none")
-    }
-
-    /// The first of these variables that is set, and its value.
-    fn var(&self, names: &[&str]) -> Option<(String, String)> {
-        names.iter().find_map(|name| {
-            (self.0)(name)
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| (name.to_string(), v.trim().to_string()))
-        })
-    }
-
-    fn exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, String> {
-        let var = |names: &[&str]| self.var(names);
-        let protocol = var(&[
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ]);
-        let (endpoint_var, endpoint) = var(&[
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ])
-        .unwrap_or_default();
-        let traces_endpoint = endpoint_var == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-        let ca = match var(&[
-            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-        ]) {
-            Some((name, path)) => {
-                Some(std::fs::read(&path).map_err(|e| format!("{name}: cannot read {path}: {e}"))?)
+/// The span exporter for `endpoint`.
+fn exporter(endpoint: &Endpoint) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let failed = |e: opentelemetry_otlp::ExporterBuildError| format!("OTLP trace exporter: {e}");
+    if endpoint.grpc {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (k, v) in &endpoint.headers {
+            if let (Ok(k), Ok(v)) = (
+                k.parse::<tonic::metadata::MetadataKey<_>>(),
+                v.parse::<tonic::metadata::MetadataValue<_>>(),
+            ) {
+                metadata.insert(k, v);
             }
-            None => None,
-        };
-        let failed =
-            |e: opentelemetry_otlp::ExporterBuildError| format!("OTLP trace exporter: {e}");
-        match protocol
-            .as_ref()
-            .map(|(name, v)| (name.as_str(), v.as_str()))
-        {
-            Some((_, "grpc")) => {
-                let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(self.timeout());
-                if endpoint.starts_with("https://") {
-                    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
-                    if let Some(pem) = &ca {
-                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-                    }
-                    builder = builder.with_tls_config(tls);
-                }
-                builder.build().map_err(failed)
-            }
-            None | Some((_, "http/protobuf")) => {
-                let mut client = reqwest::Client::builder().timeout(self.timeout());
-                if let Some(pem) = &ca {
-                    let cert = reqwest::Certificate::from_pem(pem)
-                        .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE: {e}"))?;
-                    client = client.add_root_certificate(cert);
-                }
-                let client = client
-                    .build()
-                    .map_err(|e| format!("OTLP HTTP client: {e}"))?;
-                let handle = tokio::runtime::Handle::try_current()
-                    .map_err(|_| "OTLP export starts outside the async runtime".to_string())?;
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_endpoint(http_endpoint(&endpoint, traces_endpoint))
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_http_client(TokioHttp { client, handle })
-                    .build()
-                    .map_err(failed)
-            }
-            Some((name, other)) => Err(format!(
-                "{name}={other}: Warden exports traces over `grpc` or `http/protobuf`"
-            )),
         }
-    }
-
-    /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` (ms), else 10 s.
-    fn timeout(&self) -> std::time::Duration {
-        let ms = self
-            .var(&[
-                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-                "OTEL_EXPORTER_OTLP_TIMEOUT",
-            ])
-            .and_then(|(_, v)| v.parse::<u64>().ok())
-            .unwrap_or(10_000);
-        std::time::Duration::from_millis(ms)
-    }
-}
-
-/// The URL traces are POSTed to: the traces endpoint as it is, or the
-/// general endpoint with `/v1/traces` (as the specification says).
-fn http_endpoint(endpoint: &str, traces_endpoint: bool) -> String {
-    if traces_endpoint {
-        endpoint.to_string()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.url.clone())
+            .with_timeout(endpoint.timeout)
+            .with_metadata(metadata);
+        if endpoint.url.starts_with("https://") {
+            builder = builder.with_tls_config(endpoint.tonic_tls());
+        }
+        builder.build().map_err(failed)
     } else {
-        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "OTLP export starts outside the async runtime".to_string())?;
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint.url.clone())
+            .with_headers(endpoint.headers.iter().cloned().collect())
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_http_client(TokioHttp {
+                client: endpoint.http_client()?,
+                handle,
+            })
+            .build()
+            .map_err(failed)
     }
 }
 

@@ -1,14 +1,22 @@
 //! [`OtlpReceiver`]: a stand-in OpenTelemetry collector on loopback that
-//! takes traces over OTLP/gRPC (a tonic `TraceService`) and OTLP/HTTP
-//! (`POST /v1/traces`, protobuf) and keeps every span it gets.
+//! takes traces and metrics over OTLP/gRPC (tonic `TraceService` and
+//! `MetricsService`) and OTLP/HTTP (`POST /v1/traces`, `/v1/metrics`,
+//! protobuf) and keeps every span and metric data point it gets.
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,23 +38,112 @@ pub struct ReceivedSpan {
     pub attributes: HashMap<String, String>,
 }
 
-/// What was received: spans, and OTLP/HTTP bodies not decoded yet (so a
-/// benchmark's exporters do not wait on the decoding).
+/// One metric data point as received: a sum's or gauge's value, or a
+/// histogram's count.
+#[derive(Debug, Clone)]
+pub struct ReceivedPoint {
+    /// The exporting process's `service.name`.
+    pub service: String,
+    pub metric: String,
+    /// `sum`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub attributes: HashMap<String, String>,
+    pub value: f64,
+}
+
+/// What was received: spans, OTLP/HTTP trace bodies not decoded yet (so a
+/// benchmark's exporters do not wait on the decoding), metric points.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<(Vec<ReceivedSpan>, Vec<axum::body::Bytes>)>>);
+struct Spans(
+    Arc<Mutex<(Vec<ReceivedSpan>, Vec<axum::body::Bytes>)>>,
+    Points,
+);
+
+#[derive(Clone, Default)]
+struct Points(Arc<Mutex<Vec<ReceivedPoint>>>);
+
+fn service_of(attributes: &[KeyValue]) -> String {
+    attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref())
+        .map(text)
+        .unwrap_or_default()
+}
+
+fn attribute_map(attributes: &[KeyValue]) -> HashMap<String, String> {
+    attributes
+        .iter()
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(text).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+impl Points {
+    fn add(&self, request: ExportMetricsServiceRequest) {
+        let mut points = self.0.lock().unwrap();
+        for resource in request.resource_metrics {
+            let service = service_of(resource.resource.as_ref().map_or(&[], |r| &r.attributes));
+            for scope in resource.scope_metrics {
+                for m in scope.metrics {
+                    let mut push = |kind, attributes: &[KeyValue], value| {
+                        points.push(ReceivedPoint {
+                            service: service.clone(),
+                            metric: m.name.clone(),
+                            kind,
+                            attributes: attribute_map(attributes),
+                            value,
+                        })
+                    };
+                    let number = |v: &Option<number_data_point::Value>| match v {
+                        Some(number_data_point::Value::AsDouble(d)) => *d,
+                        Some(number_data_point::Value::AsInt(i)) => *i as f64,
+                        None => f64::NAN,
+                    };
+                    match &m.data {
+                        Some(metric::Data::Sum(s)) => {
+                            for p in &s.data_points {
+                                push("sum", &p.attributes, number(&p.value));
+                            }
+                        }
+                        Some(metric::Data::Gauge(g)) => {
+                            for p in &g.data_points {
+                                push("gauge", &p.attributes, number(&p.value));
+                            }
+                        }
+                        Some(metric::Data::Histogram(h)) => {
+                            for p in &h.data_points {
+                                push("histogram", &p.attributes, p.count as f64);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Points {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.add(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
 
 impl Spans {
     fn add(&self, request: ExportTraceServiceRequest) {
         let (spans, _) = &mut *self.0.lock().unwrap();
         for resource in request.resource_spans {
-            let service = resource
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .map(text)
-                .unwrap_or_default();
+            let service = service_of(resource.resource.as_ref().map_or(&[], |r| &r.attributes));
             for scope in resource.scope_spans {
                 for span in scope.spans {
                     spans.push(ReceivedSpan {
@@ -129,18 +226,37 @@ impl OtlpReceiver {
                     .send((grpc.local_addr().unwrap(), http.local_addr().unwrap()))
                     .unwrap();
                 let service = TraceServiceServer::new(served.clone());
+                let metrics = MetricsServiceServer::new(served.1.clone());
                 tokio::spawn(
                     tonic::transport::Server::builder()
                         .add_service(service)
+                        .add_service(metrics)
                         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc)),
                 );
-                let app = axum::Router::new().route(
-                    "/v1/traces",
-                    axum::routing::post(move |body: axum::body::Bytes| {
-                        let spans = served.clone();
-                        async move { export_http(&spans, body) }
-                    }),
-                );
+                let points = served.1.clone();
+                let app = axum::Router::new()
+                    .route(
+                        "/v1/traces",
+                        axum::routing::post(move |body: axum::body::Bytes| {
+                            let spans = served.clone();
+                            async move { export_http(&spans, body) }
+                        }),
+                    )
+                    .route(
+                        "/v1/metrics",
+                        axum::routing::post(move |body: axum::body::Bytes| {
+                            let points = points.clone();
+                            async move {
+                                match ExportMetricsServiceRequest::decode(body) {
+                                    Ok(request) => {
+                                        points.add(request);
+                                        axum::http::StatusCode::OK
+                                    }
+                                    Err(_) => axum::http::StatusCode::BAD_REQUEST,
+                                }
+                            }
+                        }),
+                    );
                 tokio::spawn(async move { axum::serve(http, app).await });
                 let _ = stopped.await;
             });
@@ -152,6 +268,11 @@ impl OtlpReceiver {
             spans,
             stop: Some(stop),
         }
+    }
+
+    /// Every metric data point received so far.
+    pub fn points(&self) -> Vec<ReceivedPoint> {
+        self.spans.1.0.lock().unwrap().clone()
     }
 
     /// Every span received so far (an HTTP body that is not an OTLP

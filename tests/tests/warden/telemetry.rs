@@ -1,6 +1,7 @@
 //! What operators see: `/metrics` checked by `promtool` and scraped by a
-//! real Prometheus (Debian's), and `/readyz` going not-ready while a node
-//! drains and when the control plane's store is gone.
+//! real Prometheus (Debian's), `/readyz` going not-ready while a node
+//! drains and when the control plane's store is gone, node capacity, and
+//! traces and metrics over OTLP to a test receiver.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -354,7 +355,7 @@ async fn spans_with(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_from_the_client_s_submit_to_the_llm_call() {
+async fn one_trace_from_the_client_s_submit_to_the_llm_call_and_metrics_over_otlp() {
     let tmp = tempfile::tempdir().unwrap();
     let logs = cluster::log_dir(tmp.path());
     let receiver = warden_tests::otlp::OtlpReceiver::start();
@@ -364,6 +365,7 @@ async fn one_trace_from_the_client_s_submit_to_the_llm_call() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_string()),
         ]
     };
     // The control plane exports over gRPC, the node over HTTP.
@@ -506,5 +508,40 @@ async fn one_trace_from_the_client_s_submit_to_the_llm_call() {
         "component_compiles_total{result=\"compiled\"} 1".to_string(),
     ] {
         assert!(text.contains(&expected), "no `{expected}` in:\n{text}");
+    }
+
+    // The same instruments pushed over OTLP: the node's over HTTP, the
+    // control plane's over gRPC.
+    let start = Instant::now();
+    let wanted = |p: &warden_tests::otlp::ReceivedPoint| {
+        (p.service == "warden-node"
+            && p.metric == "leases_completed"
+            && p.kind == "sum"
+            && p.value == 1.0)
+            || (p.service == "warden-control-plane"
+                && p.metric == "runs_submitted"
+                && p.value == 1.0)
+            || (p.service == "warden-node"
+                && p.metric == "gen_ai_client_token_usage"
+                && p.kind == "histogram"
+                && p.value == 1.0
+                && p.attributes.get("gen_ai_request_model").map(String::as_str) == Some("small"))
+    };
+    loop {
+        let points = receiver.points();
+        let found: std::collections::HashSet<&str> = points
+            .iter()
+            .filter(|p| wanted(p))
+            .map(|p| p.metric.as_str())
+            .collect();
+        if found.len() == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "OTLP metrics: found {found:?} of 3 in {} points",
+            points.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
