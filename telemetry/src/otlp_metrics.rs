@@ -243,7 +243,8 @@ fn attributes(labels: &[(String, String)]) -> Vec<KeyValue> {
 /// The OpenMetrics text `text` as one OTLP request.
 fn to_otlp(text: &str, resource: &Resource, start: u64, now: u64) -> ExportMetricsServiceRequest {
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
-    let mut names: Vec<(String, String)> = Vec::new(); // (sample prefix, family)
+    // Family names, which prefix their samples' names.
+    let mut names: Vec<String> = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# ") {
             let mut parts = rest.splitn(3, ' ');
@@ -255,7 +256,7 @@ fn to_otlp(text: &str, resource: &Resource, start: u64, now: u64) -> ExportMetri
             match what {
                 "TYPE" => {
                     family.kind = tail;
-                    names.push((name.to_string(), name.to_string()));
+                    names.push(name.to_string());
                 }
                 "HELP" => family.help = tail,
                 "UNIT" => family.unit = tail,
@@ -269,10 +270,9 @@ fn to_otlp(text: &str, resource: &Resource, start: u64, now: u64) -> ExportMetri
         // The family whose name is the longest prefix of the sample's.
         let family = names
             .iter()
-            .filter(|(prefix, _)| sample_name.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(_, family)| family.clone());
-        if let Some(family) = family.and_then(|f| families.get_mut(&f)) {
+            .filter(|name| sample_name.starts_with(name.as_str()))
+            .max_by_key(|name| name.len());
+        if let Some(family) = family.and_then(|f| families.get_mut(f)) {
             family.samples.push((sample_name, labels, value));
         }
     }

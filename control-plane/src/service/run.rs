@@ -461,19 +461,12 @@ impl run_service_server::RunService for ControlPlane {
         let r = req.into_inner();
         let scope = caller.scope().map(str::to_string);
         let slot = self.stream_slot(&caller)?;
-        let read = |after| {
-            self.store
-                .run_logs(scope.as_deref(), &r.run_id, r.attempt, after, LOG_PAGE)
-                .map_err(Status::from)?
-                .ok_or_else(|| Status::not_found(format!("no run {}", r.run_id)))
-        };
         // The first page now, so a missing run is an error, not a stream.
-        let (first, ended) = read((0, -1))?;
+        let (mut lines, mut ended) = read_logs(&self.store, scope.as_deref(), &r, (0, -1))?;
         let (tx, rx) = mpsc::channel(4);
         let cp = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (mut lines, mut ended) = (first, ended);
             let mut after = (0, -1);
             loop {
                 let changed = cp.logs_changed.notified();
@@ -484,28 +477,22 @@ impl run_service_server::RunService for ControlPlane {
                         return;
                     }
                 }
-                // Done: everything was sent, and no more will come (the
-                // run ended before the read, so its last lines were in).
-                if !full && (!r.follow || ended) {
-                    return;
-                }
                 if !full {
-                    if tx.is_closed() {
+                    // Everything was sent; no more will come once the run
+                    // has ended (it had before the read: its last lines
+                    // were in).
+                    if !r.follow || ended || tx.is_closed() {
                         return;
                     }
                     let _ = tokio::time::timeout(Duration::from_millis(250), changed).await;
                 }
-                match cp
-                    .store
-                    .run_logs(scope.as_deref(), &r.run_id, r.attempt, after, LOG_PAGE)
-                {
-                    Ok(Some(next)) => (lines, ended) = next,
-                    Ok(None) => return,
+                (lines, ended) = match read_logs(&cp.store, scope.as_deref(), &r, after) {
+                    Ok(next) => next,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
-                }
+                };
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -546,3 +533,16 @@ impl run_service_server::RunService for ControlPlane {
 
 /// Most log lines in one answer of `Logs`.
 const LOG_PAGE: u32 = 1_000;
+
+/// A page of `r`'s log lines after `after` (attempt, seq), and whether the
+/// run has ended.
+fn read_logs(
+    store: &crate::Store,
+    scope: Option<&str>,
+    r: &RunLogsRequest,
+    after: (u32, i64),
+) -> Result<(Vec<LogLine>, bool), Status> {
+    store
+        .run_logs(scope, &r.run_id, r.attempt, after, LOG_PAGE)?
+        .ok_or_else(|| Status::not_found(format!("no run {}", r.run_id)))
+}
