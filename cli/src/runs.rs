@@ -195,19 +195,10 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn source_name(line: &pb::LogLine) -> &'static str {
-    match pb::LogSource::try_from(line.source) {
-        Ok(pb::LogSource::Stdout) => "stdout",
-        Ok(pb::LogSource::Stderr) => "stderr",
-        Ok(pb::LogSource::Warden) => "warden",
-        _ => "log",
-    }
-}
-
 fn log_line_json(line: &pb::LogLine) -> serde_json::Value {
     serde_json::json!({
         "attempt": line.attempt, "seq": line.seq, "unix_ms": line.unix_ms,
-        "source": source_name(line), "level": (!line.level.is_empty()).then_some(&line.level),
+        "source": warden_core::proto::log_source_name(line.source), "level": (!line.level.is_empty()).then_some(&line.level),
         "context": line.context, "message": line.message,
     })
 }
@@ -217,7 +208,7 @@ fn log_line_json(line: &pb::LogLine) -> serde_json::Value {
 fn log_line_text(line: &pb::LogLine) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(line.unix_ms.max(0) as u64);
     let tag = if line.level.is_empty() {
-        source_name(line)
+        warden_core::proto::log_source_name(line.source)
     } else {
         line.level.as_str()
     };

@@ -194,6 +194,28 @@ impl From<Option<pb::Usage>> for Usage {
     }
 }
 
+/// The name of a log line's source in JSON output and in the control
+/// plane's store: `log`, `stdout`, `stderr`, `warden` (an unknown value
+/// reads as `log`).
+pub fn log_source_name(source: i32) -> &'static str {
+    match pb::LogSource::try_from(source) {
+        Ok(pb::LogSource::Stdout) => "stdout",
+        Ok(pb::LogSource::Stderr) => "stderr",
+        Ok(pb::LogSource::Warden) => "warden",
+        _ => "log",
+    }
+}
+
+/// The source [`log_source_name`] names.
+pub fn log_source_named(name: &str) -> pb::LogSource {
+    match name {
+        "stdout" => pb::LogSource::Stdout,
+        "stderr" => pb::LogSource::Stderr,
+        "warden" => pb::LogSource::Warden,
+        _ => pb::LogSource::Log,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

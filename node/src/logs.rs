@@ -227,7 +227,8 @@ fn to_wire(seq: u64, line: &LogLine) -> pb::LogLine {
             LogSource::Stderr => pb::LogSource::Stderr,
         } as i32,
         level: line.level.clone().unwrap_or_default(),
-        context: warden_core::cut_text(&line.context, 256).into_owned(),
+        context: warden_core::cut_text(&line.context, warden_core::wire::MAX_LOG_CONTEXT_BYTES)
+            .into_owned(),
         message: warden_core::cut_text(&line.message, warden_core::wire::MAX_LOG_LINE_BYTES)
             .into_owned(),
         attempt: 0,

@@ -269,9 +269,8 @@ impl run_service_server::RunService for ControlPlane {
             warden.tenant = %caller.tenant,
             warden.run_id = tracing::field::Empty,
         );
-        if warden_telemetry::trace::check_traceparent(&r.traceparent).is_ok() {
-            warden_telemetry::trace::set_parent(&span, &r.traceparent);
-        }
+        // A malformed one sets no parent (and new_run refuses it).
+        warden_telemetry::trace::set_parent(&span, &r.traceparent);
         async move {
             self.check_quotas(&caller.tenant, std::slice::from_ref(&r))?;
             let resolved = self.resolve_agent(&caller.tenant, &r.agent).await?;

@@ -93,7 +93,7 @@ impl Store {
                     if log.truncated {
                         return;
                     }
-                    let context = cut_text(&line.context, 256).into_owned();
+                    let context = cut_text(&line.context, warden_core::wire::MAX_LOG_CONTEXT_BYTES).into_owned();
                     let message = cut_text(&line.message, warden_core::wire::MAX_LOG_LINE_BYTES).into_owned();
                     let size = (context.len() + message.len()) as u64;
                     if log.bytes + size > max_bytes {
@@ -174,7 +174,7 @@ impl Store {
                         attempt: r.get(0)?,
                         seq: r.get(1)?,
                         unix_ms: r.get(2)?,
-                        source: source_of(&r.get::<String>(3)?) as i32,
+                        source: warden_core::proto::log_source_named(&r.get::<String>(3)?) as i32,
                         level: r.get(4)?,
                         context: r.get(5)?,
                         message: r.get(6)?,
@@ -318,19 +318,12 @@ fn marker(key: &(String, i64), seq: u64, at: i64, message: String) -> Row {
     }
 }
 
+/// Where a node's line came from, as stored: a node cannot write
+/// `warden` lines (only the control plane marks gaps and truncation).
 fn source_name(source: i32) -> &'static str {
-    match LogSource::try_from(source) {
-        Ok(LogSource::Stdout) => "stdout",
-        Ok(LogSource::Stderr) => "stderr",
-        _ => "log",
-    }
-}
-
-fn source_of(name: &str) -> LogSource {
-    match name {
-        "stdout" => LogSource::Stdout,
-        "stderr" => LogSource::Stderr,
-        "warden" => LogSource::Warden,
-        _ => LogSource::Log,
+    if source == LogSource::Warden as i32 {
+        "log"
+    } else {
+        warden_core::proto::log_source_name(source)
     }
 }
