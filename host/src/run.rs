@@ -24,6 +24,7 @@ use crate::trap::BudgetTrap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 use warden_core::{FailureKind, Grant, HOST_CALL_FUEL, RunBudget, RunFailure, Usage};
 use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -240,28 +241,41 @@ impl Sandbox {
 
     /// Runs `agent` once. Never panics on guest behaviour: every way a
     /// guest can fail is a [`RunFailure`] in the outcome. In a span `run`
-    /// saying how it ended (`error.type`: the failure kind) and what it used.
-    #[tracing::instrument(name = "run", skip_all, fields(
-        warden.agent = %req.agent_name,
-        warden.run_id = %req.run_id,
-        warden.attempt = req.attempt,
-        otel.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        warden.fuel_used = tracing::field::Empty,
-        warden.peak_memory_bytes = tracing::field::Empty,
-    ))]
+    /// saying how it ended (`error.type`: the failure kind) and what it used;
+    /// which run it is only when no span encloses it (a node's lease span
+    /// says so already).
     pub async fn run(&self, agent: &AgentComponent, req: RunRequest) -> RunOutcome {
-        let outcome = self.run_in_span(agent, req).await;
-        let span = tracing::Span::current();
-        if let Err(failure) = &outcome.result {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", failure.kind.as_str());
+        use tracing::field::Empty;
+        let span = tracing::info_span!(
+            "run",
+            warden.agent = Empty,
+            warden.run_id = Empty,
+            warden.attempt = Empty,
+            otel.status_code = Empty,
+            error.type = Empty,
+            warden.fuel_used = Empty,
+            warden.peak_memory_bytes = Empty,
+        );
+        if !span.is_disabled() && tracing::Span::current().is_none() {
+            span.record("warden.agent", req.agent_name.as_str());
+            span.record("warden.run_id", req.run_id.as_str());
+            span.record("warden.attempt", req.attempt);
         }
-        if let Some(fuel) = outcome.usage.fuel_used {
-            span.record("warden.fuel_used", fuel);
+        async {
+            let outcome = self.run_in_span(agent, req).await;
+            let span = tracing::Span::current();
+            if let Err(failure) = &outcome.result {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", failure.kind.as_str());
+            }
+            if let Some(fuel) = outcome.usage.fuel_used {
+                span.record("warden.fuel_used", fuel);
+            }
+            span.record("warden.peak_memory_bytes", outcome.usage.peak_memory_bytes);
+            outcome
         }
-        span.record("warden.peak_memory_bytes", outcome.usage.peak_memory_bytes);
-        outcome
+        .instrument(span)
+        .await
     }
 
     async fn run_in_span(&self, agent: &AgentComponent, mut req: RunRequest) -> RunOutcome {

@@ -643,11 +643,11 @@ impl NodeAgent {
 fn lease_span(lease: &pb::Lease, node_id: &str) -> tracing::Span {
     let span = tracing::info_span!(
         "lease",
-        warden.run_id = %lease.run_id,
+        warden.run_id = lease.run_id.as_str(),
         warden.attempt = lease.attempt,
-        warden.agent = %lease.agent_name,
-        warden.tenant = %lease.tenant,
-        warden.node_id = %node_id,
+        warden.agent = lease.agent_name.as_str(),
+        warden.tenant = lease.tenant.as_str(),
+        warden.node_id = node_id,
         warden.component.source = tracing::field::Empty,
     );
     warden_telemetry::trace::set_parent(&span, &lease.traceparent);

@@ -21,7 +21,6 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use std::collections::HashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
@@ -194,20 +193,45 @@ impl opentelemetry_http::HttpClient for TokioHttp {
 /// must not have been entered yet. A malformed or empty one changes
 /// nothing.
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-    if traceparent.is_empty() {
+    if traceparent.is_empty() || span.is_disabled() {
         return;
     }
-    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
+    let cx = TraceContextPropagator::new().extract(&Traceparent(traceparent));
     let _ = span.set_parent(cx);
 }
 
 /// The W3C traceparent of `span`; `None` when spans are not exported.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove("traceparent")
+    if span.is_disabled() {
+        return None;
+    }
+    let mut carrier = Carrier(None);
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.0
+}
+
+/// A carrier holding only a traceparent, read.
+struct Traceparent<'a>(&'a str);
+
+impl opentelemetry::propagation::Extractor for Traceparent<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent").then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
+}
+
+/// A carrier keeping only the traceparent written to it.
+struct Carrier(Option<String>);
+
+impl opentelemetry::propagation::Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            self.0 = Some(value);
+        }
+    }
 }
 
 /// Checks that `text` is a W3C traceparent (`00-` 32 hex digits `-` 16 hex

@@ -9,7 +9,8 @@
 //! sampled, to a loopback receiver that decodes them only at the end)
 //! against tracing off, in turns.
 //!
-//! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS] [PAIRS]`.
+//! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS] [PAIRS]`;
+//! `WARDEN_E2E_ONLY=tls` or `=tracing` runs one of the two comparisons.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -158,10 +159,26 @@ async fn main() {
     let slots: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let reps: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
 
+    let only = std::env::var("WARDEN_E2E_ONLY").unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let plain = Cluster::start(&dir.path().join("plain"), slots, false).await;
-    let secure = Cluster::start(&dir.path().join("tls"), slots, true).await;
+    if only != "tracing" {
+        tls_against_plaintext(&plain, &dir.path().join("tls"), runs, slots, reps).await;
+    }
+    if only != "tls" {
+        tracing_on_against_off(&plain, runs, reps).await;
+    }
+}
 
+/// The TLS cluster (mTLS node, client token) against `plain`.
+async fn tls_against_plaintext(
+    plain: &Cluster,
+    dir: &std::path::Path,
+    runs: usize,
+    slots: u32,
+    reps: usize,
+) {
+    let secure = Cluster::start(dir, slots, true).await;
     // Side by side in one process: the same runs submitted one per call
     // (8 concurrent clients), then in batches (SubmitBatch, 8 clients); each
     // on the plaintext cluster, then on the TLS one, `reps` times in turn
@@ -169,13 +186,16 @@ async fn main() {
     for mode in [Submit::Unary, Submit::Batch(250)] {
         let mut ratios = Vec::new();
         for _ in 0..reps {
-            let a = round(&plain, runs, mode).await;
+            let a = round(plain, runs, mode).await;
             let b = round(&secure, runs, mode).await;
-            ratios.push(b / a);
+            ratios.push(b.rate / a.rate);
         }
         report(&format!("e2e {mode:?}: tls+auth / plaintext"), ratios);
     }
+}
 
+/// `plain` with every span exported against tracing off.
+async fn tracing_on_against_off(plain: &Cluster, runs: usize, reps: usize) {
     // Tracing fully on (every span exported) against off, on the same
     // cluster in turns. Off: Warden's spans are filtered out before they
     // are made (a flag read per span; without OTEL_* variables there is
@@ -184,8 +204,9 @@ async fn main() {
     let endpoint = format!("http://{}", receiver.http);
     let vars = move |name: &str| match name {
         "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
-        // Room for every span of a round, sent in batches of 512.
-        "OTEL_BSP_MAX_QUEUE_SIZE" => Some("1000000".to_string()),
+        // Room for bursts, so no span is dropped (the count at the end
+        // shows it), sent in batches of 512.
+        "OTEL_BSP_MAX_QUEUE_SIZE" => Some("65536".to_string()),
         "OTEL_BSP_SCHEDULE_DELAY" => Some("200".to_string()),
         _ => None,
     };
@@ -194,25 +215,29 @@ async fn main() {
         .unwrap();
     {
         use tracing_subscriber::prelude::*;
-        // Asked per span (a static filter's answer would be cached per
-        // call site).
-        let on =
-            tracing_subscriber::filter::dynamic_filter_fn(|_, _| TRACING.load(Ordering::Relaxed));
         tracing_subscriber::registry()
-            .with(tracing.layer().with_filter(on))
+            .with(tracing.layer().with_filter(Toggle))
             .init();
     }
     for mode in [Submit::Unary, Submit::Batch(250)] {
-        let mut ratios = Vec::new();
-        for _ in 0..reps {
-            TRACING.store(false, Ordering::Relaxed);
-            let off = round(&plain, runs, mode).await;
-            TRACING.store(true, Ordering::Relaxed);
-            let on = round(&plain, runs, mode).await;
-            ratios.push(on / off);
+        let (mut ratios, mut cpu) = (Vec::new(), Vec::new());
+        for rep in 0..reps {
+            // Each round adds its runs to the store: which side goes first
+            // alternates, so neither always meets the bigger store.
+            let mut sides = [None; 2];
+            for on in [rep % 2 == 1, rep % 2 == 0] {
+                TRACING.store(on, Ordering::Relaxed);
+                sides[on as usize] = Some(round(plain, runs, mode).await);
+            }
+            let [Some(off), Some(on)] = sides else {
+                unreachable!()
+            };
+            ratios.push(on.rate / off.rate);
+            cpu.push(on.cpu_us / off.cpu_us);
         }
         TRACING.store(false, Ordering::Relaxed);
         report(&format!("e2e {mode:?}: tracing on / off"), ratios);
+        report_ratios(&format!("e2e {mode:?}: tracing on / off CPU per run"), cpu);
     }
     tokio::task::spawn_blocking(move || tracing.shutdown())
         .await
@@ -229,11 +254,49 @@ async fn main() {
 /// Whether Warden's spans are made and exported now.
 static TRACING: AtomicBool = AtomicBool::new(false);
 
+/// Lets Warden's spans through while [`TRACING`] is set. Only their call
+/// sites ask it per span: every other call site (the debug events of
+/// Warden, hyper, h2, ...) is never enabled, as under the static filter a
+/// node or control plane uses.
+struct Toggle;
+
+impl<S> tracing_subscriber::layer::Filter<S> for Toggle {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        TRACING.load(Ordering::Relaxed) && Self::warden_span(meta)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::warden_span(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+}
+
+impl Toggle {
+    fn warden_span(meta: &tracing::Metadata<'_>) -> bool {
+        meta.target().starts_with("warden") && *meta.level() <= tracing::Level::INFO
+    }
+}
+
 /// Prints the median of `ratios` (runs/s of one side over the other).
-fn report(what: &str, mut ratios: Vec<f64>) {
+fn report(what: &str, ratios: Vec<f64>) {
+    report_ratios(&format!("{what} runs/s,"), ratios)
+}
+
+/// Prints the median of `ratios`.
+fn report_ratios(what: &str, mut ratios: Vec<f64>) {
     ratios.sort_by(f64::total_cmp);
     println!(
-        "{what} runs/s, median of {} pairs = {:.2} (each: {})",
+        "{what} median of {} pairs = {:.2} (each: {})",
         ratios.len(),
         ratios[ratios.len() / 2],
         ratios
@@ -250,10 +313,32 @@ enum Submit {
     Batch(usize),
 }
 
-/// Submits `runs` runs to `cluster` and waits for them; completed runs/s.
-async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> f64 {
+/// CPU time this process has used (user and system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks (100 per second).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// What a round measured.
+#[derive(Clone, Copy)]
+struct Measured {
+    /// Completed runs per second.
+    rate: f64,
+    /// CPU time the process used per run (every part of the cluster, the
+    /// clients and the OTLP receiver together), in microseconds.
+    cpu_us: f64,
+}
+
+/// Submits `runs` runs to `cluster` and waits for them.
+async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> Measured {
     let cp = &cluster.cp;
     let clients = 8;
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -309,6 +394,7 @@ async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> f64 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
+    let cpu_us = (cpu_time() - cpu_before).as_secs_f64() * 1e6 / runs as f64;
     let mut latencies: Vec<i64> = ids
         .iter()
         .map(|id| {
@@ -321,8 +407,8 @@ async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> f64 {
     latencies.sort_unstable();
     let rate = runs as f64 / elapsed.as_secs_f64();
     println!(
-        "e2e {mode:?} {}: {runs} runs in {:.2} s = {:.0} runs/s completed; submit phase {:.2} s ({:.0} submits/s); \
-         submit->complete latency p50 {} ms, p99 {} ms, max {} ms",
+        "e2e {mode:?} {}: {runs} runs in {:.2} s = {:.0} runs/s completed, {cpu_us:.0} µs CPU per run; \
+         submit phase {:.2} s ({:.0} submits/s); submit->complete latency p50 {} ms, p99 {} ms, max {} ms",
         cluster.name,
         elapsed.as_secs_f64(),
         rate,
@@ -332,5 +418,5 @@ async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> f64 {
         percentile(&latencies, 0.99),
         latencies.last().unwrap(),
     );
-    rate
+    Measured { rate, cpu_us }
 }

@@ -265,8 +265,8 @@ impl run_service_server::RunService for ControlPlane {
         let span = tracing::info_span!(
             "submit",
             otel.kind = "server",
-            warden.agent = %r.agent,
-            warden.tenant = %caller.tenant,
+            warden.agent = r.agent.as_str(),
+            warden.tenant = caller.tenant.as_str(),
             warden.run_id = tracing::field::Empty,
         );
         // A malformed one sets no parent (and new_run refuses it).
@@ -302,7 +302,7 @@ impl run_service_server::RunService for ControlPlane {
         let span = tracing::info_span!(
             "submit_batch",
             otel.kind = "server",
-            warden.tenant = %caller.tenant,
+            warden.tenant = caller.tenant.as_str(),
             warden.runs = requests.len(),
         );
         let traceparent = warden_telemetry::trace::traceparent(&span);

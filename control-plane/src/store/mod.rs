@@ -317,19 +317,39 @@ enum Db {
     Postgres(Box<pg::Pool>),
 }
 
+/// WAL frames (pages) past which a checkpoint makes the next write start
+/// the WAL again from its beginning (64 MiB of 4 KiB pages).
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
 /// Copies the WAL back into the database every 250 ms (a passive
 /// checkpoint never blocks writers), until the store is dropped; then once
-/// more, truncating the WAL.
+/// more, truncating the WAL. Under steady writes a passive checkpoint never
+/// catches up with the writer, and the WAL would grow without end (and
+/// every read slow down with it): once it holds [`WAL_RESTART_FRAMES`],
+/// a restart checkpoint holds writers back while it copies the little a
+/// passive one left, so the next write starts the WAL again (reusing the
+/// file).
 fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
-    let checkpoint = |mode: &str| {
-        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+    // How many frames the WAL holds after the checkpoint.
+    let checkpoint = |mode: &str| -> i64 {
+        match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(1)
+        }) {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                0
+            }
         }
     };
+    // A restart checkpoint waits this long for the writer.
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(1));
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
         stop.recv_timeout(std::time::Duration::from_millis(250))
     {
-        checkpoint("PASSIVE");
+        if checkpoint("PASSIVE") >= WAL_RESTART_FRAMES {
+            checkpoint("RESTART");
+        }
     }
     checkpoint("TRUNCATE");
 }
