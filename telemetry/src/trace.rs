@@ -99,9 +99,7 @@ impl Tracing {
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                m.target().starts_with("warden") && *m.level() <= tracing::Level::INFO
-            }))
+            .with_filter(tracing_subscriber::filter::filter_fn(exported))
     }
 
     /// Sends the spans not yet exported and stops.
@@ -110,6 +108,12 @@ impl Tracing {
             eprintln!("warning: OpenTelemetry traces: {e}");
         }
     }
+}
+
+/// Whether [`Tracing::layer`] exports what `meta` describes: Warden's own
+/// spans, info and above.
+pub fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("warden") && *meta.level() <= tracing::Level::INFO
 }
 
 /// The span exporter for `endpoint`.

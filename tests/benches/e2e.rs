@@ -224,14 +224,12 @@ async fn tracing_on_against_off(plain: &Cluster, runs: usize, reps: usize) {
         for rep in 0..reps {
             // Each round adds its runs to the store: which side goes first
             // alternates, so neither always meets the bigger store.
-            let mut sides = [None; 2];
+            let mut sides = [Measured::default(); 2];
             for on in [rep % 2 == 1, rep % 2 == 0] {
                 TRACING.store(on, Ordering::Relaxed);
-                sides[on as usize] = Some(round(plain, runs, mode).await);
+                sides[on as usize] = round(plain, runs, mode).await;
             }
-            let [Some(off), Some(on)] = sides else {
-                unreachable!()
-            };
+            let [off, on] = sides;
             ratios.push(on.rate / off.rate);
             cpu.push(on.cpu_us / off.cpu_us);
         }
@@ -266,24 +264,18 @@ impl<S> tracing_subscriber::layer::Filter<S> for Toggle {
         meta: &tracing::Metadata<'_>,
         _: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        TRACING.load(Ordering::Relaxed) && Self::warden_span(meta)
+        TRACING.load(Ordering::Relaxed) && warden_telemetry::trace::exported(meta)
     }
 
     fn callsite_enabled(
         &self,
         meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        if Self::warden_span(meta) {
+        if warden_telemetry::trace::exported(meta) {
             tracing::subscriber::Interest::sometimes()
         } else {
             tracing::subscriber::Interest::never()
         }
-    }
-}
-
-impl Toggle {
-    fn warden_span(meta: &tracing::Metadata<'_>) -> bool {
-        meta.target().starts_with("warden") && *meta.level() <= tracing::Level::INFO
     }
 }
 
@@ -325,7 +317,7 @@ fn cpu_time() -> Duration {
 }
 
 /// What a round measured.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Measured {
     /// Completed runs per second.
     rate: f64,
