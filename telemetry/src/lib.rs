@@ -20,6 +20,7 @@ pub use prometheus_client;
 
 mod otlp_env;
 pub mod otlp_metrics;
+mod span_export;
 pub mod trace;
 
 /// A part of the process the admin endpoints report on: a node or a

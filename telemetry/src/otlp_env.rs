@@ -138,6 +138,166 @@ impl Endpoint {
     }
 }
 
+/// The resource attributes of a process exporting over OTLP:
+/// `OTEL_RESOURCE_ATTRIBUTES`, then `service.name` (`OTEL_SERVICE_NAME`,
+/// else `default_service`) and `service.version`.
+pub(crate) fn resource_attributes(
+    vars: &OtlpVars<'_>,
+    default_service: &str,
+) -> Vec<(String, String)> {
+    let mut attributes = vars
+        .get("OTEL_RESOURCE_ATTRIBUTES")
+        .map(|(_, v)| pairs(&v))
+        .unwrap_or_default();
+    let service = vars
+        .get("OTEL_SERVICE_NAME")
+        .map_or(default_service.to_string(), |(_, v)| v);
+    attributes.retain(|(k, _)| k != "service.name" && k != "service.version");
+    attributes.push(("service.name".into(), service));
+    attributes.push(("service.version".into(), env!("CARGO_PKG_VERSION").into()));
+    attributes
+}
+
+/// The client of one collector for one signal: sends export requests
+/// already encoded as protobuf.
+pub(crate) enum Sender {
+    Grpc {
+        grpc: tonic::client::Grpc<tonic::transport::Channel>,
+        /// The service method, e.g.
+        /// `/opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+        method: http::uri::PathAndQuery,
+        target: Endpoint,
+    },
+    Http {
+        client: reqwest::Client,
+        target: Endpoint,
+    },
+}
+
+impl Sender {
+    /// A client of `target` (connecting at the first send); `service` is
+    /// the gRPC service (`opentelemetry.proto.collector.trace.v1.TraceService`).
+    /// Must be called within a Tokio runtime.
+    pub(crate) fn new(target: Endpoint, service: &'static str) -> Result<Sender, String> {
+        if target.grpc {
+            let mut endpoint = tonic::transport::Endpoint::from_shared(target.url.clone())
+                .map_err(|e| format!("OTLP endpoint {}: {e}", target.url))?
+                .timeout(target.timeout);
+            if target.url.starts_with("https://") {
+                endpoint = endpoint
+                    .tls_config(target.tonic_tls())
+                    .map_err(|e| format!("OTLP TLS: {e}"))?;
+            }
+            let method = format!("/{service}/Export")
+                .parse()
+                .map_err(|e| format!("OTLP method: {e}"))?;
+            Ok(Sender::Grpc {
+                grpc: tonic::client::Grpc::new(endpoint.connect_lazy()),
+                method,
+                target,
+            })
+        } else {
+            Ok(Sender::Http {
+                client: target.http_client()?,
+                target,
+            })
+        }
+    }
+
+    /// Sends one export request, `body` its protobuf encoding. The
+    /// collector's answer is not read beyond its status.
+    pub(crate) async fn send(&self, body: Vec<u8>) -> Result<(), String> {
+        match self {
+            Sender::Grpc {
+                grpc,
+                method,
+                target,
+            } => {
+                let mut request = tonic::Request::new(bytes::Bytes::from(body));
+                for (k, v) in &target.headers {
+                    if let (Ok(k), Ok(v)) = (
+                        k.parse::<tonic::metadata::MetadataKey<_>>(),
+                        v.parse::<tonic::metadata::MetadataValue<_>>(),
+                    ) {
+                        request.metadata_mut().insert(k, v);
+                    }
+                }
+                let mut grpc = grpc.clone();
+                grpc.ready()
+                    .await
+                    .map_err(|e| format!("cannot reach {}: {e}", target.url))?;
+                grpc.unary(request, method.clone(), Encoded)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message().to_string())
+            }
+            Sender::Http { client, target } => {
+                let mut post = client
+                    .post(&target.url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body);
+                for (k, v) in &target.headers {
+                    post = post.header(k, v);
+                }
+                let response = post.send().await.map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("the collector answered {}", response.status()))
+                }
+            }
+        }
+    }
+}
+
+/// A gRPC codec sending a message already encoded and ignoring the answer
+/// (an OTLP export response says at most how much was rejected).
+#[derive(Clone, Copy)]
+struct Encoded;
+
+impl tonic::codec::Codec for Encoded {
+    type Encode = bytes::Bytes;
+    type Decode = ();
+    type Encoder = Encoded;
+    type Decoder = Encoded;
+
+    fn encoder(&mut self) -> Encoded {
+        Encoded
+    }
+
+    fn decoder(&mut self) -> Encoded {
+        Encoded
+    }
+}
+
+impl tonic::codec::Encoder for Encoded {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Encoded {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, n);
+        Ok(Some(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

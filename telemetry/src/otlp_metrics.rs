@@ -11,9 +11,8 @@
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SDK_DISABLED`
 //! and `OTEL_METRICS_EXPORTER=none`.
 
-use crate::otlp_env::{Endpoint, OtlpVars, pairs};
+use crate::otlp_env::{Endpoint, OtlpVars, Sender, resource_attributes};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
@@ -51,16 +50,7 @@ pub fn push_from_env(admin: crate::Admin, default_service: &str) -> Result<bool,
         .and_then(|(_, v)| v.parse::<u64>().ok())
         .filter(|ms| *ms > 0)
         .unwrap_or(60_000);
-    let mut attributes = vars
-        .get("OTEL_RESOURCE_ATTRIBUTES")
-        .map(|(_, v)| pairs(&v))
-        .unwrap_or_default();
-    let service = vars
-        .get("OTEL_SERVICE_NAME")
-        .map_or(default_service.to_string(), |(_, v)| v);
-    attributes.retain(|(k, _)| k != "service.name");
-    attributes.push(("service.name".into(), service));
-    attributes.push(("service.version".into(), env!("CARGO_PKG_VERSION").into()));
+    let attributes = resource_attributes(&vars, default_service);
     let resource = Resource {
         attributes: attributes
             .iter()
@@ -68,7 +58,10 @@ pub fn push_from_env(admin: crate::Admin, default_service: &str) -> Result<bool,
             .collect(),
         ..Default::default()
     };
-    let sender = Sender::new(target)?;
+    let sender = Sender::new(
+        target,
+        "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    )?;
     let started = unix_nanos();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(interval));
@@ -78,7 +71,7 @@ pub fn push_from_env(admin: crate::Admin, default_service: &str) -> Result<bool,
             tick.tick().await;
             let text = admin.metrics().await;
             let request = to_otlp(&text, &resource, started, unix_nanos());
-            match sender.send(request).await {
+            match sender.send(request.encode_to_vec()).await {
                 Ok(()) => failing = false,
                 Err(e) if !failing => {
                     failing = true;
@@ -95,79 +88,6 @@ fn unix_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// The client of one collector.
-enum Sender {
-    Grpc {
-        client: MetricsServiceClient<tonic::transport::Channel>,
-        target: Endpoint,
-    },
-    Http {
-        client: reqwest::Client,
-        target: Endpoint,
-    },
-}
-
-impl Sender {
-    fn new(target: Endpoint) -> Result<Sender, String> {
-        if target.grpc {
-            let mut endpoint = tonic::transport::Endpoint::from_shared(target.url.clone())
-                .map_err(|e| format!("OTLP metrics endpoint {}: {e}", target.url))?
-                .timeout(target.timeout);
-            if target.url.starts_with("https://") {
-                endpoint = endpoint
-                    .tls_config(target.tonic_tls())
-                    .map_err(|e| format!("OTLP metrics TLS: {e}"))?;
-            }
-            Ok(Sender::Grpc {
-                client: MetricsServiceClient::new(endpoint.connect_lazy()),
-                target,
-            })
-        } else {
-            Ok(Sender::Http {
-                client: target.http_client()?,
-                target,
-            })
-        }
-    }
-
-    async fn send(&self, request: ExportMetricsServiceRequest) -> Result<(), String> {
-        match self {
-            Sender::Grpc { client, target } => {
-                let mut request = tonic::Request::new(request);
-                for (k, v) in &target.headers {
-                    if let (Ok(k), Ok(v)) = (
-                        k.parse::<tonic::metadata::MetadataKey<_>>(),
-                        v.parse::<tonic::metadata::MetadataValue<_>>(),
-                    ) {
-                        request.metadata_mut().insert(k, v);
-                    }
-                }
-                client
-                    .clone()
-                    .export(request)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.message().to_string())
-            }
-            Sender::Http { client, target } => {
-                let mut post = client
-                    .post(&target.url)
-                    .header("content-type", "application/x-protobuf")
-                    .body(request.encode_to_vec());
-                for (k, v) in &target.headers {
-                    post = post.header(k, v);
-                }
-                let response = post.send().await.map_err(|e| e.to_string())?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("the collector answered {}", response.status()))
-                }
-            }
-        }
-    }
 }
 
 fn text_attribute(key: &str, value: &str) -> KeyValue {

@@ -7,79 +7,108 @@
 //! Honoured: `OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,PROTOCOL,HEADERS,
 //! TIMEOUT,CERTIFICATE}` (protocol `grpc` or `http/protobuf`, the
 //! default), `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-//! `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_SDK_DISABLED` and
-//! `OTEL_TRACES_EXPORTER=none`.
+//! `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`, `traceidratio`,
+//! `parentbased_always_on`, the default, `parentbased_always_off`,
+//! `parentbased_traceidratio`) with `OTEL_TRACES_SAMPLER_ARG`,
+//! `OTEL_BSP_{MAX_QUEUE_SIZE,MAX_EXPORT_BATCH_SIZE,SCHEDULE_DELAY}`,
+//! `OTEL_SDK_DISABLED` and `OTEL_TRACES_EXPORTER=none`.
+//!
+//! Warden's layer does for its few kinds of span only what OTLP needs: a
+//! span's attributes are written as protobuf when recorded, the span when
+//! it closes ([`crate::span_export`]), and one thread sends them in
+//! batches. Span fields named `otel.kind`, `otel.name`, `otel.status_code`
+//! and `otel.status_message` set the span's kind, name and status; events
+//! are not exported (an agent's log lines are the run's logs).
 //!
 //! Trace context crosses processes as a W3C `traceparent`
 //! ([`set_parent`], [`traceparent`]): a submit's span is the parent of
 //! every attempt's lease span on the nodes.
 
-use crate::otlp_env::{Endpoint, OtlpVars};
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::Layer;
+use crate::otlp_env::{OtlpVars, Sender, resource_attributes};
+use crate::span_export::{self, BatchConfig, Envelope, Finished, Queue, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{Layer, Registry};
 
 /// Exports spans while held; [`Tracing::shutdown`] sends what is left.
 pub struct Tracing {
-    provider: SdkTracerProvider,
+    queue: Arc<Queue>,
+    sampler: Sampler,
+    exporter: std::thread::JoinHandle<()>,
 }
 
 impl Tracing {
     /// The exporter the environment asks for, or `None` when it asks for
-    /// none. Must be called within a Tokio runtime (the exporters' clients
-    /// run on it). An error names the variable that is wrong.
+    /// none. An error names the variable that is wrong.
     pub fn from_env(default_service: &str) -> Result<Option<Self>, String> {
         Self::from_vars(default_service, |name| std::env::var(name).ok())
     }
 
-    /// [`Self::from_env`] with the OTLP exporter's variables read through
-    /// `var` (the SDK's own, `OTEL_SERVICE_NAME`, `OTEL_BSP_*`, ..., from
-    /// the environment).
+    /// [`Self::from_env`] with the variables read through `var`.
     pub fn from_vars(
         default_service: &str,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, String> {
-        let Some(endpoint) = OtlpVars::new(&var, "TRACES").endpoint()? else {
+        let vars = OtlpVars::new(&var, "TRACES");
+        let Some(endpoint) = vars.endpoint()? else {
             return Ok(None);
         };
-        let exporter = exporter(&endpoint)?;
-        let mut resource = Resource::builder();
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-            resource = resource.with_service_name(default_service.to_string());
+        let sampler = Sampler::from_vars(&vars)?;
+        let batch = batch_config(&vars)?;
+        let envelope = Envelope::new(&resource_attributes(&vars, default_service));
+        let queue = Arc::new(Queue::new(batch));
+        // The exporter's clients run on its own thread's runtime: spans
+        // keep going out however busy the process's runtime is, and
+        // shutdown waits for them outside any runtime.
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
+        let exporter = std::thread::Builder::new()
+            .name("warden-otlp-spans".into())
+            .spawn({
+                let queue = queue.clone();
+                move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("OTLP span exporter: {e}")));
+                            return;
+                        }
+                    };
+                    let timeout = endpoint.timeout;
+                    let sender = {
+                        let _in_runtime = runtime.enter();
+                        Sender::new(
+                            endpoint,
+                            "opentelemetry.proto.collector.trace.v1.TraceService",
+                        )
+                    };
+                    let sender = match sender {
+                        Ok(sender) => sender,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    runtime.block_on(span_export::export(&queue, sender, envelope, timeout));
+                }
+            })
+            .map_err(|e| format!("OTLP span exporter: {e}"))?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Some(Tracing {
+                queue,
+                sampler,
+                exporter,
+            })),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("the OTLP span exporter did not start".into()),
         }
-        let resource = resource
-            .with_attribute(opentelemetry::KeyValue::new(
-                "service.version",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .build();
-        // The batch settings the SDK reads from the environment, or from
-        // `var` when it has them.
-        let mut batch = opentelemetry_sdk::trace::BatchConfigBuilder::default();
-        let number = |name: &str| var(name).and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(n) = number("OTEL_BSP_MAX_QUEUE_SIZE") {
-            batch = batch.with_max_queue_size(n as usize);
-        }
-        if let Some(n) = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
-            batch = batch.with_max_export_batch_size(n as usize);
-        }
-        if let Some(ms) = number("OTEL_BSP_SCHEDULE_DELAY") {
-            batch = batch.with_scheduled_delay(std::time::Duration::from_millis(ms));
-        }
-        let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
-            .with_batch_config(batch.build())
-            .build();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_resource(resource)
-            .build();
-        Ok(Some(Tracing { provider }))
     }
 
     /// The `tracing` layer that turns Warden's spans (info and above) into
@@ -88,24 +117,18 @@ impl Tracing {
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
-        // Spans are entered at every poll of their futures (a run's many
-        // times): nothing is done on entry (no busy/idle time, no OTel
-        // context activation; Warden propagates context itself), and no
-        // source-location, thread or target attributes are added.
-        tracing_opentelemetry::layer()
-            .with_tracer(self.provider.tracer("warden"))
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(exported))
+        SpanLayer {
+            queue: self.queue.clone(),
+            sampler: self.sampler,
+        }
+        .with_filter(tracing_subscriber::filter::filter_fn(exported))
     }
 
     /// Sends the spans not yet exported and stops.
     pub fn shutdown(self) {
-        if let Err(e) = self.provider.shutdown() {
-            eprintln!("warning: OpenTelemetry traces: {e}");
+        self.queue.stop();
+        if self.exporter.join().is_err() {
+            eprintln!("warning: the OTLP span exporter failed");
         }
     }
 }
@@ -116,80 +139,264 @@ pub fn exported(meta: &tracing::Metadata<'_>) -> bool {
     meta.target().starts_with("warden") && *meta.level() <= tracing::Level::INFO
 }
 
-/// The span exporter for `endpoint`.
-fn exporter(endpoint: &Endpoint) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let failed = |e: opentelemetry_otlp::ExporterBuildError| format!("OTLP trace exporter: {e}");
-    if endpoint.grpc {
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        for (k, v) in &endpoint.headers {
-            if let (Ok(k), Ok(v)) = (
-                k.parse::<tonic::metadata::MetadataKey<_>>(),
-                v.parse::<tonic::metadata::MetadataValue<_>>(),
-            ) {
-                metadata.insert(k, v);
-            }
-        }
-        let mut builder = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.url.clone())
-            .with_timeout(endpoint.timeout)
-            .with_metadata(metadata);
-        if endpoint.url.starts_with("https://") {
-            builder = builder.with_tls_config(endpoint.tonic_tls());
-        }
-        builder.build().map_err(failed)
-    } else {
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| "OTLP export starts outside the async runtime".to_string())?;
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(endpoint.url.clone())
-            .with_headers(endpoint.headers.iter().cloned().collect())
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_http_client(TokioHttp {
-                client: endpoint.http_client()?,
-                handle,
-            })
-            .build()
-            .map_err(failed)
+/// A number from variable `name`, `default` when unset; at least 1.
+fn positive(vars: &OtlpVars<'_>, name: &str, default: u64) -> Result<u64, String> {
+    match vars.get(name) {
+        None => Ok(default),
+        Some((_, v)) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{name}={v}: not a whole number above 0")),
     }
 }
 
-/// Most bytes of a collector's answer read.
-const MAX_ANSWER_BYTES: usize = 4 << 20;
-
-/// OTLP over HTTP with Warden's own HTTP client (rustls), its requests
-/// running on the process's Tokio runtime: the span processor calls from
-/// its own thread.
-#[derive(Debug)]
-struct TokioHttp {
-    client: reqwest::Client,
-    handle: tokio::runtime::Handle,
+/// `OTEL_BSP_*`, with the specification's defaults.
+fn batch_config(vars: &OtlpVars<'_>) -> Result<BatchConfig, String> {
+    let max_queue = positive(vars, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)? as usize;
+    let max_batch = positive(vars, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)? as usize;
+    let delay = positive(vars, "OTEL_BSP_SCHEDULE_DELAY", 5000)?;
+    Ok(BatchConfig {
+        max_queue,
+        max_batch: max_batch.min(max_queue),
+        delay: Duration::from_millis(delay),
+    })
 }
 
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for TokioHttp {
-    async fn send_bytes(
-        &self,
-        request: http::Request<bytes::Bytes>,
-    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
-        let request = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
-        let client = self.client.clone();
-        let answer = self.handle.spawn(async move {
-            let mut response = client.execute(request).await?;
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await? {
-                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    break;
-                }
-                body.extend_from_slice(&chunk);
+/// Which spans are recorded and exported (`OTEL_TRACES_SAMPLER`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sampler {
+    /// A span with a parent follows the parent's decision.
+    parent_based: bool,
+    /// Spans below this bound (of a trace id's low 63 bits) are sampled
+    /// when deciding anew: 2^63 samples all, 0 none.
+    bound: u64,
+}
+
+impl Sampler {
+    fn from_vars(vars: &OtlpVars<'_>) -> Result<Sampler, String> {
+        let name = vars
+            .get("OTEL_TRACES_SAMPLER")
+            .map_or("parentbased_always_on".to_string(), |(_, v)| v);
+        let (parent_based, root) = match name.strip_prefix("parentbased_") {
+            Some(root) => (true, root),
+            None => (false, name.as_str()),
+        };
+        let ratio = match root {
+            "always_on" => 1.0,
+            "always_off" => 0.0,
+            "traceidratio" => match vars.get("OTEL_TRACES_SAMPLER_ARG") {
+                None => 1.0,
+                Some((_, v)) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| {
+                        format!("OTEL_TRACES_SAMPLER_ARG={v}: not a ratio from 0 to 1")
+                    })?,
+            },
+            _ => {
+                return Err(format!(
+                    "OTEL_TRACES_SAMPLER={name}: Warden samples with always_on, always_off, \
+                     traceidratio, parentbased_always_on, parentbased_always_off or \
+                     parentbased_traceidratio"
+                ));
             }
-            let mut out = http::Response::new(bytes::Bytes::from(body));
-            *out.status_mut() = response.status();
-            *out.headers_mut() = response.headers().clone();
-            Ok::<_, reqwest::Error>(out)
+        };
+        Ok(Sampler {
+            parent_based,
+            bound: (ratio * (1u64 << 63) as f64) as u64,
+        })
+    }
+
+    /// Whether a span of `trace_id` is sampled, given whether its parent
+    /// (if it has one) was.
+    fn sampled(&self, parent: Option<bool>, trace_id: u128) -> bool {
+        match parent {
+            Some(parent) if self.parent_based => parent,
+            _ => self.bound == 1 << 63 || ((trace_id as u64) >> 1) < self.bound,
+        }
+    }
+}
+
+/// What is kept of an open span: its identity and, when sampled, what it
+/// will be exported with.
+struct Open {
+    trace_id: u128,
+    span_id: u64,
+    /// 0 for a root span.
+    parent_span_id: u64,
+    sampled: bool,
+    name: &'static str,
+    /// `otel.name`, when set.
+    renamed: Option<String>,
+    /// OTLP's span kind (`otel.kind`; 1, internal, by default).
+    kind: i32,
+    /// OTLP's status code (`otel.status_code`) and message.
+    status: i32,
+    message: String,
+    start_unix_nanos: u64,
+    /// The attributes, written as protobuf (`Span.attributes` fields).
+    attributes: Vec<u8>,
+}
+
+impl Visit for Open {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "otel.kind" => {
+                self.kind = match value {
+                    "server" => 2,
+                    "client" => 3,
+                    "producer" => 4,
+                    "consumer" => 5,
+                    _ => 1,
+                }
+            }
+            "otel.name" => self.renamed = Some(value.to_string()),
+            "otel.status_code" => {
+                self.status = if value.eq_ignore_ascii_case("error") {
+                    2
+                } else if value.eq_ignore_ascii_case("ok") {
+                    1
+                } else {
+                    0
+                }
+            }
+            "otel.status_message" | "otel.status_description" => self.message = value.to_string(),
+            name => span_export::put_attribute(&mut self.attributes, 9, name, Value::Str(value)),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"))
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_str(field, &value.to_string())
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        span_export::put_attribute(&mut self.attributes, 9, field.name(), Value::I64(value))
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(value) => self.record_i64(field, value),
+            Err(_) => self.record_str(field, &value.to_string()),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        span_export::put_attribute(&mut self.attributes, 9, field.name(), Value::F64(value))
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        span_export::put_attribute(&mut self.attributes, 9, field.name(), Value::Bool(value))
+    }
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A random id, never 0.
+fn random_id<T: Default + PartialEq>() -> T
+where
+    rand::distr::StandardUniform: rand::distr::Distribution<T>,
+{
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let id: T = rng.random();
+        if id != T::default() {
+            return id;
+        }
+    }
+}
+
+/// Room for a span's attributes, reserved up front (Warden's spans have a
+/// handful).
+const ATTRIBUTE_BYTES: usize = 256;
+
+/// The layer: spans in, OTLP out.
+struct SpanLayer {
+    queue: Arc<Queue>,
+    sampler: Sampler,
+}
+
+impl<S> Layer<S> for SpanLayer
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let parent = if attrs.is_contextual() {
+            ctx.lookup_current()
+        } else {
+            attrs.parent().and_then(|parent| ctx.span(parent))
+        };
+        let parent = parent.and_then(|parent| {
+            let extensions = parent.extensions();
+            let open = extensions.get::<Open>()?;
+            Some((open.trace_id, open.span_id, open.sampled))
         });
-        Ok(answer.await??)
+        let trace_id = parent.map_or_else(random_id, |p| p.0);
+        let sampled = self.sampler.sampled(parent.map(|p| p.2), trace_id);
+        let mut open = Open {
+            trace_id,
+            span_id: random_id(),
+            parent_span_id: parent.map_or(0, |p| p.1),
+            sampled,
+            name: attrs.metadata().name(),
+            renamed: None,
+            kind: 1,
+            status: 0,
+            message: String::new(),
+            start_unix_nanos: unix_nanos(),
+            attributes: Vec::new(),
+        };
+        // A root span may yet be given a sampled remote parent
+        // ([`set_parent`]): its attributes are kept.
+        if sampled || parent.is_none() {
+            open.attributes.reserve(ATTRIBUTE_BYTES);
+            attrs.record(&mut open);
+        }
+        span.extensions_mut().insert(open);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(open) = span.extensions_mut().get_mut::<Open>()
+            && open.sampled
+        {
+            values.record(open);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let Some(open) = span.extensions_mut().remove::<Open>() else {
+            return;
+        };
+        if open.sampled {
+            self.queue.push(&Finished {
+                trace_id: open.trace_id,
+                span_id: open.span_id,
+                parent_span_id: open.parent_span_id,
+                name: open.renamed.as_deref().unwrap_or(open.name),
+                kind: open.kind,
+                start_unix_nanos: open.start_unix_nanos,
+                end_unix_nanos: unix_nanos(),
+                attributes: &open.attributes,
+                status: (open.status, &open.message),
+            });
+        }
     }
 }
 
@@ -197,45 +404,47 @@ impl opentelemetry_http::HttpClient for TokioHttp {
 /// must not have been entered yet. A malformed or empty one changes
 /// nothing.
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-    if traceparent.is_empty() || span.is_disabled() {
+    if traceparent.is_empty() || check_traceparent(traceparent).is_err() {
         return;
     }
-    let cx = TraceContextPropagator::new().extract(&Traceparent(traceparent));
-    let _ = span.set_parent(cx);
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    let (Ok(trace_id), Ok(parent_span_id), Ok(flags)) = (
+        u128::from_str_radix(parts[1], 16),
+        u64::from_str_radix(parts[2], 16),
+        u8::from_str_radix(parts[3], 16),
+    ) else {
+        return;
+    };
+    span.with_subscriber(|(id, dispatch)| {
+        let (Some(layer), Some(registry)) = (
+            dispatch.downcast_ref::<SpanLayer>(),
+            dispatch.downcast_ref::<Registry>(),
+        ) else {
+            return;
+        };
+        if let Some(data) = registry.span(id)
+            && let Some(open) = data.extensions_mut().get_mut::<Open>()
+        {
+            open.trace_id = trace_id;
+            open.parent_span_id = parent_span_id;
+            open.sampled = layer.sampler.sampled(Some(flags & 1 == 1), trace_id);
+        }
+    });
 }
 
 /// The W3C traceparent of `span`; `None` when spans are not exported.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    if span.is_disabled() {
-        return None;
-    }
-    let mut carrier = Carrier(None);
-    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    carrier.0
-}
-
-/// A carrier holding only a traceparent, read.
-struct Traceparent<'a>(&'a str);
-
-impl opentelemetry::propagation::Extractor for Traceparent<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        (key == "traceparent").then_some(self.0)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
-    }
-}
-
-/// A carrier keeping only the traceparent written to it.
-struct Carrier(Option<String>);
-
-impl opentelemetry::propagation::Injector for Carrier {
-    fn set(&mut self, key: &str, value: String) {
-        if key == "traceparent" {
-            self.0 = Some(value);
-        }
-    }
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let data = registry.span(id)?;
+        let extensions = data.extensions();
+        let open = extensions.get::<Open>()?;
+        Some(format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            open.trace_id, open.span_id, open.sampled as u8
+        ))
+    })
+    .flatten()
 }
 
 /// Checks that `text` is a W3C traceparent (`00-` 32 hex digits `-` 16 hex
@@ -275,7 +484,182 @@ fn warden_text(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::check_traceparent;
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+    use tracing_subscriber::prelude::*;
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn sampler(pairs: &'static [(&'static str, &'static str)]) -> Result<Sampler, String> {
+        Sampler::from_vars(&OtlpVars::new(&vars(pairs), "TRACES"))
+    }
+
+    /// Runs `make` under a subscriber with only [`SpanLayer`] sampling
+    /// with `sampler`; the spans it exported.
+    fn spans_of(sampler: Sampler, make: impl FnOnce()) -> Vec<Span> {
+        let queue = Arc::new(Queue::new(BatchConfig {
+            max_queue: 2000,
+            max_batch: 100,
+            delay: Duration::from_secs(1),
+        }));
+        let layer = SpanLayer {
+            queue: queue.clone(),
+            sampler,
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), make);
+        let envelope = Envelope::new(&[]);
+        let mut spans = Vec::new();
+        while let Some(batch) = queue.take(true) {
+            let request =
+                ExportTraceServiceRequest::decode(&envelope.request(&batch.spans)[..]).unwrap();
+            for resource in request.resource_spans {
+                for scope in resource.scope_spans {
+                    spans.extend(scope.spans);
+                }
+            }
+        }
+        spans
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    const REMOTE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn spans_nest_under_a_remote_parent_with_kinds_names_statuses_and_attributes() {
+        let mut written = None;
+        let spans = spans_of(sampler(&[]).unwrap(), || {
+            let submit = tracing::info_span!("submit", otel.kind = "server", warden.agent = "a@1");
+            set_parent(&submit, REMOTE);
+            written = traceparent(&submit);
+            let _in_submit = submit.enter();
+            let name = "chat small";
+            let chat = tracing::info_span!(
+                "chat",
+                otel.name = %name,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                big = u64::MAX,
+                ok = true,
+                ratio = 0.5,
+            );
+            chat.record("otel.status_code", "ERROR");
+            chat.record("gen_ai.usage.input_tokens", 12u64);
+        });
+        let [chat, submit] = &spans[..] else {
+            panic!("{spans:#?}")
+        };
+        let written = written.expect("a traceparent");
+        assert_eq!(
+            written,
+            format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+                hex(&submit.span_id)
+            )
+        );
+        for span in [chat, submit] {
+            assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert!(span.start_time_unix_nano <= span.end_time_unix_nano);
+        }
+        assert_eq!(hex(&submit.parent_span_id), "00f067aa0ba902b7");
+        assert_eq!((submit.name.as_str(), submit.kind), ("submit", 2));
+        assert_eq!(chat.parent_span_id, submit.span_id);
+        assert_eq!((chat.name.as_str(), chat.kind), ("chat small", 3));
+        assert_eq!(chat.status.as_ref().map(|s| s.code), Some(2));
+        let attributes: Vec<String> = chat
+            .attributes
+            .iter()
+            .map(|kv| {
+                format!(
+                    "{}={:?}",
+                    kv.key,
+                    kv.value.as_ref().unwrap().value.as_ref().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            attributes,
+            [
+                "big=StringValue(\"18446744073709551615\")",
+                "ok=BoolValue(true)",
+                "ratio=DoubleValue(0.5)",
+                "gen_ai.usage.input_tokens=IntValue(12)",
+            ]
+        );
+        assert_eq!(submit.attributes[0].key, "warden.agent");
+    }
+
+    #[test]
+    fn the_sampler_decides_at_the_root_and_children_follow() {
+        let off = sampler(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]).unwrap();
+        let mut flags = Vec::new();
+        // A new trace: not sampled, and said so in its traceparent.
+        let spans = spans_of(off, || {
+            let root = tracing::info_span!("root");
+            flags.push(traceparent(&root).unwrap());
+            let _in = root.enter();
+            tracing::info_span!("child").in_scope(|| {});
+        });
+        assert!(spans.is_empty(), "{spans:#?}");
+        assert!(flags[0].ends_with("-00"), "{flags:?}");
+        // A sampled remote parent wins, and its attributes are kept.
+        let spans = spans_of(off, || {
+            let root = tracing::info_span!("root", a = 1);
+            set_parent(&root, REMOTE);
+            let _in = root.enter();
+            tracing::info_span!("child").in_scope(|| {});
+        });
+        assert_eq!(spans.len(), 2, "{spans:#?}");
+        assert_eq!(spans[1].attributes[0].key, "a");
+        // A ratio of a half samples about half the traces.
+        let half = sampler(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ])
+        .unwrap();
+        let spans = spans_of(half, || {
+            for _ in 0..1000 {
+                tracing::info_span!("root").in_scope(|| {});
+            }
+        });
+        assert!((350..650).contains(&spans.len()), "{}", spans.len());
+    }
+
+    #[test]
+    fn wrong_sampler_and_batch_variables_are_named() {
+        let e = sampler(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]).unwrap_err();
+        assert!(e.contains("OTEL_TRACES_SAMPLER=jaeger_remote"), "{e}");
+        let e = sampler(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("OTEL_TRACES_SAMPLER_ARG=1.5"), "{e}");
+        let e = batch_config(&OtlpVars::new(
+            &vars(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")]),
+            "TRACES",
+        ))
+        .unwrap_err();
+        assert!(e.contains("OTEL_BSP_MAX_QUEUE_SIZE=0"), "{e}");
+        let config = batch_config(&OtlpVars::new(
+            &vars(&[("OTEL_BSP_MAX_QUEUE_SIZE", "100")]),
+            "TRACES",
+        ))
+        .unwrap();
+        assert_eq!((config.max_queue, config.max_batch), (100, 100));
+    }
 
     #[test]
     fn traceparents_are_checked_as_w3c_says() {

@@ -208,7 +208,8 @@ async fn tracing_on_against_off(plain: &Cluster, runs: usize, reps: usize) {
         // shows it), sent in batches of 512.
         "OTEL_BSP_MAX_QUEUE_SIZE" => Some("65536".to_string()),
         "OTEL_BSP_SCHEDULE_DELAY" => Some("200".to_string()),
-        _ => None,
+        // The rest (a sampler, say) as the environment has it.
+        name => std::env::var(name).ok(),
     };
     let tracing = warden_telemetry::trace::Tracing::from_vars("warden-bench", vars)
         .unwrap()
