@@ -250,7 +250,9 @@ impl Queue {
         }
         if batches.back().is_none_or(|b| b.count >= max_batch) {
             batches.push_back(Batch {
-                spans: Vec::with_capacity(max_batch * 256),
+                // Room for a typical batch (a few hundred bytes a span),
+                // however large the configured batch.
+                spans: Vec::with_capacity(max_batch.min(1024) * 256),
                 count: 0,
             });
         }

@@ -214,7 +214,7 @@ impl Sampler {
     fn sampled(&self, parent: Option<bool>, trace_id: u128) -> bool {
         match parent {
             Some(parent) if self.parent_based => parent,
-            _ => self.bound == 1 << 63 || ((trace_id as u64) >> 1) < self.bound,
+            _ => ((trace_id as u64) >> 1) < self.bound,
         }
     }
 }

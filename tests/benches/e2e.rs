@@ -6,8 +6,9 @@
 //! (`--insecure`), and TLS with an enrolled node (mTLS) and a client token,
 //! as `warden control-plane` runs by default; then the ratio. Then tracing:
 //! the plaintext cluster with every span exported over OTLP/HTTP (100%
-//! sampled, to a loopback receiver that decodes them only at the end)
-//! against tracing off, in turns.
+//! sampled, to a loopback receiver in a process of its own, a collector's
+//! place, that decodes them only at the end) against tracing off, in
+//! turns.
 //!
 //! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS] [PAIRS]`;
 //! `WARDEN_E2E_ONLY=tls` or `=tracing` runs one of the two comparisons.
@@ -151,6 +152,9 @@ impl Cluster {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var_os(RECEIVER).is_some() {
+        return serve_receiver();
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -200,7 +204,7 @@ async fn tracing_on_against_off(plain: &Cluster, runs: usize, reps: usize) {
     // cluster in turns. Off: Warden's spans are filtered out before they
     // are made (a flag read per span; without OTEL_* variables there is
     // not even that).
-    let receiver = warden_tests::otlp::OtlpReceiver::start();
+    let mut receiver = Receiver::start();
     let endpoint = format!("http://{}", receiver.http);
     let vars = move |name: &str| match name {
         "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
@@ -241,13 +245,57 @@ async fn tracing_on_against_off(plain: &Cluster, runs: usize, reps: usize) {
     tokio::task::spawn_blocking(move || tracing.shutdown())
         .await
         .unwrap();
-    let spans = receiver.spans();
+    let spans = receiver.finish();
     let traced_runs = 2 * reps * runs;
     println!(
-        "spans received: {} ({:.1} per traced run)",
-        spans.len(),
-        spans.len() as f64 / traced_runs as f64
+        "spans received: {spans} ({:.1} per traced run)",
+        spans as f64 / traced_runs as f64
     );
+}
+
+/// Set in the environment of the bench run as the OTLP receiver.
+const RECEIVER: &str = "WARDEN_E2E_OTLP_RECEIVER";
+
+/// The bench as the OTLP receiver: prints its OTLP/HTTP address, keeps
+/// what it gets until its stdin closes, then prints the count of spans.
+fn serve_receiver() {
+    use std::io::Read;
+    let receiver = warden_tests::otlp::OtlpReceiver::start();
+    println!("{}", receiver.http);
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    println!("{}", receiver.spans().len());
+}
+
+/// The OTLP receiver, in a process of its own (as a collector would be):
+/// the CPU time measured is the cluster's.
+struct Receiver {
+    child: std::process::Child,
+    out: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    http: String,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(RECEIVER, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let http = out.next().unwrap().unwrap();
+        Receiver { child, out, http }
+    }
+
+    /// Stops the receiver: how many spans it got.
+    fn finish(&mut self) -> usize {
+        drop(self.child.stdin.take());
+        let count = self.out.next().unwrap().unwrap().parse().unwrap();
+        self.child.wait().unwrap();
+        count
+    }
 }
 
 /// Whether Warden's spans are made and exported now.
@@ -322,8 +370,8 @@ fn cpu_time() -> Duration {
 struct Measured {
     /// Completed runs per second.
     rate: f64,
-    /// CPU time the process used per run (every part of the cluster, the
-    /// clients and the OTLP receiver together), in microseconds.
+    /// CPU time the process used per run (every part of the cluster and
+    /// the clients together), in microseconds.
     cpu_us: f64,
 }
 
