@@ -70,33 +70,31 @@ impl Tracing {
             .spawn({
                 let queue = queue.clone();
                 move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime,
-                        Err(e) => {
-                            let _ = ready.send(Err(format!("OTLP span exporter: {e}")));
-                            return;
-                        }
-                    };
                     let timeout = endpoint.timeout;
-                    let sender = {
-                        let _in_runtime = runtime.enter();
-                        Sender::new(
-                            endpoint,
-                            "opentelemetry.proto.collector.trace.v1.TraceService",
-                        )
+                    let start = || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| format!("OTLP span exporter: {e}"))?;
+                        let sender = {
+                            let _in_runtime = runtime.enter();
+                            Sender::new(
+                                endpoint,
+                                "opentelemetry.proto.collector.trace.v1.TraceService",
+                            )?
+                        };
+                        Ok::<_, String>((runtime, sender))
                     };
-                    let sender = match sender {
-                        Ok(sender) => sender,
+                    match start() {
+                        Ok((runtime, sender)) => {
+                            let _ = ready.send(Ok(()));
+                            runtime
+                                .block_on(span_export::export(&queue, sender, envelope, timeout));
+                        }
                         Err(e) => {
                             let _ = ready.send(Err(e));
-                            return;
                         }
-                    };
-                    let _ = ready.send(Ok(()));
-                    runtime.block_on(span_export::export(&queue, sender, envelope, timeout));
+                    }
                 }
             })
             .map_err(|e| format!("OTLP span exporter: {e}"))?;
