@@ -70,15 +70,6 @@ pub(crate) fn client_tls(
     ))
 }
 
-/// The root cause of a transport error, said once.
-pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut root = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    root.to_string()
-}
-
 impl Remote {
     /// A run service client that reads messages as large as a control
     /// plane may send.
@@ -104,7 +95,7 @@ impl Remote {
             std::sync::atomic::Ordering::Relaxed,
         );
         let channel = endpoint.connect().await.map_err(|e| {
-            let root = root_cause(&e);
+            let root = warden_core::text::root_cause(&e);
             let hint = if url.starts_with("http://") && root.contains("connection") {
                 " (a control plane with TLS needs an https:// URL and --ca)"
             } else if url.starts_with("https://") {

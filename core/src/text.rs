@@ -15,6 +15,16 @@ fn is_active(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// The innermost cause of an error, said once (a transport error's
+/// outer layers say only "error sending request").
+pub fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    root.to_string()
+}
+
 /// `text` cut to at most `max` bytes (on a character boundary), ending
 /// with a note of how many bytes were cut; borrowed when it fits.
 pub fn cut_text(text: &str, max: usize) -> Cow<'_, str> {

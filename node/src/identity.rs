@@ -58,7 +58,12 @@ pub async fn enroll(
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| NodeError::Enroll(format!("cannot reach {url}: {}", root_cause(&e))))?;
+        .map_err(|e| {
+            NodeError::Enroll(format!(
+                "cannot reach {url}: {}",
+                warden_core::text::root_cause(&e)
+            ))
+        })?;
     let answer = pb::node_service_client::NodeServiceClient::new(channel)
         .enroll(pb::EnrollRequest {
             join_token: join_token.trim().to_string(),
@@ -72,13 +77,4 @@ pub async fn enroll(
     write(&data_dir.join(KEY_FILE), &key_pem, true)?;
     write(&data_dir.join(CERT_FILE), &answer.certificate_pem, false)?;
     Ok(Identity::from_pem(answer.certificate_pem, key_pem))
-}
-
-/// The innermost cause of an error, said once.
-pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut root = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    root.to_string()
 }

@@ -71,7 +71,7 @@ impl Upstream {
             tracing::warn!(
                 unreachable = %self.replicas[failed].0,
                 next = %self.replicas[next].0,
-                error = %crate::identity::root_cause(error),
+                error = %warden_core::text::root_cause(error),
                 "control plane replica unreachable; moving to the next"
             );
         }

@@ -4,6 +4,7 @@
 //! general one.
 
 use std::time::Duration;
+use warden_core::text::root_cause;
 
 /// How to reach the collector for one signal.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,11 +226,14 @@ impl Sender {
                 let mut grpc = grpc.clone();
                 grpc.ready()
                     .await
-                    .map_err(|e| format!("cannot reach {}: {e}", target.url))?;
+                    .map_err(|e| format!("{}: {}", target.url, root_cause(&e)))?;
                 grpc.unary(request, method.clone(), Encoded)
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.message().to_string())
+                    .map_err(|e| match std::error::Error::source(&e) {
+                        Some(cause) => format!("{}: {}", target.url, root_cause(cause)),
+                        None => format!("the collector answered {:?}: {}", e.code(), e.message()),
+                    })
             }
             Sender::Http { client, target } => {
                 let mut post = client
@@ -239,7 +243,10 @@ impl Sender {
                 for (k, v) in &target.headers {
                     post = post.header(k, v);
                 }
-                let response = post.send().await.map_err(|e| e.to_string())?;
+                let response = post
+                    .send()
+                    .await
+                    .map_err(|e| format!("{}: {}", target.url, root_cause(&e)))?;
                 if response.status().is_success() {
                     Ok(())
                 } else {
