@@ -297,11 +297,14 @@ pub(crate) async fn export(queue: &Queue, sender: Sender, envelope: Envelope, ti
         let give_up = Instant::now() + timeout;
         while let Some(batch) = queue.take(due) {
             if stopping && Instant::now() >= give_up {
-                let mut left = batch.count as u64;
+                let mut left = batch.count;
                 while let Some(b) = queue.take(true) {
-                    left += b.count as u64;
+                    left += b.count;
                 }
-                queue.dropped.fetch_add(left, Ordering::Relaxed);
+                tracing::warn!(
+                    spans = left,
+                    "OTLP export stopped: the collector took too long, spans not sent"
+                );
                 break;
             }
             match sender.send(envelope.request(&batch.spans)).await {
