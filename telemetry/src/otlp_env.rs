@@ -1,7 +1,8 @@
 //! The standard `OTEL_EXPORTER_OTLP_*` variables of one signal (traces or
 //! metrics), read through a lookup function (the environment, or a
 //! benchmark's own values): the signal's own variable wins over the
-//! general one.
+//! general one. And what traces and metrics share to reach a collector:
+//! the resource attributes, the client ([`Sender`]), OTLP's clock.
 
 use std::time::Duration;
 use warden_core::text::root_cause;
@@ -137,6 +138,13 @@ impl Endpoint {
         }
         client.build().map_err(|e| format!("OTLP HTTP client: {e}"))
     }
+}
+
+/// Now, in nanoseconds since the Unix epoch (OTLP's timestamps).
+pub(crate) fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The resource attributes of a process exporting over OTLP:

@@ -11,7 +11,7 @@
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SDK_DISABLED`
 //! and `OTEL_METRICS_EXPORTER=none`.
 
-use crate::otlp_env::{Endpoint, OtlpVars, Sender, resource_attributes};
+use crate::otlp_env::{Endpoint, OtlpVars, Sender, resource_attributes, unix_nanos};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -82,12 +82,6 @@ pub fn push_from_env(admin: crate::Admin, default_service: &str) -> Result<bool,
         }
     });
     Ok(true)
-}
-
-fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn text_attribute(key: &str, value: &str) -> KeyValue {

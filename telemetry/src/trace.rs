@@ -24,7 +24,7 @@
 //! ([`set_parent`], [`traceparent`]): a submit's span is the parent of
 //! every attempt's lease span on the nodes.
 
-use crate::otlp_env::{OtlpVars, Sender, resource_attributes};
+use crate::otlp_env::{OtlpVars, Sender, resource_attributes, unix_nanos};
 use crate::span_export::{self, BatchConfig, Envelope, Finished, Queue, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -293,12 +293,6 @@ impl Visit for Open {
     }
 }
 
-fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// A random id, never 0.
 fn random_id<T: Default + PartialEq>() -> T
 where
@@ -402,67 +396,69 @@ where
 /// must not have been entered yet. A malformed or empty one changes
 /// nothing.
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-    if traceparent.is_empty() || check_traceparent(traceparent).is_err() {
-        return;
-    }
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    let (Ok(trace_id), Ok(parent_span_id), Ok(flags)) = (
-        u128::from_str_radix(parts[1], 16),
-        u64::from_str_radix(parts[2], 16),
-        u8::from_str_radix(parts[3], 16),
-    ) else {
+    let Some((trace_id, parent_span_id, flags)) = parse_traceparent(traceparent) else {
         return;
     };
-    span.with_subscriber(|(id, dispatch)| {
-        let (Some(layer), Some(registry)) = (
-            dispatch.downcast_ref::<SpanLayer>(),
-            dispatch.downcast_ref::<Registry>(),
-        ) else {
-            return;
-        };
-        if let Some(data) = registry.span(id)
-            && let Some(open) = data.extensions_mut().get_mut::<Open>()
-        {
-            open.trace_id = trace_id;
-            open.parent_span_id = parent_span_id;
-            open.sampled = layer.sampler.sampled(Some(flags & 1 == 1), trace_id);
-        }
+    with_open(span, |layer, open| {
+        open.trace_id = trace_id;
+        open.parent_span_id = parent_span_id;
+        open.sampled = layer.sampler.sampled(Some(flags & 1 == 1), trace_id);
     });
 }
 
 /// The W3C traceparent of `span`; `None` when spans are not exported.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let data = registry.span(id)?;
-        let extensions = data.extensions();
-        let open = extensions.get::<Open>()?;
-        Some(format!(
+    with_open(span, |_, open| {
+        format!(
             "00-{:032x}-{:016x}-{:02x}",
             open.trace_id, open.span_id, open.sampled as u8
-        ))
+        )
+    })
+}
+
+/// Runs `f` on what Warden's layer keeps of `span`; `None` when the span
+/// is not exported.
+fn with_open<T>(span: &tracing::Span, f: impl FnOnce(&SpanLayer, &mut Open) -> T) -> Option<T> {
+    span.with_subscriber(|(id, dispatch)| {
+        let layer = dispatch.downcast_ref::<SpanLayer>()?;
+        let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
+        let mut extensions = data.extensions_mut();
+        Some(f(layer, extensions.get_mut::<Open>()?))
     })
     .flatten()
+}
+
+/// The trace id, parent span id and flags a W3C traceparent (`00-` 32 hex
+/// digits `-` 16 hex digits `-` 2 hex digits, lowercase, ids not all zero)
+/// holds; `None` when `text` is not one.
+fn parse_traceparent(text: &str) -> Option<(u128, u64, u8)> {
+    let mut parts = text.split('-');
+    let mut hex = |n: usize| {
+        parts.next().filter(|s| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    };
+    let (version, trace_id, span_id, flags) = (hex(2)?, hex(32)?, hex(16)?, hex(2)?);
+    if parts.next().is_some() || version == "ff" {
+        return None;
+    }
+    Some((
+        u128::from_str_radix(trace_id, 16)
+            .ok()
+            .filter(|id| *id != 0)?,
+        u64::from_str_radix(span_id, 16)
+            .ok()
+            .filter(|id| *id != 0)?,
+        u8::from_str_radix(flags, 16).ok()?,
+    ))
 }
 
 /// Checks that `text` is a W3C traceparent (`00-` 32 hex digits `-` 16 hex
 /// digits `-` 2 hex digits, ids not all zero).
 pub fn check_traceparent(text: &str) -> Result<(), String> {
-    let parts: Vec<&str> = text.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let ok = parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2);
-    if ok {
+    if parse_traceparent(text).is_some() {
         Ok(())
     } else {
         Err(format!(
