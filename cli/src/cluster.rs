@@ -74,7 +74,9 @@ struct ServerArgs {
     /// The database: a SQLite file (default: DATA_DIR/control-plane.sqlite3),
     /// or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DB) that
     /// several control-plane replicas share; its schema is migrated at
-    /// start. Replicas on PostgreSQL need the same ca.pem, ca.key and
+    /// start. Registry credentials in it are sealed with sealing.key (made
+    /// on first start, 0600): beside a SQLite file, in DATA_DIR with
+    /// PostgreSQL. Replicas on PostgreSQL need the same ca.pem, ca.key and
     /// sealing.key in their data dirs (see the README).
     #[arg(long, env = "WARDEN_DB", value_name = "PATH|URL")]
     db: Option<String>,
@@ -389,7 +391,9 @@ async fn start_control_plane(
             Store::open_postgres(
                 url,
                 usize::from(args.db_connections),
-                &config.data_dir.join("sealing.key"),
+                &config
+                    .data_dir
+                    .join(warden_control_plane::store::SEALING_KEY),
             )?
         }
         Some(path) => Store::open(std::path::Path::new(path))?,
@@ -468,15 +472,24 @@ fn load_config(
     Ok(config)
 }
 
-/// TLS for a node of the control plane at `url`: its CA and this node's
-/// identity, enrolling first with `join_token` if there is none yet.
+/// TLS for a node of the control plane at `urls` (its replicas): its CA
+/// and this node's identity, enrolling first with `join_token` if there is
+/// none yet.
 async fn node_tls(
-    url: &str,
+    urls: &[String],
     ca: Option<&std::path::Path>,
     join_token: Option<&str>,
     node_id: &str,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let url = urls.first().map(String::as_str).unwrap_or_default();
+    if let Some(plain) = urls.iter().find(|u| u.starts_with("http://"))
+        && urls.iter().any(|u| u.starts_with("https://"))
+    {
+        anyhow::bail!(
+            "{plain} is plaintext but other control plane addresses are https://: give them all alike"
+        );
+    }
     let Some(tls) = crate::remote::client_tls(url, ca)? else {
         if join_token.is_some() {
             anyhow::bail!(
@@ -494,7 +507,7 @@ async fn node_tls(
         }
         (None, Some(token)) => {
             let identity =
-                warden_node::identity::enroll(url, tls.clone(), token, node_id, data_dir).await?;
+                warden_node::identity::enroll(urls, tls.clone(), token, node_id, data_dir).await?;
             println!(
                 "enrolled as node {node_id}; its certificate is in {}",
                 data_dir.display()
@@ -620,10 +633,10 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
             args.control_plane.join(", ")
         );
     }
-    // A node enrolls once, through the first replica (they share the
-    // database that records enrollments).
+    // A node enrolls once, through the first replica that answers (they
+    // share the database that records enrollments).
     let tls = node_tls(
-        &args.control_plane[0],
+        &args.control_plane,
         args.ca.as_deref(),
         args.join_token.as_deref(),
         &node_id,

@@ -30,6 +30,22 @@ pub(crate) struct Remote {
     /// the control plane's DATA_DIR/admin.token).
     #[arg(long, env = "WARDEN_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+
+    /// Send the token over a plaintext http:// URL anyway (a network you
+    /// trust). Without it a token goes in plaintext only to this machine
+    /// (localhost, 127.0.0.1 or [::1], as `warden dev` listens); elsewhere
+    /// use https:// and --ca.
+    #[arg(long, env = "WARDEN_INSECURE", global = true)]
+    insecure: bool,
+}
+
+/// Whether `url`'s host is this machine by name: where a token sent in
+/// plaintext never leaves it.
+fn is_this_machine(url: &str) -> bool {
+    url.parse::<tonic::codegen::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_ascii_lowercase))
+        .is_some_and(|h| matches!(h.as_str(), "localhost" | "127.0.0.1" | "[::1]"))
 }
 
 /// Adds the bearer token to every call.
@@ -84,6 +100,16 @@ impl Remote {
 
     pub(crate) async fn channel(&self) -> anyhow::Result<Conn> {
         let url = &self.control_plane;
+        if self.token.is_some()
+            && url.starts_with("http://")
+            && !self.insecure
+            && !is_this_machine(url)
+        {
+            anyhow::bail!(
+                "refusing to send your token in plaintext to {url}: use its https:// URL with --ca, \
+                 or pass --insecure (WARDEN_INSECURE=1) if the network between you is trusted"
+            );
+        }
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .with_context(|| format!("invalid control plane URL `{url}`"))?
             .connect_timeout(Duration::from_secs(3));

@@ -64,7 +64,9 @@ enum RunsCommand {
     },
 }
 
-fn run_json(run: &pb::Run) -> serde_json::Value {
+/// A run as JSON; a list's runs are summaries (no input, output or
+/// attempts: their sizes instead).
+fn run_json(run: &pb::Run, summary: bool) -> serde_json::Value {
     let attempts: Vec<_> = run
         .attempts
         .iter()
@@ -77,17 +79,21 @@ fn run_json(run: &pb::Run) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "run_id": run.run_id, "tenant": run.tenant, "agent": run.agent, "digest": run.component_digest,
         "labels": run.labels,
         "state": state_name(run), "attempt": run.attempt, "max_attempts": run.max_attempts,
-        "input": serde_json::from_str::<serde_json::Value>(&run.input).ok(),
-        "output": serde_json::from_str::<serde_json::Value>(&run.output).ok(),
+        "input_bytes": run.input_bytes, "output_bytes": run.output_bytes,
         "error": FailureKind::from_proto(run.error_kind).map(|k| serde_json::json!({"kind": k, "message": run.error_message, "retryable": k.retryable()})),
         "usage": Usage::from(run.usage),
         "created_unix_ms": run.created_unix_ms, "updated_unix_ms": run.updated_unix_ms,
-        "attempts": attempts,
-    })
+    });
+    if !summary {
+        doc["input"] = serde_json::from_str(&run.input).unwrap_or_default();
+        doc["output"] = serde_json::from_str(&run.output).unwrap_or_default();
+        doc["attempts"] = attempts.into();
+    }
+    doc
 }
 
 pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
@@ -117,7 +123,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    serde_json::Value::Array(runs.iter().map(run_json).collect())
+                    serde_json::Value::Array(runs.iter().map(|r| run_json(r, true)).collect())
                 );
             } else {
                 println!("{:<32}  {:<14}  {:>7}  AGENT", "RUN", "STATE", "ATTEMPT");
@@ -138,7 +144,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let doc = run_json(&run);
+            let doc = run_json(&run, false);
             if json {
                 println!("{doc}");
             } else {
@@ -265,15 +271,29 @@ enum JoinTokenCommand {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::args::parse_key_value)]
         labels: Vec<(String, String)>,
     },
+    /// The join tokens made: id, labels, expiry, and whether a node used
+    /// them (never the secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token not used yet (by the id `create` and `list`
+    /// show), so it enrolls nobody. A used one: revoke its node instead.
+    Revoke { id: String },
 }
 
-pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
-    let mut client = NodeServiceClient::new(args.remote.channel().await?);
-    let json = match args.command {
-        NodesCommand::List { json } => json,
-        NodesCommand::JoinToken {
-            command: JoinTokenCommand::Create { ttl, labels },
-        } => {
+/// `unix_ms` as an RFC 3339 time (UTC, seconds).
+fn rfc3339(unix_ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+async fn join_tokens(
+    client: &mut NodeServiceClient<crate::remote::Conn>,
+    command: JoinTokenCommand,
+) -> anyhow::Result<()> {
+    match command {
+        JoinTokenCommand::Create { ttl, labels } => {
             let made = client
                 .create_join_token(pb::CreateJoinTokenRequest {
                     ttl_ms: ttl.as_millis() as u64,
@@ -282,13 +302,80 @@ pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let expires = std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis(made.expires_unix_ms.max(0) as u64);
             println!(
-                "join token for one node, valid until {}",
-                humantime::format_rfc3339_seconds(expires)
+                "join token {} for one node, valid until {}",
+                made.id,
+                rfc3339(made.expires_unix_ms)
             );
             println!("{}", made.join_token);
+        }
+        JoinTokenCommand::List { json } => {
+            let tokens = client
+                .list_join_tokens(pb::ListJoinTokensRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .join_tokens;
+            let now = warden_core::now_ms();
+            let state = |t: &pb::JoinTokenInfo| {
+                if !t.used_by.is_empty() {
+                    format!("used by {}", safe(&t.used_by))
+                } else if t.expires_unix_ms <= now {
+                    "expired".to_string()
+                } else {
+                    "valid".to_string()
+                }
+            };
+            if json {
+                let docs: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id, "labels": t.labels, "created_unix_ms": t.created_unix_ms,
+                            "expires_unix_ms": t.expires_unix_ms,
+                            "used_by": (!t.used_by.is_empty()).then_some(&t.used_by),
+                            "valid": t.used_by.is_empty() && t.expires_unix_ms > now,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(docs));
+            } else {
+                println!(
+                    "{:<16}  {:<20}  {:<20}  {:<24}  LABELS",
+                    "ID", "CREATED", "EXPIRES", "STATE"
+                );
+                for t in &tokens {
+                    let mut labels: Vec<_> =
+                        t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    labels.sort();
+                    println!(
+                        "{:<16}  {:<20}  {:<20}  {:<24}  {}",
+                        t.id,
+                        rfc3339(t.created_unix_ms),
+                        rfc3339(t.expires_unix_ms),
+                        state(t),
+                        safe(&labels.join(","))
+                    );
+                }
+            }
+        }
+        JoinTokenCommand::Revoke { id } => {
+            client
+                .revoke_join_token(pb::RevokeJoinTokenRequest { id: id.clone() })
+                .await
+                .map_err(status)?;
+            println!("join token {} revoked: it enrolls nobody", safe(&id));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
+    let mut client = NodeServiceClient::new(args.remote.channel().await?);
+    let json = match args.command {
+        NodesCommand::List { json } => json,
+        NodesCommand::JoinToken { command } => {
+            join_tokens(&mut client, command).await?;
             return Ok(ExitCode::SUCCESS);
         }
         NodesCommand::Revoke { node_id } => {

@@ -214,10 +214,27 @@ impl ControlPlane {
         })
     }
 
-    /// The node calling with `req`. `claimed` is the node id the request
-    /// names (empty: none); it must be the certificate's.
+    /// The node calling with `req`, which names itself `claimed`: the
+    /// certificate's node id, always (without TLS, a valid one). A request
+    /// naming another node, or none, is refused.
     pub(crate) fn node<T>(&self, req: &Request<T>, claimed: &str) -> Result<NodeCaller, Status> {
+        if claimed.is_empty() {
+            return Err(Status::invalid_argument(
+                "the request names no node id; a node names itself (its certificate's id)",
+            ));
+        }
+        self.node_with(req, Some(claimed))
+    }
+
+    /// The node calling with `req`, a request that names no node (the
+    /// certificate says which).
+    pub(crate) fn calling_node<T>(&self, req: &Request<T>) -> Result<NodeCaller, Status> {
+        self.node_with(req, None)
+    }
+
+    fn node_with<T>(&self, req: &Request<T>, claimed: Option<&str>) -> Result<NodeCaller, Status> {
         if matches!(self.config.security, Security::Insecure) {
+            let claimed = claimed.unwrap_or_default();
             if !claimed.is_empty() {
                 warden_core::check_name("node id", claimed)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -248,7 +265,9 @@ impl ControlPlane {
             );
             Status::unauthenticated("this node's certificate was revoked or is unknown here")
         })?;
-        if !claimed.is_empty() && claimed != id {
+        if let Some(claimed) = claimed
+            && claimed != id
+        {
             return Err(Status::permission_denied(format!(
                 "this certificate is node {id}'s, not {}'s",
                 warden_core::escape_controls(claimed)
@@ -294,7 +313,7 @@ impl ControlPlane {
         need: Role,
     ) -> Result<Option<Client>, Status> {
         if req.peer_certs().is_some_and(|c| !c.is_empty()) {
-            self.node(req, "").map(|_| None)
+            self.calling_node(req).map(|_| None)
         } else {
             self.client(req, need).map(Some)
         }

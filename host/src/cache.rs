@@ -98,7 +98,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl ComponentCache {
     pub fn new(dir: PathBuf, engine: &Engine, max_bytes: u64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        warden_core::files::private_dir(&dir)?;
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = hex::encode(&h.0.finalize()[..8]);

@@ -174,7 +174,7 @@ impl Sandbox {
     /// backend and LLM provider.
     pub fn from_config(config: &NodeConfig) -> Result<Self, SandboxError> {
         let data = &config.data_dir;
-        std::fs::create_dir_all(data).map_err(|source| SandboxError::DataDir {
+        warden_core::files::private_dir(data).map_err(|source| SandboxError::DataDir {
             path: data.clone(),
             source,
         })?;

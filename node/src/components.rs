@@ -150,7 +150,7 @@ impl ComponentStore {
                         "component {digest} failed its digest check"
                     )));
                 }
-                std::fs::create_dir_all(&self.dir)
+                warden_core::files::private_dir(&self.dir)
                     .and_then(|()| std::fs::write(&path, &bytes))
                     .map_err(|e| host_error(format!("cannot store component {digest}: {e}")))?;
                 if let Err(e) = evict_lru(&self.dir, sandbox.engine().cache_max_bytes(), &path) {

@@ -36,11 +36,12 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), NodeError> {
         .map_err(|e| NodeError::Identity(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Enrolls `node_id` with the control plane at `url` using `join_token`:
-/// makes a key, sends a signing request for it, keeps the certificate it
-/// gets back. Returns the identity to connect with from now on.
+/// Enrolls `node_id` with the control plane (the first of `urls` that
+/// answers) using `join_token`: makes a key, sends a signing request for
+/// it, keeps the certificate it gets back. Returns the identity to connect
+/// with from now on.
 pub async fn enroll(
-    url: &str,
+    urls: &[String],
     tls: ClientTlsConfig,
     join_token: &str,
     node_id: &str,
@@ -51,28 +52,55 @@ pub async fn enroll(
         .and_then(|p| p.serialize_request(&key))
         .and_then(|r| r.pem())
         .map_err(|e| NodeError::Identity(e.to_string()))?;
-    let channel = Endpoint::from_shared(url.to_string())
-        .map_err(|e| NodeError::Url(url.to_string(), e.to_string()))?
-        .tls_config(tls)
-        .map_err(|e| NodeError::Url(url.to_string(), e.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| {
-            NodeError::Enroll(format!(
-                "cannot reach {url}: {}",
-                warden_core::text::root_cause(&e)
-            ))
-        })?;
-    let answer = pb::node_service_client::NodeServiceClient::new(channel)
-        .enroll(pb::EnrollRequest {
-            join_token: join_token.trim().to_string(),
-            node_id: node_id.to_string(),
-            csr_pem: csr,
-        })
-        .await
-        .map_err(|e| NodeError::Enroll(e.message().to_string()))?
-        .into_inner();
+    let request = pb::EnrollRequest {
+        join_token: join_token.trim().to_string(),
+        node_id: node_id.to_string(),
+        csr_pem: csr,
+    };
+    // Each address in turn (replicas share the database that records
+    // enrollments): one out of reach is passed over; an answer, even a
+    // refusal, is final.
+    let mut unreachable = Vec::new();
+    let mut answer = None;
+    for url in urls {
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| NodeError::Url(url.to_string(), e.to_string()))?
+            .tls_config(tls.clone())
+            .map_err(|e| NodeError::Url(url.to_string(), e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(15))
+            .connect()
+            .await;
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(e) => {
+                unreachable.push(format!(
+                    "cannot reach {url}: {}",
+                    warden_core::text::root_cause(&e)
+                ));
+                continue;
+            }
+        };
+        match pb::node_service_client::NodeServiceClient::new(channel)
+            .enroll(request.clone())
+            .await
+        {
+            Ok(a) => {
+                answer = Some(a.into_inner());
+                break;
+            }
+            Err(e)
+                if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Cancelled)
+                    || std::error::Error::source(&e).is_some() =>
+            {
+                unreachable.push(format!("{url}: {}", e.message()));
+            }
+            Err(e) => return Err(NodeError::Enroll(e.message().to_string())),
+        }
+    }
+    let Some(answer) = answer else {
+        return Err(NodeError::Enroll(unreachable.join("; ")));
+    };
     let key_pem = key.serialize_pem();
     write(&data_dir.join(KEY_FILE), &key_pem, true)?;
     write(&data_dir.join(CERT_FILE), &answer.certificate_pem, false)?;

@@ -125,7 +125,7 @@ pub fn persistent_node_id(data_dir: &Path) -> std::io::Result<String> {
             return Ok(id.to_string());
         }
     }
-    std::fs::create_dir_all(data_dir)?;
+    warden_core::files::private_dir(data_dir)?;
     let host = sysinfo::System::host_name().unwrap_or_else(|| "node".into());
     let id = format!("{host}-{:08x}", rand::random::<u32>());
     std::fs::write(&path, &id)?;

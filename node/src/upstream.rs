@@ -1,16 +1,26 @@
 //! [`Upstream`]: the control-plane replicas a node talks to, one at a
 //! time. Every replica serves every RPC (they share one PostgreSQL
 //! database), so when a call cannot reach the current one (connection
-//! refused, reset, timed out) the node moves to the next in its list; the
-//! call's own retry (lease stream, reports, heartbeats) then goes there.
+//! refused, reset, timed out, or a replica that stopped answering pings)
+//! the node moves to the next in its list; the call's own retry (lease
+//! stream, reports, heartbeats) then goes there.
 //! Runs in progress are unaffected: their renewals and results follow.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service};
 use tonic::transport::{Channel, Endpoint};
+
+/// How often an HTTP/2 ping checks that a replica still answers.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+/// How long a ping may go unanswered before the connection is given up.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a call may wait for its answer to begin (a lease stream's
+/// begins at once; a result or a component fetch well within this).
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A gRPC channel to whichever control-plane replica is current.
 #[derive(Clone)]
@@ -36,9 +46,20 @@ impl Upstream {
             .map(|url| {
                 let bad =
                     |e: &dyn std::fmt::Display| crate::NodeError::Url(url.clone(), e.to_string());
+                // A replica that stops answering (hung, stopped, its
+                // machine gone) still has its kernel accept connections:
+                // HTTP/2 pings find it out within KEEPALIVE + PING_TIMEOUT
+                // even on an idle connection or a silent lease stream, and
+                // a call whose answer does not begin within CALL_TIMEOUT
+                // fails. Either fails the calls on it, and the node moves
+                // to the next replica.
                 let mut endpoint = Endpoint::from_shared(url.clone())
                     .map_err(|e| bad(&e))?
                     .connect_timeout(std::time::Duration::from_secs(2))
+                    .http2_keep_alive_interval(KEEPALIVE)
+                    .keep_alive_timeout(PING_TIMEOUT)
+                    .keep_alive_while_idle(true)
+                    .timeout(CALL_TIMEOUT)
                     .tcp_nodelay(true);
                 if let Some(tls) = tls {
                     endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(&e))?;

@@ -8,9 +8,12 @@
 //! from [`Credentials`]: explicit, else the docker config file
 //! (`~/.docker/config.json`, `DOCKER_CONFIG`), else anonymous.
 
-use futures_util::StreamExt;
+mod pull;
+
+pub use pull::{Resolved, pull, resolve};
+
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::{OciImageManifest, OciManifest};
+use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
@@ -91,6 +94,48 @@ impl RegistryGuard {
             .any(|a| a.eq_ignore_ascii_case(registry) || a.eq_ignore_ascii_case(host))
     }
 
+    /// Whether `host` (a name, no port) is allow-listed on some port: its
+    /// addresses are then the operator's choice.
+    fn listed_host(&self, host: &str) -> bool {
+        self.allow
+            .iter()
+            .any(|a| split_registry(a).0.eq_ignore_ascii_case(host))
+    }
+
+    fn not_allowed(&self, registry: &str) -> String {
+        format!(
+            "registry {registry} is not one this control plane may pull from (allowed: {}; the operator's --allow-registry)",
+            self.allow.join(", ")
+        )
+    }
+
+    /// The check of one hop of a request (a redirect's target), made
+    /// without waiting: the allow-list, and for an IP literal its address.
+    /// A name's addresses are checked when it is resolved
+    /// (`pull::GuardedResolver`), and only those are connected to.
+    fn check_hop(&self, url: &reqwest::Url) -> Result<(), String> {
+        let Some(registry) = pull::url_authority(url) else {
+            return Err(format!("{url} has no host"));
+        };
+        let host = url.host_str().unwrap_or_default();
+        if self.listed(&registry, host) {
+            return Ok(());
+        }
+        if !self.allow.is_empty() {
+            return Err(self.not_allowed(&registry));
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let Ok(ip) = bare.parse::<std::net::IpAddr>() else {
+            return Ok(());
+        };
+        match warden_core::pattern::special_range(ip) {
+            Some(kind) => Err(format!(
+                "{registry} is at {ip}, a {kind} address: refused unless the operator allows it (--allow-registry {registry})"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Whether `registry` (`HOST[:PORT]` as in a reference) may be
     /// contacted; resolves the name to check every address.
     pub async fn check(&self, registry: &str) -> Result<(), OciError> {
@@ -99,10 +144,7 @@ impl RegistryGuard {
             return Ok(());
         }
         if !self.allow.is_empty() {
-            return Err(OciError::Refused(format!(
-                "registry {registry} is not one this control plane may pull from (allowed: {}; the operator's --allow-registry)",
-                self.allow.join(", ")
-            )));
+            return Err(OciError::Refused(self.not_allowed(registry)));
         }
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<std::net::IpAddr> = match bare.parse::<std::net::IpAddr>() {
@@ -128,7 +170,7 @@ impl RegistryGuard {
 }
 
 /// `HOST[:PORT]` of a reference's registry, with the HTTPS port by default.
-fn split_registry(registry: &str) -> (&str, u16) {
+pub(crate) fn split_registry(registry: &str) -> (&str, u16) {
     match registry.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
             (host, port.parse().unwrap_or(443))
@@ -167,7 +209,7 @@ impl OciRef {
         )
     }
 
-    fn is_loopback(&self) -> bool {
+    pub(crate) fn is_loopback(&self) -> bool {
         let host = self.reference.registry();
         let host = host
             .rsplit_once(':')
@@ -217,27 +259,12 @@ fn client(r: &OciRef, opts: &OciOptions) -> Client {
     })
 }
 
-/// The credentials for `r`'s registry: explicit, else the docker config,
-/// else anonymous.
+/// The credentials for `r`'s registry, as the OCI client takes them.
 fn auth(r: &OciRef, opts: &OciOptions) -> RegistryAuth {
-    if let Some(user) = &opts.credentials.username
-        && opts.credentials.for_registry(r.reference.registry())
-    {
-        return RegistryAuth::Basic(
-            user.clone(),
-            opts.credentials.password.clone().unwrap_or_default(),
-        );
-    }
-    if opts.guard.is_some() {
-        return RegistryAuth::Anonymous;
-    }
-    let registry = r.reference.resolve_registry();
-    match docker_credential::get_credential(registry) {
-        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
-            RegistryAuth::Basic(u, p)
-        }
-        Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
-        Err(_) => RegistryAuth::Anonymous,
+    match pull::credentials(r, opts) {
+        Some(pull::Authorization::Basic(user, password)) => RegistryAuth::Basic(user, password),
+        Some(pull::Authorization::Bearer(token)) => RegistryAuth::Bearer(token),
+        None => RegistryAuth::Anonymous,
     }
 }
 
@@ -284,222 +311,7 @@ fn registry_error(
     }
 }
 
-/// A reference resolved to its manifest (once), ready to pull.
-pub struct Resolved {
-    client: Client,
-    reference: OciRef,
-    manifest: OciImageManifest,
-    /// `sha256:` of the OCI manifest the reference resolved to.
-    pub manifest_digest: String,
-}
-
-/// Resolves `r` to its manifest and digest.
-pub async fn resolve(r: &OciRef, opts: &OciOptions) -> Result<Resolved, OciError> {
-    let mut auth = auth(r, opts);
-    let mut withheld = None;
-    if let Some(guard) = &opts.guard {
-        guard.check(r.reference.registry()).await?;
-        withheld = token_service_checked(r, opts, guard).await?;
-        if withheld.is_some() {
-            auth = RegistryAuth::Anonymous;
-        }
-    }
-    let client = client(r, opts);
-    let (manifest, digest) = client
-        .pull_manifest(&r.reference, &auth)
-        .await
-        .map_err(|e| match (registry_error(r, opts, e), &withheld) {
-            (OciError::Registry { reference, message }, Some(realm))
-                if message.contains("credentials") =>
-            {
-                OciError::Registry {
-                    reference,
-                    message: format!(
-                        "{message}; credentials are not sent to its token service {realm}, which is not on the registry's host"
-                    ),
-                }
-            }
-            (e, _) => e,
-        })?;
-    if let Some(pinned) = r.reference.digest()
-        && pinned != digest
-    {
-        return Err(OciError::Registry {
-            reference: r.to_string(),
-            message: format!("the registry answered manifest {digest}, not {pinned}"),
-        });
-    }
-    match manifest {
-        OciManifest::Image(manifest) => Ok(Resolved {
-            client,
-            reference: r.clone(),
-            manifest,
-            manifest_digest: digest,
-        }),
-        OciManifest::ImageIndex(_) => Err(OciError::NotWasm(
-            r.to_string(),
-            "it is an image index, not a single component".into(),
-        )),
-    }
-}
-
-/// Asks `r`'s registry where its token service is (`GET /v2/`, the
-/// `realm` of a `WWW-Authenticate: Bearer` answer) before anything is sent
-/// to it: a token service is contacted only if `guard` allows its host,
-/// and gets credentials only on the registry's own host. Returns the token
-/// service when credentials must be withheld from it.
-async fn token_service_checked(
-    r: &OciRef,
-    opts: &OciOptions,
-    guard: &RegistryGuard,
-) -> Result<Option<String>, OciError> {
-    let registry = r.reference.registry();
-    let scheme = if opts.insecure || r.is_loopback() {
-        "http"
-    } else {
-        "https"
-    };
-    let unreachable = |e: reqwest::Error| OciError::Registry {
-        reference: r.to_string(),
-        message: format!("cannot reach the registry {registry}: {e}"),
-    };
-    let answer = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(unreachable)?
-        .get(format!("{scheme}://{registry}/v2/"))
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let Some(realm) = answer
-        .headers()
-        .get_all(http::header::WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(bearer_realm)
-    else {
-        return Ok(None);
-    };
-    let realm_host = realm
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|u| u.authority().cloned())
-        .ok_or_else(|| OciError::Registry {
-            reference: r.to_string(),
-            message: format!("the registry's token service {realm:?} is not a URL"),
-        })?;
-    guard
-        .check(realm_host.as_str())
-        .await
-        .map_err(|e| OciError::Refused(format!("the registry's token service {realm}: {e}")))?;
-    let host = |h: &str| split_registry(h).0.to_ascii_lowercase();
-    Ok((host(realm_host.as_str()) != host(registry)).then_some(realm))
-}
-
-/// The `realm` of a `Bearer` challenge.
-fn bearer_realm(challenge: &str) -> Option<String> {
-    let (scheme, params) = challenge.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    params.split(',').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("realm")
-            .then(|| v.trim().trim_matches('"').to_string())
-    })
-}
-
-/// Pulls the component of `r`, verifying its digest, with progress.
-pub async fn pull(
-    r: &OciRef,
-    opts: &OciOptions,
-    progress: &dyn Progress,
-) -> Result<Pulled, OciError> {
-    resolve(r, opts).await?.pull(opts, progress).await
-}
-
-impl Resolved {
-    /// `sha256:` of the component: the manifest's one wasm layer.
-    pub fn digest(&self) -> Result<&str, OciError> {
-        Ok(&wasm_layer(&self.reference, &self.manifest)?.digest)
-    }
-
-    /// The size the manifest declares for the component (its wasm layer).
-    pub fn size(&self) -> Result<i64, OciError> {
-        Ok(wasm_layer(&self.reference, &self.manifest)?.size)
-    }
-
-    /// The capability manifest the artifact carries, if any.
-    pub fn capabilities(&self) -> Option<&str> {
-        self.manifest
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CAPABILITIES_ANNOTATION))
-            .map(String::as_str)
-    }
-
-    /// Downloads the component, verifying its digest, with progress.
-    pub async fn pull(
-        &self,
-        opts: &OciOptions,
-        progress: &dyn Progress,
-    ) -> Result<Pulled, OciError> {
-        let r = &self.reference;
-        let layer = wasm_layer(r, &self.manifest)?;
-        if layer.size < 0 || layer.size as u64 > MAX_COMPONENT_BYTES {
-            return Err(OciError::NotWasm(
-                r.to_string(),
-                format!(
-                    "its layer is {} bytes, more than the limit of {MAX_COMPONENT_BYTES}",
-                    layer.size
-                ),
-            ));
-        }
-        let mut stream = self
-            .client
-            .pull_blob_stream(&r.reference, layer)
-            .await
-            .map_err(|e| registry_error(r, opts, e))?;
-        progress.start(stream.content_length.or(Some(layer.size as u64)));
-        // The declared size is the registry's word: reserve at most 16 MiB
-        // on it, and hold it to it.
-        let mut bytes = Vec::with_capacity((layer.size as usize).min(16 << 20));
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| OciError::Registry {
-                reference: r.to_string(),
-                message: format!("download broke: {e}"),
-            })?;
-            if bytes.len() as u64 + chunk.len() as u64 > layer.size as u64 {
-                return Err(OciError::NotWasm(
-                    r.to_string(),
-                    format!("the layer is larger than the {} bytes declared", layer.size),
-                ));
-            }
-            bytes.extend_from_slice(&chunk);
-            progress.advance(chunk.len() as u64);
-        }
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        if digest != layer.digest {
-            return Err(OciError::Registry {
-                reference: r.to_string(),
-                message: format!(
-                    "digest mismatch: the layer should be {} but the bytes are {digest}",
-                    layer.digest
-                ),
-            });
-        }
-        Ok(Pulled {
-            bytes,
-            digest,
-            capabilities: self.capabilities().map(str::to_string),
-        })
-    }
-}
-
-fn wasm_layer<'m>(
+pub(crate) fn wasm_layer<'m>(
     r: &OciRef,
     manifest: &'m OciImageManifest,
 ) -> Result<&'m oci_client::manifest::OciDescriptor, OciError> {

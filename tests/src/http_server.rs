@@ -62,7 +62,8 @@ impl Response {
 
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
-/// A server on `127.0.0.1:<random port>`, stopped on drop.
+/// A server on `127.0.0.1:<random port>` (or the address given), stopped on
+/// drop.
 pub struct TestServer {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -78,7 +79,16 @@ impl TestServer {
         port: u16,
         handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
     ) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind loopback");
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], port)), handler)
+    }
+
+    /// A server on `addr` (a loopback address: `127.0.0.2:0` is another
+    /// host as far as address checks go).
+    pub fn start_at(
+        addr: SocketAddr,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));

@@ -74,15 +74,21 @@ impl SecureControlPlane {
     /// TLS for node `id`, enrolled now with a fresh join token (its key
     /// and certificate kept under `dir`).
     pub async fn enroll(&self, id: &str, dir: &Path) -> tonic::transport::ClientTlsConfig {
-        let (join, _) = self
+        let (join, _, _) = self
             .cp
             .store()
             .create_join_token(&Default::default(), 600_000)
             .unwrap();
         std::fs::create_dir_all(dir).unwrap();
-        let identity = warden_node::identity::enroll(&self.url, self.client_tls(), &join, id, dir)
-            .await
-            .unwrap();
+        let identity = warden_node::identity::enroll(
+            std::slice::from_ref(&self.url),
+            self.client_tls(),
+            &join,
+            id,
+            dir,
+        )
+        .await
+        .unwrap();
         self.client_tls().identity(identity)
     }
 

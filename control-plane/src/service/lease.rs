@@ -75,7 +75,7 @@ impl lease_service_server::LeaseService for ControlPlane {
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
-        let node = self.node(&req, "")?;
+        let node = self.calling_node(&req)?;
         let stale = self.store.ack(node.bound(), &req.into_inner().leases)?;
         Ok(Response::new(AckResponse { stale }))
     }
@@ -102,7 +102,7 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<CompleteRequest>,
     ) -> Result<Response<ResultResponse>, Status> {
-        let node = self.node(&req, "")?;
+        let node = self.calling_node(&req)?;
         let r = RunResult {
             result: Some(run_result::Result::Complete(req.into_inner())),
         };
@@ -110,7 +110,7 @@ impl lease_service_server::LeaseService for ControlPlane {
     }
 
     async fn fail(&self, req: Request<FailRequest>) -> Result<Response<ResultResponse>, Status> {
-        let node = self.node(&req, "")?;
+        let node = self.calling_node(&req)?;
         let r = RunResult {
             result: Some(run_result::Result::Fail(req.into_inner())),
         };
@@ -121,7 +121,7 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
-        let node = self.node(&req, "")?;
+        let node = self.calling_node(&req)?;
         let results = req.into_inner().results;
         let mut answers: Vec<Option<ReportAnswer>> = vec![None; results.len()];
         let mut valid = Vec::with_capacity(results.len());
@@ -163,7 +163,7 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<AppendLogsRequest>,
     ) -> Result<Response<AppendLogsResponse>, Status> {
-        let node = self.node(&req, "")?;
+        let node = self.calling_node(&req)?;
         let chunks = req.into_inner().chunks;
         let refused = self
             .store

@@ -3,6 +3,7 @@
 
 use crate::ControlPlane;
 use crate::auth::Security;
+use crate::store::JoinTokenRefusal;
 use tonic::{Request, Response, Status};
 use warden_core::Role;
 use warden_proto::v1::*;
@@ -73,13 +74,49 @@ impl node_service_server::NodeService for ControlPlane {
             ));
         }
         let labels = r.labels.into_iter().collect();
-        let (join_token, expires) = self.store.create_join_token(&labels, r.ttl_ms as i64)?;
-        tracing::info!("join token created");
-        self.audit(&caller.tenant, caller.actor(), "join_token.create", "", "");
+        let (join_token, id, expires) = self.store.create_join_token(&labels, r.ttl_ms as i64)?;
+        tracing::info!(join_token = %id, "join token created");
+        self.audit(&caller.tenant, caller.actor(), "join_token.create", &id, "");
         Ok(Response::new(CreateJoinTokenResponse {
             join_token,
             expires_unix_ms: expires,
+            id,
         }))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        req: Request<ListJoinTokensRequest>,
+    ) -> Result<Response<ListJoinTokensResponse>, Status> {
+        self.client(&req, Role::System)?;
+        Ok(Response::new(ListJoinTokensResponse {
+            join_tokens: self.store.list_join_tokens()?,
+        }))
+    }
+
+    async fn revoke_join_token(
+        &self,
+        req: Request<RevokeJoinTokenRequest>,
+    ) -> Result<Response<RevokeJoinTokenResponse>, Status> {
+        let caller = self.client(&req, Role::System)?;
+        let id = req.into_inner().id;
+        let shown = warden_core::escape_controls(&id);
+        match self.store.revoke_join_token(&id)? {
+            Ok(()) => {}
+            Err(JoinTokenRefusal::Unknown) => {
+                return Err(Status::not_found(format!(
+                    "no join token {shown} (`warden nodes join-token list` shows them)"
+                )));
+            }
+            Err(JoinTokenRefusal::Used(node)) => {
+                return Err(Status::failed_precondition(format!(
+                    "join token {shown} was used by node {node}: revoke the node instead (`warden nodes revoke {node}`)"
+                )));
+            }
+        }
+        tracing::info!(join_token = %id, "join token revoked");
+        self.audit(&caller.tenant, caller.actor(), "join_token.revoke", &id, "");
+        Ok(Response::new(RevokeJoinTokenResponse {}))
     }
 
     async fn revoke_node(

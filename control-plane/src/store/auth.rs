@@ -7,6 +7,7 @@ use super::{Store, StoreResult, now_ms};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use warden_core::Role;
+use warden_proto::v1::JoinTokenInfo;
 
 /// A client token as stored (never its secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,22 @@ pub enum EnrollError {
 
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Why a join token was not revoked.
+#[derive(Debug, PartialEq)]
+pub enum JoinTokenRefusal {
+    Unknown,
+    /// Used by this node: revoke the node instead.
+    Used(String),
+}
+
+/// Hex characters of a join token's hash that name it.
+const JOIN_TOKEN_ID_CHARS: usize = 16;
+
+/// A join token's id: the start of its hash (not a secret).
+fn join_token_id(hash: &str) -> String {
+    hash.chars().take(JOIN_TOKEN_ID_CHARS).collect()
 }
 
 fn secret(prefix: &str) -> String {
@@ -150,12 +167,12 @@ impl Store {
     }
 
     /// Makes a single-use join token valid for `ttl_ms`, giving the node
-    /// that uses it `labels`; returns the secret.
+    /// that uses it `labels`; returns the secret, its id and its expiry.
     pub fn create_join_token(
         &self,
         labels: &BTreeMap<String, String>,
         ttl_ms: i64,
-    ) -> StoreResult<(String, i64)> {
+    ) -> StoreResult<(String, String, i64)> {
         let token = secret(JOIN_TOKEN_PREFIX);
         let now = now_ms();
         let expires = now.saturating_add(ttl_ms);
@@ -171,7 +188,55 @@ impl Store {
             )?;
             Ok(())
         })?;
-        Ok((token, expires))
+        let id = join_token_id(&hash(&token));
+        Ok((token, id, expires))
+    }
+
+    /// The join tokens not revoked, newest first (at most 1,000).
+    pub fn list_join_tokens(&self) -> StoreResult<Vec<JoinTokenInfo>> {
+        self.with_conn(|c| {
+            c.query_map(
+                "SELECT hash, labels, created, expires, used_by FROM join_tokens
+                 ORDER BY created DESC LIMIT 1000",
+                p![],
+                |r| {
+                    Ok(JoinTokenInfo {
+                        id: join_token_id(&r.get::<String>(0)?),
+                        labels: serde_json::from_str(&r.get::<String>(1)?).unwrap_or_default(),
+                        created_unix_ms: r.get(2)?,
+                        expires_unix_ms: r.get(3)?,
+                        used_by: r.get::<Option<String>>(4)?.unwrap_or_default(),
+                    })
+                },
+            )
+        })
+    }
+
+    /// Revokes the unused join token `id`.
+    pub fn revoke_join_token(&self, id: &str) -> StoreResult<Result<(), JoinTokenRefusal>> {
+        let id = id.to_ascii_lowercase();
+        if id.len() != JOIN_TOKEN_ID_CHARS || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Err(JoinTokenRefusal::Unknown));
+        }
+        let which = format!("substr(hash, 1, {JOIN_TOKEN_ID_CHARS}) = ?1");
+        self.with_tx(|tx| {
+            let used_by: Option<Option<String>> = tx.query_opt(
+                &format!("SELECT used_by FROM join_tokens WHERE {which}"),
+                p![id],
+                |r| r.get(0),
+            )?;
+            Ok(match used_by {
+                None => Err(JoinTokenRefusal::Unknown),
+                Some(Some(node)) => Err(JoinTokenRefusal::Used(node)),
+                Some(None) => {
+                    tx.execute(
+                        &format!("DELETE FROM join_tokens WHERE {which} AND used_by IS NULL"),
+                        p![id],
+                    )?;
+                    Ok(())
+                }
+            })
+        })
     }
 
     /// Uses `join_token` (once) to enroll `node_id` with the client

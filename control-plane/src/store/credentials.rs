@@ -19,8 +19,8 @@ pub struct RegistryCredential {
     pub created_ms: i64,
 }
 
-/// The key sealing secrets in the database (at `path`; for SQLite
-/// `DB.key` beside it): 32 random bytes in hex, made on first use.
+/// The key sealing secrets in the database (at `path`, the data dir's
+/// `sealing.key`): 32 random bytes in hex, made on first use (0600).
 pub(super) fn load_key(path: &Path) -> Result<LessSafeKey, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -152,5 +152,37 @@ impl Store {
                 p![tenant, registry.to_ascii_lowercase()],
             )? > 0)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+
+    /// A SQLite store's key is `sealing.key` beside it; one by the name
+    /// earlier versions gave it (`DB.key`) is renamed, and what it sealed
+    /// still opens.
+    #[test]
+    fn a_sealing_key_by_its_old_name_is_renamed_and_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cp.sqlite3");
+        let store = Store::open(&db).unwrap();
+        store
+            .set_registry_credential("acme", "registry.example.com", "alice", "pw")
+            .unwrap();
+        drop(store);
+        let (key, legacy) = (
+            dir.path().join("sealing.key"),
+            dir.path().join("cp.sqlite3.key"),
+        );
+        std::fs::rename(&key, &legacy).unwrap();
+        let store = Store::open(&db).unwrap();
+        assert!(key.exists() && !legacy.exists());
+        assert_eq!(
+            store
+                .registry_credential("acme", "registry.example.com")
+                .unwrap(),
+            Some(("alice".to_string(), "pw".to_string()))
+        );
     }
 }

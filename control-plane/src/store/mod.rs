@@ -31,7 +31,7 @@ mod tests_quotas;
 mod usage;
 
 pub use audit::AuditEntry;
-pub use auth::{EnrollError, JOIN_TOKEN_PREFIX, TOKEN_PREFIX, TokenInfo};
+pub use auth::{EnrollError, JOIN_TOKEN_PREFIX, JoinTokenRefusal, TOKEN_PREFIX, TokenInfo};
 pub use credentials::RegistryCredential;
 pub use leases::{LeaseCheck, Outcome, RunReport};
 pub use quotas::{Limit, Quotas, Scope};
@@ -362,16 +362,36 @@ impl std::fmt::Debug for Store {
 
 pub use warden_core::now_ms;
 
+/// The name of the key that seals secrets in the database (registry
+/// credentials): in the data dir, beside a SQLite database.
+pub const SEALING_KEY: &str = "sealing.key";
+
+/// The sealing key of the SQLite database at `path`: [`SEALING_KEY`] in
+/// its directory. A key by the name earlier versions gave it (`DB.key`)
+/// is renamed, so what it sealed stays readable.
+fn sealing_key_beside(path: &Path) -> std::path::PathBuf {
+    let key = path.with_file_name(SEALING_KEY);
+    let mut legacy = path.as_os_str().to_owned();
+    legacy.push(".key");
+    if !key.exists()
+        && Path::new(&legacy).exists()
+        && let Err(e) = std::fs::rename(&legacy, &key)
+    {
+        tracing::warn!(from = ?legacy, to = %key.display(), "cannot rename the sealing key: {e}");
+        return legacy.into();
+    }
+    key
+}
+
 impl Store {
-    /// Opens (creating and migrating as needed) the database at `path`.
+    /// Opens (creating and migrating as needed) the database at `path`,
+    /// with its sealing key [`SEALING_KEY`] beside it.
     pub fn open(path: &Path) -> StoreResult<Self> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| open_err(&e))?;
-        }
+        warden_core::files::create_private(path).map_err(|e| open_err(&e))?;
         let mut conn = Connection::open(path).map_err(|e| open_err(&e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // Every hot statement stays prepared.
@@ -404,9 +424,7 @@ impl Store {
             .name("warden-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
             .map_err(|e| open_err(&e))?;
-        let mut key_path = path.as_os_str().to_owned();
-        key_path.push(".key");
-        let key = credentials::load_key(Path::new(&key_path)).map_err(|e| open_err(&e))?;
+        let key = credentials::load_key(&sealing_key_beside(path)).map_err(|e| open_err(&e))?;
         Ok(Store {
             db: Db::Sqlite {
                 conn: Mutex::new(conn),

@@ -56,6 +56,13 @@ pub(super) fn set_state(run: &mut Run, state: RunState) {
 const RUN_COLUMNS: &str = "id, tenant, agent, digest, attempt, max_attempts, input, output,
     error_kind, error_message, usage, created, updated, cancel_requested, labels, state";
 
+/// The columns of a run in a list, in [`run_from_row`]'s order: no input
+/// or output (their sizes instead, after the run's columns) and the error
+/// message cut, so a page's size is bounded by its count.
+const SUMMARY_COLUMNS: &str = "id, tenant, agent, digest, attempt, max_attempts, '', NULL,
+    error_kind, substr(error_message, 1, 512), usage, created, updated, cancel_requested, labels, state,
+    CAST(octet_length(input) AS BIGINT), CAST(octet_length(output) AS BIGINT)";
+
 fn run_from_row(r: &Row<'_>) -> StoreResult<Run> {
     let mut run = Run {
         run_id: r.get(0)?,
@@ -76,7 +83,16 @@ fn run_from_row(r: &Row<'_>) -> StoreResult<Run> {
         labels: serde_json::from_str(&r.get::<String>(14)?).unwrap_or_default(),
         ..Run::default()
     };
+    run.input_bytes = run.input.len() as u64;
+    run.output_bytes = run.output.len() as u64;
     set_state(&mut run, r.parse(15)?);
+    Ok(run)
+}
+
+fn summary_from_row(r: &Row<'_>) -> StoreResult<Run> {
+    let mut run = run_from_row(r)?;
+    run.input_bytes = r.get::<i64>(16)?.max(0) as u64;
+    run.output_bytes = r.get::<Option<i64>>(17)?.unwrap_or(0).max(0) as u64;
     Ok(run)
 }
 
@@ -239,7 +255,9 @@ impl Store {
         })
     }
 
-    /// Runs, newest first, at most [`MAX_PAGE`].
+    /// Runs, newest first, at most [`MAX_PAGE`], as summaries: no input,
+    /// output or attempts (`input_bytes`/`output_bytes` say their sizes),
+    /// the error message cut to 512 characters.
     pub fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
         let limit = if filter.limit == 0 {
             100
@@ -254,7 +272,7 @@ impl Store {
         self.with_conn(|c| {
             c.query_map(
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs
+                    "SELECT {SUMMARY_COLUMNS} FROM runs
                      WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) AND (CAST(?3 AS TEXT) IS NULL OR tenant = ?3)
                        AND (CAST(?4 AS BIGINT) IS NULL OR (created, id) < (?4, ?5))
                      ORDER BY created DESC, id DESC LIMIT ?2"
@@ -266,7 +284,7 @@ impl Store {
                     after_created,
                     after_id
                 ],
-                run_from_row,
+                summary_from_row,
             )
         })
     }

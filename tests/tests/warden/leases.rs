@@ -567,7 +567,71 @@ async fn runs_list_pages_through_every_run_once(backend: Backend) {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }
 
+/// A list carries summaries: a hundred runs with 1 MiB inputs list in one
+/// page of a few KiB (the sizes, not the bodies), through the CLI too,
+/// and `runs get` still carries the whole input.
+async fn run_lists_carry_summaries_not_bodies(backend: Backend) {
+    use prost::Message;
+    let (c, _cp) = TestCluster::start_on(backend, &[]);
+    let ch = c.channel().await;
+    publish(ch.clone(), examples::HELLO, "hello@1").await;
+    let input = format!(
+        "\"{}\"",
+        "a".repeat(warden_core::wire::DEFAULT_MAX_INPUT_BYTES - 2)
+    );
+    let mut runs = pb::run_service_client::RunServiceClient::new(ch.clone())
+        .max_decoding_message_size(warden_core::wire::MAX_MESSAGE_BYTES);
+    for _ in 0..10 {
+        let one = pb::SubmitRequest {
+            agent: "hello@1".into(),
+            input: input.clone(),
+            ..Default::default()
+        };
+        runs.submit_batch(pb::SubmitBatchRequest {
+            runs: vec![one; 10],
+        })
+        .await
+        .unwrap();
+    }
+    let page = runs
+        .list(pb::ListRunsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.runs.len(), 100);
+    assert!(page.next_page_token.is_empty());
+    let size = page.encoded_len();
+    assert!(size < 256 << 10, "a page of 100 summaries is {size} bytes");
+    for run in &page.runs {
+        assert!(run.input.is_empty() && run.attempts.is_empty(), "{run:?}");
+        assert_eq!(run.input_bytes, input.len() as u64);
+    }
+    let out = c.cli(&["runs", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &listed.as_array().unwrap()[0];
+    assert_eq!(first["input_bytes"], input.len(), "{first}");
+    assert!(first.get("input").is_none(), "a summary has no input");
+    let got = runs
+        .get(pb::GetRunRequest {
+            run_id: page.runs[0].run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.input, input, "`runs get` carries the body");
+    assert_eq!(got.input_bytes, input.len() as u64);
+}
+
 on_both_backends!(
+    run_lists_carry_summaries_not_bodies,
     two_hundred_runs_over_two_nodes_are_each_recorded_once,
     a_killed_nodes_run_is_re_leased_after_expiry,
     a_paused_nodes_late_result_is_not_recorded,

@@ -6,6 +6,7 @@
 use crate::leases::TestCluster;
 use sha2::{Digest, Sha256};
 use std::process::Output;
+use warden_tests::http_server::{Response, TestServer};
 use warden_tests::oci_registry::OciRegistry;
 use warden_tests::{components, examples};
 
@@ -562,4 +563,207 @@ fn the_largest_component_is_the_operator_s_choice() {
         &warden(&["control-plane", "--insecure", "--max-component", "0"]),
         "component size",
     );
+}
+
+/// A wasm artifact of `component` as a registry serves it: (manifest
+/// bytes, layer digest).
+fn wasm_artifact(component: &[u8]) -> (Vec<u8>, String) {
+    let layer = format!("sha256:{}", hex(&Sha256::digest(component)));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": format!("sha256:{}", hex(&Sha256::digest(b"{}"))),
+            "size": 2,
+        },
+        "layers": [{ "mediaType": "application/wasm", "digest": layer, "size": component.len() }],
+    });
+    (manifest.to_string().into_bytes(), layer)
+}
+
+/// Submits `reference` (the hello example) for `name` and waits: it greets.
+fn greets(c: &TestCluster, reference: &str, name: &str) {
+    let input = serde_json::json!({ "name": name }).to_string();
+    let out = c.cli(&["submit", reference, "--input", &input, "--wait", "--json"]);
+    let result: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(
+        result["output"]["greeting"],
+        format!("hello, {name}"),
+        "{result}"
+    );
+}
+
+fn manifest_response(manifest: &[u8]) -> Response {
+    Response {
+        status: 200,
+        content_type: "application/vnd.oci.image.manifest.v1+json",
+        headers: Vec::new(),
+        body: manifest.to_vec(),
+    }
+}
+
+fn blob_response(bytes: &[u8]) -> Response {
+    Response {
+        status: 200,
+        content_type: "application/octet-stream",
+        headers: Vec::new(),
+        body: bytes.to_vec(),
+    }
+}
+
+/// The token service a registry names is checked on the very answer that
+/// names it. A registry on an allowed address that answers its first
+/// `/v2/` with 200 and then asks for a token from `127.0.0.2` (another
+/// host, not allowed) gets the pull refused, and nothing (least of all the
+/// tenant's password) reaches 127.0.0.2. A token service on the
+/// registry's own host gets the credentials and its token is used.
+#[test]
+fn registry_credentials_never_follow_a_token_service_the_guard_did_not_check() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock};
+    let component = std::fs::read(examples::HELLO).unwrap();
+    let (manifest, layer) = wasm_artifact(&component);
+    let elsewhere = TestServer::start_at("127.0.0.2:0".parse().unwrap(), |_| {
+        Response::json(200, &serde_json::json!({ "token": "stolen" }))
+    });
+    let foreign_realm = format!("http://127.0.0.2:{}/token", elsewhere.port());
+    // `realm`: where this registry's own token service is (set once its
+    // port is known); None: the foreign one.
+    let registry = |own_realm: Option<Arc<OnceLock<String>>>| {
+        let probes = AtomicUsize::new(0);
+        let (manifest, layer, component) = (manifest.clone(), layer.clone(), component.clone());
+        let foreign_realm = foreign_realm.clone();
+        TestServer::start(move |req| {
+            let realm = match &own_realm {
+                Some(own) => own.get().unwrap().clone(),
+                None => foreign_realm.clone(),
+            };
+            let challenge = || {
+                Response::text(401, "token needed").with_header(
+                    "WWW-Authenticate",
+                    &format!(r#"Bearer realm="{realm}",service="test""#),
+                )
+            };
+            if req.path == "/v2/" {
+                // The first look finds no token service at all.
+                return if probes.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Response::json(200, &serde_json::json!({}))
+                } else {
+                    challenge()
+                };
+            }
+            if req.path.starts_with("/token") {
+                // alice:password, as HTTP Basic.
+                return if req.header("authorization") == Some("Basic YWxpY2U6cGFzc3dvcmQ=") {
+                    Response::json(200, &serde_json::json!({ "token": "good" }))
+                } else {
+                    Response::text(401, "who are you")
+                };
+            }
+            if req.header("authorization") != Some("Bearer good") {
+                return challenge();
+            }
+            if req.path.ends_with("/manifests/1") {
+                manifest_response(&manifest)
+            } else if req.path.ends_with(&format!("/blobs/{layer}")) {
+                blob_response(&component)
+            } else {
+                Response::text(404, "no such thing")
+            }
+        })
+    };
+    let cluster_for = |registry: &TestServer| {
+        let host = registry.addr().to_string();
+        TestCluster::start(&[
+            "--allow-registry",
+            &host,
+            "--registry-username",
+            "alice",
+            "--registry-password",
+            "password",
+            "--registry-host",
+            &host,
+        ])
+    };
+    let hostile = registry(None);
+    let (c, _cp) = cluster_for(&hostile);
+    let out = c.cli(&[
+        "submit",
+        &format!("oci://{}/agents/x:1", hostile.addr()),
+        "--input",
+        "{}",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "submitted: {err}");
+    assert!(
+        err.contains("token service") && err.contains("not one this control plane may pull from"),
+        "{err}"
+    );
+    assert_eq!(elsewhere.connections(), 0, "127.0.0.2 was contacted");
+    drop((c, _cp));
+
+    let own = Arc::new(OnceLock::new());
+    let honest = registry(Some(own.clone()));
+    own.set(format!("{}/token", honest.url())).unwrap();
+    let (c, _cp) = cluster_for(&honest);
+    let _node = c.node("n1", &[]);
+    greets(&c, &format!("oci://{}/agents/x:1", honest.addr()), "realm");
+    assert_eq!(elsewhere.connections(), 0, "127.0.0.2 was contacted");
+}
+
+/// Every hop of a registry request passes the guard: a manifest or blob
+/// redirected to a host the operator did not allow (127.0.0.2, or a "CDN"
+/// on another port) is refused without contacting it, and once the CDN is
+/// allowed the blob is pulled from it.
+#[test]
+fn registry_redirects_pass_the_guard_at_every_hop() {
+    let component = std::fs::read(examples::HELLO).unwrap();
+    let (manifest, layer) = wasm_artifact(&component);
+    let elsewhere = TestServer::start_at("127.0.0.2:0".parse().unwrap(), |_| {
+        Response::text(200, "internal")
+    });
+    let cdn = {
+        let component = component.clone();
+        TestServer::start(move |_| blob_response(&component))
+    };
+    let (internal, cdn_url) = (format!("http://127.0.0.2:{}", elsewhere.port()), cdn.url());
+    let registry = TestServer::start(move |req| {
+        let moved = |to: String| Response::text(302, "moved").with_header("Location", &to);
+        let repo = req.path.split('/').nth(2).unwrap_or_default();
+        match (repo, req.path.contains("/manifests/")) {
+            ("moved", true) => moved(format!("{internal}{}", req.path)),
+            (_, true) => manifest_response(&manifest),
+            ("internal", false) => moved(format!("{internal}/blob")),
+            ("cdn", false) if req.path.ends_with(&layer) => moved(format!("{cdn_url}/blob")),
+            _ => Response::text(404, "no such thing"),
+        }
+    });
+    let reference = |repo: &str| format!("oci://{}/{repo}/hello:1", registry.addr());
+    let allowed = registry.addr().to_string();
+    let cdn_host = cdn.addr().to_string();
+    let (c, _cp) = TestCluster::start(&["--allow-registry", &allowed]);
+    for (repo, names) in [
+        ("moved", "registry 127.0.0.2:"),
+        ("internal", "registry 127.0.0.2:"),
+        ("cdn", &*format!("registry {cdn_host} ")),
+    ] {
+        let out = c.cli(&["submit", &reference(repo), "--input", "{}"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{repo}: submitted");
+        assert!(
+            err.contains("not one this control plane may pull from") && err.contains(names),
+            "{repo}: {err}"
+        );
+    }
+    assert_eq!(elsewhere.connections(), 0, "127.0.0.2 was contacted");
+    assert_eq!(cdn.connections(), 0, "the CDN was contacted unallowed");
+    drop((c, _cp));
+
+    let (c, _cp) =
+        TestCluster::start(&["--allow-registry", &allowed, "--allow-registry", &cdn_host]);
+    let _node = c.node("n1", &[]);
+    greets(&c, &reference("cdn"), "cdn");
+    assert_eq!(cdn.connections(), 1, "the blob came from the CDN");
+    assert_eq!(elsewhere.connections(), 0, "127.0.0.2 was contacted");
 }

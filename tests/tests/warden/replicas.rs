@@ -136,3 +136,77 @@ async fn two_replicas_three_nodes_and_sigkills_lose_no_run_and_record_each_once(
     );
     assert!(nodes.contains("n1") && nodes.contains("n2"), "{nodes:?}");
 }
+
+/// A replica that stops answering (SIGSTOP: its kernel still accepts
+/// connections) is left within seconds: nodes on it find it out by HTTP/2
+/// pings and call deadlines, move to the other replica, and run what is
+/// submitted there while it stays stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_leave_a_replica_that_stops_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = warden_testkit::postgres_database();
+    let logs = cluster::log_dir(tmp.path());
+    let replica = |name: &str| {
+        cluster::control_plane(
+            &bin(),
+            free_port(),
+            &db.url,
+            &tmp.path().join(name),
+            &["--lease-ttl", "5s", "--node-timeout", "5s"],
+            &logs,
+        )
+    };
+    let (_a, url_a) = replica("cp-a");
+    let (b, url_b) = replica("cp-b");
+    // Both nodes start on the replica that will stop.
+    let b_first = format!("{url_b},{url_a}");
+    let _n1 = cluster::node(&bin(), &b_first, "n1", tmp.path(), &["--slots", "4"], &logs);
+    let _n2 = cluster::node(&bin(), &b_first, "n2", tmp.path(), &["--slots", "4"], &logs);
+    let ch = connect(&url_a).await;
+    publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
+    // Both nodes are up (and so on replica B) before it stops.
+    let mut nodes = pb::node_service_client::NodeServiceClient::new(ch.clone());
+    let start = Instant::now();
+    loop {
+        let listed = nodes.list_nodes(pb::ListNodesRequest {}).await.unwrap();
+        let ready = listed
+            .into_inner()
+            .nodes
+            .iter()
+            .filter(|n| cluster::node_state(n) == warden_core::NodeState::Ready)
+            .count();
+        if ready == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nodes never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.signal("STOP");
+    let runs = (0..30)
+        .map(|i| pb::SubmitRequest {
+            agent: "sleeper@1".into(),
+            input: serde_json::json!({ "ms": 10, "tag": i }).to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let ids: Vec<String> = pb::run_service_client::RunServiceClient::new(ch.clone())
+        .submit_batch(pb::SubmitBatchRequest { runs })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    let stopped = Instant::now();
+    let runs = wait_all_terminal(ch.clone(), &ids, Duration::from_secs(45)).await;
+    let took = stopped.elapsed();
+    b.signal("CONT");
+    for run in &runs {
+        assert_eq!(state(run), RunState::Succeeded, "{run:?}");
+    }
+    eprintln!("30 runs done {took:?} after replica B stopped");
+}

@@ -246,6 +246,30 @@ async fn nodes_are_enrolled_and_a_lease_is_its_node_s_alone() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // And it names its node: a request naming none is refused (it once
+    // made a ready node '' with labels of the caller's choosing).
+    let e = NodeServiceClient::new(chan_a.clone())
+        .register(register(""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = LeaseServiceClient::new(chan_a.clone())
+        .pull(pb::PullRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = NodeServiceClient::new(chan_a.clone())
+        .heartbeat(pb::HeartbeatRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let nodes = cp.cli(&cp.admin, &["nodes", "list", "--json"]);
+    assert!(nodes.status.success(), "{}", stderr(&nodes));
+    let nodes: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
+    assert!(
+        nodes.as_array().unwrap().iter().all(|n| n["node_id"] != ""),
+        "a node with no id: {nodes}"
+    );
     for (chan, id) in [(&chan_a, "node-a"), (&chan_b, "node-b")] {
         NodeServiceClient::new(chan.clone())
             .register(register(id))
@@ -554,11 +578,29 @@ async fn a_secure_cluster_runs_agents_end_to_end() {
     node.signal("TERM");
     node.wait_exit(Duration::from_secs(30)).expect("node stops");
     let key = cp.tmp.path().join("n1").join("node.key");
+    // Keys, databases (inputs, outputs, token hashes, audit) and KV data
+    // are the owner's alone, in directories that are too.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let cp_dir = cp.tmp.path().join("cp");
+        let node_dir = cp.tmp.path().join("n1");
+        for file in [
+            cp_dir.join("control-plane.sqlite3"),
+            cp_dir.join("control-plane.sqlite3-wal"),
+            cp_dir.join("control-plane.sqlite3-shm"),
+            cp_dir.join("sealing.key"),
+            cp_dir.join("ca.key"),
+            cp_dir.join("admin.token"),
+            node_dir.join("kv.sqlite3"),
+            key.clone(),
+        ] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        for dir in [&cp_dir, &node_dir] {
+            assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        }
     }
     let _node = start_node(node_args(None));
     assert_eq!(run(r#"{"name":"again"}"#), "hello, again");
@@ -730,4 +772,189 @@ async fn a_token_is_rate_limited_and_its_streams_bounded() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     runs.watch(watch()).await.expect("a slot is free again");
+}
+
+/// The CLI sends a token in plaintext only to this machine (`warden dev`,
+/// `--insecure` control planes on loopback) unless told to: an http:// URL
+/// elsewhere (127.0.0.2 stands for another host) is refused before any
+/// connection, naming `--insecure`; with it, the CLI connects.
+#[test]
+fn a_token_goes_in_plaintext_only_when_asked() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                // Accepted and closed at once: not a control plane.
+                if conn.is_ok() {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec![
+            "runs",
+            "list",
+            "--control-plane",
+            &url,
+            "--token",
+            "wt_secret",
+        ];
+        args.extend(extra);
+        warden(tmp.path(), &args)
+    };
+    let out = list(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("plaintext") && err.contains("--insecure") && err.contains("https://"),
+        "{err}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "the token was sent");
+    // Without a token there is nothing to leak; with --insecure it is the
+    // user's choice.
+    for extra in [&["--insecure"][..], &[]] {
+        let args: Vec<&str> = if extra.is_empty() {
+            vec!["runs", "list", "--control-plane", &url]
+        } else {
+            vec![
+                "runs",
+                "list",
+                "--control-plane",
+                &url,
+                "--token",
+                "wt_secret",
+                "--insecure",
+            ]
+        };
+        let before = accepted.load(Ordering::SeqCst);
+        let out = warden(tmp.path(), &args);
+        assert!(!out.status.success(), "not a control plane: {out:?}");
+        assert!(
+            accepted.load(Ordering::SeqCst) > before,
+            "{args:?} did not connect"
+        );
+    }
+}
+
+/// Join tokens are listed (id, expiry, labels, used or not; never the
+/// secret) and revoked before use: a revoked one enrolls nobody. A used
+/// one is not revoked (its node is), and only the system role sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tokens_are_listed_and_revoked_before_use() {
+    let cp = Secure::start();
+    let made = cp.cli(
+        &cp.admin,
+        &[
+            "nodes",
+            "join-token",
+            "create",
+            "--ttl",
+            "2h",
+            "--label",
+            "zone=a",
+        ],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    let made = String::from_utf8(made.stdout).unwrap();
+    let secret = made.lines().last().unwrap().to_string();
+    let id = made.split_whitespace().nth(2).unwrap().to_string();
+    assert_eq!(id.len(), 16, "{made}");
+    let list = |token: &str| {
+        let out = cp.cli(token, &["nodes", "join-token", "list", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains(&secret[4..]), "a secret listed: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let listed = list(&cp.admin);
+    assert_eq!(listed[0]["id"], id, "{listed}");
+    assert_eq!(listed[0]["valid"], true, "{listed}");
+    assert_eq!(listed[0]["labels"]["zone"], "a", "{listed}");
+    assert!(listed[0]["used_by"].is_null(), "{listed}");
+    let table = cp.cli(&cp.admin, &["nodes", "join-token", "list"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.contains(&id) && table.contains("valid"), "{table}");
+    // Only the system role.
+    let tenant_admin = cp.token("default", "admin");
+    let out = cp.cli(&tenant_admin, &["nodes", "join-token", "list"]);
+    assert!(!out.status.success(), "an admin listed join tokens");
+
+    let out = cp.cli(&cp.admin, &["nodes", "join-token", "revoke", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(list(&cp.admin).as_array().unwrap().is_empty());
+    let (csr, _) = csr();
+    let e = NodeServiceClient::new(cp.channel(None).await)
+        .enroll(pb::EnrollRequest {
+            join_token: secret.clone(),
+            node_id: "late".into(),
+            csr_pem: csr,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::Unauthenticated,
+        "a revoked token enrolled: {e:?}"
+    );
+    let out = cp.cli(&cp.admin, &["nodes", "join-token", "revoke", &id]);
+    assert!(stderr(&out).contains("no join token"), "{}", stderr(&out));
+
+    // A used one shows its node, and revoking it points at the node.
+    cp.enroll("node-u").await;
+    let listed = list(&cp.admin);
+    assert_eq!(listed[0]["used_by"], "node-u", "{listed}");
+    assert_eq!(listed[0]["valid"], false, "{listed}");
+    let used = listed[0]["id"].as_str().unwrap().to_string();
+    let out = cp.cli(&cp.admin, &["nodes", "join-token", "revoke", &used]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("warden nodes revoke node-u"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Enrollment tries every control-plane address a node is given: with the
+/// first one down, the node enrolls through the next and runs.
+#[test]
+fn a_node_enrolls_through_the_first_replica_that_answers() {
+    let cp = Secure::start();
+    let down = format!("https://127.0.0.1:{}", free_port());
+    let urls = format!("{down},{}", cp.url);
+    let join = cp.secret(&cp.admin, &["nodes", "join-token", "create"]);
+    let ca = cp.ca().display().to_string();
+    let _node = cluster::node(
+        &bin(),
+        &urls,
+        "n-second",
+        cp.tmp.path(),
+        &["--ca", &ca, "--join-token", &join],
+        &cluster::log_dir(cp.tmp.path()),
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let out = cp.cli(&cp.admin, &["nodes", "list", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node_id"] == "n-second" && n["state"] == "ready")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the node never enrolled through its second address: {nodes}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -26,7 +26,7 @@ pub struct ScratchDir {
 impl ScratchDir {
     /// Creates a fresh directory under `parent`.
     pub fn create(parent: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(parent)?;
+        warden_core::files::private_dir(parent)?;
         let dir = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
         Ok(ScratchDir { dir })
     }

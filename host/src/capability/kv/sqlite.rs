@@ -23,6 +23,8 @@ fn backend(e: rusqlite::Error) -> KvError {
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, KvError> {
+        warden_core::files::create_private(path)
+            .map_err(|e| KvError::Backend(format!("cannot create {}: {e}", path.display())))?;
         let conn = Connection::open(path)
             .map_err(|e| KvError::Backend(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
