@@ -4,12 +4,24 @@
 //! (`XREADGROUP`), never more than LIMIT of its jobs in flight. A job's
 //! `input` field becomes a run of AGENT (granted what its capability
 //! manifest declares), submitted with the idempotency key
-//! `redis:STREAM:ENTRY-ID`, so a job submitted again (after a crash) is the
-//! same run. Once the run is terminal its result (state, output, error,
-//! usage) is added to the result stream and the job acknowledged, both in
-//! one `MULTI`: a job gets exactly one result, however often the bridge
-//! dies. At start the bridge takes back its own unacknowledged jobs, and
-//! from time to time claims those another bridge left idle (`XAUTOCLAIM`).
+//! `redis:STREAM:ENTRY-ID`, so a job submitted again (after a crash, or by
+//! another bridge) is the same run. Once the run is terminal one script
+//! ([`ACK_THEN_ADD`]) acknowledges the job and, only if that acknowledged
+//! it, adds its result (state, output, error, usage) to the result stream:
+//! whichever bridge gets there first publishes, any other finds the job
+//! acknowledged and drops it. So a job gets one result however many
+//! bridges run and however often they die (the README says exactly when it
+//! does not).
+//!
+//! At start the bridge takes back its own unacknowledged jobs, and from
+//! time to time claims those another bridge left idle (`XAUTOCLAIM`). Idle
+//! means stopped: while a job's run is in flight (submitted) its bridge
+//! resets the job's idle time every quarter of `--claim-idle`
+//! ([`KEEP_OWNED`]), so a job being run is taken only from a bridge that
+//! lost Redis for that long, and then both wait on the same run and one
+//! publishes. A job not yet submitted (its bridge retrying) is not kept, so
+//! a bridge that cannot submit does not hold on to it.
+//!
 //! A job without a usable input (none, not JSON, or refused by the control
 //! plane as invalid) goes to the dead-letter stream with the reason,
 //! acknowledged likewise; any other failure (control plane away, unknown
@@ -75,7 +87,9 @@ struct RedisArgs {
     dead_letter: String,
 
     /// Jobs another consumer has held unacknowledged this long are claimed
-    /// (its bridge died).
+    /// (its bridge died, or lost Redis that long). A bridge keeps the jobs
+    /// whose runs it is waiting on from going idle (refreshing them every
+    /// quarter of this), so runs may take far longer than this.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     claim_idle: Duration,
 
@@ -112,8 +126,52 @@ pub(crate) async fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Entry ids of a stream's jobs in progress.
-type Running = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+/// Acknowledges a job and, only if that acknowledged it (it was still
+/// pending, so no bridge has published it), adds its entry to the result
+/// or dead-letter stream, in one atomic step. The target's type is checked
+/// first, because a script is not undone by an error halfway: an
+/// acknowledgement followed by a failed `XADD` would lose the result.
+///
+/// KEYS: the job stream, the target stream. ARGV: the group, the job's
+/// entry id, then the entry's fields and values. Answers 1 if it added the
+/// entry, 0 if the job was already acknowledged.
+const ACK_THEN_ADD: &str = r"
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'none' and kind ~= 'stream' then
+  return redis.error_reply(KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
+end
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return 1
+";
+
+/// Resets the idle time of the jobs this consumer is running, so no other
+/// bridge's `XAUTOCLAIM` takes them: `XCLAIM` to itself with `JUSTID` (the
+/// delivery count stays). Only entries still pending for this consumer:
+/// one another bridge has taken, or that is acknowledged, is left alone.
+/// Nor one deleted from the stream (trimmed), which `XCLAIM` would drop
+/// from the pending list and so cost its result.
+///
+/// KEYS: the job stream. ARGV: the group, this consumer, then entry ids.
+/// Answers how many it refreshed.
+const KEEP_OWNED: &str = r"
+local kept = 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2]) == 1
+    and #redis.call('XRANGE', KEYS[1], id, id) == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+";
+
+/// A stream's jobs in progress: entry id -> whether its run is submitted
+/// (then the job is kept owned, [`KEEP_OWNED`]).
+type Running = Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>;
 
 /// What every stream's worker shares.
 struct Bridge {
@@ -124,6 +182,8 @@ struct Bridge {
     dead_letter: String,
     claim_idle: Duration,
     runs: RunServiceClient<Conn>,
+    ack_then_add: redis::Script,
+    keep_owned: redis::Script,
 }
 
 async fn redis_bridge(args: RedisArgs) -> anyhow::Result<ExitCode> {
@@ -150,6 +210,8 @@ async fn redis_bridge(args: RedisArgs) -> anyhow::Result<ExitCode> {
         dead_letter: args.dead_letter.clone(),
         claim_idle: args.claim_idle,
         runs: args.remote.runs().await?,
+        ack_then_add: redis::Script::new(ACK_THEN_ADD),
+        keep_owned: redis::Script::new(KEEP_OWNED),
     });
     println!(
         "warden bridge: consumer {consumer} of group {} on {}; results to {}, dead letters to {}",
@@ -176,6 +238,19 @@ async fn redis_bridge(args: RedisArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `task` for ever, again 1 s after each error.
+async fn again_after_errors<F>(stream: &str, what: &str, mut task: impl FnMut() -> F)
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        if let Err(e) = task().await {
+            tracing::warn!(stream, error = %e, "{what} failed; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 /// Makes `group` on `stream` (and the stream) unless it exists.
 async fn create_group(
     conn: &mut MultiplexedConnection,
@@ -198,18 +273,47 @@ async fn create_group(
 }
 
 impl Bridge {
-    /// Reads `spec`'s stream for ever, reconnecting after errors.
+    /// Reads `spec`'s stream for ever, and keeps the jobs in flight
+    /// owned, reconnecting after errors.
     async fn serve(self: Arc<Self>, spec: StreamSpec) {
         let slots = Arc::new(Semaphore::new(spec.limit));
         // Jobs being run now: a read after an error starts again from this
         // consumer's pending jobs, and XAUTOCLAIM may hand back one of its
-        // own long runs; neither may start a job twice.
+        // own jobs; neither may start a job twice.
         let running: Running = Arc::default();
+        let read = || self.clone().read(&spec, &slots, &running);
+        let refresh = || self.refresh_in_flight(&spec, &running);
+        tokio::join!(
+            again_after_errors(&spec.stream, "reading the stream", read),
+            again_after_errors(&spec.stream, "refreshing the jobs in flight", refresh),
+        );
+    }
+
+    /// Every quarter of `--claim-idle`, resets the idle time of the jobs in
+    /// flight ([`KEEP_OWNED`]), well before another bridge's `XAUTOCLAIM`
+    /// would take them.
+    async fn refresh_in_flight(&self, spec: &StreamSpec, running: &Running) -> anyhow::Result<()> {
+        let mut conn = self.client.get_multiplexed_async_connection().await?;
+        let every = (self.claim_idle / 4).max(Duration::from_millis(50));
         loop {
-            if let Err(e) = self.clone().read(&spec, &slots, &running).await {
-                tracing::warn!(stream = %spec.stream, error = %e, "reading the stream failed; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(every).await;
+            let ids: Vec<String> = running
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, submitted)| **submitted)
+                .map(|(id, _)| id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
             }
+            self.keep_owned
+                .key(&spec.stream)
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(&ids)
+                .invoke_async::<u64>(&mut conn)
+                .await?;
         }
     }
 
@@ -255,8 +359,12 @@ impl Bridge {
             };
             let mut permits = vec![first];
             for job in jobs {
-                if !running.lock().unwrap().insert(job.id.clone()) {
-                    continue;
+                {
+                    let mut running = running.lock().unwrap();
+                    if running.contains_key(&job.id) {
+                        continue;
+                    }
+                    running.insert(job.id.clone(), false);
                 }
                 let permit = match permits.pop() {
                     Some(p) => p,
@@ -268,7 +376,7 @@ impl Bridge {
                 tokio::spawn(async move {
                     let _slot = permit;
                     let id = job.id.clone();
-                    this.job(&spec, job).await;
+                    this.job(&spec, job, &running).await;
                     running.lock().unwrap().remove(&id);
                 });
             }
@@ -300,22 +408,49 @@ impl Bridge {
     }
 
     /// Runs one job to its end and publishes the result (or dead-letters
-    /// it), retrying what fails on the way until it is done.
-    async fn job(&self, spec: &StreamSpec, job: StreamId) {
+    /// it), retrying what fails on the way until it is done, or until
+    /// another bridge has acknowledged it.
+    async fn job(&self, spec: &StreamSpec, job: StreamId, running: &Running) {
         let mut failures = 0u32;
         loop {
-            match self.try_job(spec, &job).await {
+            match self.try_job(spec, &job, running).await {
                 Ok(()) => return,
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(stream = %spec.stream, id = %job.id, error = %format!("{e:#}"), "job; retrying");
                     tokio::time::sleep(warden_core::Backoff::RECONNECT.delay(failures)).await;
+                    if self.acknowledged(spec, &job).await {
+                        tracing::info!(stream = %spec.stream, id = %job.id, "job acknowledged meanwhile (by another bridge); dropping it");
+                        return;
+                    }
                 }
             }
         }
     }
 
-    async fn try_job(&self, spec: &StreamSpec, job: &StreamId) -> anyhow::Result<()> {
+    /// Whether the job is no longer pending in the group (an error counts
+    /// as still pending).
+    async fn acknowledged(&self, spec: &StreamSpec, job: &StreamId) -> bool {
+        let pending = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("XPENDING")
+                .arg(&spec.stream)
+                .arg(&self.group)
+                .arg(&job.id)
+                .arg(&job.id)
+                .arg(1)
+                .query_async::<Vec<redis::Value>>(&mut conn)
+                .await
+        };
+        pending.await.is_ok_and(|entries| entries.is_empty())
+    }
+
+    async fn try_job(
+        &self,
+        spec: &StreamSpec,
+        job: &StreamId,
+        running: &Running,
+    ) -> anyhow::Result<()> {
         let input = match job_input(job) {
             Ok(input) => input,
             Err(reason) => return self.dead_letter(spec, job, &reason).await,
@@ -349,6 +484,8 @@ impl Bridge {
             // mistake in --stream or --token loses no job.
             Err(e) => return Err(status(e)),
         };
+        // From here on the job is kept owned while its run goes on.
+        running.lock().unwrap().insert(job.id.clone(), true);
         let run = self.wait_terminal(&run.run_id).await?;
         self.publish(spec, job, &run).await
     }
@@ -374,8 +511,8 @@ impl Bridge {
         }
     }
 
-    /// Adds the run's result to the result stream and acknowledges the
-    /// job, in one transaction.
+    /// Acknowledges the job and adds the run's result to the result stream
+    /// ([`ACK_THEN_ADD`]).
     async fn publish(
         &self,
         spec: &StreamSpec,
@@ -411,7 +548,7 @@ impl Bridge {
             ("attempts", &run.attempt.to_string()),
             ("usage", &usage),
         ];
-        self.add_and_ack(spec, job, &self.results, &fields).await
+        self.publish_once(spec, job, &self.results, &fields).await
     }
 
     async fn dead_letter(
@@ -433,11 +570,11 @@ impl Bridge {
             ("reason", reason),
             ("fields", &raw),
         ];
-        self.add_and_ack(spec, job, &self.dead_letter, &fields)
+        self.publish_once(spec, job, &self.dead_letter, &fields)
             .await
     }
 
-    async fn add_and_ack(
+    async fn publish_once(
         &self,
         spec: &StreamSpec,
         job: &StreamId,
@@ -445,14 +582,17 @@ impl Bridge {
         fields: &[(&str, &str)],
     ) -> anyhow::Result<()> {
         let mut conn = self.client.get_multiplexed_async_connection().await?;
-        redis::pipe()
-            .atomic()
-            .xadd(to, "*", fields)
-            .ignore()
-            .xack(&spec.stream, &self.group, &[&job.id])
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        let mut call = self.ack_then_add.key(&spec.stream);
+        call.key(to).arg(&self.group).arg(&job.id);
+        for (field, value) in fields {
+            call.arg(field).arg(value);
+        }
+        let added: u8 = call.invoke_async(&mut conn).await?;
+        if added == 0 {
+            // Another bridge took the job (this one lost Redis, or could
+            // not submit, for --claim-idle) and published it first.
+            tracing::info!(stream = %spec.stream, id = %job.id, "job already acknowledged (by another bridge); not published again");
+        }
         Ok(())
     }
 }
