@@ -344,6 +344,7 @@ fn pool_config(config: &EngineConfig, max_memory_bytes: u64) -> PoolingAllocatio
         .total_memories(slots * 2)
         .max_tables_per_component(8)
         .total_tables(slots * 8)
+        .table_elements(crate::store::MAX_TABLE_ELEMENTS)
         .total_stacks(slots)
         .max_memory_size(usize::try_from(max_memory_bytes).unwrap_or(usize::MAX))
         .table_keep_resident(64 << 10);

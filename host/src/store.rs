@@ -72,7 +72,9 @@ pub(crate) struct MemoryLimiter {
     pub(crate) meter: Arc<RunMeter>,
 }
 
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// The most elements a table may hold: the limiter's bound, and the
+/// pooling allocator's table size (`engine::pool_config`), one number.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(

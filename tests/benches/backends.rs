@@ -13,16 +13,24 @@
 //! The three are measured in turn, PAIRS times; medians and ratios to
 //! SQLite are printed.
 //!
+//! Then the same three as users run them (`processes`): each control
+//! plane and node a `warden` process of its own, TLS with enrolled nodes
+//! and a token, two nodes of SLOTS/2 slots (with two replicas, one node
+//! starting on each and knowing both), RUNS `hello` runs submitted in
+//! batches of 500 (split over the replicas) and counted done through the
+//! API. `WARDEN_BENCH_ONLY=in-process` or `=processes` runs one table.
+//!
 //! Run: `cargo bench -p warden-tests --bench backends -- [RUNS] [SLOTS] [PAIRS]`.
 //! With `WARDEN_BENCH_PG_STATEMENTS=1`, PostgreSQL loads
 //! `pg_stat_statements` and the statements that took the most time are
 //! printed at the end (calls, total and mean time).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warden_control_plane::{ControlPlane, Store};
 use warden_core::RunState;
 use warden_proto::v1 as pb;
-use warden_tests::cluster::{connect, publish, state};
+use warden_tests::cluster::{self, connect, publish, state, tls_connect, with_token};
 use warden_tests::in_process::{Node, control_plane_on};
 use warden_tests::{examples, sandbox_with};
 
@@ -187,24 +195,35 @@ async fn main() {
     }
     let server = warden_testkit::start_postgres_server(&settings);
     let dir = tempfile::tempdir().unwrap();
+    let only = std::env::var("WARDEN_BENCH_ONLY").unwrap_or_default();
+    if only != "processes" {
+        in_process(
+            &dir.path().join("in-process"),
+            &server,
+            runs,
+            slots,
+            pairs,
+            statements,
+        )
+        .await;
+    }
+    if only != "in-process" {
+        processes(&dir.path().join("processes"), &server, runs, slots, pairs).await;
+    }
+}
+
+async fn in_process(
+    dir: &Path,
+    server: &str,
+    runs: usize,
+    slots: u32,
+    pairs: usize,
+    statements: bool,
+) {
     let setups = [
-        start("sqlite", &dir.path().join("sqlite"), None, 1, slots).await,
-        start(
-            "postgres-1",
-            &dir.path().join("pg1"),
-            Some(&server),
-            1,
-            slots,
-        )
-        .await,
-        start(
-            "postgres-2",
-            &dir.path().join("pg2"),
-            Some(&server),
-            2,
-            slots,
-        )
-        .await,
+        start("sqlite", &dir.join("sqlite"), None, 1, slots).await,
+        start("postgres-1", &dir.join("pg1"), Some(server), 1, slots).await,
+        start("postgres-2", &dir.join("pg2"), Some(server), 2, slots).await,
     ];
     let mut rates = vec![Vec::new(); setups.len()];
     let mut idle: Vec<Vec<i64>> = vec![Vec::new(); setups.len()];
@@ -237,6 +256,246 @@ async fn main() {
     }
     if statements {
         print_statements(setups[1]._db.as_ref().unwrap());
+    }
+}
+
+/// A cluster of `warden` processes: control planes (replicas) with TLS,
+/// enrolled nodes, and an admin token.
+struct Processes {
+    name: &'static str,
+    urls: Vec<String>,
+    ca: PathBuf,
+    token: String,
+    _procs: Vec<cluster::Proc>,
+    _db: Option<warden_testkit::PostgresDatabase>,
+}
+
+fn warden_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
+}
+
+async fn start_processes(
+    name: &'static str,
+    dir: &Path,
+    pg: Option<&str>,
+    replicas: usize,
+    slots: u32,
+) -> Processes {
+    let db = pg.map(warden_testkit::postgres_database_at);
+    let logs = cluster::log_dir(dir);
+    let mut procs = Vec::new();
+    let mut urls = Vec::new();
+    let first = dir.join("cp-0");
+    let mut token = String::new();
+    for r in 0..replicas {
+        let data = dir.join(format!("cp-{r}"));
+        if r > 0 {
+            // Replicas share the CA and the sealing key (README).
+            std::fs::create_dir_all(&data).unwrap();
+            for file in ["ca.pem", "ca.key", "sealing.key"] {
+                std::fs::copy(first.join(file), data.join(file)).unwrap();
+            }
+        }
+        let mut extra = vec!["--rate-limit".to_string(), "0".into()];
+        if let Some(db) = &db {
+            extra.extend(["--db".to_string(), db.url.clone()]);
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (proc, url, admin) = secure_control_plane_at(&data, &extra, &logs, r == 0);
+        if r == 0 {
+            token = admin;
+        }
+        procs.push(proc);
+        urls.push(url);
+    }
+    let ca = first.join("ca.pem");
+    let ch = tls_connect(&urls[0], &ca, None).await.unwrap();
+    for n in 0..2 {
+        let join = pb::node_service_client::NodeServiceClient::new(ch.clone())
+            .create_join_token(with_token(
+                pb::CreateJoinTokenRequest {
+                    ttl_ms: 600_000,
+                    labels: Default::default(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .join_token;
+        // With two replicas, each node starts on its own and knows both.
+        let mut mine = urls.clone();
+        mine.rotate_left(n % urls.len());
+        let ca_arg = ca.display().to_string();
+        let slots_arg = (slots / 2).to_string();
+        procs.push(cluster::node(
+            &warden_bin(),
+            &mine.join(","),
+            &format!("{name}-node-{n}"),
+            dir,
+            &[
+                "--ca",
+                &ca_arg,
+                "--join-token",
+                &join,
+                "--slots",
+                &slots_arg,
+            ],
+            &logs,
+        ));
+    }
+    let cluster = Processes {
+        name,
+        urls,
+        ca,
+        token,
+        _procs: procs,
+        _db: db,
+    };
+    let published = std::process::Command::new(warden_bin())
+        .args(["publish", examples::HELLO, "hello@1", "--control-plane"])
+        .arg(&cluster.urls[0])
+        .arg("--ca")
+        .arg(&cluster.ca)
+        .args(["--token", &cluster.token])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
+    // Warm: both nodes up, the component fetched and compiled on each.
+    cluster.throughput(40).await;
+    cluster
+}
+
+/// `warden control-plane` with TLS in `data`, its URL and (for the first
+/// replica) the admin token it wrote.
+fn secure_control_plane_at(
+    data: &Path,
+    extra: &[&str],
+    logs: &Path,
+    first: bool,
+) -> (cluster::Proc, String, String) {
+    if first {
+        return cluster::secure_control_plane(
+            &warden_bin(),
+            cluster::free_port(),
+            data,
+            extra,
+            logs,
+        );
+    }
+    let port = cluster::free_port();
+    let mut args = vec![
+        "control-plane".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (proc, line) = cluster::spawn(&warden_bin(), "control-plane-2", &args, logs);
+    assert!(line.contains("https://"), "control plane said: {line}");
+    (proc, format!("https://127.0.0.1:{port}"), String::new())
+}
+
+impl Processes {
+    /// Submits `runs` runs in batches of 500 (over the replicas in turn)
+    /// and waits until none is queued, leased or running; runs/s.
+    async fn throughput(&self, runs: usize) -> f64 {
+        let mut channels = Vec::new();
+        for url in &self.urls {
+            channels.push(tls_connect(url, &self.ca, None).await.unwrap());
+        }
+        let started = Instant::now();
+        let mut submitted = 0;
+        let mut batch_no = 0;
+        while submitted < runs {
+            let n = (runs - submitted).min(500);
+            let batch = (submitted..submitted + n)
+                .map(|i| pb::SubmitRequest {
+                    agent: "hello@1".into(),
+                    input: format!("{{\"i\":{i}}}"),
+                    ..Default::default()
+                })
+                .collect();
+            let ch = channels[batch_no % channels.len()].clone();
+            pb::run_service_client::RunServiceClient::new(ch)
+                .submit_batch(with_token(
+                    pb::SubmitBatchRequest { runs: batch },
+                    &self.token,
+                ))
+                .await
+                .unwrap();
+            submitted += n;
+            batch_no += 1;
+        }
+        let mut client = pb::run_service_client::RunServiceClient::new(channels[0].clone());
+        loop {
+            let mut pending = false;
+            for s in [RunState::Queued, RunState::Leased, RunState::Running] {
+                let page = client
+                    .list(with_token(
+                        pb::ListRunsRequest {
+                            run_state: pb::RunState::from(s) as i32,
+                            limit: 1,
+                            ..Default::default()
+                        },
+                        &self.token,
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                pending |= !page.runs.is_empty();
+            }
+            if !pending {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "runs did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let elapsed = started.elapsed();
+        let failed = client
+            .list(with_token(
+                pb::ListRunsRequest {
+                    run_state: pb::RunState::from(RunState::Failed) as i32,
+                    limit: 1,
+                    ..Default::default()
+                },
+                &self.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(failed.runs.is_empty(), "a run failed: {:?}", failed.runs);
+        runs as f64 / elapsed.as_secs_f64()
+    }
+}
+
+/// The three stores as users run them: separate processes, TLS.
+async fn processes(dir: &Path, server: &str, runs: usize, slots: u32, pairs: usize) {
+    let clusters = [
+        start_processes("sqlite", &dir.join("sqlite"), None, 1, slots).await,
+        start_processes("postgres-1", &dir.join("pg1"), Some(server), 1, slots).await,
+        start_processes("postgres-2", &dir.join("pg2"), Some(server), 2, slots).await,
+    ];
+    let mut rates = vec![Vec::new(); clusters.len()];
+    for pair in 0..pairs {
+        for (i, c) in clusters.iter().enumerate() {
+            let rate = c.throughput(runs).await;
+            println!("processes round {pair} {}: {rate:.0} runs/s", c.name);
+            rates[i].push(rate);
+        }
+    }
+    let base = median(rates[0].clone());
+    for (i, c) in clusters.iter().enumerate() {
+        let rate = median(rates[i].clone());
+        println!(
+            "processes {}: median {rate:.0} runs/s ({:.2} x sqlite)",
+            c.name,
+            rate / base
+        );
     }
 }
 

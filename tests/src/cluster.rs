@@ -126,6 +126,19 @@ pub fn control_plane(
     extra: &[&str],
     log_dir: &Path,
 ) -> (Proc, String) {
+    control_plane_with_env(bin, port, db, data, extra, &[], log_dir)
+}
+
+/// [`control_plane`] with these environment variables set.
+pub fn control_plane_with_env(
+    bin: &Path,
+    port: u16,
+    db: &str,
+    data: &Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+    log_dir: &Path,
+) -> (Proc, String) {
     let mut args = vec![
         "control-plane".to_string(),
         "--insecure".into(),
@@ -137,7 +150,7 @@ pub fn control_plane(
         data.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let (proc, line) = spawn(bin, "control-plane", &args, log_dir);
+    let (proc, line) = spawn_with_env(bin, "control-plane", &args, env, log_dir);
     assert!(line.contains("listening on"), "control plane said: {line}");
     (proc, format!("http://127.0.0.1:{port}"))
 }

@@ -220,8 +220,56 @@ fn usage_is_summed_per_tenant_agent_and_day_once_per_result(store: &Store) {
     assert!(store.usage(None, None, today + 1).unwrap().is_empty());
 }
 
+/// The daily token quota closes a tenant as the cost quota does: one
+/// token under it, the tenant's next run is leased; at it, the tenant's
+/// queued runs wait and another tenant's go. Without the token check in
+/// admission (`Room::spent`), the last lease would be `a`'s.
+fn a_spent_daily_token_quota_closes_its_tenant_only(store: &Store) {
+    register(store, "n1", 10);
+    store
+        .set_quotas(
+            "a",
+            &Quotas {
+                max_running: Some(1),
+                max_tokens_per_day: Some(15),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for _ in 0..3 {
+        submit(store, "a", "x@1", &[]);
+    }
+    let spend = |leased: &pb::Lease, tokens: u64| {
+        let usage = pb::Usage {
+            prompt_tokens: tokens,
+            ..Default::default()
+        };
+        store
+            .record(
+                None,
+                &[RunReport {
+                    lease: &lease_ref(leased),
+                    outcome: Outcome::Succeeded { output: "1" },
+                    usage: &usage,
+                }],
+            )
+            .unwrap();
+    };
+    let first = lease(store, "n1", 64, TTL);
+    assert_eq!(tenants(&first), ["a"], "max_running 1");
+    spend(&first[0], 14);
+    let second = lease(store, "n1", 64, TTL);
+    assert_eq!(tenants(&second), ["a"], "14 of 15 tokens spent");
+    spend(&second[0], 1);
+    assert_eq!(store.spent_today("a").unwrap(), (0.0, 15));
+    // a's last queued run waits; b's goes.
+    submit(store, "b", "x@1", &[]);
+    assert_eq!(tenants(&lease(store, "n1", 64, TTL)), ["b"]);
+}
+
 on_both_backends!(
     usage_is_summed_per_tenant_agent_and_day_once_per_result,
+    a_spent_daily_token_quota_closes_its_tenant_only,
     each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight,
     every_tenant_with_queued_runs_gets_slots,
     concurrency_limits_make_runs_wait_not_fail,

@@ -149,3 +149,41 @@ fn the_default_data_dir_is_under_xdg_data_home_as_documented() {
         "no kv file under $XDG_DATA_HOME/warden"
     );
 }
+
+/// `warden dev` serves plaintext without authentication, so it refuses to
+/// listen anywhere but loopback: it exits at once with a message, before
+/// it binds. Without the check in `cli/src/cluster.rs` it would serve on
+/// every interface (here: still running after 20 s, and the test fails).
+#[test]
+fn warden_dev_refuses_to_listen_beyond_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let mut child = Command::new(bin())
+            .args(["dev", "--listen", listen])
+            .env("WARDEN_DATA_DIR", tmp.path())
+            .env_remove("WARDEN_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("`warden dev --listen {listen}` kept running");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{listen}: {stderr}");
+        assert!(
+            stderr.contains("listens on loopback only"),
+            "{listen}: {stderr}"
+        );
+    }
+}

@@ -98,3 +98,68 @@ async fn a_node_policy_without_kv_denies_it_even_when_granted() {
         failure.message
     );
 }
+
+/// A key of 1 KiB and a value of 1 MiB are stored; one byte more of
+/// either is the guest's error, from `set`, `get` and `cas` alike. Without
+/// the bounds in `kv/host.rs` SQLite would take both, and the oversized
+/// calls would succeed.
+#[tokio::test]
+async fn keys_over_1_kib_and_values_over_1_mib_are_the_guests_error() {
+    use warden_host::capability::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+    assert_eq!((MAX_KEY_BYTES, MAX_VALUE_BYTES), (1024, 1 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let probe = load(&sb, components::KV_PROBE);
+    let run = |input: serde_json::Value| {
+        let mut req = RunRequest::new("bounds", input.to_string());
+        // Room to read a 1 MiB value back as JSON.
+        req.budget.max_output_bytes = 2 << 20;
+        req.grant = Grant {
+            kv: true,
+            ..Grant::default()
+        };
+        sb.run(&probe, req)
+    };
+    let set = |key: &str, value: &str| serde_json::json!({"op": "set", "key": key, "value": value});
+    let at_bound = "k".repeat(MAX_KEY_BYTES);
+    let over_bound = "k".repeat(MAX_KEY_BYTES + 1);
+    let big = "v".repeat(MAX_VALUE_BYTES);
+    let too_big = "v".repeat(MAX_VALUE_BYTES + 1);
+
+    // At the bounds: stored and read back.
+    run(set(&at_bound, &big)).await.result.unwrap();
+    let read = run(serde_json::json!({"op": "get", "key": at_bound})).await;
+    assert_eq!(output(&read).as_str().map(str::len), Some(MAX_VALUE_BYTES));
+
+    let refused = [
+        (
+            set(&over_bound, "v"),
+            "key is 1025 bytes; the limit is 1024",
+        ),
+        (
+            serde_json::json!({"op": "get", "key": over_bound}),
+            "key is 1025 bytes; the limit is 1024",
+        ),
+        (
+            set("k", &too_big),
+            "value is 1048577 bytes; the limit is 1048576",
+        ),
+        (
+            serde_json::json!({"op": "cas", "key": "k", "expected": null, "value": too_big}),
+            "value is 1048577 bytes; the limit is 1048576",
+        ),
+    ];
+    for (input, expected) in refused {
+        let op = input["op"].clone();
+        let failure = run(input).await.result.unwrap_err();
+        assert_eq!(failure.kind, warden_host::FailureKind::GuestError, "{op}");
+        assert!(
+            failure.message.contains(expected),
+            "{op}: {}",
+            failure.message
+        );
+    }
+    // Nothing over the bounds was stored.
+    let keys = output(&run(serde_json::json!({"op": "keys"})).await);
+    assert_eq!(keys, serde_json::json!([at_bound]));
+}

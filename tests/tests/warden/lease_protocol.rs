@@ -569,3 +569,49 @@ on_both_backends!(
     leases_respect_free_slots_and_draining,
     node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry,
 );
+
+/// `Register` checks what a node says of itself before storing it: a node
+/// id or a label outside the name character set, or a host name over 255
+/// bytes, is InvalidArgument, and no such node appears. Without the checks
+/// (`auth.rs`'s `node_with`, `service/node.rs`'s `register`) each would be
+/// registered and listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_refuses_names_outside_the_character_set() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let mut nodes = NodeServiceClient::new(c.channel().await);
+    let request = |id: &str, label: (&str, &str), hostname: String| pb::RegisterRequest {
+        node_id: id.into(),
+        hostname,
+        labels: [(label.0.to_string(), label.1.to_string())].into(),
+        capacity: Some(pb::NodeCapacity {
+            slots: 1,
+            ..Default::default()
+        }),
+    };
+    let fine = ("zone", "a");
+    for (what, bad) in [
+        ("node id", request("bad id\u{1b}[2J", fine, "h".into())),
+        ("node id", request("-dash-first", fine, "h".into())),
+        ("label", request("n1", ("zone", "a b"), "h".into())),
+        ("label", request("n1", ("@zone", "a"), "h".into())),
+        ("hostname", request("n1", fine, "h".repeat(256))),
+    ] {
+        let status = nodes.register(bad).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
+    }
+    let listed = nodes
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.nodes.is_empty(), "{listed:?}");
+    // The same request with good names registers.
+    nodes
+        .register(request("n1", fine, "h".repeat(255)))
+        .await
+        .unwrap();
+}

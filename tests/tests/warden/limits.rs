@@ -338,14 +338,12 @@ async fn a_guest_breaking_the_interface_is_its_own_fault() {
     assert!(out.result.is_ok(), "{:?}", out.result);
 }
 
-/// An agent whose one core module asks for `pages` of memory at start.
-fn wants_memory(pages: u32) -> Vec<u8> {
+/// An agent of one core module made of `fields`, which export `memory`,
+/// `realloc` and `run` (the core function lifted as the agent's `run`).
+fn one_module_agent(fields: &str) -> Vec<u8> {
     wat::parse_str(format!(
         r#"(component
-             (core module $m
-               (memory (export "memory") {pages})
-               (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
-               (func (export "run") (param i32 i32) (result i32) i32.const 0))
+             (core module $m {fields})
              (core instance $i (instantiate $m))
              (type $r (result string (error string)))
              (func (export "run") (param "input" string) (result $r)
@@ -353,6 +351,15 @@ fn wants_memory(pages: u32) -> Vec<u8> {
                  (realloc (core func $i "realloc")))))"#
     ))
     .unwrap()
+}
+
+/// An agent whose one core module asks for `pages` of memory at start.
+fn wants_memory(pages: u32) -> Vec<u8> {
+    one_module_agent(&format!(
+        r#"(memory (export "memory") {pages})
+           (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
+           (func (export "run") (param i32 i32) (result i32) i32.const 0)"#
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,4 +442,122 @@ async fn a_start_function_misusing_the_host_is_not_a_host_error() {
     let hello = load(&sb, examples::HELLO);
     let out = sb.run(&hello, RunRequest::new("hello", "{}")).await;
     assert!(out.result.is_ok(), "{:?}", out.result);
+}
+
+/// An agent whose `run` grows its one table (of 1 element) to `elements`
+/// and answers whether `table.grow` succeeded (`true`) or was refused
+/// (`false`).
+fn grows_table_to(elements: u32) -> Vec<u8> {
+    let delta = elements - 1;
+    one_module_agent(&format!(
+        r#"(memory (export "memory") 1)
+           (table $t 1 funcref)
+           (data (i32.const 100) "truefalse")
+           (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024)
+           (func (export "run") (param i32 i32) (result i32)
+             (i32.store (i32.const 16) (i32.const 0))
+             (i32.store (i32.const 20) (i32.const 100))
+             (i32.store (i32.const 24) (i32.const 4))
+             (if (i32.eq (table.grow $t (ref.null func) (i32.const {delta})) (i32.const -1))
+               (then (i32.store (i32.const 20) (i32.const 104))
+                     (i32.store (i32.const 24) (i32.const 5))))
+             i32.const 16)"#
+    ))
+}
+
+/// An agent whose `run` asks `wasi:random` for `len` bytes in one call and
+/// answers whether it got them (`true`).
+fn asks_for_random_bytes(len: u64) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+             (import "wasi:random/random@0.2.12" (instance $random
+               (export "get-random-bytes" (func (param "len" u64) (result (list u8))))))
+             ;; Memory and a bump allocator that grows it as needed.
+             (core module $libc
+               (memory (export "memory") 1)
+               (global $next (mut i32) (i32.const 4096))
+               (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+                 (local $ptr i32)
+                 (local.set $ptr (global.get $next))
+                 (global.set $next (i32.add (global.get $next) (local.get 3)))
+                 (if (i32.gt_u (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
+                   (then (drop (memory.grow
+                     (i32.add (i32.const 1) (i32.div_u
+                       (i32.sub (global.get $next) (i32.mul (memory.size) (i32.const 65536)))
+                       (i32.const 65536)))))))
+                 local.get $ptr))
+             (core instance $libc (instantiate $libc))
+             (core func $get (canon lower (func $random "get-random-bytes")
+               (memory (core memory $libc "memory")) (realloc (core func $libc "realloc"))))
+             (core module $m
+               (import "libc" "memory" (memory 1))
+               (import "random" "get" (func $get (param i64 i32)))
+               (data (i32.const 100) "truefalse")
+               (func (export "run") (param i32 i32) (result i32)
+                 (call $get (i64.const {len}) (i32.const 8))
+                 (i32.store (i32.const 16) (i32.const 0))
+                 (i32.store (i32.const 20) (i32.const 100))
+                 (i32.store (i32.const 24) (i32.const 4))
+                 (if (i32.ne (i32.load (i32.const 12)) (i32.const {len}))
+                   (then (i32.store (i32.const 20) (i32.const 104))
+                         (i32.store (i32.const 24) (i32.const 5))))
+                 i32.const 16))
+             (core instance $i (instantiate $m
+               (with "libc" (instance $libc))
+               (with "random" (instance (export "get" (func $get))))))
+             (type $r (result string (error string)))
+             (func (export "run") (param "input" string) (result $r)
+               (canon lift (core func $i "run") (memory (core memory $libc "memory"))
+                 (realloc (core func $libc "realloc")))))"#
+    ))
+    .unwrap()
+}
+
+/// Loads a hand-written component into `sb`.
+fn load_wat(sb: &warden_host::Sandbox, name: &str, wasm: &[u8]) -> warden_host::AgentComponent {
+    sb.engine()
+        .load(name, wasm, &warden_host::engine::Quiet)
+        .expect("valid component")
+        .0
+}
+
+/// SECURITY.md's table-element bound, as it holds: a guest's table grows
+/// to 20,000 elements and no further (`table.grow` answers -1). The bound
+/// that bites is the pooling allocator's (wasmtime's default
+/// `table_elements`, 20,000), below `MemoryLimiter`'s own 100,000 in
+/// `store.rs`, which no table can reach. Fails if the pool's bound is
+/// raised or dropped without the store's taking over at the same place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_grows_to_20_000_elements_and_no_further() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |_| {});
+    for (elements, grows) in [(20_000, true), (20_001, false), (100_001, false)] {
+        let table = load_wat(&sb, "table.wasm", &grows_table_to(elements));
+        let out = sb.run(&table, RunRequest::new("table", "{}")).await;
+        assert_eq!(output(&out), grows, "a table of {elements} elements");
+    }
+}
+
+/// One `wasi:random` call may ask for 1 MiB, not a byte more: the call
+/// traps (the guest's fault, not retried). Without `max_random_size` in
+/// `run.rs`, wasmtime-wasi's own 64 MiB would let the larger call through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_random_call_gets_at_most_1_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = warden_tests::sandbox_with(dir.path(), |_| {});
+    let at_bound = load_wat(&sb, "random.wasm", &asks_for_random_bytes(1 << 20));
+    let out = sb.run(&at_bound, RunRequest::new("random", "{}")).await;
+    assert_eq!(output(&out), true, "1 MiB of random bytes");
+    let over = load_wat(&sb, "random.wasm", &asks_for_random_bytes((1 << 20) + 1));
+    let failure = sb
+        .run(&over, RunRequest::new("random", "{}"))
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Trap, "{failure}");
+    assert!(!failure.kind.retryable());
+    assert!(
+        failure.message.contains("exceeds limit 1048576"),
+        "{failure}"
+    );
 }

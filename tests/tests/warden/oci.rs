@@ -767,3 +767,83 @@ fn registry_redirects_pass_the_guard_at_every_hop() {
     assert_eq!(cdn.connections(), 1, "the blob came from the CDN");
     assert_eq!(elsewhere.connections(), 0, "127.0.0.2 was contacted");
 }
+
+/// The control plane pulls only through its own guard: it ignores the
+/// proxy variables (a proxy would connect where the guard never looked)
+/// and the docker config (credentials on the host are not a tenant's). A
+/// control plane started with every proxy variable pointing at a counting
+/// listener and `DOCKER_CONFIG` holding the right password for a private
+/// registry pulls an open registry's component directly (the listener sees
+/// no connection) and gets no credentials for the private one. Without
+/// `no_proxy()` in `oci/src/pull.rs` reqwest would send the pulls to the
+/// listener (it does not skip loopback); without the guard's check there,
+/// the docker config's password would open the private registry.
+#[test]
+fn the_control_plane_ignores_proxy_variables_and_the_docker_config() {
+    let open = OciRegistry::start();
+    let private = OciRegistry::start_with_auth("alice", "secret");
+    let (open_tag, private_tag) = (
+        open.reference("agents/hello:1"),
+        private.reference("private/hello:1"),
+    );
+    ok(&warden(&["publish", examples::HELLO, &open_tag]));
+    ok(&warden(&[
+        "publish",
+        examples::HELLO,
+        &private_tag,
+        "--registry-username",
+        "alice",
+        "--registry-password",
+        "secret",
+    ]));
+    let proxy = TestServer::start(|_| Response::text(502, "the proxy"));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            private.host,
+            base64_of("alice:secret")
+        ),
+    )
+    .unwrap();
+    let mut env: Vec<(&str, String)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|name| (name, proxy.url()))
+    .collect();
+    env.push(("NO_PROXY", String::new()));
+    env.push(("no_proxy", String::new()));
+    env.push(("DOCKER_CONFIG", tmp.path().display().to_string()));
+    let port = warden_tests::cluster::free_port();
+    let (_cp, url) = warden_tests::cluster::control_plane_with_env(
+        env!("CARGO_BIN_EXE_warden-cli").as_ref(),
+        port,
+        &tmp.path().join("cp.sqlite3").display().to_string(),
+        &tmp.path().join("cp-data"),
+        &[
+            "--allow-registry",
+            &open.host,
+            "--allow-registry",
+            &private.host,
+        ],
+        &env,
+        &warden_tests::cluster::log_dir(tmp.path()),
+    );
+    let submit = |tag: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden-cli"))
+            .args(["submit", tag, "--input", "{}"])
+            .env("WARDEN_CONTROL_PLANE", &url)
+            .output()
+            .unwrap()
+    };
+    ok(&submit(&open_tag));
+    refused(&submit(&private_tag), "requires credentials");
+    assert_eq!(proxy.connections(), 0, "the proxy was used");
+}

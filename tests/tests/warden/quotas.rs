@@ -342,3 +342,65 @@ async fn a_spent_daily_cost_quota_refuses_new_work() {
     // The budget is acme's alone.
     default_tenant_runs_hello(&cp);
 }
+
+/// LLM tokens spend a tenant's daily token quota as cost spends its cost
+/// quota: once `tokens_today` reaches `max_tokens_per_day`, a submit fails
+/// quota_exceeded naming it (the check in the control plane's submit is
+/// what refuses: without it the second submit would be queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_daily_token_quota_refuses_new_work() {
+    let llm = warden_tests::fake_openai::FakeOpenAi::start();
+    let cp = Secure::start();
+    let config = cp.tmp.path().join("node.toml");
+    std::fs::write(&config, llm.node_config()).unwrap();
+    let _node = cp.enrolled_node(&["--node-config", config.to_str().unwrap()]);
+    let acme = cp.token("acme", "publisher");
+    let manifest = cp.tmp.path().join("probe.toml");
+    std::fs::write(&manifest, "[grant]\nmodels = [\"small\"]\n").unwrap();
+    let manifest = manifest.to_str().unwrap();
+    for (token, args) in [
+        (
+            &cp.admin,
+            &[
+                "quotas",
+                "set",
+                "--tenant",
+                "acme",
+                "--max-tokens-per-day",
+                "20",
+            ][..],
+        ),
+        (
+            &acme,
+            &[
+                "publish",
+                components::LLM_PROBE,
+                "probe@1",
+                "--manifest",
+                manifest,
+            ],
+        ),
+    ] {
+        let out = cp.cli(token, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Two calls of ~15 tokens: over 20.
+    let input = r#"{"calls": 2, "max_tokens": 10, "model": "small"}"#;
+    let run = cp.cli(
+        &acme,
+        &["submit", "probe@1", "--input", input, "--wait", "--json"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let spent = quotas(&cp, &acme);
+    assert!(spent["tokens_today"].as_u64().unwrap() >= 20, "{spent}");
+    assert_eq!(spent["max_tokens_per_day"].as_u64(), Some(20), "{spent}");
+
+    let refused = cp.cli(&acme, &["submit", "probe@1", "--input", input]);
+    let says = stderr(&refused);
+    assert!(!refused.status.success(), "{says}");
+    assert!(
+        says.contains("quota_exceeded") && says.contains("max_tokens_per_day of 20"),
+        "{says}"
+    );
+    default_tenant_runs_hello(&cp);
+}
