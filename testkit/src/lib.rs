@@ -5,7 +5,9 @@
 //! them in `WARDEN_TEST_POSTGRES` / `WARDEN_TEST_REDIS`; a test binary run
 //! on its own (plain `cargo test`) starts its own, in a temp dir, stopped
 //! (and removed) once the process has exited. Each test gets a database of its own
-//! ([`postgres_database`]) or a key prefix of its own ([`redis`]).
+//! ([`postgres_database`]) or a key prefix of its own ([`redis`]). A test
+//! that restarts or stops PostgreSQL starts a server of its own
+//! ([`OwnPostgres`]).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -53,22 +55,36 @@ fn spawn_owned(mut cmd: Command, dir: &Path) {
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let script = format!(
-        "while [ -d /proc/{parent} ]; do sleep 0.5; done; kill -QUIT {child}; sleep 2; kill -KILL {child} 2>/dev/null; rm -rf '{dir}'",
-        parent = std::process::id(),
+    let cleanup = format!(
+        "kill -QUIT {child}; sleep 2; kill -KILL {child} 2>/dev/null; rm -rf '{dir}'",
         child = child.id(),
         dir = dir.display()
     );
-    let watchdog = Command::new("sh")
+    keep(child);
+    after_exit(&cleanup, None);
+}
+
+/// Runs the shell commands `cleanup` (as `user`) once this process is gone,
+/// however it ended.
+fn after_exit(cleanup: &str, user: Option<(u32, u32)>) {
+    let script = format!(
+        "while [ -d /proc/{parent} ]; do sleep 0.5; done; {cleanup}",
+        parent = std::process::id()
+    );
+    let mut watchdog = Command::new("sh");
+    watchdog
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sh starts");
-    // Both outlive this process's use of them; kept, never waited for.
+        .stderr(Stdio::null());
+    as_user(&mut watchdog, user);
+    keep(watchdog.spawn().expect("sh starts"));
+}
+
+/// Keeps `child`, which outlives this process's use of it, never waited for.
+fn keep(child: std::process::Child) {
     static CHILDREN: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
-    CHILDREN.lock().unwrap().extend([child, watchdog]);
+    CHILDREN.lock().unwrap().push(child);
 }
 
 /// The `postgres` system user's (uid, gid), when running as root
@@ -136,43 +152,14 @@ fn start_postgres() -> String {
 /// (`name=value`), stopped when the process has exited; returns its admin
 /// URL (for [`postgres_database_at`]).
 pub fn start_postgres_server(settings: &[&str]) -> String {
-    let bin = postgres_bin();
-    let user = postgres_user();
-    let dir = tempfile::Builder::new()
-        .prefix("warden-pg-")
-        .tempdir()
-        .expect("a temp dir")
-        .keep();
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the temp dir");
-    }
-    let data = dir.join("data");
-    let mut initdb = Command::new(bin.join("initdb"));
-    initdb
-        .args([
-            "--auth=trust",
-            "--username=postgres",
-            "--encoding=UTF8",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(&data)
-        .stdout(Stdio::null());
-    as_user(&mut initdb, user);
-    let out = initdb.output().expect("initdb runs");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("postgres.log")).expect("a log file");
-    let mut server = Command::new(bin.join("postgres"));
+    let cluster = PostgresCluster::init();
+    let log = std::fs::File::create(cluster.log()).expect("a log file");
+    let mut server = Command::new(cluster.bin.join("postgres"));
     server
         .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-k"])
-        .arg(&dir)
+        .arg(cluster.data())
+        .args(["-p", &cluster.port.to_string(), "-k"])
+        .arg(&cluster.dir)
         .args([
             "-c",
             "listen_addresses=127.0.0.1",
@@ -182,11 +169,163 @@ pub fn start_postgres_server(settings: &[&str]) -> String {
         .args(settings.iter().flat_map(|s| ["-c", s]))
         .stdout(Stdio::null())
         .stderr(log);
-    as_user(&mut server, user);
-    spawn_owned(server, &dir);
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    wait_for_postgres(&url, &dir.join("postgres.log"));
-    url
+    as_user(&mut server, cluster.user);
+    spawn_owned(server, &cluster.dir);
+    wait_for_postgres(&cluster.url(), &cluster.log());
+    cluster.url()
+}
+
+/// A new PostgreSQL data directory (`initdb`) in a temp dir, and a free
+/// port for its server.
+struct PostgresCluster {
+    bin: PathBuf,
+    /// The `postgres` user's (uid, gid) when running as root.
+    user: Option<(u32, u32)>,
+    /// The temp dir: `data/`, the log, the socket.
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PostgresCluster {
+    fn init() -> PostgresCluster {
+        let bin = postgres_bin();
+        let user = postgres_user();
+        let dir = tempfile::Builder::new()
+            .prefix("warden-pg-")
+            .tempdir()
+            .expect("a temp dir")
+            .keep();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the temp dir");
+        }
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null());
+        as_user(&mut initdb, user);
+        let out = initdb.output().expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PostgresCluster {
+            bin,
+            user,
+            dir,
+            port: free_port(),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+/// A PostgreSQL server of one test's own, run by `pg_ctl`, which the test
+/// may restart or stop (the run's shared server must stay up for the other
+/// tests). Stopped and removed when dropped, or once the process has exited.
+pub struct OwnPostgres {
+    /// Its admin URL (`postgres://postgres@127.0.0.1:PORT/postgres`).
+    pub url: String,
+    cluster: PostgresCluster,
+}
+
+impl OwnPostgres {
+    /// Makes and starts the server.
+    pub fn start() -> OwnPostgres {
+        let cluster = PostgresCluster::init();
+        let pg_ctl = cluster.bin.join("pg_ctl");
+        after_exit(
+            &format!(
+                "'{}' -D '{}' -m immediate stop; rm -rf '{}'",
+                pg_ctl.display(),
+                cluster.data().display(),
+                cluster.dir.display()
+            ),
+            cluster.user,
+        );
+        let server = OwnPostgres {
+            url: cluster.url(),
+            cluster,
+        };
+        server.pg_ctl("start");
+        server
+    }
+
+    /// `pg_ctl restart -m fast`: the server ends every session
+    /// (`57P01 admin_shutdown`) and comes back; returns once it accepts
+    /// connections again.
+    pub fn restart(&self) {
+        self.pg_ctl("restart");
+    }
+
+    /// `pg_ctl stop -m fast`.
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// `pg_ctl start`, after [`OwnPostgres::stop`].
+    pub fn start_again(&self) {
+        self.pg_ctl("start");
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let c = &self.cluster;
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            c.port,
+            c.dir.display()
+        );
+        let mut cmd = Command::new(c.bin.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(c.data())
+            .arg("-l")
+            .arg(c.log())
+            .args(["-w", "-m", "fast", "-o", &options, action])
+            .stdout(Stdio::null());
+        as_user(&mut cmd, c.user);
+        let out = cmd.output().expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl {action} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(c.log()).unwrap_or_default()
+        );
+        if action != "stop" {
+            wait_for_postgres(&self.url, &c.log());
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let c = &self.cluster;
+        let mut cmd = Command::new(c.bin.join("pg_ctl"));
+        cmd.arg("-D")
+            .arg(c.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_user(&mut cmd, c.user);
+        let _ = cmd.status();
+        let _ = std::fs::remove_dir_all(&c.dir);
+    }
 }
 
 fn wait_for_postgres(url: &str, log: &Path) {

@@ -25,6 +25,8 @@ pub(crate) mod sql;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_connection;
+#[cfg(test)]
 mod tests_logs;
 #[cfg(test)]
 mod tests_quotas;
@@ -55,6 +57,20 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A newer warden migrated the database.
+    #[error(
+        "the database is at schema version {found}, newer than this warden ({known}); upgrade warden"
+    )]
+    TooNew { found: i64, known: usize },
+    /// PostgreSQL stayed away (down, restarting, or ending every session)
+    /// through every try.
+    #[error("cannot reach the database {database} ({tries} tries in {waited:.1?}): {cause}")]
+    Unreachable {
+        database: String,
+        tries: usize,
+        waited: std::time::Duration,
+        cause: String,
+    },
     /// Not a failure: undoes a transaction that found the request invalid.
     #[error("{0}")]
     Rollback(EnrollError),
@@ -402,14 +418,14 @@ impl Store {
              PRAGMA foreign_keys = ON;",
         )
         .map_err(|e| open_err(&e))?;
-        let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > MIGRATIONS.len() {
-            return Err(open_err(&format!(
-                "the database is at schema version {version}, newer than this warden ({}); upgrade warden",
-                MIGRATIONS.len()
-            )));
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(open_err(&StoreError::TooNew {
+                found: version,
+                known: MIGRATIONS.len(),
+            }));
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", i + 1)?;
@@ -470,8 +486,9 @@ impl Store {
         matches!(self.db, Db::Postgres(_))
     }
 
-    /// Runs `f` in one transaction (again, on PostgreSQL, if it lost a
-    /// serialization conflict or a deadlock).
+    /// Runs `f` in one transaction. On PostgreSQL it runs again if it lost
+    /// a serialization conflict or a deadlock, or lost its connection
+    /// before COMMIT (on a new one: see [`pg::Pool::with`]).
     fn with_tx<T: Send>(
         &self,
         mut f: impl FnMut(&mut Tx<'_>) -> StoreResult<T> + Send,
@@ -488,7 +505,7 @@ impl Store {
             Db::Postgres(pool) => pool.with(|conn| {
                 let mut tries = 0;
                 loop {
-                    conn.client.batch_execute("BEGIN")?;
+                    conn.begin()?;
                     let out = f(&mut Tx::Pg(conn));
                     let out = match out {
                         Ok(out) => conn.end(true).map(|()| out),
@@ -509,10 +526,11 @@ impl Store {
         }
     }
 
-    /// Runs `f` outside a transaction (reads).
+    /// Runs `f` outside a transaction (reads: on PostgreSQL they run again
+    /// on a new connection if theirs was lost).
     fn with_conn<T: Send>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send,
+        mut f: impl FnMut(&mut Tx<'_>) -> StoreResult<T> + Send,
     ) -> StoreResult<T> {
         match &self.db {
             Db::Sqlite { conn, .. } => f(&mut Tx::Lite(&conn.lock().unwrap())),

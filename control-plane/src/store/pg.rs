@@ -1,5 +1,7 @@
 //! The PostgreSQL backend: a pool of connections, each used by one
-//! request at a time, and the schema's versioned migrations, run at start
+//! request at a time, which passes over connections the server closed (a
+//! restart) and waits a few seconds for one it refuses ([`Pool::with`]);
+//! and the schema's versioned migrations, run at start in one transaction
 //! under an advisory lock so replicas starting together migrate once.
 //!
 //! Statements run on the synchronous `postgres` client, off the async
@@ -8,7 +10,7 @@
 use super::sql::PgConn;
 use super::{StoreError, StoreResult};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Migrations, in order; `warden_migrations` records which ran. The first
 /// is the SQLite schema as of its version 8, in PostgreSQL's types.
@@ -179,6 +181,10 @@ CREATE TABLE registry_credentials (
     ("usage by agent", super::USAGE_BY_AGENT),
 ];
 
+/// How long a request waits for a refused connection to be accepted
+/// (PostgreSQL restarting) before it fails.
+const RECONNECT_FOR: Duration = Duration::from_secs(5);
+
 /// Key of the advisory lock migrations hold ("warden" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7761_7264_656e;
 
@@ -230,56 +236,119 @@ impl Pool {
             freed: Condvar::new(),
             max: max.max(1),
         };
-        pool.with(migrate).map_err(|e| StoreError::Open {
-            path: redact(url),
-            message: e.to_string(),
+        pool.with(migrate).map_err(|e| match e {
+            e @ StoreError::Unreachable { .. } => e,
+            e => StoreError::Open {
+                path: redact(url),
+                message: e.to_string(),
+            },
         })?;
         Ok(pool)
     }
 
     /// Runs `f` on a connection of the pool (a new one if none is idle).
+    ///
+    /// A pooled connection may have been closed by the server since its
+    /// last use (a restart ends every session with `57P01`), and a new one
+    /// is refused while the server is down. When `f` fails because its
+    /// connection is lost ([`connection_lost`]) with no COMMIT in flight,
+    /// `f` runs again on another: PostgreSQL rolls back a transaction whose
+    /// COMMIT it did not get, and a read outside a transaction changed
+    /// nothing. Whether a lost COMMIT took effect is unknown, so that error
+    /// is returned: running the transaction again might apply it twice.
+    /// Every idle connection may be stale, so `f` has `max` + 1 tries; a
+    /// refused connection is asked for again, with a backoff, for
+    /// [`RECONNECT_FOR`] (a restart's length). Then the error is
+    /// [`StoreError::Unreachable`].
     pub(crate) fn with<T: Send>(
         &self,
-        f: impl FnOnce(&mut PgConn) -> StoreResult<T> + Send,
+        mut f: impl FnMut(&mut PgConn) -> StoreResult<T> + Send,
     ) -> StoreResult<T> {
         blocking(|| {
-            // An idle connection, or room for a new one (counted now).
-            let idle = {
-                let mut guard = self.idle.lock().unwrap();
-                loop {
-                    match guard.0.pop() {
-                        Some(conn) if !conn.client.is_closed() => break Some(conn),
-                        Some(_) => guard.1 -= 1,
-                        None if guard.1 < self.max => {
-                            guard.1 += 1;
-                            break None;
+            let started = Instant::now();
+            let (mut lost, mut refused) = (0, 0);
+            let last = loop {
+                match self.take() {
+                    Ok(mut conn) => {
+                        let out = f(&mut conn);
+                        let gone = matches!(&out, Err(e) if connection_lost(e));
+                        let commit_sent = conn.commit_sent;
+                        self.put(conn, gone);
+                        match out {
+                            Err(e) if gone && !commit_sent => {
+                                lost += 1;
+                                if lost > self.max {
+                                    break e;
+                                }
+                                tracing::debug!(error = %e, "PostgreSQL connection lost; trying another");
+                            }
+                            out => return out,
                         }
-                        None => guard = self.freed.wait(guard).unwrap(),
                     }
+                    Err(e) if connection_lost(&e) => {
+                        refused += 1;
+                        let pause = warden_core::Backoff::RECONNECT.delay(refused);
+                        if started.elapsed() + pause >= RECONNECT_FOR {
+                            break e;
+                        }
+                        std::thread::sleep(pause);
+                    }
+                    Err(e) => return Err(e),
                 }
             };
-            let mut conn = match idle {
-                Some(conn) => conn,
-                None => match self.config.connect(postgres::NoTls) {
-                    Ok(client) => PgConn::new(client, &self.replica),
-                    Err(e) => {
-                        self.idle.lock().unwrap().1 -= 1;
-                        self.freed.notify_one();
-                        return Err(e.into());
-                    }
+            Err(StoreError::Unreachable {
+                database: redact(&self.url),
+                tries: lost + refused as usize,
+                waited: started.elapsed(),
+                cause: match &last {
+                    StoreError::Pg(e) => super::pg_message(e),
+                    e => e.to_string(),
                 },
-            };
-            let out = f(&mut conn);
-            let mut guard = self.idle.lock().unwrap();
-            if conn.client.is_closed() {
-                guard.1 -= 1;
-            } else {
-                guard.0.push(conn);
-            }
-            drop(guard);
-            self.freed.notify_one();
-            out
+            })
         })
+    }
+
+    /// An idle connection, or a new one if there is room; waits for one
+    /// to be put back otherwise.
+    fn take(&self) -> StoreResult<PgConn> {
+        {
+            let mut guard = self.idle.lock().unwrap();
+            loop {
+                match guard.0.pop() {
+                    Some(conn) if !conn.client.is_closed() => return Ok(conn),
+                    Some(_) => guard.1 -= 1,
+                    // Room for a new one, counted now.
+                    None if guard.1 < self.max => {
+                        guard.1 += 1;
+                        break;
+                    }
+                    None => guard = self.freed.wait(guard).unwrap(),
+                }
+            }
+        }
+        match self.config.connect(postgres::NoTls) {
+            Ok(client) => Ok(PgConn::new(client, &self.replica)),
+            Err(e) => {
+                self.idle.lock().unwrap().1 -= 1;
+                self.freed.notify_one();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Puts `conn` back among the idle ones, or closes it if it is closed
+    /// or `lost`.
+    fn put(&self, conn: PgConn, lost: bool) {
+        let mut guard = self.idle.lock().unwrap();
+        if lost || conn.client.is_closed() {
+            guard.1 -= 1;
+            drop(guard);
+            drop(conn);
+        } else {
+            guard.0.push(conn);
+            drop(guard);
+        }
+        self.freed.notify_one();
     }
 }
 
@@ -358,8 +427,11 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-/// Applies the migrations not yet recorded, one transaction each, holding
-/// an advisory lock so that replicas starting at once wait for each other.
+/// Applies the migrations not yet recorded, all in one transaction (the
+/// schema moves to the newest version or, if one fails, stays where it
+/// was), holding an advisory lock so that replicas starting at once wait
+/// for each other. Safe to run again whatever happened to a lost COMMIT:
+/// it reads what ran first.
 fn migrate(conn: &mut PgConn) -> StoreResult<()> {
     let client = &mut conn.client;
     let mut tx = client.transaction()?;
@@ -377,11 +449,11 @@ fn migrate(conn: &mut PgConn) -> StoreResult<()> {
             &[],
         )?
         .get(0);
-    if done as usize > MIGRATIONS.len() {
-        return Err(StoreError::Corrupt(format!(
-            "the database is at schema version {done}, newer than this warden ({}); upgrade warden",
-            MIGRATIONS.len()
-        )));
+    if done > MIGRATIONS.len() as i64 {
+        return Err(StoreError::TooNew {
+            found: done,
+            known: MIGRATIONS.len(),
+        });
     }
     for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(done as usize) {
         tx.batch_execute(sql)?;
@@ -393,6 +465,24 @@ fn migrate(conn: &mut PgConn) -> StoreResult<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Whether `e` means the connection is gone, or none can be had yet: it
+/// was closed or reset (`08...`, an io error), or the server is shutting
+/// down, crashed, starting up, or ended an idle session (`57P01`, `57P02`,
+/// `57P03`, `57P05`).
+pub(crate) fn connection_lost(e: &StoreError) -> bool {
+    let StoreError::Pg(e) = e else {
+        return false;
+    };
+    match e.code().map(|c| c.code()) {
+        Some(code) => {
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P05")
+        }
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
+    }
 }
 
 /// Whether `e` means "try the transaction again" (a serialization

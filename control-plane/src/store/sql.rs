@@ -199,6 +199,9 @@ pub(crate) struct PgConn {
     /// `NOTIFY ...; COMMIT`, naming this replica (whose own listener skips
     /// it: its lease streams were woken already).
     notify_commit: std::sync::Arc<str>,
+    /// A COMMIT was sent and not answered: if the connection is lost now,
+    /// whether the transaction committed is unknown.
+    pub(crate) commit_sent: bool,
 }
 
 impl PgConn {
@@ -208,7 +211,14 @@ impl PgConn {
             stmts: HashMap::new(),
             notify: false,
             notify_commit: format!("NOTIFY {CHANNEL}, '{replica}'; COMMIT").into(),
+            commit_sent: false,
         }
+    }
+
+    /// Starts a transaction.
+    pub(crate) fn begin(&mut self) -> StoreResult<()> {
+        self.commit_sent = false;
+        Ok(self.client.batch_execute("BEGIN")?)
     }
 
     /// Ends the open transaction: commits it (with its NOTIFY, in the same
@@ -220,7 +230,10 @@ impl PgConn {
             (true, false) => "COMMIT",
             (false, _) => "ROLLBACK",
         };
-        Ok(self.client.batch_execute(sql)?)
+        self.commit_sent = commit;
+        self.client.batch_execute(sql)?;
+        self.commit_sent = false;
+        Ok(())
     }
 
     fn prepare(&mut self, sql: &str) -> StoreResult<postgres::Statement> {
