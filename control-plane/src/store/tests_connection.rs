@@ -185,7 +185,12 @@ fn a_transaction_that_lost_its_connection_before_commit_runs_again_on_a_new_one(
 #[test]
 fn a_commit_whose_answer_was_lost_is_not_run_again() {
     let (_backend, out, runs) = insert_ending_the_session(false, true);
+    // The session ends in COMMIT: the client sees the server's 57P01, or
+    // (a race with the socket closing) only the connection closed.
     let err = out.unwrap_err().to_string();
-    assert!(err.contains("57P01"), "{err}");
+    assert!(
+        err.contains("57P01") || err.contains("connection closed"),
+        "{err}"
+    );
     assert_eq!(runs, 1, "whether it committed is unknown: not run again");
 }
