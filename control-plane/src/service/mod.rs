@@ -21,7 +21,11 @@ pub(crate) type StreamOf<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Sen
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        Status::internal(e.to_string())
+        match e {
+            // The database is away, not the request wrong: worth a retry.
+            StoreError::Unreachable { .. } => Status::unavailable(e.to_string()),
+            _ => Status::internal(e.to_string()),
+        }
     }
 }
 
