@@ -18,7 +18,8 @@
 //! and a token, two nodes of SLOTS/2 slots (with two replicas, one node
 //! starting on each and knowing both), RUNS `hello` runs submitted in
 //! batches of 500 (split over the replicas) and counted done through the
-//! API. `WARDEN_BENCH_ONLY=in-process` or `=processes` runs one table.
+//! API. `WARDEN_BENCH_ONLY=in-process` or `=processes` runs one table;
+//! `WARDEN_BENCH_BIN` runs the processes from another `warden` build.
 //!
 //! Run: `cargo bench -p warden-tests --bench backends -- [RUNS] [SLOTS] [PAIRS]`.
 //! With `WARDEN_BENCH_PG_STATEMENTS=1`, PostgreSQL loads
@@ -270,8 +271,13 @@ struct Processes {
     _db: Option<warden_testkit::PostgresDatabase>,
 }
 
+/// The `warden` binary the processes run: this build's, or
+/// `WARDEN_BENCH_BIN` (another build, to compare two in one sitting).
 fn warden_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_warden-cli"))
+    std::env::var_os("WARDEN_BENCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_warden-cli")),
+        PathBuf::from,
+    )
 }
 
 async fn start_processes(
@@ -429,9 +435,13 @@ impl Processes {
             batch_no += 1;
         }
         let mut client = pb::run_service_client::RunServiceClient::new(channels[0].clone());
+        // Polled lightly: the poll's own reads cost the store too.
         loop {
             let mut pending = false;
             for s in [RunState::Queued, RunState::Leased, RunState::Running] {
+                if pending {
+                    break;
+                }
                 let page = client
                     .list(with_token(
                         pb::ListRunsRequest {
