@@ -100,11 +100,11 @@ impl Remote {
 
     pub(crate) async fn channel(&self) -> anyhow::Result<Conn> {
         let url = &self.control_plane;
-        if self.token.is_some()
-            && url.starts_with("http://")
-            && !self.insecure
-            && !is_this_machine(url)
-        {
+        let plaintext = url.parse::<tonic::codegen::http::Uri>().is_ok_and(|u| {
+            u.scheme_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+        });
+        if self.token.is_some() && plaintext && !self.insecure && !is_this_machine(url) {
             anyhow::bail!(
                 "refusing to send your token in plaintext to {url}: use its https:// URL with --ca, \
                  or pass --insecure (WARDEN_INSECURE=1) if the network between you is trusted"

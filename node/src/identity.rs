@@ -58,8 +58,9 @@ pub async fn enroll(
         csr_pem: csr,
     };
     // Each address in turn (replicas share the database that records
-    // enrollments): one out of reach is passed over; an answer, even a
-    // refusal, is final.
+    // enrollments): one that cannot be connected to is passed over. Once
+    // the request is sent its outcome is final, even a lost answer (the
+    // token may be spent): moving on could only meet "token used".
     let mut unreachable = Vec::new();
     let mut answer = None;
     for url in urls {
@@ -89,13 +90,7 @@ pub async fn enroll(
                 answer = Some(a.into_inner());
                 break;
             }
-            Err(e)
-                if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Cancelled)
-                    || std::error::Error::source(&e).is_some() =>
-            {
-                unreachable.push(format!("{url}: {}", e.message()));
-            }
-            Err(e) => return Err(NodeError::Enroll(e.message().to_string())),
+            Err(e) => return Err(NodeError::Enroll(format!("{url}: {}", e.message()))),
         }
     }
     let Some(answer) = answer else {

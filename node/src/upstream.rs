@@ -18,9 +18,6 @@ use tonic::transport::{Channel, Endpoint};
 const KEEPALIVE: Duration = Duration::from_secs(2);
 /// How long a ping may go unanswered before the connection is given up.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a call may wait for its answer to begin (a lease stream's
-/// begins at once; a result or a component fetch well within this).
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A gRPC channel to whichever control-plane replica is current.
 #[derive(Clone)]
@@ -49,17 +46,16 @@ impl Upstream {
                 // A replica that stops answering (hung, stopped, its
                 // machine gone) still has its kernel accept connections:
                 // HTTP/2 pings find it out within KEEPALIVE + PING_TIMEOUT
-                // even on an idle connection or a silent lease stream, and
-                // a call whose answer does not begin within CALL_TIMEOUT
-                // fails. Either fails the calls on it, and the node moves
-                // to the next replica.
+                // even on an idle connection or a silent lease stream,
+                // which fails the calls on it, and the node moves to the
+                // next replica. (No deadline per call: a large report on a
+                // slow link may rightly take long.)
                 let mut endpoint = Endpoint::from_shared(url.clone())
                     .map_err(|e| bad(&e))?
                     .connect_timeout(std::time::Duration::from_secs(2))
                     .http2_keep_alive_interval(KEEPALIVE)
                     .keep_alive_timeout(PING_TIMEOUT)
                     .keep_alive_while_idle(true)
-                    .timeout(CALL_TIMEOUT)
                     .tcp_nodelay(true);
                 if let Some(tls) = tls {
                     endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(&e))?;

@@ -25,6 +25,8 @@ use std::time::Duration;
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// The largest token-service answer read.
 const MAX_TOKEN_BYTES: usize = 64 << 10;
+/// The longest one request (a manifest, a token, a whole blob) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Redirect hops followed per request.
 const MAX_REDIRECTS: usize = 5;
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -71,6 +73,8 @@ impl RegistryClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(60))
+            // A registry that trickles bytes holds a submit no longer.
+            .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")));
         if let Some(guard) = &opts.guard {
             let hop_guard = guard.clone();
@@ -176,8 +180,11 @@ impl RegistryClient {
             guard.check(&realm_host).await.map_err(|e| {
                 OciError::Refused(format!("the registry's token service {realm}: {e}"))
             })?;
+            // The registry's own host, and never over plain HTTP unless
+            // the registry itself is reached so.
             let host = |h: &str| crate::split_registry(h).0.to_ascii_lowercase();
-            send_credentials = host(&realm_host) == host(self.reference.reference.registry());
+            send_credentials = host(&realm_host) == host(self.reference.reference.registry())
+                && (url.scheme() == "https" || self.base.starts_with("http://"));
         }
         let scope = format!("repository:{}:pull", self.reference.reference.repository());
         let mut request = self.http.get(url).query(&[("scope", scope.as_str())]);

@@ -229,11 +229,16 @@ impl Store {
                 None => Err(JoinTokenRefusal::Unknown),
                 Some(Some(node)) => Err(JoinTokenRefusal::Used(node)),
                 Some(None) => {
-                    tx.execute(
+                    let deleted = tx.execute(
                         &format!("DELETE FROM join_tokens WHERE {which} AND used_by IS NULL"),
                         p![id],
                     )?;
-                    Ok(())
+                    // An enrollment that committed in between used it.
+                    if deleted == 0 {
+                        Err(JoinTokenRefusal::Used("(enrolled just now)".into()))
+                    } else {
+                        Ok(())
+                    }
                 }
             })
         })

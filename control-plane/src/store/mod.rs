@@ -392,6 +392,8 @@ fn sealing_key_beside(path: &Path) -> std::path::PathBuf {
     if !key.exists()
         && Path::new(&legacy).exists()
         && let Err(e) = std::fs::rename(&legacy, &key)
+        // Another process may have renamed it first.
+        && !key.exists()
     {
         tracing::warn!(from = ?legacy, to = %key.display(), "cannot rename the sealing key: {e}");
         return legacy.into();
