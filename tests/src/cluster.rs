@@ -400,6 +400,22 @@ pub fn secure_control_plane(
     extra: &[&str],
     log_dir: &Path,
 ) -> (Proc, String, String) {
+    let (proc, url) = tls_control_plane(bin, "control-plane", port, data, extra, log_dir);
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    (proc, url, token.trim().to_string())
+}
+
+/// Starts `warden control-plane` (process `name`) with TLS on `port` and
+/// its data dir at `data`; returns the process and its `https` URL. (A
+/// replica joining another's database writes no admin token.)
+pub fn tls_control_plane(
+    bin: &Path,
+    name: &str,
+    port: u16,
+    data: &Path,
+    extra: &[&str],
+    log_dir: &Path,
+) -> (Proc, String) {
     let mut args = vec![
         "control-plane".to_string(),
         "--listen".into(),
@@ -408,17 +424,12 @@ pub fn secure_control_plane(
         data.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let (proc, line) = spawn(bin, "control-plane", &args, log_dir);
+    let (proc, line) = spawn(bin, name, &args, log_dir);
     assert!(
         line.contains("listening on https://"),
         "control plane said: {line}"
     );
-    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-    (
-        proc,
-        format!("https://127.0.0.1:{port}"),
-        token.trim().to_string(),
-    )
+    (proc, format!("https://127.0.0.1:{port}"))
 }
 
 /// A TLS channel to `url` that trusts `ca` (a PEM file), presenting
