@@ -189,7 +189,9 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             while let Some(batch) = stream.message().await.map_err(status)? {
                 for line in &batch.lines {
                     if json {
-                        writeln!(out, "{}", log_line_json(line))?;
+                        // serde_json leaves C1 controls and bidi overrides raw.
+                        let doc = log_line_json(line).to_string();
+                        writeln!(out, "{}", warden_core::escape_json_controls(&doc))?;
                     } else {
                         writeln!(out, "{}", log_line_text(line))?;
                     }

@@ -57,3 +57,45 @@ pub fn create_private(path: &Path) -> std::io::Result<()> {
     }
     options.open(path).map(drop)
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// An operator who made the data dir (or a parent) with a mode of their
+    /// choosing keeps it: only the directories made here are 0700, and a
+    /// secret file in an existing directory is still 0600.
+    #[test]
+    fn directories_that_exist_keep_their_mode() {
+        let root = std::env::temp_dir().join(format!("warden-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let shared = root.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o755, "an existing directory was changed");
+        let made = shared.join("a").join("b");
+        private_dir(&made).unwrap();
+        assert_eq!(mode(&shared), 0o755, "an existing parent was changed");
+        assert_eq!(mode(&shared.join("a")), 0o700);
+        assert_eq!(mode(&made), 0o700);
+
+        let key = shared.join("sealing.key");
+        write_file(&key, "secret", true).unwrap();
+        create_private(&shared.join("db.sqlite3")).unwrap();
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&shared.join("db.sqlite3")), 0o600);
+        assert_eq!(
+            mode(&shared),
+            0o755,
+            "writing a secret changed its directory"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

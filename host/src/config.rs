@@ -242,4 +242,43 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/srv/w"));
         assert!(toml::from_str::<NodeConfig>("nonsense = 1").is_err());
     }
+
+    /// A node config whose `[limits]` make no sense is refused when it is
+    /// loaded, naming the key, rather than clamping every run into it.
+    #[test]
+    fn nonsense_limits_in_a_config_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let load = |limits: &str| {
+            std::fs::write(&path, format!("[limits]\n{limits}\n")).unwrap();
+            NodeConfig::load(Some(&path))
+        };
+        for (limits, names) in [
+            ("timeout = \"0s\"", "timeout must be more than 0"),
+            (
+                "max_memory_bytes = 0",
+                "max_memory_bytes must be more than 0",
+            ),
+            ("max_cost_usd = nan", "max_cost_usd"),
+            ("max_cost_usd = inf", "max_cost_usd"),
+            ("max_cost_usd = -1.0", "max_cost_usd"),
+        ] {
+            match load(limits) {
+                Err(e @ ConfigError::Limits(_)) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("invalid [limits]") && e.contains(names),
+                        "{limits}: {e}"
+                    );
+                }
+                other => panic!("{limits}: loaded as {other:?}"),
+            }
+        }
+        // Out of a field's range: refused by the parser, naming the key.
+        let e = load("max_output_bytes = -1").unwrap_err().to_string();
+        assert!(e.contains("max_output_bytes"), "{e}");
+        // Sensible limits load.
+        let c = load("timeout = \"1m\"\nmax_cost_usd = 0.5").unwrap();
+        assert_eq!(c.limits.max_cost_usd, Some(0.5));
+    }
 }

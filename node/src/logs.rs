@@ -234,3 +234,56 @@ fn to_wire(seq: u64, line: &LogLine) -> pb::LogLine {
         attempt: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the control plane away, lines wait in memory up to 16 MiB for
+    /// the whole node; past it new lines are dropped (not queued), and the
+    /// run's log end says how many lines it had so the control plane marks
+    /// the gap.
+    #[tokio::test]
+    async fn lines_waiting_past_16_mib_are_dropped_and_the_gap_is_said() {
+        let (shipper, mut rx) = LogShipper::new();
+        let run = shipper.tap(&pb::LeaseRef {
+            run_id: "r-1".into(),
+            attempt: 1,
+            token: "t".into(),
+        });
+        // Each line at the wire's longest (16 KiB): 1,024 fill the bound.
+        let line = LogLine {
+            source: LogSource::Stdout,
+            level: None,
+            context: String::new(),
+            message: "x".repeat(warden_core::wire::MAX_LOG_LINE_BYTES),
+            unix_ms: 0,
+        };
+        let fit = (MAX_PENDING_BYTES / warden_core::wire::MAX_LOG_LINE_BYTES as u64) as usize;
+        let logged = fit + 500;
+        for seq in 0..logged {
+            (run.tap.0)(seq as u64, &line);
+        }
+        assert_eq!(shipper.pending.load(Ordering::Relaxed), MAX_PENDING_BYTES);
+        assert_eq!(run.dropped.load(Ordering::Relaxed), 500);
+
+        // What waits is the first lines, in order, then the log's end.
+        let reader = tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while let Some(event) = rx.recv().await {
+                match event {
+                    Event::Line(_, line) => seqs.push(line.seq),
+                    Event::End { end, done, .. } => {
+                        let _ = done.send(());
+                        return (seqs, end);
+                    }
+                }
+            }
+            panic!("the shipper's channel closed");
+        });
+        shipper.flush(run, logged as u64).await;
+        let (seqs, end) = reader.await.unwrap();
+        assert_eq!(seqs, (0..fit as u64).collect::<Vec<_>>());
+        assert_eq!(end, logged as u64, "the gap at the end is not said");
+    }
+}

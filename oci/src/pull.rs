@@ -77,31 +77,11 @@ impl RegistryClient {
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")));
         if let Some(guard) = &opts.guard {
-            let hop_guard = guard.clone();
             builder = builder
                 // A proxy would connect where the guard never looked.
                 .no_proxy()
                 .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-                .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                    if attempt.previous().len() >= MAX_REDIRECTS {
-                        return attempt
-                            .error(Refused(format!("more than {MAX_REDIRECTS} redirects")));
-                    }
-                    let downgrade = attempt.url().scheme() == "http"
-                        && attempt.previous().iter().any(|u| u.scheme() == "https");
-                    let verdict = if downgrade && !plain_http {
-                        Err(Refused(format!(
-                            "a redirect from HTTPS to plain HTTP ({}) is refused",
-                            attempt.url()
-                        )))
-                    } else {
-                        hop_guard.check_hop(attempt.url()).map_err(Refused)
-                    };
-                    match verdict {
-                        Ok(()) => attempt.follow(),
-                        Err(refused) => attempt.error(refused),
-                    }
-                }));
+                .redirect(guarded_redirects(guard.clone(), plain_http));
         }
         let http = builder.build().map_err(|e| OciError::Registry {
             reference: r.to_string(),
@@ -293,6 +273,31 @@ pub(crate) fn credentials(r: &OciRef, opts: &OciOptions) -> Option<Authorization
         Ok(docker_credential::DockerCredential::IdentityToken(t)) => Some(Authorization::Bearer(t)),
         Err(_) => None,
     }
+}
+
+/// How a guarded client follows redirects: at most [`MAX_REDIRECTS`] hops,
+/// each passing the guard, and never from HTTPS down to plain HTTP unless
+/// the registry itself is reached over plain HTTP (`plain_http`).
+fn guarded_redirects(guard: RegistryGuard, plain_http: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            return attempt.error(Refused(format!("more than {MAX_REDIRECTS} redirects")));
+        }
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        let verdict = if downgrade && !plain_http {
+            Err(Refused(format!(
+                "a redirect from HTTPS to plain HTTP ({}) is refused",
+                attempt.url()
+            )))
+        } else {
+            guard.check_hop(attempt.url()).map_err(Refused)
+        };
+        match verdict {
+            Ok(()) => attempt.follow(),
+            Err(refused) => attempt.error(refused),
+        }
+    })
 }
 
 /// `HOST[:PORT]` of `url` (IPv6 hosts bracketed).
@@ -555,104 +560,4 @@ fn is_sha256_digest(digest: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn challenges_are_read_from_any_spelling() {
-        assert_eq!(
-            parse_challenge(
-                r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a:pull""#
-            ),
-            Some(Challenge::Bearer {
-                realm: "https://auth.example.com/token".into(),
-                service: Some("registry.example.com".into())
-            })
-        );
-        assert_eq!(
-            parse_challenge("bearer realm=http://127.0.0.2:9/token"),
-            Some(Challenge::Bearer {
-                realm: "http://127.0.0.2:9/token".into(),
-                service: None
-            })
-        );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="test""#),
-            Some(Challenge::Basic)
-        );
-        assert_eq!(parse_challenge("Bearer service=x"), None, "no realm");
-        assert_eq!(parse_challenge("Negotiate"), None);
-    }
-
-    #[test]
-    fn only_sha256_digests_go_into_blob_paths() {
-        assert!(is_sha256_digest(&format!("sha256:{}", "a1".repeat(32))));
-        for bad in [
-            "sha256:../../x".to_string(),
-            format!("sha256:{}", "A".repeat(64)),
-            format!("sha512:{}", "a".repeat(64)),
-            "sha256:".to_string(),
-        ] {
-            assert!(!is_sha256_digest(&bad), "{bad}");
-        }
-    }
-
-    /// Names resolve through the guard: a host that is not allow-listed
-    /// keeps only its public addresses (none here: `localhost` is
-    /// loopback), and the error names what it resolved to.
-    #[tokio::test]
-    async fn the_guard_s_resolver_drops_special_addresses_unless_listed() {
-        use reqwest::dns::Resolve;
-        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
-        let open = GuardedResolver(RegistryGuard::default());
-        let e = open.resolve(name("localhost")).await.err().unwrap();
-        assert!(e.to_string().contains("loopback"), "{e}");
-        assert!(e.to_string().contains("--allow-registry localhost"), "{e}");
-        let listed = GuardedResolver(RegistryGuard {
-            allow: vec!["localhost:5000".into()],
-        });
-        let addrs: Vec<_> = listed.resolve(name("localhost")).await.unwrap().collect();
-        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
-    }
-
-    #[test]
-    fn guarded_hops_pass_the_allow_list_and_the_address_check() {
-        let url = |u: &str| reqwest::Url::parse(u).unwrap();
-        let listed = RegistryGuard {
-            allow: vec!["127.0.0.1:5000".into(), "cdn.example.com".into()],
-        };
-        assert!(listed.check_hop(&url("http://127.0.0.1:5000/v2/")).is_ok());
-        assert!(
-            listed
-                .check_hop(&url("https://cdn.example.com/blob"))
-                .is_ok()
-        );
-        for refused in [
-            "http://127.0.0.2:5000/token",
-            "http://127.0.0.1:5001/",
-            "https://evil.example.com/",
-        ] {
-            let e = listed.check_hop(&url(refused)).unwrap_err();
-            assert!(
-                e.contains("not one this control plane may"),
-                "{refused}: {e}"
-            );
-        }
-        let public = RegistryGuard::default();
-        assert!(
-            public
-                .check_hop(&url("https://registry.example.com/"))
-                .is_ok()
-        );
-        for refused in [
-            "http://127.0.0.2:5000/",
-            "http://[::1]/",
-            "http://169.254.169.254/latest",
-            "http://10.0.0.1/",
-            "http://[::ffff:127.0.0.1]/",
-        ] {
-            let e = public.check_hop(&url(refused)).unwrap_err();
-            assert!(e.contains("address"), "{refused}: {e}");
-        }
-    }
-}
+mod tests;

@@ -1,7 +1,11 @@
 //! A real OCI registry on loopback: Debian's `docker-registry` (the CNCF
-//! distribution registry), started per test with its storage in a temp dir.
+//! distribution registry), started per test with its storage in a temp dir;
+//! and the answers a registry of our own making ([`crate::http_server`])
+//! gives, for registries that misbehave.
 
 use crate::cluster::{Proc, free_port};
+use crate::http_server::Response;
+use sha2::{Digest, Sha256};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -116,4 +120,54 @@ fn answers(host: &str) -> bool {
     // 200, or 401 when the registry requires credentials: either way it is up.
     let mut head = [0u8; 12];
     conn.read_exact(&mut head).is_ok() && (head.ends_with(b"200") || head.ends_with(b"401"))
+}
+
+/// `sha256:HEX` of `bytes`.
+fn sha256_digest(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// A wasm artifact of `component` as a registry serves it: (manifest
+/// bytes, layer digest).
+pub fn wasm_artifact(component: &[u8]) -> (Vec<u8>, String) {
+    wasm_artifact_declaring(component, component.len() as u64)
+}
+
+/// A wasm artifact of `component` whose manifest declares its layer to be
+/// `size` bytes, true or not.
+pub fn wasm_artifact_declaring(component: &[u8], size: u64) -> (Vec<u8>, String) {
+    let layer = sha256_digest(component);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": sha256_digest(b"{}"),
+            "size": 2,
+        },
+        "layers": [{ "mediaType": "application/wasm", "digest": layer, "size": size }],
+    });
+    (manifest.to_string().into_bytes(), layer)
+}
+
+pub fn manifest_response(manifest: &[u8]) -> Response {
+    Response {
+        status: 200,
+        content_type: "application/vnd.oci.image.manifest.v1+json",
+        headers: Vec::new(),
+        body: manifest.to_vec(),
+    }
+}
+
+pub fn blob_response(bytes: &[u8]) -> Response {
+    Response {
+        status: 200,
+        content_type: "application/octet-stream",
+        headers: Vec::new(),
+        body: bytes.to_vec(),
+    }
 }

@@ -74,3 +74,62 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{AuditEntry, MAX_AUDIT_ENTRIES, Store};
+    use crate::store::sql::p;
+
+    /// (entries, oldest id) in the log.
+    fn extent(store: &Store) -> (i64, i64) {
+        store
+            .with_conn(|c| {
+                c.query_one("SELECT COUNT(*), MIN(id) FROM audit", p![], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
+            .unwrap()
+    }
+
+    fn denied(n: u32) -> AuditEntry {
+        AuditEntry {
+            actor: "anonymous".into(),
+            action: "denied".into(),
+            target: format!("flood {n}"),
+            ..Default::default()
+        }
+    }
+
+    /// A flood of audited requests costs a row each and pushes the oldest
+    /// out: past 100,000 entries the log is cut back to the newest 100,000
+    /// at every 1,000th, so it never holds 101,000.
+    #[test]
+    fn the_log_keeps_the_newest_100_000_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cp.sqlite3")).unwrap();
+        // All but the last of 101,000 entries, in one statement: audited
+        // one by one they would take minutes.
+        store
+            .with_tx(|tx| {
+                tx.execute(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                     INSERT INTO audit (at, tenant, actor, action, target, detail)
+                     SELECT 0, '', 'anonymous', 'denied', 'old ' || i, '' FROM n",
+                    p![MAX_AUDIT_ENTRIES + 999],
+                )
+            })
+            .unwrap();
+        assert_eq!(extent(&store), (MAX_AUDIT_ENTRIES + 999, 1));
+        store.audit(denied(0)).unwrap();
+        assert_eq!(extent(&store), (MAX_AUDIT_ENTRIES, 1001));
+        // A thousand more: the log grows by them and is cut back again.
+        for n in 1..1000 {
+            store.audit(denied(n)).unwrap();
+        }
+        assert_eq!(extent(&store), (MAX_AUDIT_ENTRIES + 999, 1001));
+        store.audit(denied(1000)).unwrap();
+        assert_eq!(extent(&store), (MAX_AUDIT_ENTRIES, 2001));
+        let newest = store.list_audit(None, 1).unwrap();
+        assert_eq!(newest[0].target, "flood 1000");
+    }
+}

@@ -57,6 +57,9 @@ impl Store {
         username: &str,
         password: &str,
     ) -> StoreResult<()> {
+        // Sealed under the name it is stored and looked up by: sealed as
+        // typed, `Registry.Example.com` would never open again.
+        let registry = registry.to_ascii_lowercase();
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -65,7 +68,7 @@ impl Store {
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(tenant, registry)),
+                Aad::from(aad(tenant, &registry)),
                 &mut sealed,
             )
             .map_err(|_| StoreError::Corrupt("cannot seal a credential".into()))?;
@@ -77,13 +80,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant, registry) DO UPDATE SET username = excluded.username,
                      secret = excluded.secret, created = excluded.created",
-                p![
-                    tenant,
-                    registry.to_ascii_lowercase(),
-                    username,
-                    blob,
-                    now_ms()
-                ],
+                p![tenant, registry, username, blob, now_ms()],
             )?;
             Ok(())
         })
@@ -158,6 +155,71 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::Store;
+    use super::p;
+    use crate::store::StoreError;
+
+    /// Who can write the database can move a sealed password to another
+    /// tenant's or another registry's row: it then opens for no one, as the
+    /// seal is bound to the tenant and registry it was set for.
+    #[test]
+    fn a_sealed_password_opens_only_for_its_own_tenant_and_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cp.sqlite3")).unwrap();
+        let registry = "registry.example.com";
+        store
+            .set_registry_credential("acme", registry, "alice", "acme-pw")
+            .unwrap();
+        store
+            .set_registry_credential("beta", registry, "bob", "beta-pw")
+            .unwrap();
+        store
+            .set_registry_credential("acme", "other.example.com", "alice", "other-pw")
+            .unwrap();
+        // Each opens for its own tenant and registry, the registry named in
+        // any case.
+        assert_eq!(
+            store
+                .registry_credential("acme", "Registry.Example.COM")
+                .unwrap(),
+            Some(("alice".to_string(), "acme-pw".to_string()))
+        );
+        // acme's sealed password copied into beta's row, and into acme's
+        // row for another registry.
+        let copy = |tenant: &str, to: &str| {
+            store
+                .with_tx(|tx| {
+                    tx.execute(
+                        "UPDATE registry_credentials SET secret = (SELECT secret
+                             FROM registry_credentials WHERE tenant = 'acme' AND registry = ?1)
+                         WHERE tenant = ?2 AND registry = ?3",
+                        p![registry, tenant, to],
+                    )
+                })
+                .unwrap()
+        };
+        assert_eq!(copy("beta", registry), 1);
+        assert_eq!(copy("acme", "other.example.com"), 1);
+        for (tenant, to) in [("beta", registry), ("acme", "other.example.com")] {
+            match store.registry_credential(tenant, to) {
+                Err(StoreError::Corrupt(message)) => {
+                    assert!(message.contains("cannot be opened"), "{message}")
+                }
+                other => panic!("{tenant}'s row for {to} opened as {other:?}"),
+            }
+        }
+        assert_eq!(
+            store.registry_credential("acme", registry).unwrap(),
+            Some(("alice".to_string(), "acme-pw".to_string()))
+        );
+        // A registry set in capitals opens under its lower-case name too.
+        store
+            .set_registry_credential("gamma", "Registry.Example.COM", "carol", "gamma-pw")
+            .unwrap();
+        assert_eq!(
+            store.registry_credential("gamma", registry).unwrap(),
+            Some(("carol".to_string(), "gamma-pw".to_string()))
+        );
+    }
 
     /// A SQLite store's key is `sealing.key` beside it; one by the name
     /// earlier versions gave it (`DB.key`) is renamed, and what it sealed

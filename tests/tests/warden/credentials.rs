@@ -31,8 +31,9 @@ fn set_credentials(cp: &Secure, token: &str, registry: &str) -> std::process::Ou
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn a_tenant_s_registry_credentials_are_its_own() {
+/// A registry that wants alice's password, holding the hello example at
+/// the reference returned.
+fn private_registry() -> (OciRegistry, String) {
     let registry = OciRegistry::start_with_auth("alice", PASSWORD);
     let tag = registry.reference("private/hello:1");
     let client = tempfile::tempdir().unwrap();
@@ -49,6 +50,12 @@ fn a_tenant_s_registry_credentials_are_its_own() {
         ],
     );
     assert!(pushed.status.success(), "{}", stderr(&pushed));
+    (registry, tag)
+}
+
+#[test]
+fn a_tenant_s_registry_credentials_are_its_own() {
+    let (registry, tag) = private_registry();
     let cp = Secure::start_with(&["--allow-registry", &registry.host]);
     let acme = cp.token("acme", "admin");
     let beta = cp.token("beta", "admin");
@@ -176,4 +183,40 @@ fn a_token_service_on_another_host_gets_no_credentials() {
             .all(|auth| auth.as_deref().is_none_or(|a| !a.starts_with("Basic"))),
         "credentials were sent to the token service: {seen:?}"
     );
+}
+
+/// The operator's `--registry-username/--registry-password` are the
+/// `default` tenant's alone: another tenant submitting the same private
+/// reference is asked for its own, before and after the default tenant
+/// pulled the component onto the control plane.
+#[test]
+fn the_operator_s_registry_credentials_are_the_default_tenant_s_alone() {
+    let (registry, tag) = private_registry();
+    let cp = Secure::start_with(&[
+        "--allow-registry",
+        &registry.host,
+        "--registry-username",
+        "alice",
+        "--registry-password",
+        PASSWORD,
+        "--registry-host",
+        &registry.host,
+    ]);
+    let acme = cp.token("acme", "admin");
+    let default = cp.token("default", "submitter");
+    let submit = |token: &str| cp.cli(token, &["submit", &tag, "--input", "{}"]);
+    let asked = |out: &std::process::Output| {
+        assert!(!out.status.success(), "submitted without credentials");
+        assert!(
+            stderr(out).contains("requires credentials"),
+            "{}",
+            stderr(out)
+        );
+    };
+    asked(&submit(&acme));
+    for token in [&default, &cp.admin] {
+        let out = submit(token);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    asked(&submit(&acme));
 }

@@ -1,6 +1,7 @@
 //! Warden's integration tests: real guest components (built by
 //! `tests/build.rs`) run through the real host, one module per area.
 
+mod audit;
 mod bad_input;
 mod bridge;
 mod cache;
@@ -11,6 +12,7 @@ mod examples;
 mod failures;
 mod fuzz;
 mod grants;
+mod host_faults;
 mod hostile;
 mod http;
 mod kv;
@@ -18,8 +20,10 @@ mod lease_protocol;
 mod leases;
 mod limits;
 mod llm;
+mod message_bounds;
 mod node_cache;
 mod oci;
+mod oci_layers;
 mod quotas;
 mod replicas;
 mod run_logs;
@@ -27,6 +31,7 @@ mod sandbox;
 mod security;
 mod shared_kv;
 mod telemetry;
+mod traces;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -7,7 +7,7 @@ use crate::leases::TestCluster;
 use sha2::{Digest, Sha256};
 use std::process::Output;
 use warden_tests::http_server::{Response, TestServer};
-use warden_tests::oci_registry::OciRegistry;
+use warden_tests::oci_registry::{OciRegistry, blob_response, manifest_response, wasm_artifact};
 use warden_tests::{components, examples};
 
 fn warden(args: &[&str]) -> Output {
@@ -565,23 +565,6 @@ fn the_largest_component_is_the_operator_s_choice() {
     );
 }
 
-/// A wasm artifact of `component` as a registry serves it: (manifest
-/// bytes, layer digest).
-fn wasm_artifact(component: &[u8]) -> (Vec<u8>, String) {
-    let layer = format!("sha256:{}", hex(&Sha256::digest(component)));
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.wasm.config.v0+json",
-            "digest": format!("sha256:{}", hex(&Sha256::digest(b"{}"))),
-            "size": 2,
-        },
-        "layers": [{ "mediaType": "application/wasm", "digest": layer, "size": component.len() }],
-    });
-    (manifest.to_string().into_bytes(), layer)
-}
-
 /// Submits `reference` (the hello example) for `name` and waits: it greets.
 fn greets(c: &TestCluster, reference: &str, name: &str) {
     let input = serde_json::json!({ "name": name }).to_string();
@@ -592,24 +575,6 @@ fn greets(c: &TestCluster, reference: &str, name: &str) {
         format!("hello, {name}"),
         "{result}"
     );
-}
-
-fn manifest_response(manifest: &[u8]) -> Response {
-    Response {
-        status: 200,
-        content_type: "application/vnd.oci.image.manifest.v1+json",
-        headers: Vec::new(),
-        body: manifest.to_vec(),
-    }
-}
-
-fn blob_response(bytes: &[u8]) -> Response {
-    Response {
-        status: 200,
-        content_type: "application/octet-stream",
-        headers: Vec::new(),
-        body: bytes.to_vec(),
-    }
 }
 
 /// The token service a registry names is checked on the very answer that

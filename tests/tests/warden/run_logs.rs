@@ -11,6 +11,10 @@ use warden_proto::v1 as pb;
 use warden_tests::cluster::{get_run, outcome, publish, state, submit, wait_run};
 use warden_tests::components;
 
+/// The characters that would act on a terminal if printed raw: ESC, CSI (a
+/// C1 control) and a right-to-left override.
+const ACTIVE: [char; 3] = ['\u{1b}', '\u{9b}', '\u{202e}'];
+
 /// Lines a child prints, as they come.
 fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     let stdout = child.stdout.take().unwrap();
@@ -145,4 +149,65 @@ async fn follow_prints_a_running_agent_s_lines_and_failed_attempts_keep_theirs()
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no run r-none"), "{stderr}");
+}
+
+/// `warden runs logs` shows a guest's text with every control character
+/// escaped, as text and as JSON lines: a guest's stderr with an escape
+/// sequence, a C1 control, a bidi override and a would-be log line of its
+/// own reaches the terminal as inert text, each line behind the real
+/// time, attempt and source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_logs_escapes_a_guest_s_control_characters() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let _node = c.node("n1", &[]);
+    let ch = c.channel().await;
+    publish(ch.clone(), components::BIG_OUTPUT, "big-output@1").await;
+    let evil = "boom\n2026-11-23T00:00:00.000Z #1 info   forged\u{1b}[2J\u{9b}31m\u{202e}";
+    let input = serde_json::json!({ "tail": evil }).to_string();
+    let id = submit(ch.clone(), "big-output@1", &input, |_| {}).await;
+    wait_run(ch, &id, Duration::from_secs(60), |r| {
+        state(r) == RunState::Succeeded
+    })
+    .await;
+
+    let out = c.cli(&["runs", "logs", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for active in ACTIVE {
+        assert!(
+            !text.contains(active),
+            "{active:?} reached the terminal: {text}"
+        );
+    }
+    assert!(text.contains(r"forged\u{1b}[2J\u{9b}31m\u{202e}"), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in &lines {
+        assert!(!line.starts_with("2026-11-23"), "a forged line: {text}");
+        assert!(line.contains(" #1 stderr "), "{text}");
+    }
+
+    let out = c.cli(&["runs", "logs", &id, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let json = String::from_utf8(out.stdout).unwrap();
+    for active in ACTIVE {
+        assert!(
+            !json.contains(active),
+            "{active:?} reached the terminal: {json}"
+        );
+    }
+    // Still JSON lines, with the guest's text intact once decoded.
+    let docs: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "{json}");
+    assert_eq!(docs[0]["message"], "boom", "{json}");
+    assert!(
+        docs[1]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("forged\u{1b}[2J\u{9b}31m\u{202e}"),
+        "{json}"
+    );
 }

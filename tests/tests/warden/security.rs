@@ -122,7 +122,7 @@ impl Secure {
     }
 
     /// Enrolls `node_id` over gRPC with a fresh key and join token.
-    async fn enroll(&self, node_id: &str) -> Identity {
+    pub(crate) async fn enroll(&self, node_id: &str) -> Identity {
         let join = self.secret(&self.admin, &["nodes", "join-token", "create"]);
         let (csr, key) = csr();
         let answer = NodeServiceClient::new(self.channel(None).await)

@@ -332,7 +332,7 @@ async fn nodes_report_disk_space_and_accelerators() {
 }
 
 /// Waits until `receiver` holds a span named `name`; every span then.
-async fn spans_with(
+pub(crate) async fn spans_with(
     receiver: &warden_tests::otlp::OtlpReceiver,
     name: &str,
 ) -> Vec<warden_tests::otlp::ReceivedSpan> {
@@ -356,56 +356,9 @@ async fn spans_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_the_client_s_submit_to_the_llm_call_and_metrics_over_otlp() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let receiver = warden_tests::otlp::OtlpReceiver::start();
-    let llm = warden_tests::fake_openai::FakeOpenAi::start();
-    let otel = |endpoint: String, protocol: &str| {
-        vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_string()),
-        ]
-    };
-    // The control plane exports over gRPC, the node over HTTP.
-    let port = free_port();
-    let (_cp, line) = cluster::spawn_with_env(
-        &bin(),
-        "control-plane",
-        &[
-            "control-plane".to_string(),
-            "--insecure".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--db".into(),
-            tmp.path().join("cp.sqlite3").display().to_string(),
-            "--data-dir".into(),
-            tmp.path().join("cp").display().to_string(),
-        ],
-        &otel(format!("http://{}", receiver.grpc), "grpc"),
-        &logs,
-    );
-    assert!(line.contains("listening on"), "{line}");
-    let url = format!("http://127.0.0.1:{port}");
-    let config = tmp.path().join("node.toml");
-    std::fs::write(&config, llm.node_config()).unwrap();
-    let admin = format!("127.0.0.1:{}", free_port());
-    let _node = cluster::node_with_env(
-        &bin(),
-        &url,
-        "n1",
-        tmp.path(),
-        &[
-            "--node-config",
-            config.to_str().unwrap(),
-            "--admin-addr",
-            &admin,
-        ],
-        &otel(format!("http://{}", receiver.http), "http/protobuf"),
-        &logs,
-    );
-    let ch = connect(&url).await;
+    let traced = crate::traces::Traced::start();
+    let (receiver, admin) = (&traced.receiver, &traced.admin);
+    let ch = connect(&traced.url).await;
     cluster::publish_with(
         ch.clone(),
         components::LLM_PROBE,
@@ -432,7 +385,7 @@ async fn one_trace_from_the_client_s_submit_to_the_llm_call_and_metrics_over_otl
     assert_eq!(cluster::state(&run), RunState::Succeeded, "{run:?}");
 
     for name in ["submit", "lease", "run", "chat small", "component.load"] {
-        spans_with(&receiver, name).await;
+        spans_with(receiver, name).await;
     }
     let spans = receiver.spans();
     let one = |name: &str| {
@@ -493,7 +446,7 @@ async fn one_trace_from_the_client_s_submit_to_the_llm_call_and_metrics_over_otl
     }
 
     // The same call in the node's GenAI metrics.
-    let (_, text) = http_get(&admin, "/metrics");
+    let (_, text) = http_get(admin, "/metrics");
     let labels = "gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"small\"";
     for expected in [
         format!("gen_ai_client_operation_duration_seconds_count{{{labels},error_type=\"\"}} 1"),
