@@ -193,6 +193,7 @@ async fn main() {
     let mut settings = vec!["synchronous_commit=off"];
     if statements {
         settings.push("shared_preload_libraries=pg_stat_statements");
+        settings.push("pg_stat_statements.track_planning=on");
     }
     let server = warden_testkit::start_postgres_server(&settings);
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +210,15 @@ async fn main() {
         .await;
     }
     if only != "in-process" {
-        processes(&dir.path().join("processes"), &server, runs, slots, pairs).await;
+        processes(
+            &dir.path().join("processes"),
+            &server,
+            runs,
+            slots,
+            pairs,
+            statements,
+        )
+        .await;
     }
 }
 
@@ -463,7 +472,14 @@ impl Processes {
 }
 
 /// The three stores as users run them: separate processes, TLS.
-async fn processes(dir: &Path, server: &str, runs: usize, slots: u32, pairs: usize) {
+async fn processes(
+    dir: &Path,
+    server: &str,
+    runs: usize,
+    slots: u32,
+    pairs: usize,
+    statements: bool,
+) {
     let clusters = [
         start_processes("sqlite", &dir.join("sqlite"), None, 1, slots).await,
         start_processes("postgres-1", &dir.join("pg1"), Some(server), 1, slots).await,
@@ -472,8 +488,16 @@ async fn processes(dir: &Path, server: &str, runs: usize, slots: u32, pairs: usi
     let mut rates = vec![Vec::new(); clusters.len()];
     for pair in 0..pairs {
         for (i, c) in clusters.iter().enumerate() {
+            // The first round of each PostgreSQL setup, alone.
+            let counted = statements && pair == 0 && c._db.is_some();
+            if counted {
+                reset_statements(c._db.as_ref().unwrap());
+            }
             let rate = c.throughput(runs).await;
             println!("processes round {pair} {}: {rate:.0} runs/s", c.name);
+            if counted {
+                print_statements(c._db.as_ref().unwrap());
+            }
             rates[i].push(rate);
         }
     }
@@ -488,24 +512,57 @@ async fn processes(dir: &Path, server: &str, runs: usize, slots: u32, pairs: usi
     }
 }
 
-/// The statements that took PostgreSQL the most time in `db`.
+/// Forgets the statements counted so far (in every database).
+fn reset_statements(db: &warden_testkit::PostgresDatabase) {
+    let url = db.url.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+             SELECT pg_stat_statements_reset()",
+        )
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// The statements that took PostgreSQL the most time in `db`, and the
+/// calls and time of all of them.
 fn print_statements(db: &warden_testkit::PostgresDatabase) {
     let url = db.url.clone();
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .unwrap();
+        let mine = "dbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
         let rows = c
             .query(
-                "SELECT calls, total_exec_time, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
-                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 20",
+                &format!(
+                    "SELECT calls, total_exec_time, mean_exec_time,
+                            left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+                     FROM pg_stat_statements WHERE {mine}
+                     ORDER BY total_exec_time DESC LIMIT 25"
+                ),
                 &[],
             )
             .unwrap();
         for r in rows {
-            let (calls, total, mean, q): (i64, f64, f64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (calls, total, mean, q): (i64, f64, f64, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
             println!("{calls:>9} calls {total:>9.0} ms total {mean:>7.3} ms mean  {q}");
         }
+        let all = c
+            .query_one(
+                &format!(
+                    "SELECT sum(calls)::bigint, sum(total_exec_time), sum(total_plan_time)
+                     FROM pg_stat_statements WHERE {mine}"
+                ),
+                &[],
+            )
+            .unwrap();
+        let (calls, exec, plan): (i64, f64, f64) = (all.get(0), all.get(1), all.get(2));
+        println!("all statements: {calls} calls, {exec:.0} ms executing, {plan:.0} ms planning");
     })
     .join()
     .unwrap();

@@ -4,7 +4,7 @@
 use super::{StreamOf, lease_answer};
 use crate::ControlPlane;
 use crate::store::{LeaseCheck, Outcome, RunReport};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -24,17 +24,23 @@ impl lease_service_server::LeaseService for ControlPlane {
             let _open = OpenStream(cp.metrics.lease_streams.clone());
             let ttl = cp.config.lease_ttl.as_millis() as i64;
             let alive_window = 3 * cp.config.heartbeat_interval.as_millis() as i64;
+            // The node was checked when the call came in.
+            let mut checked = Instant::now();
             loop {
                 // Wake on any change, or poll: a retry's backoff ends silently.
                 let changed = cp.changed.notified();
-                // A node revoked meanwhile loses its stream.
+                // A node revoked meanwhile loses its stream within a second
+                // (checked at most that often: a busy stream polls far more).
                 if let Some(fp) = &fingerprint
-                    && !matches!(cp.store.node_identity(fp), Ok(Some(_)))
+                    && checked.elapsed() >= Duration::from_secs(1)
                 {
-                    let _ = tx
-                        .send(Err(Status::unauthenticated("this node was revoked")))
-                        .await;
-                    return;
+                    checked = Instant::now();
+                    if !matches!(cp.store.node_identity(fp), Ok(Some(_))) {
+                        let _ = tx
+                            .send(Err(Status::unauthenticated("this node was revoked")))
+                            .await;
+                        return;
+                    }
                 }
                 let alive_since = crate::store::now_ms() - alive_window;
                 let leases = match cp.store.lease_runs(&node_id, 64, ttl, alive_since) {

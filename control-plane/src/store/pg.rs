@@ -179,6 +179,7 @@ CREATE TABLE registry_credentials (
     ),
     ("run logs", super::RUN_LOGS),
     ("usage by agent", super::USAGE_BY_AGENT),
+    ("runs by state, newest first", super::RUNS_BY_STATE),
 ];
 
 /// How long a request waits for a refused connection to be accepted
@@ -272,7 +273,7 @@ impl Pool {
                     Ok(mut conn) => {
                         let out = f(&mut conn);
                         let gone = matches!(&out, Err(e) if connection_lost(e));
-                        let commit_sent = conn.commit_sent;
+                        let commit_sent = std::mem::take(&mut conn.commit_sent);
                         self.put(conn, gone);
                         match out {
                             Err(e) if gone && !commit_sent => {

@@ -268,25 +268,31 @@ impl Store {
             Some((created, id)) => (Some(*created), Some(id.as_str())),
             None => (None, None),
         };
+        let limit = i64::from(limit);
+        // Only the filters given, so each form has a plan of its own that
+        // uses the index for it (runs_by_state, runs_by_tenant).
+        let mut params: Vec<&dyn Param> = vec![&limit];
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE TRUE");
         let state = filter.state.map(RunState::as_str);
-        self.with_conn(|c| {
-            c.query_map(
-                &format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM runs
-                     WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) AND (CAST(?3 AS TEXT) IS NULL OR tenant = ?3)
-                       AND (CAST(?4 AS BIGINT) IS NULL OR (created, id) < (?4, ?5))
-                     ORDER BY created DESC, id DESC LIMIT ?2"
-                ),
-                p![
-                    state,
-                    i64::from(limit),
-                    filter.tenant.as_deref(),
-                    after_created,
-                    after_id
-                ],
-                summary_from_row,
-            )
-        })
+        if let Some(state) = &state {
+            params.push(state);
+            sql += &format!(" AND state = ?{}", params.len());
+        }
+        if let Some(tenant) = &filter.tenant {
+            params.push(tenant);
+            sql += &format!(" AND tenant = ?{}", params.len());
+        }
+        if let (Some(created), Some(id)) = (&after_created, &after_id) {
+            params.push(created);
+            params.push(id);
+            sql += &format!(
+                " AND (created, id) < (?{}, ?{})",
+                params.len() - 1,
+                params.len()
+            );
+        }
+        sql += " ORDER BY created DESC, id DESC LIMIT ?1";
+        self.with_conn(|c| c.query_map(&sql, &params, summary_from_row))
     }
 
     /// How many runs are in `state`.

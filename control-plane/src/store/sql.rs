@@ -202,6 +202,8 @@ pub(crate) struct PgConn {
     /// A COMMIT was sent and not answered: if the connection is lost now,
     /// whether the transaction committed is unknown.
     pub(crate) commit_sent: bool,
+    /// A transaction is open.
+    in_tx: bool,
 }
 
 impl PgConn {
@@ -212,13 +214,16 @@ impl PgConn {
             notify: false,
             notify_commit: format!("NOTIFY {CHANNEL}, '{replica}'; COMMIT").into(),
             commit_sent: false,
+            in_tx: false,
         }
     }
 
     /// Starts a transaction.
     pub(crate) fn begin(&mut self) -> StoreResult<()> {
         self.commit_sent = false;
-        Ok(self.client.batch_execute("BEGIN")?)
+        self.client.batch_execute("BEGIN")?;
+        self.in_tx = true;
+        Ok(())
     }
 
     /// Ends the open transaction: commits it (with its NOTIFY, in the same
@@ -231,6 +236,7 @@ impl PgConn {
             (false, _) => "ROLLBACK",
         };
         self.commit_sent = commit;
+        self.in_tx = false;
         self.client.batch_execute(sql)?;
         self.commit_sent = false;
         Ok(())
@@ -274,6 +280,32 @@ pub(crate) enum Tx<'a> {
 impl Tx<'_> {
     pub(crate) fn is_postgres(&self) -> bool {
         matches!(self, Tx::Pg(_))
+    }
+
+    /// Whether a transaction is open (else each statement commits alone).
+    pub(crate) fn in_transaction(&self) -> bool {
+        match self {
+            Tx::Lite(c) => !c.is_autocommit(),
+            Tx::Pg(c) => c.in_tx,
+        }
+    }
+
+    /// Runs `f`, a statement that writes: outside a transaction, if the
+    /// connection is lost before its answer, whether it ran is unknown, and
+    /// it is not tried again on another connection (as for a COMMIT).
+    pub(crate) fn write_once<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let alone = !self.in_transaction();
+        if let (Tx::Pg(c), true) = (&mut *self, alone) {
+            c.commit_sent = true;
+        }
+        let out = f(self)?;
+        if let Tx::Pg(c) = self {
+            c.commit_sent = false;
+        }
+        Ok(out)
     }
 
     /// Tells every replica's waiting lease streams and watchers that runs
