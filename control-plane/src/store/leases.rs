@@ -396,9 +396,12 @@ impl Store {
             let now = now_ms();
             let mut answers = vec![None; results.len()];
             let mut usage = super::usage::Daily::default();
+            let mut writes = Writes::default();
             for chunk in order.chunks(MAX_VALUES) {
+                // The chunk before's (a run may be in both).
+                tx.execute_all(&writes.statements(&now))?;
+                writes = Writes::default();
                 let mut current = read_leases(tx, chunk.iter().map(|&i| results[i].lease))?;
-                let mut writes = Writes::default();
                 for &i in chunk {
                     let r = &results[i];
                     let key = (r.lease.run_id.clone(), r.lease.attempt);
@@ -420,9 +423,13 @@ impl Store {
                         },
                     });
                 }
-                writes.flush(tx, now)?;
             }
-            usage.flush(tx, now)?;
+            // The last chunk's writes and the usage: on PostgreSQL, one
+            // statement.
+            let usage = usage.into_rows(now);
+            let mut statements = writes.statements(&now);
+            statements.extend(usage.statements());
+            tx.execute_all(&statements)?;
             tx.notify()?;
             Ok(answers.into_iter().flatten().collect())
         })
@@ -879,10 +886,10 @@ impl<'a> Writes<'a> {
         }
     }
 
-    /// Writes the runs and their attempts, a statement for each.
-    fn flush(&self, tx: &mut Tx<'_>, now: i64) -> StoreResult<()> {
+    /// The statements that write the runs and their attempts.
+    fn statements<'s>(&'s self, now: &'s i64) -> Vec<(String, Vec<&'s dyn Param>)> {
         if self.runs.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
         let rows: Vec<Vec<&dyn Param>> = self
             .runs
@@ -899,21 +906,18 @@ impl<'a> Writes<'a> {
                 ]
             })
             .collect();
-        let mut params: Vec<&dyn Param> = vec![&now];
+        let mut runs: Vec<&dyn Param> = vec![now];
         let list = values(
             &["TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "BYTEA", "BIGINT"],
             &rows,
-            &mut params,
+            &mut runs,
         );
-        tx.execute(
-            &format!(
-                "UPDATE runs SET state = l.column2, output = coalesce(l.column3, runs.output),
-                    error_kind = l.column4, error_message = l.column5, usage = l.column6,
-                    not_before = coalesce(l.column7, runs.not_before), updated = ?1
-                 FROM {list} AS l WHERE runs.id = l.column1"
-            ),
-            &params,
-        )?;
+        let runs_sql = format!(
+            "UPDATE runs SET state = l.column2, output = coalesce(l.column3, runs.output),
+                error_kind = l.column4, error_message = l.column5, usage = l.column6,
+                not_before = coalesce(l.column7, runs.not_before), updated = ?1
+             FROM {list} AS l WHERE runs.id = l.column1"
+        );
         let rows: Vec<Vec<&dyn Param>> = self
             .attempts
             .iter()
@@ -928,22 +932,19 @@ impl<'a> Writes<'a> {
                 ]
             })
             .collect();
-        let mut params: Vec<&dyn Param> = vec![&now];
+        let mut attempts: Vec<&dyn Param> = vec![now];
         let list = values(
             &["TEXT", "BIGINT", "TEXT", "BIGINT", "TEXT", "BYTEA"],
             &rows,
-            &mut params,
+            &mut attempts,
         );
-        tx.execute(
-            &format!(
-                "UPDATE attempts SET ended = ?1, outcome = l.column3, error_kind = l.column4,
-                    error_message = l.column5, usage = l.column6
-                 FROM {list} AS l
-                 WHERE attempts.run_id = l.column1 AND attempts.attempt = l.column2"
-            ),
-            &params,
-        )?;
-        Ok(())
+        let attempts_sql = format!(
+            "UPDATE attempts SET ended = ?1, outcome = l.column3, error_kind = l.column4,
+                error_message = l.column5, usage = l.column6
+             FROM {list} AS l
+             WHERE attempts.run_id = l.column1 AND attempts.attempt = l.column2"
+        );
+        vec![(runs_sql, runs), (attempts_sql, attempts)]
     }
 }
 

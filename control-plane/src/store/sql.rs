@@ -255,6 +255,27 @@ impl PgConn {
     }
 }
 
+/// `sql` with each placeholder `?N` as `?(N + by)`.
+fn shift_placeholders(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '?' {
+            continue;
+        }
+        let mut n = String::new();
+        while let Some(d) = chars.next_if(char::is_ascii_digit) {
+            n.push(d);
+        }
+        match n.parse::<usize>() {
+            Ok(n) => out += &(n + by).to_string(),
+            Err(_) => out += &n,
+        }
+    }
+    out
+}
+
 /// `sql` for PostgreSQL: `?N` -> `$N`, `/*pg: X*/` -> `X`.
 pub(crate) fn to_postgres(sql: &str) -> String {
     let sql = sql.replace("/*pg:", "").replace("*/", "");
@@ -330,6 +351,33 @@ impl Tx<'_> {
                 Ok(c.client.execute(&stmt, &params)? as usize)
             }
         }
+    }
+
+    /// Runs write statements, in order. On PostgreSQL they go as one
+    /// statement (all but the last in a `WITH`): one round trip. They then
+    /// share one snapshot, so none may read what another writes.
+    pub(crate) fn execute_all(
+        &mut self,
+        statements: &[(String, Vec<&dyn Param>)],
+    ) -> StoreResult<()> {
+        if !self.is_postgres() || statements.len() < 2 {
+            for (sql, params) in statements {
+                self.execute(sql, params)?;
+            }
+            return Ok(());
+        }
+        let (mut sql, mut params) = (String::new(), Vec::new());
+        let last = statements.len() - 1;
+        for (i, (one, its)) in statements.iter().enumerate() {
+            let one = shift_placeholders(one, params.len());
+            sql += &match i {
+                0 => format!("WITH w0 AS ({one})"),
+                i if i < last => format!(", w{i} AS ({one})"),
+                _ => format!(" {one}"),
+            };
+            params.extend(its.iter().copied());
+        }
+        self.execute(&sql, &params).map(|_| ())
     }
 
     /// Calls `f` with each row until it returns false.
@@ -416,6 +464,14 @@ mod tests {
         assert_eq!(
             super::to_postgres("SELECT a FROM t WHERE b = ?1 AND c = ?12 /*pg: FOR UPDATE*/"),
             "SELECT a FROM t WHERE b = $1 AND c = $12  FOR UPDATE"
+        );
+    }
+
+    #[test]
+    fn placeholders_shift_to_follow_an_earlier_statement_s() {
+        assert_eq!(
+            super::shift_placeholders("UPDATE t SET a = ?1 WHERE b = ?10 AND c = '?'", 3),
+            "UPDATE t SET a = ?4 WHERE b = ?13 AND c = '?'"
         );
     }
 

@@ -1,8 +1,9 @@
 //! Usage per tenant, agent and (UTC) day (`usage_by_agent`): every
 //! recorded result adds its attempt's usage (runs, tokens, cost, fuel,
-//! wall time), summed per batch of results and written in one statement.
+//! wall time), summed per batch of results and written in one statement
+//! (on PostgreSQL, the same statement that records the results).
 
-use super::sql::{MAX_VALUES, Param, Tx, p, values};
+use super::sql::{MAX_VALUES, Param, p, values};
 use super::{Store, StoreResult};
 use std::collections::HashMap;
 use warden_proto::v1::Usage;
@@ -54,11 +55,10 @@ impl Daily {
         sum.fuel = sum.fuel.saturating_add(usage.fuel_used.unwrap_or(0));
     }
 
-    /// Adds the sums to today's rows.
-    pub(super) fn flush(self, tx: &mut Tx<'_>, now: i64) -> StoreResult<()> {
-        let day = warden_core::utc_day(now);
+    /// The sums as rows to add to `now`'s day.
+    pub(super) fn into_rows(self, now: i64) -> DailyRows {
         let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
-        let rows: Vec<_> = self
+        let rows = self
             .sums
             .into_iter()
             .map(|((tenant, agent), u)| {
@@ -76,6 +76,23 @@ impl Daily {
                 )
             })
             .collect();
+        DailyRows {
+            day: warden_core::utc_day(now),
+            rows,
+        }
+    }
+}
+
+/// Usage sums of a batch of results: (tenant, agent, [attempts, succeeded,
+/// prompt tokens, completion tokens, fuel], [cost, wall ms]) on `day`.
+pub(super) struct DailyRows {
+    day: i64,
+    rows: Vec<(String, String, [i64; 5], [f64; 2])>,
+}
+
+impl DailyRows {
+    /// The statements that add the sums to their day's rows.
+    pub(super) fn statements(&self) -> Vec<(String, Vec<&dyn Param>)> {
         // Integer sums stop at i64::MAX rather than overflow.
         let sum = |c: &str| {
             format!(
@@ -83,7 +100,8 @@ impl Daily {
                             THEN 9223372036854775807 ELSE u.{c} + excluded.{c} END"
             )
         };
-        for chunk in rows.chunks(MAX_VALUES) {
+        let mut out = Vec::new();
+        for chunk in self.rows.chunks(MAX_VALUES) {
             let list_rows: Vec<Vec<&dyn Param>> = chunk
                 .iter()
                 .map(|(tenant, agent, n, x)| {
@@ -100,7 +118,7 @@ impl Daily {
                     ]
                 })
                 .collect();
-            let mut params: Vec<&dyn Param> = vec![&day];
+            let mut params: Vec<&dyn Param> = vec![&self.day];
             let list = values(
                 &[
                     "TEXT",
@@ -116,26 +134,24 @@ impl Daily {
                 &list_rows,
                 &mut params,
             );
-            tx.execute(
-                &format!(
-                    "INSERT INTO usage_by_agent AS u (tenant, day, agent, attempts, succeeded,
-                         prompt_tokens, completion_tokens, fuel, cost_usd, wall_ms)
-                     SELECT l.column1, CAST(?1 AS BIGINT), l.column2, l.column3, l.column4,
-                            l.column5, l.column6, l.column7, l.column8, l.column9
-                     FROM {list} AS l WHERE l.column1 IS NOT NULL
-                     ON CONFLICT (tenant, day, agent) DO UPDATE SET {}, {}, {}, {}, {},
-                         cost_usd = u.cost_usd + excluded.cost_usd,
-                         wall_ms = u.wall_ms + excluded.wall_ms",
-                    sum("attempts"),
-                    sum("succeeded"),
-                    sum("prompt_tokens"),
-                    sum("completion_tokens"),
-                    sum("fuel"),
-                ),
-                &params,
-            )?;
+            let sql = format!(
+                "INSERT INTO usage_by_agent AS u (tenant, day, agent, attempts, succeeded,
+                     prompt_tokens, completion_tokens, fuel, cost_usd, wall_ms)
+                 SELECT l.column1, CAST(?1 AS BIGINT), l.column2, l.column3, l.column4,
+                        l.column5, l.column6, l.column7, l.column8, l.column9
+                 FROM {list} AS l WHERE l.column1 IS NOT NULL
+                 ON CONFLICT (tenant, day, agent) DO UPDATE SET {}, {}, {}, {}, {},
+                     cost_usd = u.cost_usd + excluded.cost_usd,
+                     wall_ms = u.wall_ms + excluded.wall_ms",
+                sum("attempts"),
+                sum("succeeded"),
+                sum("prompt_tokens"),
+                sum("completion_tokens"),
+                sum("fuel"),
+            );
+            out.push((sql, params));
         }
-        Ok(())
+        out
     }
 }
 
