@@ -164,12 +164,31 @@ async fn a_thousand_jobs_over_three_streams_get_one_result_each_through_a_sigkil
     }
     assert_eq!(seen.len(), 1000);
     for (stream, limit) in streams {
-        let most = most_at_once(by_stream[&name(stream)].iter());
+        let runs = &by_stream[&name(stream)];
+        let most = most_at_once(runs.iter());
         assert!(
             most <= limit,
             "{stream}: {most} runs at once, limit {limit}"
         );
-        assert!(most >= 1);
+        // And the bridge used its limit: as it sees its runs, from submit
+        // to the end of their last attempt, `limit` were in flight at once
+        // (the first read of a stream submits that many together).
+        let in_flight: Vec<warden_proto::v1::Run> = runs
+            .iter()
+            .map(|r| warden_proto::v1::Run {
+                attempts: vec![warden_proto::v1::Attempt {
+                    started_unix_ms: r.created_unix_ms,
+                    ended_unix_ms: r.attempts.last().map_or(0, |a| a.ended_unix_ms),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        assert_eq!(
+            most_at_once(in_flight.iter()),
+            limit,
+            "{stream}: the bridge never had {limit} runs in flight"
+        );
     }
     let reply: StreamRangeReply = conn.xrange_all(&dead).await.unwrap();
     let reasons: Vec<String> = reply.ids.iter().map(|e| e.get("reason").unwrap()).collect();

@@ -75,7 +75,8 @@ fn the_cli_drives_warden_dev() {
     // and a cancel ends it at once.
     let queued = ok(&warden(&["submit", "hello@1", "--selector", "region=eu"]));
     let queued = queued.trim();
-    std::thread::sleep(Duration::from_millis(500));
+    // A run queued after it ends: the node has looked at the queue since.
+    ok(&warden(&["submit", "hello@1", "--wait"]));
     let listed = json(&warden(&["runs", "list", "--state", "queued", "--json"]));
     assert_eq!(listed[0]["run_id"], queued, "{listed}");
     let said = ok(&warden(&["runs", "cancel", queued]));

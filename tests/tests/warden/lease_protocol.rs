@@ -501,7 +501,25 @@ async fn leases_respect_free_slots_and_draining(backend: Backend) {
     // it has free slots and "fake" has none.
     let mut other = FakeNode::register(ch.clone(), "draining", 4).await;
     other.accepting.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await; // two heartbeats
+    // Until a heartbeat saying so has reached the control plane.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = NodeServiceClient::new(ch.clone())
+            .list_nodes(pb::ListNodesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        let state = nodes
+            .iter()
+            .find(|n| n.node_id == "draining")
+            .map(|n| n.node_state());
+        if state == Some(pb::NodeState::Draining) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {state:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut drained = other.pull().await;
     submit(ch.clone(), "hello@1", "null", |_| {}).await;
     assert!(
