@@ -17,8 +17,9 @@ use warden_host::config::{EngineConfig, NodeConfig};
 use warden_host::{AgentEngine, Sandbox};
 use warden_node::{NodeAgent, NodeOptions, persistent_node_id};
 
-/// Run the control plane: run and lease store (SQLite), scheduler, node
-/// registry and the built-in component registry, over gRPC.
+/// Run the control plane: run and lease store (SQLite, or PostgreSQL
+/// shared by replicas), scheduler, node registry and the built-in
+/// component registry, over gRPC.
 ///
 /// It serves TLS with its own CA (DATA_DIR/ca.pem: give it to nodes and
 /// clients as --ca) and authenticates every call: nodes by the certificate
