@@ -512,29 +512,35 @@ async fn processes(
     }
 }
 
-/// Forgets the statements counted so far (in every database).
-fn reset_statements(db: &warden_testkit::PostgresDatabase) {
-    let url = db.url.clone();
-    std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        c.batch_execute(
-            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
-             SELECT pg_stat_statements_reset()",
-        )
-        .unwrap();
-    })
-    .join()
-    .unwrap();
-}
-
-/// The statements that took PostgreSQL the most time in `db`, and the
-/// calls and time of all of them.
-fn print_statements(db: &warden_testkit::PostgresDatabase) {
+/// Runs `f` on a connection to `db` with `pg_stat_statements` loaded, on a
+/// thread of its own (the sync client must not block the runtime).
+fn with_statements(
+    db: &warden_testkit::PostgresDatabase,
+    f: impl FnOnce(&mut postgres::Client) + Send + 'static,
+) {
     let url = db.url.clone();
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .unwrap();
+        f(&mut c);
+    })
+    .join()
+    .unwrap();
+}
+
+/// Forgets the statements counted so far (in every database).
+fn reset_statements(db: &warden_testkit::PostgresDatabase) {
+    with_statements(db, |c| {
+        c.batch_execute("SELECT pg_stat_statements_reset()")
+            .unwrap();
+    });
+}
+
+/// The statements that took PostgreSQL the most time in `db`, and the
+/// calls and time of all of them.
+fn print_statements(db: &warden_testkit::PostgresDatabase) {
+    with_statements(db, |c| {
         let mine = "dbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
         let rows = c
             .query(
@@ -563,7 +569,5 @@ fn print_statements(db: &warden_testkit::PostgresDatabase) {
             .unwrap();
         let (calls, exec, plan): (i64, f64, f64) = (all.get(0), all.get(1), all.get(2));
         println!("all statements: {calls} calls, {exec:.0} ms executing, {plan:.0} ms planning");
-    })
-    .join()
-    .unwrap();
+    });
 }

@@ -227,7 +227,8 @@ impl Store {
                     if shared {
                         after = Some((not_before, created, row.get(6)?));
                     }
-                    if runs.len() as u32 >= candidates || not_before > now {
+                    // (A full list of candidates ended the scan at its last push.)
+                    if not_before > now {
                         done = true;
                         return Ok(false);
                     }
