@@ -1,5 +1,6 @@
 //! Compiles `warden/v1/*.proto` with protox (pure Rust, no protoc needed)
-//! and generates tonic clients and servers.
+//! and generates tonic clients and servers, and keeps the file descriptor
+//! set.
 
 fn main() {
     let files = [
@@ -14,6 +15,14 @@ fn main() {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(files, ["."]).expect("the .proto files compile");
+    // The descriptors themselves, for whoever needs the list of methods
+    // (the authorization table's test, reflection).
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(
+        out.join("warden.v1.descriptors.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )
+    .expect("OUT_DIR is writable");
     tonic_prost_build::configure()
         .compile_fds(descriptors)
         .expect("code generation succeeds");

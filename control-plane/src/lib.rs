@@ -228,6 +228,7 @@ impl ControlPlane {
             builder = builder.tls_config(pki.server_tls())?;
         }
         let result = builder
+            .layer(auth::AuthorizeLayer(self.clone()))
             .add_service(
                 warden_proto::v1::auth_service_server::AuthServiceServer::new(self.clone()),
             )

@@ -2,6 +2,7 @@
 //! the system role any tenant's.
 
 use crate::ControlPlane;
+use crate::auth::client_of;
 use crate::store::{Scope, TokenInfo};
 use tonic::{Request, Response, Status};
 use warden_core::Role;
@@ -101,7 +102,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::SetRegistryCredentialRequest>,
     ) -> Result<Response<pb::RegistryCredential>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         let tenant = own_tenant(&caller, r.tenant, "sets")?;
         check_registry(&r.registry)?;
@@ -130,7 +131,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::ListRegistryCredentialsRequest>,
     ) -> Result<Response<pb::ListRegistryCredentialsResponse>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let tenant = own_tenant(&caller, req.into_inner().tenant, "reads")?;
         let credentials = self
             .store
@@ -151,7 +152,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::DeleteRegistryCredentialRequest>,
     ) -> Result<Response<pb::DeleteRegistryCredentialResponse>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         let tenant = own_tenant(&caller, r.tenant, "deletes")?;
         if !self
@@ -177,7 +178,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         let role: Role = r
             .role
@@ -195,7 +196,7 @@ impl AuthService for ControlPlane {
                 &caller.tenant,
                 caller.actor(),
                 "denied",
-                "CreateTokenRequest",
+                "AuthService.CreateToken",
                 &format!("a {role} token for tenant {tenant}"),
             );
             return Err(Status::permission_denied(
@@ -229,7 +230,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let tenant = caller.scope();
         let tokens = self
             .store
@@ -244,7 +245,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let id = req.into_inner().id;
         let tenant = caller.scope();
         // An admin revokes its tenant's tokens up to its own role.
@@ -255,7 +256,13 @@ impl AuthService for ControlPlane {
                 .into_iter()
                 .any(|t| t.id == id && t.role > caller.role);
             if above {
-                self.audit(tenant, caller.actor(), "denied", "RevokeTokenRequest", &id);
+                self.audit(
+                    tenant,
+                    caller.actor(),
+                    "denied",
+                    "AuthService.RevokeToken",
+                    &id,
+                );
                 return Err(Status::permission_denied(
                     "an admin revokes tokens of at most its own role",
                 ));
@@ -276,7 +283,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let limit = match req.into_inner().limit {
             0 => 100,
             n => n.min(1000),
@@ -301,7 +308,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::GetQuotasRequest>,
     ) -> Result<Response<pb::Quotas>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         let tenant = own_tenant(&caller, req.into_inner().tenant, "reads")?;
         Ok(Response::new(self.quotas_of(&tenant)?))
     }
@@ -310,7 +317,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::SetQuotasRequest>,
     ) -> Result<Response<pb::Quotas>, Status> {
-        let caller = self.client(&req, Role::System)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         warden_core::check_name("tenant", &r.tenant)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -337,7 +344,7 @@ impl AuthService for ControlPlane {
             caller.actor(),
             "quotas.set",
             &r.tenant,
-            &format!("{quotas:?}"),
+            &quotas.to_string(),
         );
         Ok(Response::new(self.quotas_of(&r.tenant)?))
     }
@@ -346,7 +353,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::SetConcurrencyLimitRequest>,
     ) -> Result<Response<pb::Quotas>, Status> {
-        let caller = self.client(&req, Role::Admin)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         let tenant = own_tenant(&caller, r.tenant, "sets")?;
         let bad = |e: warden_core::NameError| Status::invalid_argument(e.to_string());
@@ -385,7 +392,7 @@ impl AuthService for ControlPlane {
         &self,
         req: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         Ok(Response::new(pb::WhoAmIResponse {
             tenant: caller.tenant,
             role: caller.role.to_string(),

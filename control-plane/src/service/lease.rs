@@ -3,6 +3,7 @@
 
 use super::{StreamOf, lease_answer};
 use crate::ControlPlane;
+use crate::auth::{calling_node, node_of};
 use crate::store::{LeaseCheck, Outcome, RunReport};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -15,7 +16,7 @@ impl lease_service_server::LeaseService for ControlPlane {
     type PullStream = StreamOf<Lease>;
 
     async fn pull(&self, req: Request<PullRequest>) -> Result<Response<Self::PullStream>, Status> {
-        let node = self.node(&req, &req.get_ref().node_id)?;
+        let node = node_of(&req, &req.get_ref().node_id)?;
         let (node_id, fingerprint) = (node.id, node.fingerprint);
         let (tx, rx) = mpsc::channel(64);
         let cp = self.clone();
@@ -81,13 +82,13 @@ impl lease_service_server::LeaseService for ControlPlane {
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
-        let node = self.calling_node(&req)?;
+        let node = calling_node(&req)?;
         let stale = self.store.ack(node.bound(), &req.into_inner().leases)?;
         Ok(Response::new(AckResponse { stale }))
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
-        let node = self.node(&req, &req.get_ref().node_id)?;
+        let node = node_of(&req, &req.get_ref().node_id)?;
         let r = req.into_inner();
         let ttl = self.config.lease_ttl.as_millis() as i64;
         let results = self
@@ -108,7 +109,7 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<CompleteRequest>,
     ) -> Result<Response<ResultResponse>, Status> {
-        let node = self.calling_node(&req)?;
+        let node = calling_node(&req)?;
         let r = RunResult {
             result: Some(run_result::Result::Complete(req.into_inner())),
         };
@@ -116,7 +117,7 @@ impl lease_service_server::LeaseService for ControlPlane {
     }
 
     async fn fail(&self, req: Request<FailRequest>) -> Result<Response<ResultResponse>, Status> {
-        let node = self.calling_node(&req)?;
+        let node = calling_node(&req)?;
         let r = RunResult {
             result: Some(run_result::Result::Fail(req.into_inner())),
         };
@@ -127,7 +128,7 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
-        let node = self.calling_node(&req)?;
+        let node = calling_node(&req)?;
         let results = req.into_inner().results;
         let mut answers: Vec<Option<ReportAnswer>> = vec![None; results.len()];
         let mut valid = Vec::with_capacity(results.len());
@@ -169,7 +170,7 @@ impl lease_service_server::LeaseService for ControlPlane {
         &self,
         req: Request<AppendLogsRequest>,
     ) -> Result<Response<AppendLogsResponse>, Status> {
-        let node = self.calling_node(&req)?;
+        let node = calling_node(&req)?;
         let chunks = req.into_inner().chunks;
         let refused = self
             .store

@@ -3,6 +3,7 @@
 
 use super::{StreamOf, parse_reference};
 use crate::ControlPlane;
+use crate::auth::{client_of, node_or_client};
 use crate::store::Published;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
@@ -19,7 +20,7 @@ impl registry_service_server::RegistryService for ControlPlane {
         &self,
         req: Request<Streaming<PublishChunk>>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let caller = self.client(&req, Role::Publisher)?;
+        let caller = client_of(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await?.and_then(|c| c.part) {
             Some(publish_chunk::Part::Header(h)) => h,
@@ -94,16 +95,18 @@ impl registry_service_server::RegistryService for ControlPlane {
         req: Request<ResolveRequest>,
     ) -> Result<Response<ResolveResponse>, Status> {
         let oci = OciRef::parse(&req.get_ref().reference);
+        let caller = node_or_client(&req)?;
         // Importing from a registry is work done for the caller.
-        let need = if oci.is_some() {
-            Role::Submitter
-        } else {
-            Role::Viewer
-        };
+        if let (Some(client), Some(_)) = (&caller, &oci) {
+            self.require(
+                client,
+                Role::Submitter,
+                "RegistryService.Resolve",
+                "importing agents from an OCI registry",
+            )?;
+        }
         // Nodes resolve (to prewarm) in the default tenant.
-        let tenant = self
-            .node_or_client(&req, need)?
-            .map_or(crate::auth::DEFAULT_TENANT.to_string(), |c| c.tenant);
+        let tenant = caller.map_or(crate::auth::DEFAULT_TENANT.to_string(), |c| c.tenant);
         let reference = req.into_inner().reference;
         if let Some(oci) = oci {
             let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -134,7 +137,7 @@ impl registry_service_server::RegistryService for ControlPlane {
         &self,
         req: Request<FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        let caller = self.node_or_client(&req, Role::Viewer)?;
+        let caller = node_or_client(&req)?;
         let digest = req.into_inner().digest;
         // A client reads only what its tenant published or ran; the same
         // answer as for a digest nobody has.
@@ -160,7 +163,7 @@ impl registry_service_server::RegistryService for ControlPlane {
         &self,
         req: Request<ListComponentsRequest>,
     ) -> Result<Response<ListComponentsResponse>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         Ok(Response::new(ListComponentsResponse {
             components: self.store.list_components(caller.scope())?,
         }))

@@ -4,6 +4,7 @@
 
 use super::{StreamOf, parse_reference};
 use crate::ControlPlane;
+use crate::auth::client_of;
 use crate::store::{NewRun, RunFilter};
 use prost::Message;
 use std::time::Duration;
@@ -11,7 +12,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
-use warden_core::Role;
 use warden_core::{BudgetRequest, Grant, Manifest, RunState, grant_for};
 use warden_oci::OciRef;
 use warden_proto::v1::*;
@@ -262,7 +262,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        let caller = self.client(&req, Role::Submitter)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         // The run's trace: this span, under the client's traceparent if it
         // sent one; every attempt's lease span on the nodes is its child.
@@ -295,7 +295,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<SubmitBatchRequest>,
     ) -> Result<Response<SubmitBatchResponse>, Status> {
-        let caller = self.client(&req, Role::Submitter)?;
+        let caller = client_of(&req)?;
         let requests = req.into_inner().runs;
         if requests.len() > MAX_SUBMIT_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -344,7 +344,7 @@ impl run_service_server::RunService for ControlPlane {
     }
 
     async fn get(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         let id = req.into_inner().run_id;
         self.store
             .get_run(caller.scope(), &id)?
@@ -356,7 +356,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<ListRunsRequest>,
     ) -> Result<Response<ListRunsResponse>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         let state = match (RunState::from_proto(r.run_state), r.state.as_str()) {
             (Some(state), _) => Some(state),
@@ -411,7 +411,7 @@ impl run_service_server::RunService for ControlPlane {
     }
 
     async fn cancel(&self, req: Request<CancelRunRequest>) -> Result<Response<Run>, Status> {
-        let caller = self.client(&req, Role::Submitter)?;
+        let caller = client_of(&req)?;
         let id = req.into_inner().run_id;
         let run = self
             .store
@@ -426,7 +426,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<WatchRunRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         let id = req.into_inner().run_id;
         let scope = caller.scope().map(str::to_string);
         let slot = self.stream_slot(&caller)?;
@@ -473,7 +473,7 @@ impl run_service_server::RunService for ControlPlane {
         &self,
         req: Request<RunLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         let scope = caller.scope().map(str::to_string);
         let slot = self.stream_slot(&caller)?;
@@ -515,7 +515,7 @@ impl run_service_server::RunService for ControlPlane {
     }
 
     async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
-        let caller = self.client(&req, Role::Viewer)?;
+        let caller = client_of(&req)?;
         let r = req.into_inner();
         let tenant = match caller.scope() {
             Some(own) => Some(own.to_string()),

@@ -23,6 +23,30 @@ pub struct Quotas {
     pub max_tokens_per_day: Option<u64>,
 }
 
+/// As the audit log says it: `max_running 2, max_cost_usd_per_day 1.5`, or
+/// `no quotas`.
+impl std::fmt::Display for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set: Vec<String> = [
+            self.max_running.map(|n| format!("max_running {n}")),
+            self.max_queued.map(|n| format!("max_queued {n}")),
+            self.max_input_bytes.map(|n| format!("max_input_bytes {n}")),
+            self.max_cost_usd_per_day
+                .map(|n| format!("max_cost_usd_per_day {n}")),
+            self.max_tokens_per_day
+                .map(|n| format!("max_tokens_per_day {n}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if set.is_empty() {
+            f.write_str("no quotas")
+        } else {
+            f.write_str(&set.join(", "))
+        }
+    }
+}
+
 /// What a concurrency limit counts: the runs of one agent (by name), or
 /// the runs submitted with one label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

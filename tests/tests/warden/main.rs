@@ -2,6 +2,7 @@
 //! `tests/build.rs`) run through the real host, one module per area.
 
 mod audit;
+mod authorization;
 mod bad_input;
 mod bridge;
 mod cache;

@@ -462,13 +462,15 @@ async fn clients_need_a_valid_token_with_the_role_for_the_call() {
         };
     assert!(has("token.create", "tok_"), "{audit}");
     assert!(has("token.revoke", &viewer_id), "{audit}");
-    assert!(has("denied", "SubmitRequest"), "{audit}");
-    assert!(has("denied", "PublishChunk"), "{audit}");
-    assert!(has("denied", "ListRunsRequest"), "{audit}");
-    assert!(has("denied", "CreateTokenRequest"), "{audit}");
+    assert!(has("denied", "RunService.Submit"), "{audit}");
+    assert!(has("denied", "RegistryService.Publish"), "{audit}");
+    assert!(has("denied", "RunService.List"), "{audit}");
+    assert!(has("denied", "AuthService.CreateToken"), "{audit}");
+    // The denial says what the call does and the role it needs.
     let out = cp.cli(&submitter, &["audit", "list"]);
     assert!(
-        stderr(&out).contains("permission denied"),
+        stderr(&out).contains("permission denied")
+            && stderr(&out).contains("reading the audit log needs admin"),
         "{}",
         stderr(&out)
     );
