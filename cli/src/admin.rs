@@ -2,7 +2,7 @@
 //! A command that makes a secret prints it alone on the last line of
 //! stdout, so a script can take it with `tail -n 1`.
 
-use crate::output::safe;
+use crate::output::{safe, when};
 use crate::remote::{Remote, status};
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -44,19 +44,12 @@ enum TokensCommand {
     },
     /// Tokens of your tenant (every tenant's, for the system role).
     List {
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Revoke a token at once, by its id (tok_…).
     Revoke { id: String },
-}
-
-fn when(ms: i64) -> String {
-    if ms == 0 {
-        return "-".into();
-    }
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 pub(crate) async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
@@ -178,6 +171,7 @@ enum AuditCommand {
         /// How many (at most 1,000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -203,9 +197,13 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", serde_json::Value::Array(docs));
     } else {
+        println!(
+            "{:<20}  {:<12}  {:<18}  {:<16}  TARGET  DETAIL",
+            "AT", "TENANT", "ACTOR", "ACTION"
+        );
         for e in &entries {
             println!(
-                "{}  {:<12}  {:<18}  {:<16}  {}  {}",
+                "{:<20}  {:<12}  {:<18}  {:<16}  {}  {}",
                 when(e.at_unix_ms),
                 safe(&e.tenant),
                 safe(&e.actor),
@@ -519,8 +517,14 @@ pub(crate) async fn credentials(args: CredentialsArgs) -> anyhow::Result<ExitCod
             } else if list.is_empty() {
                 println!("no registry credentials");
             } else {
+                println!("{:<32}  {:<24}  CREATED", "REGISTRY", "USERNAME");
                 for c in &list {
-                    println!("{}  username {}", safe(&c.registry), safe(&c.username));
+                    println!(
+                        "{:<32}  {:<24}  {}",
+                        safe(&c.registry),
+                        safe(&c.username),
+                        when(c.created_unix_ms)
+                    );
                 }
             }
         }

@@ -164,7 +164,8 @@ pub(crate) struct NodeArgs {
     ca: Option<PathBuf>,
 
     /// A join token (`warden nodes join-token create`), to enroll this
-    /// node on its first start.
+    /// node on its first start, or again after it was revoked. Not used
+    /// (and no harm) while the node is enrolled and not revoked.
     #[arg(long, env = "WARDEN_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
 
@@ -256,10 +257,13 @@ impl AdminParts {
     /// asked) for as long as the process runs.
     async fn start(self) -> anyhow::Result<()> {
         let admin = warden_telemetry::Admin::new(self.registry, self.components);
-        if warden_telemetry::otlp_metrics::push_from_env(admin.clone(), self.service)
-            .map_err(anyhow::Error::msg)?
+        if let Some(destination) =
+            warden_telemetry::otlp_metrics::push_from_env(admin.clone(), self.service)
+                .map_err(anyhow::Error::msg)?
         {
-            tracing::info!("pushing metrics over OTLP");
+            // On stderr: a process's first line on stdout says where it
+            // listens, for scripts.
+            eprintln!("warden: metrics are pushed to {destination}");
         }
         let Some(addr) = self.addr else {
             return Ok(());
@@ -474,8 +478,7 @@ fn load_config(
 }
 
 /// TLS for a node of the control plane at `urls` (its replicas): its CA
-/// and this node's identity, enrolling first with `join_token` if there is
-/// none yet.
+/// and this node's identity, enrolling first with `join_token` if given.
 async fn node_tls(
     urls: &[String],
     ca: Option<&std::path::Path>,
@@ -499,21 +502,35 @@ async fn node_tls(
         }
         return Ok(None);
     };
-    let identity = match (warden_node::identity::load_identity(data_dir)?, join_token) {
-        (Some(identity), token) => {
-            if token.is_some() {
-                println!("this node is already enrolled; --join-token is not needed");
+    let existing = warden_node::identity::load_identity(data_dir)?;
+    let identity = match (existing, join_token) {
+        (Some(identity), None) => identity,
+        // A join token enrolls the node, again if it was before (its
+        // certificate revoked): the new certificate replaces the old.
+        // Refused, a node that has a certificate goes on with it: a spent
+        // token left on a command line must not stop a restart.
+        (existing, Some(token)) => {
+            let again = existing.is_some();
+            match warden_node::identity::enroll(urls, tls.clone(), token, node_id, data_dir).await {
+                Ok(identity) => {
+                    println!(
+                        "enrolled {}as node {node_id}; its certificate is in {}",
+                        if again { "again " } else { "" },
+                        data_dir.display()
+                    );
+                    identity
+                }
+                Err(e) => match existing {
+                    Some(identity) => {
+                        println!(
+                            "this node is already enrolled; the join token was not used ({})",
+                            e.to_string().trim_end_matches('.')
+                        );
+                        identity
+                    }
+                    None => return Err(e.into()),
+                },
             }
-            identity
-        }
-        (None, Some(token)) => {
-            let identity =
-                warden_node::identity::enroll(urls, tls.clone(), token, node_id, data_dir).await?;
-            println!(
-                "enrolled as node {node_id}; its certificate is in {}",
-                data_dir.display()
-            );
-            identity
         }
         (None, None) => anyhow::bail!(
             "this node is not enrolled with {url}: start it once with --join-token \
@@ -561,7 +578,7 @@ async fn run_node(
         sandbox,
         NodeOptions {
             control_planes,
-            node_id,
+            node_id: node_id.clone(),
             labels,
             slots,
             drain_grace: flags.drain_grace,
@@ -575,7 +592,17 @@ async fn run_node(
         admin.components.push(node.health());
         admin.start().await?;
     }
-    node.run(shutdown_signal()).await;
+    let grace = flags.drain_grace;
+    let draining = async move {
+        shutdown_signal().await;
+        println!(
+            "draining: taking no new runs, finishing those running (at most {}, --drain-grace)",
+            humantime::format_duration(grace)
+        );
+        let _ = std::io::stdout().flush();
+    };
+    node.run(draining).await?;
+    println!("node {node_id} drained and deregistered; exiting");
     Ok(())
 }
 

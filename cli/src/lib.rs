@@ -67,14 +67,22 @@ enum Command {
     Quotas(admin::QuotasArgs),
     Credentials(admin::CredentialsArgs),
     Bridge(bridge::BridgeArgs),
-    /// Internal: compiles one component from stdin for the process that
-    /// started it (the compile bounds' child process).
-    #[command(hide = true)]
-    CompileWorker {
-        /// The engine to compile for, as JSON.
-        spec: String,
-    },
+    Completions(CompletionsArgs),
 }
+
+/// Print a shell completion script, e.g. `warden completions bash >
+/// /etc/bash_completion.d/warden`, or `source <(warden completions zsh)`.
+#[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    shell: clap_complete::Shell,
+}
+
+/// The internal command a compile child process runs: `warden
+/// compile-worker SPEC` compiles one component from stdin for the process
+/// that started it, under the compile bounds. Not a clap command, so that
+/// neither `--help`, completions nor "did you mean" offer it.
+const COMPILE_WORKER: &str = "compile-worker";
 
 /// Exit code for a run that failed (any failure kind).
 const EXIT_RUN_FAILED: u8 = 1;
@@ -84,16 +92,37 @@ const EXIT_USAGE: u8 = 2;
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == COMPILE_WORKER) {
+        let spec = args.next().and_then(|s| s.into_string().ok());
+        return match (spec, args.next()) {
+            (Some(spec), None) => warden_host::compile::worker_main(&spec),
+            _ => {
+                eprintln!("error: {COMPILE_WORKER} takes one argument, the engine as JSON");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
+    }
     let cli = Cli::parse();
-    if let Command::CompileWorker { spec } = &cli.command {
-        return warden_host::compile::worker_main(spec);
+    if let Command::Completions(args) = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(args.shell, &mut command, "warden", &mut script);
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("error: cannot write the completion script: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            _ => ExitCode::SUCCESS,
+        };
     }
     // Every engine in this process compiles in a child of this binary, under
     // the compile bounds, and never runs Cranelift itself.
     match std::env::current_exe() {
         Ok(program) => warden_host::compile::use_worker(warden_host::compile::Worker {
             program,
-            args: vec!["compile-worker".into()],
+            args: vec![COMPILE_WORKER.into()],
         }),
         Err(e) => eprintln!("warning: cannot find this program ({e}); compiling in process"),
     }
@@ -136,7 +165,7 @@ pub fn main() -> ExitCode {
             Command::Quotas(args) => admin::quotas(args).await,
             Command::Credentials(args) => admin::credentials(args).await,
             Command::Bridge(args) => bridge::bridge(args).await,
-            Command::CompileWorker { .. } => unreachable!("handled before the runtime starts"),
+            Command::Completions(_) => unreachable!("handled before the runtime starts"),
         }
     });
     if let Some(tracing) = tracing {
@@ -204,6 +233,13 @@ fn init_tracing(
             .boxed(),
     };
     let tracing = warden_telemetry::trace::Tracing::from_env(service)?;
+    if let Some(tracing) = &tracing
+        && service != "warden"
+    {
+        // Long-running processes say so (on stderr: their first line on
+        // stdout says where they listen, for scripts).
+        eprintln!("warden: spans are exported to {}", tracing.destination());
+    }
     let otel = tracing.as_ref().map(|t| t.layer());
     tracing_subscriber::registry().with(fmt).with(otel).init();
     Ok(tracing)

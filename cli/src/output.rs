@@ -108,6 +108,26 @@ fn si(n: u64) -> String {
     }
 }
 
+/// A time (Unix ms) as RFC 3339 to the second, UTC; `-` for none (0).
+pub(crate) fn when(ms: i64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A duration in ms as people read it: `850ms`, `12.3s`, `4m05s`, `2h10m`.
+pub(crate) fn took(ms: i64) -> String {
+    let ms = ms.max(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
 pub(crate) fn bytes(n: u64) -> String {
     match n {
         0..1024 => format!("{n} B"),

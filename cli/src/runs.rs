@@ -24,22 +24,27 @@ enum RunsCommand {
     List {
         /// Only runs in this state (queued, leased, running, succeeded,
         /// failed, dead_lettered, cancelled).
+        /// Only runs in this state.
         #[arg(long)]
         state: Option<RunState>,
+        /// At most this many runs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// One run with every attempt.
     Get {
         run_id: String,
+        /// Print the run as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Follow a run until it ends, then print its result.
     Watch {
         run_id: String,
+        /// Print the result as one JSON object: {"status","output","error","usage","logs"}.
         #[arg(long)]
         json: bool,
     },
@@ -126,13 +131,29 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     serde_json::Value::Array(runs.iter().map(|r| run_json(r, true)).collect())
                 );
             } else {
-                println!("{:<32}  {:<14}  {:>7}  AGENT", "RUN", "STATE", "ATTEMPT");
+                println!(
+                    "{:<32}  {:<10}  {:>7}  {:<20}  {:>8}  {:<18}  AGENT",
+                    "RUN", "STATE", "ATTEMPT", "SUBMITTED", "TOOK", "FAILURE"
+                );
                 for r in &runs {
+                    let ended = RunState::from_wire(r.run_state, &r.state)
+                        .is_some_and(RunState::is_terminal);
+                    // Submit to end for a run that ended; so far for one
+                    // that has not.
+                    let until = if ended {
+                        r.updated_unix_ms
+                    } else {
+                        warden_core::now_ms()
+                    };
+                    let failure = FailureKind::from_proto(r.error_kind).map_or("", |k| k.as_str());
                     println!(
-                        "{:<32}  {:<14}  {:>7}  {}",
+                        "{:<32}  {:<10}  {:>7}  {:<20}  {:>8}  {:<18}  {}",
                         safe(&r.run_id),
                         state_name(r),
-                        r.attempt,
+                        format!("{}/{}", r.attempt, r.max_attempts),
+                        output::when(r.created_unix_ms),
+                        output::took(until - r.created_unix_ms),
+                        failure,
                         safe(&r.agent)
                     );
                 }
@@ -247,6 +268,7 @@ pub(crate) struct NodesArgs {
 enum NodesCommand {
     /// Every node the control plane knows, with its state and capacity.
     List {
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -276,6 +298,7 @@ enum JoinTokenCommand {
     /// The join tokens made: id, labels, expiry, and whether a node used
     /// them (never the secrets).
     List {
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },

@@ -138,9 +138,10 @@ impl ControlPlane {
     }
 
     /// Adds this control plane's metrics to `registry` (for
-    /// `--admin-addr`).
+    /// `--admin-addr`), each named `warden_…`.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.metrics.register(registry);
+        self.metrics
+            .register(registry.sub_registry_with_prefix(warden_core::METRICS_PREFIX));
     }
 
     /// This control plane as the admin endpoints report on it: ready while

@@ -22,6 +22,7 @@ pub(crate) struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunsLabel {
     state: &'static str,
+    tenant: String,
     agent: String,
 }
 
@@ -92,7 +93,7 @@ impl ControlPlaneMetrics {
         );
         r.register(
             "runs",
-            "Runs queued, leased or running now, by state and agent (the whole cluster)",
+            "Runs queued, leased or running now, by state, tenant and agent (the whole cluster)",
             m.runs,
         );
         r.register_with_unit(
@@ -170,10 +171,14 @@ impl warden_telemetry::Component for ControlPlaneHealth {
         m.runs.clear();
         let now = crate::store::now_ms();
         let mut oldest: Option<i64> = None;
-        for (state, agent, count, first) in stats.runs {
-            let name = warden_core::name_and_version(&agent).0.to_string();
+        for (state, tenant, agent, count, first) in stats.runs {
+            let agent = warden_core::name_and_version(&agent).0.to_string();
             m.runs
-                .get_or_create(&RunsLabel { state, agent: name })
+                .get_or_create(&RunsLabel {
+                    state,
+                    tenant,
+                    agent,
+                })
                 .inc_by(count as i64);
             if state == "queued" {
                 oldest = Some(oldest.map_or(first, |o| o.min(first)));

@@ -35,6 +35,10 @@ pub mod wire;
 #[cfg(test)]
 mod fuzz;
 
+/// What Warden's own metrics are named with (`warden_runs_submitted_total`),
+/// so they never collide with another program's in a shared Prometheus.
+pub const METRICS_PREFIX: &str = "warden";
+
 pub use budget::{
     BudgetError, BudgetRequest, HOST_CALL_FUEL, ModelPrice, RunBudget, Usage, parse_bytes,
 };

@@ -59,8 +59,39 @@ fn describe(code: &ErrorCode) -> String {
             "denied: the destination resolves to an address agents may not reach (loopback, private, link-local or metadata)".into()
         }
         ErrorCode::HttpResponseBodySize(_) => "the run's HTTP response byte budget is spent".into(),
-        other => format!("{other:?}"),
+        ErrorCode::DnsTimeout => "the host name did not resolve in time".into(),
+        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => {
+            "the host name does not resolve".into()
+        }
+        ErrorCode::ConnectionRefused => "the server refused the connection".into(),
+        ErrorCode::ConnectionTimeout => "the connection timed out".into(),
+        ErrorCode::ConnectionTerminated => "the server closed the connection".into(),
+        ErrorCode::HttpResponseTimeout => "the server did not answer in time".into(),
+        ErrorCode::TlsCertificateError => {
+            "the server's TLS certificate is not valid for its name".into()
+        }
+        ErrorCode::TlsProtocolError | ErrorCode::TlsAlertReceived(_) => {
+            "the TLS handshake with the server failed".into()
+        }
+        ErrorCode::HttpRequestUriInvalid => "the URL is not valid".into(),
+        ErrorCode::InternalError(Some(why)) => format!("the host failed: {why}"),
+        other => words(&format!("{other:?}")),
     }
+}
+
+/// An error code's name in words: `HttpResponseIncomplete(..)` is "http
+/// response incomplete".
+fn words(debug: &str) -> String {
+    let name = debug.split(['(', ' ', '{']).next().unwrap_or(debug);
+    let name = name.rsplit("::").next().unwrap_or(name);
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 /// A complete response.
@@ -219,4 +250,26 @@ pub fn send(
         headers,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_words_not_enum_dumps() {
+        assert_eq!(
+            describe(&ErrorCode::ConnectionRefused),
+            "the server refused the connection"
+        );
+        assert_eq!(
+            describe(&ErrorCode::HttpResponseIncomplete),
+            "http response incomplete"
+        );
+        assert_eq!(
+            describe(&ErrorCode::HttpRequestHeaderSectionSize(Some(9))),
+            "http request header section size"
+        );
+        assert!(describe(&ErrorCode::HttpRequestDenied).starts_with("denied"));
+    }
 }

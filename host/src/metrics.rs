@@ -68,7 +68,8 @@ impl Default for HostMetrics {
 }
 
 impl HostMetrics {
-    /// Adds every metric to `registry`.
+    /// Adds every metric to `registry`: the GenAI ones as OpenTelemetry
+    /// names them, Warden's own named `warden_…`.
     pub fn register(&self, r: &mut Registry) {
         r.register_with_unit(
             "gen_ai_client_operation_duration",
@@ -81,7 +82,8 @@ impl HostMetrics {
             "Tokens used per LLM call (gen_ai.client.token.usage), by operation, provider, model and token type (input, output)",
             self.token_usage.clone(),
         );
-        r.register(
+        // Warden's own, unlike the GenAI ones: `warden_http_client_requests`.
+        r.sub_registry_with_prefix(warden_core::METRICS_PREFIX).register(
             "http_client_requests",
             "Outgoing HTTP requests of agents by outcome: response, error, or denied (denied_policy: not on the grant's allow-list; denied_address: a refused address after DNS; denied_budget: over the run's request budget)",
             self.http_requests.clone(),

@@ -90,6 +90,9 @@ pub async fn enroll(
                 answer = Some(a.into_inner());
                 break;
             }
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                return Err(NodeError::AlreadyEnrolled(e.message().to_string()));
+            }
             Err(e) => return Err(NodeError::Enroll(format!("{url}: {}", e.message()))),
         }
     }

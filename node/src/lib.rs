@@ -13,6 +13,7 @@
 
 mod capacity;
 mod components;
+mod data_dir;
 pub mod identity;
 mod logs;
 mod metrics;
@@ -62,6 +63,19 @@ pub enum NodeError {
     Identity(String),
     #[error("enrollment refused: {0}")]
     Enroll(String),
+    /// Another node runs on this data dir.
+    #[error("{0}")]
+    DataDir(String),
+    /// Enrollment found the node id enrolled and not revoked.
+    #[error("{0}")]
+    AlreadyEnrolled(String),
+    /// The control plane refuses this node's certificate (revoked, or
+    /// unknown there): nothing this node does can change that.
+    #[error(
+        "the control plane refuses this node: {0}. Enroll it again: start it with \
+         --join-token (`warden nodes join-token create` makes one)"
+    )]
+    Refused(String),
 }
 
 struct ActiveRun {
@@ -114,6 +128,11 @@ pub struct NodeAgent {
     /// The control plane's clock minus ours (ms): lease expiries are on
     /// its clock.
     clock_offset_ms: AtomicI64,
+    /// Why the control plane refuses this node, once it does: then
+    /// [`NodeAgent::run`] ends with it.
+    refused: tokio::sync::watch::Sender<Option<String>>,
+    /// This node's hold on its data dir.
+    _data_dir_lock: data_dir::DataDirLock,
 }
 
 /// The node id kept in `data_dir/node-id`, created on first start.
@@ -138,6 +157,7 @@ impl NodeAgent {
         opts: NodeOptions,
         data_dir: &Path,
     ) -> Result<Arc<Self>, NodeError> {
+        let data_dir_lock = data_dir::DataDirLock::acquire(data_dir)?;
         let channel = Upstream::new(&opts.control_planes, opts.tls.as_ref())?;
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let (results, results_rx) = mpsc::unbounded_channel();
@@ -165,13 +185,17 @@ impl NodeAgent {
             accelerators: std::sync::OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
             clock_offset_ms: AtomicI64::new(0),
+            refused: tokio::sync::watch::Sender::new(None),
+            _data_dir_lock: data_dir_lock,
         }))
     }
 
-    /// Adds this node's metrics to `registry` (for `--admin-addr`).
+    /// Adds this node's metrics to `registry` (for `--admin-addr`): its
+    /// own named `warden_…`, the GenAI ones as OpenTelemetry names them.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.metrics.register(registry);
         self.sandbox.metrics().register(registry);
+        self.metrics
+            .register(registry.sub_registry_with_prefix(warden_core::METRICS_PREFIX));
     }
 
     /// This node as the admin endpoints report on it: ready while
@@ -267,18 +291,8 @@ impl NodeAgent {
                     tracing::info!(node = %self.opts.node_id, "registered with the control plane");
                     return Duration::from_millis(r.heartbeat_interval_ms.max(100));
                 }
-                Err(e)
-                    if matches!(
-                        e.code(),
-                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-                    ) =>
-                {
-                    // Said every time: an operator must act (revoked, or
-                    // enrolled with another control plane).
-                    tracing::error!(error = %e.message(), "the control plane refuses this node; retrying");
-                    failures += 1;
-                    tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
-                }
+                // `run` ends on the refusal; nothing more to do here.
+                Err(e) if self.refuses_us(&e) => std::future::pending().await,
                 Err(e) => {
                     if failures == 0 {
                         tracing::warn!(error = %e.message(), "control plane unreachable; retrying");
@@ -290,18 +304,51 @@ impl NodeAgent {
         }
     }
 
-    /// Runs the node until `shutdown` resolves, then drains.
-    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+    /// Whether `e` is the control plane refusing this node's certificate
+    /// (revoked, unknown there, another node's), not a passing failure:
+    /// if so, [`NodeAgent::run`] ends with it.
+    fn refuses_us(&self, e: &tonic::Status) -> bool {
+        let refused = matches!(
+            e.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        );
+        if refused {
+            self.refused.send_if_modified(|why| {
+                if why.is_some() {
+                    return false;
+                }
+                *why = Some(e.message().to_string());
+                true
+            });
+        }
+        refused
+    }
+
+    /// Runs the node until `shutdown` resolves, then drains; or until the
+    /// control plane refuses this node ([`NodeError::Refused`]: revoked),
+    /// without draining, as nothing it ran could be reported.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
         let Some((acks, results, log_lines)) = self.queues.lock().unwrap().take() else {
             tracing::error!("NodeAgent::run called twice");
-            return;
+            return Ok(());
         };
+        let mut refused = self.refused.subscribe();
+        let refusal = async move {
+            let why = refused.wait_for(Option::is_some).await;
+            NodeError::Refused(why.ok().and_then(|w| w.clone()).unwrap_or_default())
+        };
+        tokio::pin!(refusal, shutdown);
         let found = capacity::accelerators().await;
         if !found.is_empty() {
             tracing::info!(accelerators = found.len(), "accelerators found");
         }
         let _ = self.accelerators.set(found);
-        let interval = self.register().await;
+        let interval = tokio::select! {
+            biased;
+            e = &mut refusal => return Err(e),
+            () = &mut shutdown => return Ok(()),
+            interval = self.register() => interval,
+        };
         self.prewarm().await;
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(interval));
         let renew = tokio::spawn(self.clone().renew_loop());
@@ -309,14 +356,19 @@ impl NodeAgent {
         let ack = tokio::spawn(self.clone().ack_loop(acks));
         let report = tokio::spawn(self.clone().report_loop(results));
         let ship = tokio::spawn(self.logs.clone().run(log_lines, self.channel.clone()));
-        tokio::select! {
-            () = self.clone().pull_loop() => {}
-            () = shutdown => {}
+        let refused = tokio::select! {
+            biased;
+            e = &mut refusal => Some(e),
+            () = self.clone().pull_loop() => None,
+            () = &mut shutdown => None,
+        };
+        if refused.is_none() {
+            self.drain().await;
         }
-        self.drain().await;
         for task in [heartbeat, renew, expiry, ack, report, ship] {
             task.abort();
         }
+        refused.map_or(Ok(()), Err)
     }
 
     async fn pull_loop(self: Arc<Self>) {
@@ -333,6 +385,8 @@ impl NodeAgent {
                     failures = 0;
                     s.into_inner()
                 }
+                // `run` ends on the refusal (and must not drain first).
+                Err(e) if self.refuses_us(&e) => std::future::pending().await,
                 Err(e) => {
                     failures += 1;
                     self.metrics.lease_stream_errors.inc();
@@ -350,6 +404,7 @@ impl NodeAgent {
                         tokio::spawn(self.clone().execute(lease).instrument(span));
                     }
                     Ok(None) => break,
+                    Err(e) if self.refuses_us(&e) => std::future::pending().await,
                     Err(e) => {
                         self.metrics.lease_stream_errors.inc();
                         tracing::warn!(error = %e.message(), "lease stream broke");
@@ -389,6 +444,7 @@ impl NodeAgent {
                     self.register().await;
                 }
                 Ok(_) => {}
+                Err(e) if self.refuses_us(&e) => return,
                 Err(e) => tracing::debug!(error = %e.message(), "heartbeat failed"),
             }
         }
@@ -531,9 +587,10 @@ impl NodeAgent {
         // log (kept for attempts whose lease was lost too).
         self.logs.flush(tap, outcome.logs.len() as u64).await;
         self.active.lock().unwrap().remove(&lease.run_id);
-        self.count_execution(&lease.agent_name, &outcome);
+        self.count_execution(&lease.tenant, &lease.agent_name, &outcome);
         if cancel.reason() == Some(CancelReason::LeaseLost) {
             tracing::warn!(
+                run = %lease.run_id,
                 kind = %FailureKind::LeaseLost,
                 "lease lost while running (expired, or leased elsewhere); the result is not reported"
             );
@@ -545,10 +602,11 @@ impl NodeAgent {
             .observe(received.elapsed().as_secs_f64());
     }
 
-    /// Counts a run the sandbox ended (by agent, never by run).
-    fn count_execution(&self, agent: &str, outcome: &RunOutcome) {
+    /// Counts a run the sandbox ended (by tenant and agent, never by run).
+    fn count_execution(&self, tenant: &str, agent: &str, outcome: &RunOutcome) {
         let m = &self.metrics;
         let label = metrics::AgentLabel {
+            tenant: tenant.to_string(),
             agent: agent.to_string(),
         };
         let usage = &outcome.usage;
@@ -559,6 +617,7 @@ impl NodeAgent {
         if let Err(f) = &outcome.result {
             m.agent_execution_errors
                 .get_or_create(&metrics::AgentKindLabel {
+                    tenant: tenant.to_string(),
                     agent: agent.to_string(),
                     kind: f.kind.to_string(),
                 })
@@ -571,6 +630,7 @@ impl NodeAgent {
             if n > 0 {
                 m.agent_tokens
                     .get_or_create(&metrics::TokenLabel {
+                        tenant: tenant.to_string(),
                         agent: agent.to_string(),
                         token_type,
                     })

@@ -1,6 +1,7 @@
 //! The node's metrics and health (`docs/OPERATIONS.md` lists them): what
-//! `--admin-addr` serves for a node. Labels are bounded: agent names,
-//! failure kinds and fixed words, never run ids.
+//! `--admin-addr` serves for a node, each named `warden_…`. Labels are
+//! bounded: tenants, agent names, failure kinds and fixed words, never run
+//! ids.
 
 use crate::NodeAgent;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +15,8 @@ use std::sync::atomic::Ordering;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AgentLabel {
+    /// The run's tenant: two tenants' agents of one name are not one.
+    pub(crate) tenant: String,
     pub(crate) agent: String,
 }
 
@@ -24,12 +27,16 @@ pub(crate) struct KindLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AgentKindLabel {
+    /// The run's tenant: two tenants' agents of one name are not one.
+    pub(crate) tenant: String,
     pub(crate) agent: String,
     pub(crate) kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TokenLabel {
+    /// The run's tenant: two tenants' agents of one name are not one.
+    pub(crate) tenant: String,
     pub(crate) agent: String,
     /// `input` or `output`.
     pub(crate) token_type: &'static str,

@@ -75,7 +75,7 @@ impl NodeAgent {
                         Ok(r) => {
                             for (a, pending) in r.into_inner().answers.iter().zip(&batch) {
                                 if a.status == pb::ReportStatus::Rejected as i32 {
-                                    tracing::warn!(error = %a.message, "result rejected");
+                                    tracing::warn!(run = Self::run_of(&pending.result), error = %a.message, "result rejected");
                                 } else if a.status == pb::ReportStatus::Recorded as i32 {
                                     self.count_recorded(&pending.result);
                                 }
@@ -103,12 +103,12 @@ impl NodeAgent {
                         let mut one = batch.pop().expect("one result");
                         match refused(&one.result, &e) {
                             Some(failure) => {
-                                tracing::error!(error = %e.message(), "the control plane refused a result; recording the run as failed instead");
+                                tracing::error!(run = Self::run_of(&one.result), error = %e.message(), "the control plane refused a result; recording the run as failed instead");
                                 one.result = failure;
                                 batches.push_front(vec![one]);
                             }
                             None => {
-                                tracing::error!(error = %e.message(), "the control plane refused a result and its failure record; dropped");
+                                tracing::error!(run = Self::run_of(&one.result), error = %e.message(), "the control plane refused a result and its failure record; dropped");
                                 let _ = one.done.send(());
                             }
                         }
@@ -123,6 +123,16 @@ impl NodeAgent {
     }
 
     /// Counts a result the control plane recorded.
+    /// The run a result is for, for the log.
+    fn run_of(result: &pb::RunResult) -> &str {
+        let lease = match &result.result {
+            Some(pb::run_result::Result::Complete(c)) => c.lease.as_ref(),
+            Some(pb::run_result::Result::Fail(f)) => f.lease.as_ref(),
+            None => None,
+        };
+        lease.map_or("", |l| l.run_id.as_str())
+    }
+
     fn count_recorded(&self, result: &pb::RunResult) {
         match &result.result {
             Some(pb::run_result::Result::Complete(_)) => {

@@ -21,6 +21,15 @@ pub(crate) struct Endpoint {
     pub headers: Vec<(String, String)>,
 }
 
+impl Endpoint {
+    /// Where and how, for the line a process prints at start:
+    /// `http://collector:4318/v1/traces over OTLP/HTTP`.
+    pub(crate) fn describe(&self) -> String {
+        let protocol = if self.grpc { "gRPC" } else { "HTTP" };
+        format!("{} over OTLP/{protocol}", self.url)
+    }
+}
+
 pub(crate) struct OtlpVars<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     /// `TRACES` or `METRICS`.

@@ -38,12 +38,14 @@ pub fn requested() -> bool {
 }
 
 /// Starts pushing `admin`'s metrics over OTLP if the environment asks for
-/// it (the task runs until the process ends); `Ok(false)` when it does
-/// not. An error names the variable that is wrong.
-pub fn push_from_env(admin: crate::Admin, default_service: &str) -> Result<bool, String> {
+/// it (the task runs until the process ends): where to and how often, in
+/// words; `Ok(None)` when it does not. An error names the variable that is
+/// wrong.
+pub fn push_from_env(admin: crate::Admin, default_service: &str) -> Result<Option<String>, String> {
     let Some(target) = target()? else {
-        return Ok(false);
+        return Ok(None);
     };
+    let destination = target.describe();
     let vars = OtlpVars::new(&env, "METRICS");
     let interval = vars
         .get("OTEL_METRIC_EXPORT_INTERVAL")
@@ -81,7 +83,19 @@ pub fn push_from_env(admin: crate::Admin, default_service: &str) -> Result<bool,
             }
         }
     });
-    Ok(true)
+    Ok(Some(format!(
+        "{destination}, every {}",
+        humanize_ms(interval)
+    )))
+}
+
+/// `60 s`, `300 ms`.
+fn humanize_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
 }
 
 fn text_attribute(key: &str, value: &str) -> KeyValue {

@@ -36,6 +36,8 @@ use tracing_subscriber::{Layer, Registry};
 
 /// Exports spans while held; [`Tracing::shutdown`] sends what is left.
 pub struct Tracing {
+    /// Where spans go, in words.
+    destination: String,
     queue: Arc<Queue>,
     sampler: Sampler,
     exporter: std::thread::JoinHandle<()>,
@@ -57,6 +59,7 @@ impl Tracing {
         let Some(endpoint) = vars.endpoint()? else {
             return Ok(None);
         };
+        let destination = endpoint.describe();
         let sampler = Sampler::from_vars(&vars)?;
         let batch = batch_config(&vars)?;
         let envelope = Envelope::new(&resource_attributes(&vars, default_service));
@@ -100,6 +103,7 @@ impl Tracing {
             .map_err(|e| format!("OTLP span exporter: {e}"))?;
         match started.recv() {
             Ok(Ok(())) => Ok(Some(Tracing {
+                destination,
                 queue,
                 sampler,
                 exporter,
@@ -107,6 +111,11 @@ impl Tracing {
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the OTLP span exporter did not start".into()),
         }
+    }
+
+    /// Where spans go, in words: `URL over OTLP/HTTP`.
+    pub fn destination(&self) -> &str {
+        &self.destination
     }
 
     /// The `tracing` layer that turns Warden's spans (info and above) into

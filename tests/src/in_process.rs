@@ -145,9 +145,14 @@ impl Node {
         )
         .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(agent.clone().run(async move {
+        let run = agent.clone().run(async move {
             let _ = stopped.await;
-        }));
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = run.await {
+                eprintln!("the node stopped: {e}");
+            }
+        });
         Node { agent, stop, task }
     }
 

@@ -39,6 +39,19 @@ pub(crate) fn lease_answer(check: LeaseCheck) -> Result<Response<ResultResponse>
     }
 }
 
+/// The answer for a reference `tenant` has not published: `known`, whether
+/// it has the agent under another version.
+pub(crate) fn agent_not_found(tenant: &str, name: &str, version: &str, known: bool) -> Status {
+    Status::not_found(if known {
+        format!("agent {name} of tenant {tenant} has no version {version}")
+    } else {
+        format!(
+            "tenant {tenant} has no agent named {name}: publish it first (`warden publish`); \
+             `warden whoami` says which tenant your token is for"
+        )
+    })
+}
+
 pub(crate) fn parse_reference(reference: &str) -> Result<(&str, &str), Status> {
     warden_core::split_reference(reference).map_err(|e| Status::invalid_argument(e.to_string()))
 }

@@ -69,6 +69,13 @@ impl registry_service_server::RegistryService for ControlPlane {
         )? {
             Published::Created => true,
             Published::Unchanged => false,
+            Published::Conflict { existing_digest } if existing_digest == digest => {
+                return Err(Status::already_exists(format!(
+                    "{reference} is already published with these bytes but another manifest \
+                     (its grants); versions are immutable: publish a new version, or give the \
+                     manifest it was published with"
+                )));
+            }
             Published::Conflict { existing_digest } => {
                 return Err(Status::already_exists(format!(
                     "{reference} is already published as {existing_digest}; versions are immutable, publish a new version"
@@ -124,12 +131,9 @@ impl registry_service_server::RegistryService for ControlPlane {
         let (name, version) = parse_reference(&reference)?;
         match self.store.resolve(&tenant, name, version)? {
             Ok(r) => Ok(Response::new(r)),
-            Err(true) => Err(Status::not_found(format!(
-                "agent {name} has no version {version}"
-            ))),
-            Err(false) => Err(Status::not_found(format!(
-                "no agent named {name} is published"
-            ))),
+            Err(known) => Err(crate::service::agent_not_found(
+                &tenant, name, version, known,
+            )),
         }
     }
 

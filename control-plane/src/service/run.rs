@@ -44,12 +44,9 @@ impl ControlPlane {
                 resolved.digest,
                 resolved.capabilities,
             )),
-            Err(true) => Err(Status::not_found(format!(
-                "agent {name} has no version {version}"
-            ))),
-            Err(false) => Err(Status::not_found(format!(
-                "no agent named {name} is published"
-            ))),
+            Err(known) => Err(crate::service::agent_not_found(
+                tenant, name, version, known,
+            )),
         }
     }
 

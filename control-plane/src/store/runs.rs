@@ -306,18 +306,19 @@ impl Store {
         })
     }
 
-    /// Runs in flight and nodes, for metrics: (state, agent, count, first
-    /// created) of runs queued, leased or running; (state, count) of nodes.
+    /// Runs in flight and nodes, for metrics: (state, tenant, agent, count,
+    /// first created) of runs queued, leased or running; (state, count) of
+    /// nodes.
     pub fn stats(&self) -> StoreResult<Stats> {
         self.with_conn(|c| {
             let runs = c.query_map(
-                "SELECT state, agent, count(*), min(created) FROM runs
+                "SELECT state, tenant, agent, count(*), min(created) FROM runs
                  WHERE state IN ('queued', 'leased', 'running')
-                 GROUP BY state, agent",
+                 GROUP BY state, tenant, agent",
                 p![],
                 |r| {
                     let state: RunState = r.parse(0)?;
-                    Ok((state.as_str(), r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((state.as_str(), r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 },
             )?;
             let nodes = c.query_map(
@@ -372,7 +373,7 @@ impl Store {
 pub struct Stats {
     /// (state, agent, runs, oldest `created`) of runs queued, leased or
     /// running.
-    pub runs: Vec<(&'static str, String, u64, i64)>,
+    pub runs: Vec<(&'static str, String, String, u64, i64)>,
     /// (state, nodes).
     pub nodes: Vec<(String, u64)>,
 }

@@ -17,13 +17,13 @@ async fn fetch(sb: &Sandbox, url: &str, allow: &[&str]) -> Value {
     output(&sb.run(&probe, req).await)
 }
 
-/// The sandbox's `http_client_requests_total` sample for `outcome`.
+/// The sandbox's `warden_http_client_requests_total` sample for `outcome`.
 fn requests(sb: &Sandbox, outcome: &str) -> u64 {
     let mut registry = prometheus_client::registry::Registry::default();
     sb.metrics().register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    let sample = format!("http_client_requests_total{{outcome=\"{outcome}\"}} ");
+    let sample = format!("warden_http_client_requests_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&sample))
         .map_or(0, |n| n.parse().unwrap())

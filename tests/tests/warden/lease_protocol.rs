@@ -428,9 +428,30 @@ fn cli_errors_name_the_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
     let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let manifest = c.tmp.path().join("kv.toml");
+    std::fs::write(&manifest, "[grant]\nkv = true\n").unwrap();
+    let manifest = manifest.display().to_string();
     for (args, expected) in [
-        (vec!["submit", "nobody@1"], "no agent named nobody"),
-        (vec!["submit", "hello@9"], "agent hello has no version 9"),
+        (
+            vec!["submit", "nobody@1"],
+            "tenant default has no agent named nobody",
+        ),
+        (
+            vec!["submit", "hello@9"],
+            "agent hello of tenant default has no version 9",
+        ),
+        // The same bytes with another manifest: the manifest is named, not
+        // the bytes.
+        (
+            vec![
+                "publish",
+                examples::HELLO,
+                "hello@1",
+                "--manifest",
+                &manifest,
+            ],
+            "with these bytes but another manifest",
+        ),
         (vec!["submit", "hello"], "not NAME@VERSION"),
         (
             vec!["submit", "hello@1", "--input", "{oops"],

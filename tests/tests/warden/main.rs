@@ -23,6 +23,7 @@ mod limits;
 mod llm;
 mod message_bounds;
 mod node_cache;
+mod node_lifecycle;
 mod oci;
 mod oci_layers;
 mod quotas;

@@ -97,8 +97,16 @@ impl Secure {
     /// A `warden node` process, enrolled with a fresh join token.
     pub(crate) fn enrolled_node(&self, extra: &[&str]) -> cluster::Proc {
         let join = self.secret(&self.admin, &["nodes", "join-token", "create"]);
+        let mut args = vec!["--join-token", &join];
+        args.extend(extra);
+        self.node(&args)
+    }
+
+    /// A `warden node n1` process with `--ca` and `extra` (its data under
+    /// this control plane's temp dir).
+    pub(crate) fn node(&self, extra: &[&str]) -> cluster::Proc {
         let ca = self.ca().display().to_string();
-        let mut args = vec!["--ca", &ca, "--join-token", &join];
+        let mut args = vec!["--ca", &ca];
         args.extend(extra);
         cluster::node(
             &bin(),
@@ -108,6 +116,29 @@ impl Secure {
             &args,
             &cluster::log_dir(self.tmp.path()),
         )
+    }
+
+    /// Waits until `nodes list` shows node `id` in `state` (at most 30 s).
+    pub(crate) fn wait_node(&self, id: &str, state: &str) {
+        let start = std::time::Instant::now();
+        loop {
+            let out = self.cli(&self.admin, &["nodes", "list", "--json"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["node_id"] == id && n["state"] == state)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "node {id} never {state}: {nodes}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub(crate) async fn get_run(&self, id: &str) -> pb::Run {
@@ -524,27 +555,8 @@ async fn a_secure_cluster_runs_agents_end_to_end() {
         &cp.admin,
         &["nodes", "join-token", "create", "--label", "zone=a"],
     );
-    let ca = cp.ca().display().to_string();
-    let node_args = |join: Option<&str>| {
-        let mut args = vec!["--ca".to_string(), ca.clone()];
-        if let Some(j) = join {
-            args.extend(["--join-token".to_string(), j.to_string()]);
-        }
-        args
-    };
-    let start_node = |args: Vec<String>| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cluster::node(
-            &bin(),
-            &cp.url,
-            "n1",
-            cp.tmp.path(),
-            &args,
-            &cluster::log_dir(cp.tmp.path()),
-        )
-    };
     // Without a token, an unenrolled node says what to do and stops.
-    let mut refused = start_node(node_args(None));
+    let mut refused = cp.node(&[]);
     let status = refused
         .wait_exit(Duration::from_secs(20))
         .expect("it stops");
@@ -552,7 +564,7 @@ async fn a_secure_cluster_runs_agents_end_to_end() {
     let log = std::fs::read_to_string(cluster::log_dir(cp.tmp.path()).join("n1.log")).unwrap();
     assert!(log.contains("--join-token"), "{log}");
 
-    let mut node = start_node(node_args(Some(&join)));
+    let mut node = cp.node(&["--join-token", &join]);
     let published = cp.cli(&cp.admin, &["publish", examples::HELLO, "hello@1.0.0"]);
     assert!(published.status.success(), "{}", stderr(&published));
     let submitter = cp.secret(&cp.admin, &["tokens", "create", "--role", "submitter"]);
@@ -606,7 +618,7 @@ async fn a_secure_cluster_runs_agents_end_to_end() {
             assert_eq!(mode(dir), 0o700, "{}", dir.display());
         }
     }
-    let _node = start_node(node_args(None));
+    let _node = cp.node(&[]);
     assert_eq!(run(r#"{"name":"again"}"#), "hello, again");
     assert!(Path::new(&key).exists());
 }
@@ -952,23 +964,6 @@ fn a_node_enrolls_through_the_first_replica_that_answers() {
         &["--ca", &ca, "--join-token", &join],
         &cluster::log_dir(cp.tmp.path()),
     );
-    let start = std::time::Instant::now();
-    loop {
-        let out = cp.cli(&cp.admin, &["nodes", "list", "--json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["node_id"] == "n-second" && n["state"] == "ready")
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the node never enrolled through its second address: {nodes}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Ready: it enrolled through its second address.
+    cp.wait_node("n-second", "ready");
 }

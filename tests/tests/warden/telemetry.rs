@@ -66,17 +66,27 @@ async fn prometheus_scrapes_what_promtool_accepts() {
         let run = wait_ended(ch.clone(), &id, Duration::from_secs(30)).await;
         assert_eq!(cluster::state(&run), RunState::Succeeded, "{run:?}");
     }
+    // And one that runs out of fuel (not retried), for the failure counts.
+    let id = submit(ch.clone(), "hello@1", "{}", |r| {
+        r.budget.get_or_insert_default().fuel = Some(1);
+        r.max_attempts = 1;
+    })
+    .await;
+    let run = wait_ended(ch.clone(), &id, Duration::from_secs(30)).await;
+    assert_eq!(cluster::state(&run), RunState::Failed, "{run:?}");
     // Results are counted once the control plane answers the report.
     let (_, text) = wait_http(&admin, "/metrics", Duration::from_secs(10), |_, body| {
-        body.contains("\nleases_completed_total 3\n")
+        body.contains("\nwarden_leases_completed_total 3\n")
+            && body.contains("\nwarden_leases_failed_total{")
     })
     .await;
     for expected in [
-        "runs_submitted_total 3",
-        "leases_granted_total 3",
-        "agent_executions_total{agent=\"hello\"} 3",
-        "run_results_total{outcome=\"recorded\"} 3",
-        "nodes{state=\"ready\"} 1",
+        "warden_runs_submitted_total 4",
+        "warden_leases_granted_total 4",
+        "warden_leases_failed_total{kind=\"fuel_exhausted\"} 1",
+        "warden_agent_executions_total{tenant=\"default\",agent=\"hello\"} 4",
+        "warden_run_results_total{outcome=\"recorded\"} 4",
+        "warden_nodes{state=\"ready\"} 1",
     ] {
         assert!(text.contains(expected), "no `{expected}` in:\n{text}");
     }
@@ -103,6 +113,32 @@ async fn prometheus_scrapes_what_promtool_accepts() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+
+    // Every Warden metric the alert rules of OPERATIONS.md name is one
+    // this exposition has (`the_documented_scrape_config_and_alert_rules_are_valid`
+    // has promtool check the rules themselves).
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/OPERATIONS.md"
+    ))
+    .unwrap();
+    let rules = doc
+        .split("Alert rules (`warden-alerts.yml`):")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("OPERATIONS.md has the alert rules in a yaml block");
+    let named: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("warden_"))
+        .collect();
+    assert!(named.len() >= 4, "{named:?}");
+    for metric in named {
+        assert!(
+            text.contains(&format!("# TYPE {metric} ")),
+            "the alert rules name {metric}, which /metrics does not have"
+        );
+    }
 
     // A real Prometheus scrapes the admin port and answers a query.
     let prom = format!("127.0.0.1:{}", free_port());
@@ -133,13 +169,13 @@ async fn prometheus_scrapes_what_promtool_accepts() {
     loop {
         let completed = std::net::TcpStream::connect(&prom)
             .ok()
-            .and_then(|_| prometheus_value(&prom, "leases_completed_total"));
+            .and_then(|_| prometheus_value(&prom, "warden_leases_completed_total"));
         if completed.as_deref() == Some("3") {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "Prometheus has no leases_completed_total of 3 (last: {completed:?}); see {}",
+            "Prometheus has no warden_leases_completed_total of 3 (last: {completed:?}); see {}",
             logs.join("prometheus.log").display()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -458,7 +494,7 @@ async fn one_trace_from_the_client_s_submit_to_the_llm_call_and_metrics_over_otl
             "gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type=\"output\"}} {}",
             usage.completion_tokens
         ),
-        "component_compiles_total{result=\"compiled\"} 1".to_string(),
+        "warden_component_compiles_total{result=\"compiled\"} 1".to_string(),
     ] {
         assert!(text.contains(&expected), "no `{expected}` in:\n{text}");
     }
@@ -468,11 +504,11 @@ async fn one_trace_from_the_client_s_submit_to_the_llm_call_and_metrics_over_otl
     let start = Instant::now();
     let wanted = |p: &warden_tests::otlp::ReceivedPoint| {
         (p.service == "warden-node"
-            && p.metric == "leases_completed"
+            && p.metric == "warden_leases_completed"
             && p.kind == "sum"
             && p.value == 1.0)
             || (p.service == "warden-control-plane"
-                && p.metric == "runs_submitted"
+                && p.metric == "warden_runs_submitted"
                 && p.value == 1.0)
             || (p.service == "warden-node"
                 && p.metric == "gen_ai_client_token_usage"
@@ -496,5 +532,39 @@ async fn one_trace_from_the_client_s_submit_to_the_llm_call_and_metrics_over_otl
             points.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two tenants' agents of one name are counted apart: a node's agent
+/// metrics carry the run's tenant (issue 24, item 4).
+#[test]
+fn agent_metrics_are_counted_by_tenant() {
+    let cp = crate::security::Secure::start();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let _node = cp.enrolled_node(&["--admin-addr", &admin]);
+    for (tenant, runs) in [("default", 1), ("acme", 2)] {
+        let token = cp.token(tenant, "publisher");
+        let out = cp.cli(&token, &["publish", examples::HELLO, "hello@1.0.0"]);
+        assert!(out.status.success(), "{}", crate::security::stderr(&out));
+        for _ in 0..runs {
+            let out = cp.cli(
+                &token,
+                &["submit", "hello@1.0.0", "--input", "{}", "--wait", "--json"],
+            );
+            assert!(out.status.success(), "{}", crate::security::stderr(&out));
+        }
+    }
+    let text = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (_, text) = wait_http(&admin, "/metrics", Duration::from_secs(10), |_, body| {
+            body.contains("agent=\"hello\"} 2")
+        })
+        .await;
+        text
+    });
+    for expected in [
+        "warden_agent_executions_total{tenant=\"default\",agent=\"hello\"} 1",
+        "warden_agent_executions_total{tenant=\"acme\",agent=\"hello\"} 2",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
     }
 }

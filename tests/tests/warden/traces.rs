@@ -175,6 +175,61 @@ async fn spans_carry_no_prompt_answer_input_output_or_kv_value() {
     }
 }
 
+/// An agent's outgoing HTTP requests are client spans under the span of
+/// their run, in its trace: one answered and one the allow-list refuses
+/// (issue 24, item 3: each started a trace of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_http_spans_are_children_of_their_run_s_span() {
+    use warden_tests::http_server::{Response, TestServer};
+    let traced = Traced::start();
+    let ch = connect(&traced.url).await;
+    let srv = TestServer::start(|_| Response::text(200, "hi"));
+    let allow = format!("http://127.0.0.1:{}", srv.port());
+    publish_with(
+        ch.clone(),
+        components::HTTP_PROBE,
+        "http-probe@1",
+        &format!("[grant]\nhttp = [\"{allow}\"]\n"),
+    )
+    .await;
+    let refused = format!("http://127.0.0.1:{}/", free_port());
+    for url in [srv.url(), refused] {
+        let input = serde_json::json!({ "url": url }).to_string();
+        let id = submit(ch.clone(), "http-probe@1", &input, |r| {
+            r.grant.get_or_insert_default().http = vec![allow.clone()];
+        })
+        .await;
+        let run = wait_ended(ch.clone(), &id, Duration::from_secs(30)).await;
+        assert_eq!(cluster::state(&run), RunState::Succeeded, "{run:?}");
+    }
+    let start = std::time::Instant::now();
+    let spans = loop {
+        let spans = spans_with(&traced.receiver, "GET").await;
+        if spans.iter().filter(|s| s.name == "GET").count() >= 2 {
+            break spans;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{spans:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let gets: Vec<_> = spans.iter().filter(|s| s.name == "GET").collect();
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    for get in &gets {
+        let parent = spans
+            .iter()
+            .find(|s| s.span_id == get.parent_span_id && !get.parent_span_id.is_empty());
+        let parent = parent.unwrap_or_else(|| panic!("no parent span for {get:#?}"));
+        assert_eq!(parent.name, "run", "{get:#?} under {parent:#?}");
+        assert_eq!(parent.trace_id, get.trace_id);
+    }
+    let answered = gets.iter().any(|g| {
+        g.attributes
+            .get("http.response.status_code")
+            .is_some_and(|c| c == "200")
+    });
+    let refused = gets.iter().any(|g| g.attributes.contains_key("error.type"));
+    assert!(answered && refused, "one answered, one refused: {gets:#?}");
+}
+
 /// A submit whose `traceparent` is not a W3C one is refused by the control
 /// plane (alone and in a batch, over gRPC, so the CLI's own check is not
 /// what stops it), naming the problem, and no run is made; a well-formed

@@ -56,15 +56,16 @@ impl WasiHttpHooks for HttpHooks {
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>
     {
-        let policy = self.policy.clone();
-        let meter = self.meter.clone();
-        Box::new(send::send(
-            policy,
-            meter,
+        use tracing::Instrument;
+        let span = send::span(&request);
+        let send = send::send(
+            self.policy.clone(),
+            self.meter.clone(),
             self.metrics.clone(),
             request,
             options,
-        ))
+        );
+        Box::new(send.instrument(span))
     }
 
     fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {

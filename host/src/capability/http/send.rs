@@ -18,19 +18,26 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Sends `request` (in a client span, as the OpenTelemetry HTTP
-/// conventions name it; the URL without its query) and counts its outcome.
-#[tracing::instrument(name = "http", skip_all, fields(
-    otel.name = %request.method(),
-    otel.kind = "client",
-    otel.status_code = tracing::field::Empty,
-    http.request.method = %request.method(),
-    url.full = tracing::field::Empty,
-    server.address = tracing::field::Empty,
-    server.port = tracing::field::Empty,
-    http.response.status_code = tracing::field::Empty,
-    error.type = tracing::field::Empty,
-))]
+/// The client span of one outgoing request, as the OpenTelemetry HTTP
+/// conventions name it (the URL is recorded later, without its query).
+/// Made where the guest asks, inside its run's span: the request itself
+/// is sent on a task of its own, where that span is not current.
+pub(super) fn span(request: &http::Request<WasiBody>) -> tracing::Span {
+    tracing::info_span!(
+        "http",
+        otel.name = %request.method(),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        url.full = tracing::field::Empty,
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Sends `request` (in the span of [`span`]) and counts its outcome.
 pub(super) async fn send(
     policy: Arc<HttpPolicy>,
     meter: Arc<RunMeter>,
