@@ -79,9 +79,12 @@ impl BudgetArgs {
 /// Grant flags, shared by `run` and `submit`.
 #[derive(Debug, Args)]
 pub(crate) struct GrantArgs {
-    /// Allow HTTP to an origin, scheme://host[:port] (no path): wildcards
-    /// *.example.com and * reach public addresses only; an IP or CIDR
-    /// ([::1], 10.0.0.0/8) names private addresses explicitly. Repeatable.
+    /// Allow HTTP to an origin, scheme://host[:port] (no path), e.g.
+    /// https://api.example.com, https://*.example.com (its subdomains),
+    /// https://* (any host), *://*:* (any scheme and port). Names and
+    /// wildcards reach public addresses only; an IP or CIDR
+    /// (http://127.0.0.1:8080, http://[::1]:8080, http://10.0.0.0/8:*) names
+    /// private ones explicitly. Repeatable.
     #[arg(long = "allow-http", value_name = "PATTERN")]
     allow_http: Vec<String>,
 

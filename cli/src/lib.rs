@@ -5,6 +5,7 @@
 //! return typed errors.
 
 mod admin;
+mod agents;
 mod args;
 mod bridge;
 mod cluster;
@@ -56,6 +57,7 @@ enum Command {
     ControlPlane(cluster::ControlPlaneArgs),
     Node(cluster::NodeArgs),
     Publish(registry::PublishArgs),
+    Agents(agents::AgentsArgs),
     Inspect(registry::InspectArgs),
     Submit(submit::SubmitArgs),
     Runs(runs::RunsArgs),
@@ -154,6 +156,7 @@ pub fn main() -> ExitCode {
             Command::ControlPlane(args) => cluster::control_plane(args).await,
             Command::Node(args) => cluster::node(args).await,
             Command::Publish(args) => registry::publish(args).await,
+            Command::Agents(args) => agents::agents(args).await,
             Command::Inspect(args) => registry::inspect(args).await,
             Command::Submit(args) => submit::submit(args).await,
             Command::Runs(args) => runs::runs(args).await,

@@ -30,6 +30,9 @@ pub(crate) struct PublishArgs {
     /// default budget. Without one, the agent may use nothing.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
+    /// Publish for this tenant (the system role); default: your token's.
+    #[arg(long)]
+    tenant: Option<String>,
     #[command(flatten)]
     remote: Remote,
     #[command(flatten)]
@@ -125,6 +128,12 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(oci) = OciRef::parse(&args.reference) {
         let oci = oci?;
+        if args.tenant.is_some() {
+            anyhow::bail!(
+                "--tenant is for the control plane's registry; an OCI registry has no tenants \
+                 (a tenant submits oci:// references with its own registry credentials)"
+            );
+        }
         check_component(&args.file, &bytes)?;
         let pushed = warden_oci::push(
             &oci,
@@ -150,6 +159,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
             version: version.into(),
             size: bytes.len() as u64,
             capabilities,
+            tenant: args.tenant.clone().unwrap_or_default(),
         })),
     }];
     chunks.extend(bytes.chunks(1 << 20).map(|c| pb::PublishChunk {
@@ -165,8 +175,12 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     } else {
         " (already published, unchanged)"
     };
+    let whose = args
+        .tenant
+        .map(|t| format!(" for tenant {}", output::safe(&t)))
+        .unwrap_or_default();
     println!(
-        "published {name}@{version} {} ({}){note}",
+        "published {name}@{version}{whose} {} ({}){note}",
         resp.digest,
         output::bytes(resp.size)
     );

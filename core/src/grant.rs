@@ -148,13 +148,13 @@ mod tests {
             http: vec![
                 "http://0.0.0.0/0:*".into(),
                 "http://127.0.0.1:8080".into(),
-                "http://localhost:8080".into(),
+                "http://intranet.internal:8080".into(),
                 "https://api.example.com/v1".into(),
             ],
             ..Grant::default()
         };
         let (kept, dropped) = policy.restrict(grant);
-        assert_eq!(kept.http, ["http://localhost:8080"]);
+        assert_eq!(kept.http, ["http://intranet.internal:8080"]);
         assert_eq!(dropped.len(), 3, "{dropped:?}");
         let bad = NodePolicy {
             http: Some(vec!["https://x/path".into()]),

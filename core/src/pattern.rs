@@ -73,9 +73,13 @@ impl std::str::FromStr for HttpPattern {
             pattern: text.to_string(),
             reason,
         };
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| err("expected scheme://host[:port], e.g. https://api.example.com"))?;
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+            err(
+                "expected scheme://host[:port]: write the scheme, e.g. https://api.example.com, \
+                 https://*.example.com (its subdomains), https://* (any public host) or *://*:* \
+                 (any scheme and port)",
+            )
+        })?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => SchemeMatch::Http,
             "https" => SchemeMatch::Https,
@@ -150,6 +154,14 @@ fn parse_host(host: &str) -> Result<HostMatch, &'static str> {
     }
     if host == "*" {
         return Ok(HostMatch::Any);
+    }
+    if host == "localhost" || host.ends_with(".localhost") {
+        // It would parse, and every request would then be refused after
+        // DNS (a loopback address): say so now.
+        return Err(
+            "localhost is a loopback address, which agents reach only when the pattern names \
+             the address itself: write e.g. http://127.0.0.1:8080 or http://[::1]:8080",
+        );
     }
     if let Some((addr, _)) = host.split_once('/') {
         return if addr.parse::<IpAddr>().is_ok() {

@@ -247,6 +247,7 @@ pub async fn try_publish_as(
                 version: version.into(),
                 size: bytes.len() as u64,
                 capabilities: capabilities.to_string(),
+                ..Default::default()
             })),
         },
         pb::PublishChunk {

@@ -203,6 +203,25 @@ impl ControlPlane {
         Err(layer::role_denied(client.role, need, what))
     }
 
+    /// The tenant a call names (`requested`): the caller's own when it
+    /// names none or its own; another tenant needs the system role (`what`
+    /// says what for, in the denial) and a valid name.
+    pub(crate) fn tenant_for(
+        &self,
+        client: &Client,
+        requested: &str,
+        method: &str,
+        what: &str,
+    ) -> Result<String, Status> {
+        if requested.is_empty() || requested == client.tenant {
+            return Ok(client.tenant.clone());
+        }
+        self.require(client, Role::System, method, what)?;
+        warden_core::check_name("tenant", requested)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(requested.to_string())
+    }
+
     /// A slot for one more long-lived stream (a watch) of `client`, held
     /// until the stream ends.
     pub(crate) fn stream_slot(

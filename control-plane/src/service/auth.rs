@@ -28,22 +28,6 @@ fn scope_name(scope: &Scope) -> String {
     }
 }
 
-/// The tenant a quota call is about: the caller's own (empty), or, for the
-/// system role, any.
-fn own_tenant(caller: &crate::auth::Client, tenant: String, verb: &str) -> Result<String, Status> {
-    if tenant.is_empty() || tenant == caller.tenant {
-        return Ok(caller.tenant.clone());
-    }
-    if caller.role < Role::System {
-        return Err(Status::permission_denied(format!(
-            "only the system role {verb} another tenant's settings"
-        )));
-    }
-    warden_core::check_name("tenant", &tenant)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    Ok(tenant)
-}
-
 impl ControlPlane {
     /// A tenant's quotas, concurrency limits and what it spent today.
     fn quotas_of(&self, tenant: &str) -> Result<pb::Quotas, Status> {
@@ -104,7 +88,12 @@ impl AuthService for ControlPlane {
     ) -> Result<Response<pb::RegistryCredential>, Status> {
         let caller = client_of(&req)?;
         let r = req.into_inner();
-        let tenant = own_tenant(&caller, r.tenant, "sets")?;
+        let tenant = self.tenant_for(
+            &caller,
+            &r.tenant,
+            "AuthService.SetRegistryCredential",
+            "setting another tenant's registry credentials",
+        )?;
         check_registry(&r.registry)?;
         if r.username.is_empty() || r.username.len() > 1024 || r.password.len() > 64 << 10 {
             return Err(Status::invalid_argument(
@@ -132,7 +121,12 @@ impl AuthService for ControlPlane {
         req: Request<pb::ListRegistryCredentialsRequest>,
     ) -> Result<Response<pb::ListRegistryCredentialsResponse>, Status> {
         let caller = client_of(&req)?;
-        let tenant = own_tenant(&caller, req.into_inner().tenant, "reads")?;
+        let tenant = self.tenant_for(
+            &caller,
+            &req.get_ref().tenant,
+            "AuthService.ListRegistryCredentials",
+            "reading another tenant's registry credentials",
+        )?;
         let credentials = self
             .store
             .registry_credentials(&tenant)?
@@ -154,7 +148,12 @@ impl AuthService for ControlPlane {
     ) -> Result<Response<pb::DeleteRegistryCredentialResponse>, Status> {
         let caller = client_of(&req)?;
         let r = req.into_inner();
-        let tenant = own_tenant(&caller, r.tenant, "deletes")?;
+        let tenant = self.tenant_for(
+            &caller,
+            &r.tenant,
+            "AuthService.DeleteRegistryCredential",
+            "deleting another tenant's registry credentials",
+        )?;
         if !self
             .store
             .delete_registry_credential(&tenant, &r.registry)?
@@ -309,7 +308,12 @@ impl AuthService for ControlPlane {
         req: Request<pb::GetQuotasRequest>,
     ) -> Result<Response<pb::Quotas>, Status> {
         let caller = client_of(&req)?;
-        let tenant = own_tenant(&caller, req.into_inner().tenant, "reads")?;
+        let tenant = self.tenant_for(
+            &caller,
+            &req.get_ref().tenant,
+            "AuthService.GetQuotas",
+            "reading another tenant's quotas",
+        )?;
         Ok(Response::new(self.quotas_of(&tenant)?))
     }
 
@@ -355,7 +359,12 @@ impl AuthService for ControlPlane {
     ) -> Result<Response<pb::Quotas>, Status> {
         let caller = client_of(&req)?;
         let r = req.into_inner();
-        let tenant = own_tenant(&caller, r.tenant, "sets")?;
+        let tenant = self.tenant_for(
+            &caller,
+            &r.tenant,
+            "AuthService.SetConcurrencyLimit",
+            "setting another tenant's concurrency limits",
+        )?;
         let bad = |e: warden_core::NameError| Status::invalid_argument(e.to_string());
         let scope = match (r.agent.is_empty(), r.label.split_once('=')) {
             (false, None) if r.label.is_empty() => {

@@ -16,6 +16,25 @@ use tokio_stream::Stream;
 use tonic::{Response, Status};
 use warden_proto::v1::ResultResponse;
 
+/// Most bytes of one page of a list (runs, agents).
+const MAX_LIST_BYTES: usize = 4 << 20;
+
+/// Ends a page of a list where its bytes would pass [`MAX_LIST_BYTES`]
+/// (after one entry at least); whether it cut any.
+pub(crate) fn cut_to_page<T: prost::Message>(entries: &mut Vec<T>) -> bool {
+    let mut bytes = 0;
+    let fits = entries
+        .iter()
+        .position(|e| {
+            bytes += e.encoded_len() + 8;
+            bytes > MAX_LIST_BYTES
+        })
+        .map_or(entries.len(), |i| i.max(1));
+    let cut = fits < entries.len();
+    entries.truncate(fits);
+    cut
+}
+
 pub(crate) type StreamOf<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl From<StoreError> for Status {

@@ -30,6 +30,12 @@ impl registry_service_server::RegistryService for ControlPlane {
                 ));
             }
         };
+        let tenant = self.tenant_for(
+            &caller,
+            &header.tenant,
+            "RegistryService.Publish",
+            "publishing for another tenant",
+        )?;
         let reference = format!("{}@{}", header.name, header.version);
         parse_reference(&reference)?;
         if !header.capabilities.is_empty() {
@@ -60,7 +66,7 @@ impl registry_service_server::RegistryService for ControlPlane {
             .map_err(Status::invalid_argument)?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
         let created = match self.store.publish(
-            &caller.tenant,
+            &tenant,
             &header.name,
             &header.version,
             &digest,
@@ -83,13 +89,7 @@ impl registry_service_server::RegistryService for ControlPlane {
             }
         };
         tracing::info!(%reference, %digest, size = data.len(), created, "component published");
-        self.audit(
-            &caller.tenant,
-            caller.actor(),
-            "publish",
-            &reference,
-            &digest,
-        );
+        self.audit(&tenant, caller.actor(), "publish", &reference, &digest);
         Ok(Response::new(PublishResponse {
             digest,
             size: data.len() as u64,
@@ -126,6 +126,7 @@ impl registry_service_server::RegistryService for ControlPlane {
                 digest,
                 size,
                 capabilities,
+                ..Default::default()
             }));
         }
         let (name, version) = parse_reference(&reference)?;
@@ -168,8 +169,45 @@ impl registry_service_server::RegistryService for ControlPlane {
         req: Request<ListComponentsRequest>,
     ) -> Result<Response<ListComponentsResponse>, Status> {
         let caller = client_of(&req)?;
+        let r = req.into_inner();
+        let tenant = if r.tenant.is_empty() {
+            caller.scope().map(str::to_string)
+        } else {
+            Some(self.tenant_for(
+                &caller,
+                &r.tenant,
+                "RegistryService.List",
+                "listing another tenant's agents",
+            )?)
+        };
+        let name = (!r.name.is_empty()).then_some(r.name.as_str());
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            // `TENANT/NAME@VERSION` of the last one listed.
+            let bad =
+                || Status::invalid_argument("the page token is not one this control plane gave");
+            let (tenant, reference) = r.page_token.split_once('/').ok_or_else(bad)?;
+            let (name, version) = reference.split_once('@').ok_or_else(bad)?;
+            Some((tenant, name, version))
+        };
+        let limit = if r.limit == 0 {
+            100
+        } else {
+            r.limit.min(crate::store::MAX_PAGE)
+        };
+        let mut components = self
+            .store
+            .list_components(tenant.as_deref(), name, after, limit)?;
+        let full = components.len() as u32 == limit;
+        let cut = crate::service::cut_to_page(&mut components);
+        let next_page_token = match components.last() {
+            Some(last) if full || cut => format!("{}/{}@{}", last.tenant, last.name, last.version),
+            _ => String::new(),
+        };
         Ok(Response::new(ListComponentsResponse {
-            components: self.store.list_components(caller.scope())?,
+            components,
+            next_page_token,
         }))
     }
 }

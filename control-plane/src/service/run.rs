@@ -6,7 +6,6 @@ use super::{StreamOf, parse_reference};
 use crate::ControlPlane;
 use crate::auth::client_of;
 use crate::store::{NewRun, RunFilter};
-use prost::Message;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,9 +17,6 @@ use warden_proto::v1::*;
 
 /// Most runs in one SubmitBatch.
 const MAX_SUBMIT_BATCH: usize = 10_000;
-/// Most bytes of runs in one page of `List`.
-const MAX_LIST_BYTES: usize = 4 << 20;
-
 /// Most labels on one run.
 const MAX_RUN_LABELS: usize = 32;
 
@@ -382,19 +378,9 @@ impl run_service_server::RunService for ControlPlane {
             limit,
             after,
         })?;
-        // Summaries are small, but labels and usage add up: a page ends
-        // where its bytes would pass the bound (after one run at least).
-        let mut bytes = 0;
+        // Summaries are small, but labels and usage add up.
         let full = runs.len() as u32 == limit;
-        let fits = runs
-            .iter()
-            .position(|run| {
-                bytes += run.encoded_len() + 8;
-                bytes > MAX_LIST_BYTES
-            })
-            .map_or(runs.len(), |i| i.max(1));
-        let cut = fits < runs.len();
-        runs.truncate(fits);
+        let cut = crate::service::cut_to_page(&mut runs);
         let next_page_token = match runs.last() {
             Some(last) if full || cut => {
                 format!("{}.{}", last.created_unix_ms, last.run_id)

@@ -78,6 +78,7 @@ impl Store {
                     digest,
                     size,
                     capabilities,
+                    ..Default::default()
                 })),
                 None => {
                     let known: bool = c.query_one(
@@ -131,21 +132,47 @@ impl Store {
     }
 
     /// Published versions of `tenant` (every tenant's for `None`).
-    pub fn list_components(&self, tenant: Option<&str>) -> StoreResult<Vec<ResolveResponse>> {
+    /// Published versions by tenant, name and version: `tenant`'s (every
+    /// tenant's for `None`), of agent `name` if given, after `after`
+    /// (tenant, name, version), at most `limit`.
+    pub fn list_components(
+        &self,
+        tenant: Option<&str>,
+        name: Option<&str>,
+        after: Option<(&str, &str, &str)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ResolveResponse>> {
+        let (after_tenant, after_name, after_version) = match after {
+            Some((t, n, v)) => (Some(t), Some(n), Some(v)),
+            None => (None, None, None),
+        };
         self.with_conn(|c| {
             c.query_map(
-                "SELECT v.name, v.version, v.digest, c.size, v.capabilities FROM versions v
-                 JOIN components c ON c.digest = v.digest
-                 WHERE CAST(?1 AS TEXT) IS NULL OR v.tenant = ?1
-                 ORDER BY v.name, v.created",
-                p![tenant],
+                "SELECT v.tenant, v.name, v.version, v.digest, c.size, v.capabilities, v.created
+                 FROM versions v JOIN components c ON c.digest = v.digest
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR v.tenant = ?1)
+                   AND (CAST(?2 AS TEXT) IS NULL OR v.name = ?2)
+                   AND (CAST(?3 AS TEXT) IS NULL
+                        OR (v.tenant, v.name, v.version) > (?3, CAST(?4 AS TEXT), CAST(?5 AS TEXT)))
+                 ORDER BY v.tenant, v.name, v.version
+                 LIMIT ?6",
+                p![
+                    tenant,
+                    name,
+                    after_tenant,
+                    after_name,
+                    after_version,
+                    i64::from(limit)
+                ],
                 |r| {
                     Ok(ResolveResponse {
-                        name: r.get(0)?,
-                        version: r.get(1)?,
-                        digest: r.get(2)?,
-                        size: r.get(3)?,
-                        capabilities: r.get(4)?,
+                        tenant: r.get(0)?,
+                        name: r.get(1)?,
+                        version: r.get(2)?,
+                        digest: r.get(3)?,
+                        size: r.get(4)?,
+                        capabilities: r.get(5)?,
+                        created_unix_ms: r.get(6)?,
                     })
                 },
             )

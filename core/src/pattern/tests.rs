@@ -18,6 +18,7 @@ fn valid_patterns_parse() {
         "http://api.example.com:8080",
         "*://*:*",
         "http://*",
+        "https://*",
         "https://*.example.com",
         "http://127.0.0.1:8080",
         "http://10.0.0.0/8:*",
@@ -35,6 +36,13 @@ fn valid_patterns_parse() {
 fn invalid_patterns_name_the_problem() {
     let table = [
         ("example.com", "expected scheme://host[:port]"),
+        (
+            "*.example.com",
+            "write the scheme, e.g. https://api.example.com",
+        ),
+        ("*", "https://* (any public host)"),
+        ("http://localhost:8080", "write e.g. http://127.0.0.1:8080"),
+        ("https://api.localhost", "localhost is a loopback address"),
         ("ftp://x", "the scheme must be http, https or *"),
         (
             "https://api.example.com/v1",
@@ -146,7 +154,7 @@ fn covering_is_one_rule() {
     // (policy or manifest, grant or ask, covered)
     let table = [
         ("*://*:*", "https://api.example.com", true),
-        ("*://*:*", "http://localhost:8080", true),
+        ("*://*:*", "http://intranet.internal:8080", true),
         ("*://*:*", "*://*:*", true),
         // A wildcard host means public names; it never covers an address.
         ("*://*:*", "http://127.0.0.1:8080", false),
@@ -194,11 +202,12 @@ fn special_addresses_are_refused_unless_named() {
     let policy = |list: &[&str]| {
         HttpPolicy::new(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     };
-    let p = policy(&["http://localhost:8080", "http://*"]);
+    // A name allowed by the list that resolves to loopback is refused.
+    let p = policy(&["http://printer.internal:8080", "http://*"]);
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
-    assert!(p.check_url("http", "localhost", 8080).is_ok());
+    assert!(p.check_url("http", "printer.internal", 8080).is_ok());
     assert!(matches!(
-        p.check_ip("http", "localhost", 8080, lo),
+        p.check_ip("http", "printer.internal", 8080, lo),
         Err(Denied::ForbiddenAddress {
             range: "loopback",
             ..

@@ -78,6 +78,20 @@ fn requests_that_cannot_start_exit_two_with_a_message() {
             vec![examples::HELLO, "--allow-http", "example.com"],
             "HTTP pattern `example.com`: expected scheme://host[:port]",
         ),
+        // What `--help` and the README show as hosts, given bare: the
+        // answer shows how to write them.
+        (
+            vec![examples::HELLO, "--allow-http", "*.example.com"],
+            "https://*.example.com (its subdomains)",
+        ),
+        (
+            vec![examples::HELLO, "--allow-http", "*"],
+            "https://* (any public host)",
+        ),
+        (
+            vec![examples::HELLO, "--allow-http", "http://localhost:8080"],
+            "write e.g. http://127.0.0.1:8080",
+        ),
         (
             vec![
                 examples::HELLO,

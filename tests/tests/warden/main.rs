@@ -1,6 +1,7 @@
 //! Warden's integration tests: real guest components (built by
 //! `tests/build.rs`) run through the real host, one module per area.
 
+mod agents;
 mod audit;
 mod authorization;
 mod bad_input;
