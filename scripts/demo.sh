@@ -5,10 +5,11 @@
 # prints their results.
 #
 # LLM examples talk to the provider in WARDEN_LLM_BASE_URL (key in
-# WARDEN_LLM_API_KEY, model in WARDEN_DEMO_MODEL) when set. Otherwise they use
-# demo-services, a stand-in OpenAI-compatible server on loopback, which also
-# serves the small page the HTTP examples fetch (this machine may have no
-# other network).
+# WARDEN_LLM_API_KEY, model in WARDEN_DEMO_MODEL) when set. Otherwise
+# `warden dev --mock-llm` answers them with a scripted stand-in on loopback,
+# which also serves the small page the HTTP examples fetch (this machine may
+# have no other network); with a real provider that page comes from
+# demo-services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,28 +26,38 @@ DATA="${WARDEN_DEMO_DATA:-$PWD/target/demo-data}"
 rm -rf "$DATA"
 mkdir -p "$DATA"
 
-services_log="$DATA/demo-services.out"
-target/debug/demo-services >"$services_log" &
-pids=($!)
+pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 100); do [ -s "$services_log" ] && break; sleep 0.1; done
-WEB=$(head -n1 "$services_log")
-if [ -z "${WARDEN_LLM_BASE_URL:-}" ]; then
-  export WARDEN_LLM_BASE_URL="$WEB/v1"
-  echo "==> no WARDEN_LLM_BASE_URL: LLM examples use the stand-in provider at $WARDEN_LLM_BASE_URL"
-fi
 MODEL="${WARDEN_DEMO_MODEL:-demo-model}"
+dev_flags=()
+if [ -z "${WARDEN_LLM_BASE_URL:-}" ]; then
+  # No provider: warden's own stand-in answers LLM calls and serves the
+  # page the HTTP examples fetch.
+  dev_flags+=(--mock-llm)
+else
+  # A real provider: the page the HTTP examples fetch comes from
+  # demo-services on loopback (this machine may have no other network).
+  services_log="$DATA/demo-services.out"
+  target/debug/demo-services >"$services_log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$services_log" ] && break; sleep 0.1; done
+  WEB=$(head -n1 "$services_log")
+fi
 
-echo "==> starting warden dev (data in $DATA)"
-"$WARDEN" dev --listen 127.0.0.1:0 --data-dir "$DATA" --slots 4 >"$DATA/dev.out" 2>"$DATA/dev.log" &
+echo "==> starting warden dev ${dev_flags[*]} (data in $DATA)"
+"$WARDEN" dev --listen 127.0.0.1:0 --data-dir "$DATA" --slots 4 "${dev_flags[@]}" >"$DATA/dev.out" 2>"$DATA/dev.log" &
 pids+=($!)
-for _ in $(seq 100); do grep -q "listening on" "$DATA/dev.out" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q "warden node" "$DATA/dev.out" 2>/dev/null && break; sleep 0.1; done
 export WARDEN_CONTROL_PLANE=$(grep -o 'http://[0-9.:]*' "$DATA/dev.out" | head -n1)
 echo "    control plane at $WARDEN_CONTROL_PLANE"
+if [ -z "${WARDEN_LLM_BASE_URL:-}" ]; then
+  WEB=$(grep '^mock LLM at' "$DATA/dev.out" | grep -o 'http://[0-9.:]*' | head -n1)
+  echo "    no WARDEN_LLM_BASE_URL: LLM calls go to warden dev --mock-llm at $WEB/v1 (scripted answers)"
+fi
 
 echo
 echo "==> publishing the examples"

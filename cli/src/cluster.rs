@@ -300,6 +300,13 @@ pub(crate) struct DevArgs {
 
     #[command(flatten)]
     data: DataDir,
+
+    /// Answer LLM calls with a stand-in on loopback instead of a provider:
+    /// scripted, deterministic answers for any model, no provider called,
+    /// nothing spent (it also serves a sample page at /docs/wasm). For
+    /// trying Warden with no provider; overrides [llm] base_url.
+    #[arg(long)]
+    mock_llm: bool,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -683,7 +690,7 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(
+    let mut config = load_config(
         args.node.node_config.as_deref(),
         args.data.data_dir.as_ref(),
     )?;
@@ -703,6 +710,15 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             let _ = stopped.await;
         })
         .await?;
+    if args.mock_llm {
+        let base_url = crate::mock_llm::start().await?;
+        println!(
+            "mock LLM at {base_url}: scripted answers for any model, no provider called \
+             (sample page at {}/docs/wasm)",
+            base_url.trim_end_matches("/v1")
+        );
+        config.llm.base_url = Some(base_url);
+    }
     run_node(&args.node, vec![url], None, config, admin).await?;
     let _ = stop.send(());
     server.await?;

@@ -9,6 +9,7 @@ mod agents;
 mod args;
 mod bridge;
 mod cluster;
+pub mod mock_llm;
 mod oci;
 mod output;
 mod registry;

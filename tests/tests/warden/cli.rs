@@ -22,24 +22,35 @@ fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-#[test]
-fn the_cli_drives_warden_dev() {
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = cluster::log_dir(tmp.path());
-    let (_dev, url) = dev(
+/// `warden dev` with `extra` under `tmp`, and the CLI pointed at it.
+fn dev_cli(
+    tmp: &std::path::Path,
+    extra: &[&str],
+) -> (cluster::Proc, String, impl Fn(&[&str]) -> Output) {
+    let (proc, url) = dev(
         bin().as_ref(),
-        &tmp.path().join("dev"),
-        &["--slots", "2"],
-        &logs,
+        &tmp.join("dev"),
+        extra,
+        &cluster::log_dir(tmp),
     );
-    let warden = |args: &[&str]| {
+    let cli_url = url.clone();
+    let warden = move |args: &[&str]| {
         Command::new(bin())
             .args(args)
-            .env("WARDEN_CONTROL_PLANE", &url)
+            .env("WARDEN_CONTROL_PLANE", &cli_url)
             .env_remove("WARDEN_CONFIG")
+            .env_remove("WARDEN_LLM_BASE_URL")
             .output()
             .unwrap()
     };
+    (proc, url, warden)
+}
+
+#[test]
+fn the_cli_drives_warden_dev() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dev, url, warden) = dev_cli(tmp.path(), &["--slots", "2"]);
+    let logs = cluster::log_dir(tmp.path());
 
     let published = ok(&warden(&["publish", examples::HELLO, "hello@1"]));
     assert!(
@@ -187,4 +198,41 @@ fn warden_dev_refuses_to_listen_beyond_loopback() {
             "{listen}: {stderr}"
         );
     }
+}
+
+/// `warden dev --mock-llm` answers LLM calls itself, with no provider and
+/// no test binary: the README's first LLM run (issue 24, item 8). Its
+/// sample page is what the HTTP examples fetch.
+#[test]
+fn warden_dev_mock_llm_answers_llm_calls_without_a_provider() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_dev, _, warden) = dev_cli(tmp.path(), &["--mock-llm"]);
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/llm-summarize/warden.toml"
+    );
+    ok(&warden(&[
+        "publish",
+        examples::LLM_SUMMARIZE,
+        "llm-summarize@0.1.0",
+        "--manifest",
+        manifest,
+    ]));
+    let doc = json(&warden(&[
+        "submit",
+        "llm-summarize@0.1.0",
+        "--allow-model",
+        "any-model",
+        "--wait",
+        "--json",
+        "--input",
+        r#"{"model":"any-model","text":"Warden runs agents under hard budgets.","max_words":10}"#,
+    ]));
+    assert_eq!(doc["status"], "ok", "{doc}");
+    assert_eq!(
+        doc["output"]["summary"], "Summary: Warden runs agents under hard budgets.",
+        "{doc}"
+    );
+    assert!(doc["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{doc}");
+    assert_eq!(doc["usage"]["llm_calls"], 1, "{doc}");
 }
