@@ -12,6 +12,7 @@
 //! of nodes that stop heartbeating, are re-queued with attempt + 1.
 
 pub mod auth;
+pub mod bootstrap;
 mod metrics;
 pub mod pki;
 mod queue;

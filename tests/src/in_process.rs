@@ -50,15 +50,19 @@ pub struct SecureControlPlane {
 
 impl SecureControlPlane {
     pub async fn start(dir: &Path) -> Self {
-        let store = Store::open(&dir.join("cp.sqlite3")).unwrap();
+        // As `warden control-plane` starts: its store, CA and first admin
+        // token.
+        let store = warden_control_plane::bootstrap::open_store(None, dir, 1).unwrap();
         let names = ["localhost".to_string(), "127.0.0.1".to_string()];
-        let (pki, _) = warden_control_plane::pki::Pki::load_or_create(dir, &names, None).unwrap();
-        let ca = pki.ca_pem().to_string();
-        let (_, token) = store
-            .create_token("default", warden_core::Role::System, "bench", None)
-            .unwrap();
+        let (security, _) =
+            warden_control_plane::bootstrap::secure(&store, dir, &names, None).unwrap();
+        let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+        let token = std::fs::read_to_string(dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
         let config = ControlPlaneConfig {
-            security: warden_control_plane::Security::Tls(Arc::new(pki)),
+            security,
             rate_limit: 1_000_000,
             ..ControlPlaneConfig::default()
         };
