@@ -34,6 +34,7 @@ mod sandbox;
 mod security;
 mod shared_kv;
 mod telemetry;
+mod tokens;
 mod traces;
 
 use std::path::Path;
