@@ -26,6 +26,7 @@ mod message_bounds;
 mod node_cache;
 mod node_lifecycle;
 mod oci;
+mod oci_guard;
 mod oci_layers;
 mod quotas;
 mod replicas;
