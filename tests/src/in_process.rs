@@ -50,9 +50,15 @@ pub struct SecureControlPlane {
 
 impl SecureControlPlane {
     pub async fn start(dir: &Path) -> Self {
+        Self::start_on(dir, None).await
+    }
+
+    /// [`Self::start`] on the database `db` names (a PostgreSQL URL, say),
+    /// as `--db` does.
+    pub async fn start_on(dir: &Path, db: Option<&str>) -> Self {
         // As `warden control-plane` starts: its store, CA and first admin
         // token.
-        let store = warden_control_plane::bootstrap::open_store(None, dir, 1).unwrap();
+        let store = warden_control_plane::bootstrap::open_store(db, dir, 4).unwrap();
         let names = ["localhost".to_string(), "127.0.0.1".to_string()];
         let (security, _) =
             warden_control_plane::bootstrap::secure(&store, dir, &names, None).unwrap();

@@ -161,10 +161,7 @@ mod tests {
     /// Who can write the database can move a sealed password to another
     /// tenant's or another registry's row: it then opens for no one, as the
     /// seal is bound to the tenant and registry it was set for.
-    #[test]
-    fn a_sealed_password_opens_only_for_its_own_tenant_and_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("cp.sqlite3")).unwrap();
+    fn a_sealed_password_opens_only_for_its_own_tenant_and_registry(store: &Store) {
         let registry = "registry.example.com";
         store
             .set_registry_credential("acme", registry, "alice", "acme-pw")
@@ -220,6 +217,10 @@ mod tests {
             Some(("carol".to_string(), "gamma-pw".to_string()))
         );
     }
+
+    crate::store::tests::on_both_backends!(
+        a_sealed_password_opens_only_for_its_own_tenant_and_registry
+    );
 
     /// A SQLite store's key is `sealing.key` beside it; one by the name
     /// earlier versions gave it (`DB.key`) is renamed, and what it sealed

@@ -25,6 +25,8 @@ pub(crate) mod sql;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_conformance;
+#[cfg(test)]
 mod tests_connection;
 #[cfg(test)]
 mod tests_logs;

@@ -43,13 +43,13 @@ macro_rules! on_both_backends {
         mod sqlite {
             $(#[test]
             fn $name() {
-                super::$name(&super::super::tests::sqlite().store);
+                super::$name(&crate::store::tests::sqlite().store);
             })*
         }
         mod postgres {
             $(#[test]
             fn $name() {
-                super::$name(&super::super::tests::postgres().store);
+                super::$name(&crate::store::tests::postgres().store);
             })*
         }
     };
@@ -570,72 +570,7 @@ fn a_large_batch_is_recorded_result_by_result(store: &Store) {
     }
 }
 
-fn published_agents_are_listed_by_tenant_name_and_version_a_page_at_a_time(store: &Store) {
-    let publish = |tenant: &str, name: &str, version: &str| {
-        let data = format!("{tenant}/{name}@{version}").into_bytes();
-        let digest = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
-        );
-        let published = store
-            .publish(tenant, name, version, &digest, &data, "")
-            .unwrap();
-        assert_eq!(published, Published::Created);
-    };
-    publish("b", "hello", "1.0.0");
-    publish("a", "zeta", "1");
-    publish("a", "hello", "2.0.0");
-    publish("a", "hello", "1.0.0");
-    let refs = |list: Vec<pb::ResolveResponse>| -> Vec<String> {
-        list.into_iter()
-            .map(|c| format!("{}/{}@{}", c.tenant, c.name, c.version))
-            .collect()
-    };
-    let all = [
-        "a/hello@1.0.0",
-        "a/hello@2.0.0",
-        "a/zeta@1",
-        "b/hello@1.0.0",
-    ];
-    assert_eq!(
-        refs(store.list_components(None, None, None, 100).unwrap()),
-        all
-    );
-    assert_eq!(
-        refs(
-            store
-                .list_components(Some("a"), Some("hello"), None, 100)
-                .unwrap()
-        ),
-        ["a/hello@1.0.0", "a/hello@2.0.0"]
-    );
-    assert_eq!(
-        refs(store.list_components(Some("b"), None, None, 100).unwrap()),
-        ["b/hello@1.0.0"]
-    );
-    // A page at a time, each after the last one seen.
-    let mut walked = Vec::new();
-    let mut after: Option<(String, String, String)> = None;
-    loop {
-        let page = store
-            .list_components(
-                None,
-                None,
-                after
-                    .as_ref()
-                    .map(|(t, n, v)| (t.as_str(), n.as_str(), v.as_str())),
-                1,
-            )
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some((last.tenant.clone(), last.name.clone(), last.version.clone()));
-        walked.extend(refs(page));
-    }
-    assert_eq!(walked, all);
-}
-
 on_both_backends!(
-    published_agents_are_listed_by_tenant_name_and_version_a_page_at_a_time,
     a_used_idempotency_key_answers_with_the_first_run,
     claims_never_exceed_free_slots,
     renew_extends_and_says_cancelled_or_lost,

@@ -156,8 +156,18 @@ fn let_through(answer: Result<(), Status>, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_refuses_the_anonymous_and_each_role_too_weak_for_it() {
+    every_method_checked_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_refuses_the_anonymous_and_each_role_too_weak_for_it_on_postgres() {
+    let db = warden_testkit::postgres_database();
+    every_method_checked_on(Some(&db.url)).await;
+}
+
+async fn every_method_checked_on(db: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
-    let cp = SecureControlPlane::start(tmp.path()).await;
+    let cp = SecureControlPlane::start_on(tmp.path(), db).await;
     let endpoint = Endpoint::from_shared(cp.url.clone()).unwrap();
     let anonymous = endpoint
         .clone()

@@ -22,6 +22,7 @@ pub(crate) struct Secure {
     pub(crate) url: String,
     pub(crate) admin: String,
     _cp: cluster::Proc,
+    _db: Option<warden_testkit::PostgresDatabase>,
 }
 
 impl Secure {
@@ -45,7 +46,21 @@ impl Secure {
             url,
             admin,
             _cp: cp,
+            _db: None,
         }
+    }
+
+    /// Whether its store is PostgreSQL.
+    pub(crate) fn on_postgres(&self) -> bool {
+        self._db.is_some()
+    }
+
+    /// [`Self::start`] on a PostgreSQL database of the test run's server.
+    pub(crate) fn start_on_postgres() -> Self {
+        let db = warden_testkit::postgres_database();
+        let mut cp = Self::start_with(&["--db", &db.url]);
+        cp._db = Some(db);
+        cp
     }
 
     pub(crate) fn ca(&self) -> PathBuf {
@@ -351,7 +366,15 @@ async fn clients_need_a_valid_token_with_the_role_for_the_call() {
 /// restarts without it, and runs agents submitted with a token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_cluster_runs_agents_end_to_end() {
-    let cp = Secure::start();
+    a_secure_cluster_runs_agents_end_to_end_on(Secure::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_cluster_runs_agents_end_to_end_on_postgres() {
+    a_secure_cluster_runs_agents_end_to_end_on(Secure::start_on_postgres()).await;
+}
+
+async fn a_secure_cluster_runs_agents_end_to_end_on(cp: Secure) {
     let join = cp.secret(
         &cp.admin,
         &["nodes", "join-token", "create", "--label", "zone=a"],
@@ -413,6 +436,10 @@ async fn a_secure_cluster_runs_agents_end_to_end() {
             node_dir.join("kv.sqlite3"),
             key.clone(),
         ] {
+            // On PostgreSQL there is no database file here.
+            if cp.on_postgres() && file.to_string_lossy().contains("control-plane.sqlite3") {
+                continue;
+            }
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }
         for dir in [&cp_dir, &node_dir] {
@@ -429,7 +456,15 @@ async fn a_secure_cluster_runs_agents_end_to_end() {
 /// the one for a missing object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_see_only_their_own_runs_agents_and_data() {
-    let cp = Secure::start();
+    tenants_see_only_their_own_runs_agents_and_data_on(Secure::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_only_their_own_runs_agents_and_data_on_postgres() {
+    tenants_see_only_their_own_runs_agents_and_data_on(Secure::start_on_postgres()).await;
+}
+
+async fn tenants_see_only_their_own_runs_agents_and_data_on(cp: Secure) {
     let _node = cp.enrolled_node(&[]);
     // Each tenant's admin makes its own publisher.
     let admin = |tenant: &str| {
