@@ -3,9 +3,10 @@
 //! started with `--prewarm`.
 
 use crate::json;
+use crate::leases::TestCluster;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use warden_tests::cluster::{self, dev};
+use warden_tests::cluster::{self, dev, free_port};
 use warden_tests::{components, examples};
 
 fn bin() -> &'static str {
@@ -235,4 +236,124 @@ fn warden_dev_mock_llm_answers_llm_calls_without_a_provider() {
     );
     assert!(doc["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{doc}");
     assert_eq!(doc["usage"]["llm_calls"], 1, "{doc}");
+}
+
+#[test]
+fn cli_submits_a_json_lines_file_as_one_batch() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let _node = c.node("n1", &[]);
+    let warden = |args: &[&str]| c.cli(args);
+    assert!(
+        warden(&["publish", examples::HELLO, "hello@1"])
+            .status
+            .success()
+    );
+    let file = c.tmp.path().join("inputs.jsonl");
+    std::fs::write(&file, "{\"name\": \"a\"}\n\n{\"name\": \"b\"}\n\"c\"\n").unwrap();
+    let out = warden(&["submit", "hello@1", "--inputs", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for (id, input) in ids
+        .iter()
+        .zip(["{\"name\": \"a\"}", "{\"name\": \"b\"}", "\"c\""])
+    {
+        let out = warden(&["runs", "watch", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown = warden(&["runs", "get", id, "--json"]);
+        let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        let input: serde_json::Value = serde_json::from_str(input).unwrap();
+        assert_eq!(
+            run["input"], input,
+            "runs keep their line's input, in order"
+        );
+        assert_eq!(run["state"], "succeeded");
+    }
+
+    // A bad line is named, and nothing from the file is queued.
+    std::fs::write(&file, "1\n{oops\n").unwrap();
+    let out = warden(&["submit", "hello@1", "--inputs", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 2: the input is not valid JSON"),
+        "{stderr}"
+    );
+    let listed = warden(&["runs", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}
+
+#[test]
+fn cli_errors_name_the_problem() {
+    let (c, _cp) = TestCluster::start(&[]);
+    let warden = |args: &[&str]| c.cli(args);
+    let out = warden(&["publish", examples::HELLO, "hello@1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let manifest = c.tmp.path().join("kv.toml");
+    std::fs::write(&manifest, "[grant]\nkv = true\n").unwrap();
+    let manifest = manifest.display().to_string();
+    for (args, expected) in [
+        (
+            vec!["submit", "nobody@1"],
+            "tenant default has no agent named nobody",
+        ),
+        (
+            vec!["submit", "hello@9"],
+            "agent hello of tenant default has no version 9",
+        ),
+        // The same bytes with another manifest: the manifest is named, not
+        // the bytes.
+        (
+            vec![
+                "publish",
+                examples::HELLO,
+                "hello@1",
+                "--manifest",
+                &manifest,
+            ],
+            "with these bytes but another manifest",
+        ),
+        (vec!["submit", "hello"], "not NAME@VERSION"),
+        (
+            vec!["submit", "hello@1", "--input", "{oops"],
+            "not valid JSON",
+        ),
+        (
+            vec!["publish", components::WRONG_WORLD, "other@1"],
+            "not a warden:agent/agent component",
+        ),
+        (
+            vec!["publish", components::SPIN, "hello@1"],
+            "versions are immutable",
+        ),
+        (vec!["runs", "get", "nonexistent"], "no run nonexistent"),
+        (
+            vec!["runs", "list", "--control-plane", &unreachable],
+            "cannot reach the control plane",
+        ),
+    ] {
+        let out = warden(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

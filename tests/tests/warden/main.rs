@@ -30,6 +30,7 @@ mod oci_guard;
 mod oci_layers;
 mod quotas;
 mod replicas;
+mod run_lists;
 mod run_logs;
 mod sandbox;
 mod security;
