@@ -13,6 +13,7 @@ mod credentials;
 mod examples;
 mod failures;
 mod fuzz;
+mod fuzz_host;
 mod grants;
 mod host_faults;
 mod hostile;
