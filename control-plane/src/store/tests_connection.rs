@@ -194,3 +194,45 @@ fn a_commit_whose_answer_was_lost_is_not_run_again() {
     );
     assert_eq!(runs, 1, "whether it committed is unknown: not run again");
 }
+
+/// Replicas wake each other through LISTEN/NOTIFY, not only their 200 ms
+/// poll (issue 24, item 14): a run queued through one replica's store wakes
+/// a listener on another's within seconds, and a replica's own writes do
+/// not wake it (it knows of them already).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_replica_wakes_the_other_s_listener() {
+    async fn wait(
+        wakes: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+        secs: u64,
+    ) -> Result<Option<()>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(std::time::Duration::from_secs(secs), wakes.recv()).await
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = warden_testkit::postgres_database();
+    let open = || Store::open_postgres(&db.url, 2, &dir.path().join("cp.key")).unwrap();
+    let (a, b) = (open(), std::sync::Arc::new(open()));
+    let (woke, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+    let listening = b.clone();
+    let listener = tokio::spawn(async move {
+        listening
+            .listen(move || {
+                let _ = woke.send(());
+            })
+            .await;
+    });
+    // Once as it starts listening (whatever changed before it listened).
+    assert!(wait(&mut wakes, 10).await.is_ok(), "the listener started");
+    // Its own replica's write: no wake.
+    b.insert_runs(&[new_run(1)]).unwrap();
+    assert!(
+        wait(&mut wakes, 1).await.is_err(),
+        "a replica's own change woke it"
+    );
+    // The other replica's: a wake.
+    a.insert_runs(&[new_run(1)]).unwrap();
+    assert!(
+        matches!(wait(&mut wakes, 10).await, Ok(Some(()))),
+        "no wake from the other replica's change"
+    );
+    listener.abort();
+}

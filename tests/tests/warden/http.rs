@@ -230,3 +230,25 @@ async fn the_deadline_fires_while_the_guest_waits_in_a_host_call() {
     assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     assert_eq!(srv.connections(), 1, "the request was under way");
 }
+
+/// wasi:http follows no redirect: a guest gets the 302 itself, and the
+/// place it points to (allowed or not) sees no request unless the guest
+/// asks again (issue 24, item 14).
+#[tokio::test]
+async fn redirects_come_back_to_the_guest_and_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = sandbox(dir.path(), None);
+    let target = server();
+    let location = format!("{}/moved", target.url());
+    let origin =
+        TestServer::start(move |_| Response::text(302, "moved").with_header("location", &location));
+    let allow = [
+        format!("http://127.0.0.1:{}", origin.port()),
+        format!("http://127.0.0.1:{}", target.port()),
+    ];
+    let allow: Vec<&str> = allow.iter().map(String::as_str).collect();
+    let out = fetch(&sb, &format!("{}/start", origin.url()), &allow).await;
+    assert_eq!(out["status"], 302, "{out}");
+    assert_eq!(origin.connections(), 1);
+    assert_eq!(target.connections(), 0, "the redirect was followed");
+}

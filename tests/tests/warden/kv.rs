@@ -163,3 +163,82 @@ async fn keys_over_1_kib_and_values_over_1_mib_are_the_guests_error() {
     let keys = output(&run(serde_json::json!({"op": "keys"})).await);
     assert_eq!(keys, serde_json::json!([at_bound]));
 }
+
+/// What a guest sees of key-value storage is the same on every backend
+/// (issue 24, item 14): any bytes round trip, the limits on keys and values
+/// and the NUL rule answer alike, and a bucket of another name holds
+/// nothing of `default`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_sees_the_same_key_value_rules_on_every_backend() {
+    use warden_host::config::KvBackend;
+    let postgres = warden_testkit::postgres_database();
+    let redis = warden_testkit::redis();
+    let all: Vec<u8> = (0..=255).collect();
+    let calls = serde_json::json!([
+        { "call": "kv.set", "a": "default", "b": "bytes", "bytes": all },
+        { "call": "kv.get", "a": "default", "b": "bytes" },
+        { "call": "kv.set", "a": "default", "b": "k".repeat(1025), "bytes": [1] },
+        { "call": "kv.set", "a": "default", "b": "a\u{0}b", "bytes": [1] },
+        { "call": "kv.get", "a": "other", "b": "k" },
+        { "call": "kv.set", "a": "default", "b": "empty", "bytes": [] },
+        { "call": "kv.exists", "a": "default", "b": "empty" },
+        { "call": "kv.increment", "a": "default", "b": "bytes", "n": 1 },
+    ]);
+    let mut answers = Vec::new();
+    for (backend, url, prefix) in [
+        (KvBackend::Sqlite, None, String::new()),
+        (KvBackend::Memory, None, String::new()),
+        (
+            KvBackend::Postgres,
+            Some(postgres.url.clone()),
+            String::new(),
+        ),
+        (
+            KvBackend::Redis,
+            Some(redis.url.clone()),
+            redis.prefix.clone(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = warden_tests::sandbox_with(dir.path(), |c| {
+            c.kv.backend = backend;
+            c.kv.url = url;
+            if !prefix.is_empty() {
+                c.kv.prefix = prefix;
+            }
+        });
+        let probe = load(&sb, components::HOST_CALLS);
+        let mut req = RunRequest::new("host-calls", calls.to_string());
+        req.grant = Grant {
+            kv: true,
+            ..Grant::default()
+        };
+        let out = output(&sb.run(&probe, req).await);
+        answers.push((backend, out));
+    }
+    let (_, first) = &answers[0];
+    assert_eq!(first[1], serde_json::json!({ "ok": all }), "{first}");
+    assert!(
+        first[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 1024"),
+        "{first}"
+    );
+    assert!(
+        first[3]["error"].as_str().unwrap().contains("NUL"),
+        "{first}"
+    );
+    assert_eq!(first[4], serde_json::json!({ "ok": null }), "{first}");
+    assert_eq!(first[6], serde_json::json!({ "ok": true }), "{first}");
+    assert!(
+        first[7]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a decimal u64"),
+        "{first}"
+    );
+    for (backend, out) in &answers[1..] {
+        assert_eq!(out, first, "{backend:?} answers otherwise than SQLite");
+    }
+}

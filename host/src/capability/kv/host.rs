@@ -39,6 +39,12 @@ impl KvCtx {
                 key.len()
             ))));
         }
+        // One rule on every backend (PostgreSQL text cannot hold it).
+        if key.contains('\0') {
+            return Ok(Err(Error::Other(
+                "a key may not contain the NUL character (U+0000)".into(),
+            )));
+        }
         let (namespace, bucket) = self.resolve(bucket)?;
         Ok(Ok(KvKey {
             namespace,
@@ -65,7 +71,7 @@ impl kv_store::Host for KvCtx {
         if self.namespace.is_none() {
             return Ok(Err(Error::AccessDenied));
         }
-        if identifier.is_empty() || identifier.len() > 256 {
+        if identifier.is_empty() || identifier.len() > 256 || identifier.contains('\0') {
             return Ok(Err(Error::NoSuchStore));
         }
         Ok(Ok(self.table.push(Bucket { name: identifier })?))

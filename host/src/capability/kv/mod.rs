@@ -173,6 +173,78 @@ mod tests {
                 .unwrap()
                 .contains(&"cas".to_string())
         );
+        boundaries_and_binary_values(store).await;
+    }
+
+    /// Where one name ends and the next begins is kept, whatever the names
+    /// hold (a backend that joins them into one string must not let
+    /// `a` + `b:c` meet `a:b` + `c`); values are bytes, any bytes. (Names
+    /// never hold NUL: the host refuses it, as PostgreSQL text cannot.)
+    async fn boundaries_and_binary_values(store: &dyn KvStore) {
+        let places = [
+            ("t/a", "b:c", "d"),
+            ("t/a", "b", "c:d"),
+            ("t/a:b", "c", "d"),
+            ("t", "a/b", "c/d"),
+            ("t/a", "b/c", "d"),
+            ("t/a", "b", "c/d"),
+        ];
+        for (i, &(namespace, bucket, key)) in places.iter().enumerate() {
+            let at = KvKey {
+                namespace,
+                bucket,
+                key,
+            };
+            store.set(at, format!("{i}").as_bytes()).await.unwrap();
+        }
+        for (i, &(namespace, bucket, key)) in places.iter().enumerate() {
+            let at = KvKey {
+                namespace,
+                bucket,
+                key,
+            };
+            assert_eq!(
+                store.get(at).await.unwrap(),
+                Some(format!("{i}").into_bytes()),
+                "{namespace} / {bucket} / {key}"
+            );
+        }
+        assert_eq!(
+            store.list_keys("t/a", "b", 0, 10).await.unwrap(),
+            ["c/d", "c:d"],
+            "only bucket b's keys, in byte order"
+        );
+        // Every byte value, an empty value, a value of 1 MiB.
+        let all: Vec<u8> = (0..=255).collect();
+        let at = |key| KvKey {
+            namespace: "t/bytes",
+            bucket: "default",
+            key,
+        };
+        store.set(at("all"), &all).await.unwrap();
+        assert_eq!(store.get(at("all")).await.unwrap(), Some(all.clone()));
+        store.set(at("empty"), b"").await.unwrap();
+        assert_eq!(store.get(at("empty")).await.unwrap(), Some(Vec::new()));
+        assert!(
+            store.exists(at("empty")).await.unwrap(),
+            "an empty value exists"
+        );
+        let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        store.set(at("big"), &big).await.unwrap();
+        assert_eq!(store.get(at("big")).await.unwrap(), Some(big));
+        // Compare-and-swap compares bytes, not text.
+        assert!(
+            store
+                .compare_and_swap(at("all"), Some(&all), b"\xff\x00")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .compare_and_swap(at("all"), Some(&all), b"x")
+                .await
+                .unwrap()
+        );
     }
 
     /// Compare-and-swap racing from many tasks, each adding one to a
