@@ -48,8 +48,8 @@ else
   WEB=$(head -n1 "$services_log")
 fi
 
-echo "==> starting warden dev ${dev_flags[*]} (data in $DATA)"
-"$WARDEN" dev --listen 127.0.0.1:0 --data-dir "$DATA" --slots 4 "${dev_flags[@]}" >"$DATA/dev.out" 2>"$DATA/dev.log" &
+echo "==> starting warden dev ${dev_flags[*]+"${dev_flags[*]}"} (data in $DATA)"
+"$WARDEN" dev --listen 127.0.0.1:0 --data-dir "$DATA" --slots 4 ${dev_flags[@]+"${dev_flags[@]}"} >"$DATA/dev.out" 2>"$DATA/dev.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q "warden node" "$DATA/dev.out" 2>/dev/null && break; sleep 0.1; done
 export WARDEN_CONTROL_PLANE=$(grep -o 'http://[0-9.:]*' "$DATA/dev.out" | head -n1)

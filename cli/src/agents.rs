@@ -63,9 +63,13 @@ pub(crate) async fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
             };
             warden_core::check_name("agent", name)?;
             let found = list(&mut client, tenant.clone().unwrap_or_default(), name.into()).await?;
-            let whose = tenant.map_or_else(|| "your tenant".to_string(), |t| format!("tenant {t}"));
             if found.is_empty() {
-                anyhow::bail!("{whose} has no agent named {name}");
+                match &tenant {
+                    Some(t) => anyhow::bail!("tenant {} has no agent named {name}", safe(t)),
+                    None => anyhow::bail!(
+                        "no agent named {name} is published in a tenant your token sees"
+                    ),
+                }
             }
             match version {
                 None => print_versions(&found, json),
@@ -81,7 +85,7 @@ pub(crate) async fn agents(args: AgentsArgs) -> anyhow::Result<ExitCode> {
                     }
                     let Some(one) = matching.first() else {
                         anyhow::bail!(
-                            "agent {name} of {whose} has no version {}; it has {}",
+                            "agent {name} has no version {}; it has {}",
                             safe(version),
                             found
                                 .iter()

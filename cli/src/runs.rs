@@ -24,7 +24,6 @@ enum RunsCommand {
     List {
         /// Only runs in this state (queued, leased, running, succeeded,
         /// failed, dead_lettered, cancelled).
-        /// Only runs in this state.
         #[arg(long)]
         state: Option<RunState>,
         /// At most this many runs, newest first.
@@ -132,7 +131,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!(
-                    "{:<32}  {:<10}  {:>7}  {:<20}  {:>8}  {:<18}  AGENT",
+                    "{:<32}  {:<13}  {:>7}  {:<20}  {:>8}  {:<18}  AGENT",
                     "RUN", "STATE", "ATTEMPT", "SUBMITTED", "TOOK", "FAILURE"
                 );
                 for r in &runs {
@@ -147,7 +146,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     };
                     let failure = FailureKind::from_proto(r.error_kind).map_or("", |k| k.as_str());
                     println!(
-                        "{:<32}  {:<10}  {:>7}  {:<20}  {:>8}  {:<18}  {}",
+                        "{:<32}  {:<13}  {:>7}  {:<20}  {:>8}  {:<18}  {}",
                         safe(&r.run_id),
                         state_name(r),
                         format!("{}/{}", r.attempt, r.max_attempts),

@@ -12,14 +12,14 @@ const LOCK_FILE: &str = "node.lock";
 
 /// Held while a node runs on a data dir.
 #[derive(Debug)]
-pub(crate) struct DataDirLock {
+pub struct DataDirLock {
     _file: std::fs::File,
 }
 
 impl DataDirLock {
     /// Locks `data_dir` (creating it, mode 0700), or says which process
     /// holds it.
-    pub(crate) fn acquire(data_dir: &Path) -> Result<Self, NodeError> {
+    pub fn acquire(data_dir: &Path) -> Result<Self, NodeError> {
         let failed = |e: std::io::Error| {
             NodeError::DataDir(format!("cannot lock {}: {e}", data_dir.display()))
         };

@@ -100,7 +100,18 @@ pub async fn enroll(
         return Err(NodeError::Enroll(unreachable.join("; ")));
     };
     let key_pem = key.serialize_pem();
-    write(&data_dir.join(KEY_FILE), &key_pem, true)?;
-    write(&data_dir.join(CERT_FILE), &answer.certificate_pem, false)?;
+    // Both written in full first, then each renamed over the old one (a
+    // node enrolling again replaces its identity): never half a file.
+    let staged = |name: &str| data_dir.join(format!("{name}.new"));
+    write(&staged(KEY_FILE), &key_pem, true)?;
+    write(&staged(CERT_FILE), &answer.certificate_pem, false)?;
+    for name in [KEY_FILE, CERT_FILE] {
+        std::fs::rename(staged(name), data_dir.join(name)).map_err(|e| {
+            NodeError::Identity(format!(
+                "cannot write {}: {e}",
+                data_dir.join(name).display()
+            ))
+        })?;
+    }
     Ok(Identity::from_pem(answer.certificate_pem, key_pem))
 }

@@ -23,6 +23,7 @@ mod report;
 mod upstream;
 
 use components::ComponentStore;
+pub use data_dir::DataDirLock;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -133,8 +134,9 @@ pub struct NodeAgent {
     /// Why the control plane refuses this node, once it does: then
     /// [`NodeAgent::run`] ends with it.
     refused: tokio::sync::watch::Sender<Option<String>>,
-    /// This node's hold on its data dir.
-    _data_dir_lock: data_dir::DataDirLock,
+    /// This node's hold on its data dir, let go when [`NodeAgent::run`]
+    /// ends (tasks it aborted may hold the agent a moment longer).
+    data_dir_lock: std::sync::Mutex<Option<DataDirLock>>,
 }
 
 /// The node id kept in `data_dir/node-id`, created on first start.
@@ -154,12 +156,25 @@ pub fn persistent_node_id(data_dir: &Path) -> std::io::Result<String> {
 }
 
 impl NodeAgent {
+    /// A node with its data in `data_dir`, which it locks
+    /// ([`DataDirLock`]): a second node there is refused.
     pub fn new(
         sandbox: Sandbox,
         opts: NodeOptions,
         data_dir: &Path,
     ) -> Result<Arc<Self>, NodeError> {
-        let data_dir_lock = data_dir::DataDirLock::acquire(data_dir)?;
+        let lock = DataDirLock::acquire(data_dir)?;
+        Self::with_lock(sandbox, opts, data_dir, lock)
+    }
+
+    /// [`NodeAgent::new`] with `data_dir` locked already (before the node
+    /// enrolled, say).
+    pub fn with_lock(
+        sandbox: Sandbox,
+        opts: NodeOptions,
+        data_dir: &Path,
+        lock: DataDirLock,
+    ) -> Result<Arc<Self>, NodeError> {
         let channel = Upstream::new(&opts.control_planes, opts.tls.as_ref())?;
         let (acks, acks_rx) = mpsc::unbounded_channel();
         let (results, results_rx) = mpsc::unbounded_channel();
@@ -188,7 +203,7 @@ impl NodeAgent {
             data_dir: data_dir.to_path_buf(),
             clock_offset_ms: AtomicI64::new(0),
             refused: tokio::sync::watch::Sender::new(None),
-            _data_dir_lock: data_dir_lock,
+            data_dir_lock: std::sync::Mutex::new(Some(lock)),
         }))
     }
 
@@ -275,8 +290,14 @@ impl NodeAgent {
         let _ = self.accelerators.set(found);
         let interval = tokio::select! {
             biased;
-            e = &mut refusal => return Err(e),
-            () = &mut shutdown => return Ok(()),
+            e = &mut refusal => {
+                self.data_dir_lock.lock().unwrap().take();
+                return Err(e);
+            }
+            () = &mut shutdown => {
+                self.data_dir_lock.lock().unwrap().take();
+                return Ok(());
+            }
             interval = self.register() => interval,
         };
         self.prewarm().await;
@@ -298,6 +319,8 @@ impl NodeAgent {
         for task in [heartbeat, renew, expiry, ack, report, ship] {
             task.abort();
         }
+        // Another node may take the data dir now.
+        self.data_dir_lock.lock().unwrap().take();
         refused.map_or(Ok(()), Err)
     }
 }

@@ -122,7 +122,6 @@ impl NodeAgent {
         }
     }
 
-    /// Counts a result the control plane recorded.
     /// The run a result is for, for the log.
     fn run_of(result: &pb::RunResult) -> &str {
         let lease = match &result.result {
@@ -133,6 +132,7 @@ impl NodeAgent {
         lease.map_or("", |l| l.run_id.as_str())
     }
 
+    /// Counts a result the control plane recorded.
     fn count_recorded(&self, result: &pb::RunResult) {
         match &result.result {
             Some(pb::run_result::Result::Complete(_)) => {

@@ -200,10 +200,14 @@ async fn node_tls(
                 }
                 Err(e) => match existing {
                     Some(identity) => {
-                        println!(
-                            "this node is already enrolled; the join token was not used ({})",
-                            e.to_string().trim_end_matches('.')
-                        );
+                        if matches!(e, warden_node::NodeError::AlreadyEnrolled(_)) {
+                            println!("this node is already enrolled; the join token was not used");
+                        } else {
+                            println!(
+                                "the join token was not used ({}); going on with this node's certificate",
+                                e.to_string().trim_end_matches('.')
+                            );
+                        }
                         identity
                     }
                     None => return Err(e.into()),
@@ -235,6 +239,7 @@ async fn run_node(
     tls: Option<tonic::transport::ClientTlsConfig>,
     config: NodeConfig,
     admin: Option<AdminParts>,
+    lock: Option<warden_node::DataDirLock>,
 ) -> anyhow::Result<()> {
     let slots = flags
         .slots
@@ -252,19 +257,19 @@ async fn run_node(
         control_planes.join(", ")
     );
     std::io::stdout().flush()?;
-    let node = NodeAgent::new(
-        sandbox,
-        NodeOptions {
-            control_planes,
-            node_id: node_id.clone(),
-            labels,
-            slots,
-            drain_grace: flags.drain_grace,
-            prewarm: flags.prewarm.clone(),
-            tls,
-        },
-        &config.data_dir,
-    )?;
+    let options = NodeOptions {
+        control_planes,
+        node_id: node_id.clone(),
+        labels,
+        slots,
+        drain_grace: flags.drain_grace,
+        prewarm: flags.prewarm.clone(),
+        tls,
+    };
+    let node = match lock {
+        Some(lock) => NodeAgent::with_lock(sandbox, options, &config.data_dir, lock)?,
+        None => NodeAgent::new(sandbox, options, &config.data_dir)?,
+    };
     if let Some(mut admin) = admin {
         node.register_metrics(&mut admin.registry);
         admin.components.push(node.health());
@@ -327,6 +332,9 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         args.node.node_config.as_deref(),
         args.data.data_dir.as_ref(),
     )?;
+    // The data dir is this node's before anything is written to it (its
+    // id, its key and certificate): a second node there stops here.
+    let lock = warden_node::DataDirLock::acquire(&config.data_dir)?;
     let node_id = node_id(&args.node, &config)?;
     let schemes: std::collections::BTreeSet<_> = args
         .control_plane
@@ -355,6 +363,7 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         tls,
         config,
         AdminParts::new(&args.admin, "warden-node"),
+        Some(lock),
     )
     .await?;
     Ok(ExitCode::SUCCESS)
@@ -390,7 +399,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
         config.llm.base_url = Some(base_url);
     }
-    run_node(&args.node, vec![url], None, config, admin).await?;
+    run_node(&args.node, vec![url], None, config, admin, None).await?;
     let _ = stop.send(());
     server.await?;
     Ok(ExitCode::SUCCESS)

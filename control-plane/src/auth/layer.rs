@@ -26,7 +26,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 
     fn layer(&self, inner: S) -> Authorize<S> {
         Authorize {
-            cp: self.0.clone(),
+            cp: Arc::new(self.0.clone()),
             inner,
         }
     }
@@ -35,7 +35,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 /// The gRPC router behind [`AuthorizeLayer`].
 #[derive(Clone)]
 pub(crate) struct Authorize<S> {
-    cp: ControlPlane,
+    cp: Arc<ControlPlane>,
     inner: S,
 }
 
@@ -57,19 +57,22 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match self
-            .cp
-            .authorize(req.uri().path(), req.headers(), req.extensions())
-        {
-            Ok(caller) => {
-                req.extensions_mut().insert(caller);
-                // Call the service that was made ready; keep a clone.
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(ready.call(req))
+        // Call the service that was made ready; keep a clone.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let cp = self.cp.clone();
+        // The check (a store lookup, an audit write) runs in the request's
+        // own task, not on the connection's, where it would hold up every
+        // other call multiplexed on it.
+        Box::pin(async move {
+            match cp.authorize(req.uri().path(), req.headers(), req.extensions()) {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    ready.call(req).await
+                }
+                Err(status) => Ok(status.into_http()),
             }
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
-        }
+        })
     }
 }
 

@@ -49,8 +49,8 @@ impl node_service_server::NodeService for ControlPlane {
                     "",
                     "anonymous",
                     "denied",
-                    &r.node_id,
-                    "enrollment with a bad join token",
+                    "NodeService.Enroll",
+                    &format!("node {}: a bad join token", r.node_id),
                 );
                 Err(Status::unauthenticated(e.to_string()))
             }
@@ -86,8 +86,10 @@ impl node_service_server::NodeService for ControlPlane {
 
     async fn list_join_tokens(
         &self,
-        _req: Request<ListJoinTokensRequest>,
+        req: Request<ListJoinTokensRequest>,
     ) -> Result<Response<ListJoinTokensResponse>, Status> {
+        // The layer let a client in (refused without it).
+        client_of(&req)?;
         Ok(Response::new(ListJoinTokensResponse {
             join_tokens: self.store.list_join_tokens()?,
         }))
@@ -197,8 +199,10 @@ impl node_service_server::NodeService for ControlPlane {
 
     async fn list_nodes(
         &self,
-        _req: Request<ListNodesRequest>,
+        req: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        // The layer let a client in (refused without it).
+        client_of(&req)?;
         Ok(Response::new(ListNodesResponse {
             nodes: self.store.list_nodes()?,
         }))

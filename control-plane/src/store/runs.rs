@@ -371,8 +371,8 @@ impl Store {
 /// What [`Store::stats`] reads.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// (state, agent, runs, oldest `created`) of runs queued, leased or
-    /// running.
+    /// (state, tenant, agent, runs, oldest `created`) of runs queued,
+    /// leased or running.
     pub runs: Vec<(&'static str, String, String, u64, i64)>,
     /// (state, nodes).
     pub nodes: Vec<(String, u64)>,

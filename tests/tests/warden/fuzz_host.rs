@@ -143,10 +143,36 @@ fn hostile_arguments_to_every_host_call_end_in_a_result_or_a_guest_failure() {
     let after = runtime.block_on(sb.run(&hello, req));
     let out: Value = serde_json::from_str(after.result.as_ref().unwrap()).unwrap();
     assert_eq!(out["greeting"], "hello, after");
-    // Nothing was written outside the run's scratch space: the paths the
-    // guest named are relative to it or refused.
-    assert!(!dir.path().join("etc").exists());
-    assert!(!std::path::Path::new("/etc/passwd-warden").exists());
+    // Nothing the guests wrote is left: each run's scratch space went with
+    // it, and no path they named (`../../etc/passwd`, `/etc/passwd`) landed
+    // anywhere under the node's data dir.
+    let mut left = Vec::new();
+    let mut dirs = vec![dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path.clone());
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "passwd" || name == "etc" {
+                left.push(path);
+            }
+        }
+    }
+    assert!(left.is_empty(), "guest files outside a run: {left:?}");
+    // This process's scratch root holds no run's directory any more.
+    let scratch = dir
+        .path()
+        .join("scratch")
+        .join(std::process::id().to_string());
+    if scratch.exists() {
+        let runs: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+        assert!(
+            runs.is_empty(),
+            "a run's scratch dir was left behind: {runs:?}"
+        );
+    }
 }
 
 /// A guest's embeddings call reaches the provider, with the model granted,
