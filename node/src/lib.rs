@@ -271,12 +271,23 @@ impl NodeAgent {
 
     /// Runs the node until `shutdown` resolves, then drains; or until the
     /// control plane refuses this node ([`NodeError::Refused`]: revoked),
-    /// without draining, as nothing it ran could be reported.
+    /// without draining, as nothing it ran could be reported. Then lets go
+    /// of the data dir: another node may take it.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-        let Some((acks, results, log_lines)) = self.queues.lock().unwrap().take() else {
+        let Some(queues) = self.queues.lock().unwrap().take() else {
             tracing::error!("NodeAgent::run called twice");
             return Ok(());
         };
+        let result = self.clone().serve(queues, shutdown).await;
+        self.data_dir_lock.lock().unwrap().take();
+        result
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        (acks, results, log_lines): Queues,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), NodeError> {
         let mut refused = self.refused.subscribe();
         let refusal = async move {
             let why = refused.wait_for(Option::is_some).await;
@@ -290,14 +301,8 @@ impl NodeAgent {
         let _ = self.accelerators.set(found);
         let interval = tokio::select! {
             biased;
-            e = &mut refusal => {
-                self.data_dir_lock.lock().unwrap().take();
-                return Err(e);
-            }
-            () = &mut shutdown => {
-                self.data_dir_lock.lock().unwrap().take();
-                return Ok(());
-            }
+            e = &mut refusal => return Err(e),
+            () = &mut shutdown => return Ok(()),
             interval = self.register() => interval,
         };
         self.prewarm().await;
@@ -319,8 +324,6 @@ impl NodeAgent {
         for task in [heartbeat, renew, expiry, ack, report, ship] {
             task.abort();
         }
-        // Another node may take the data dir now.
-        self.data_dir_lock.lock().unwrap().take();
         refused.map_or(Ok(()), Err)
     }
 }

@@ -21,16 +21,6 @@ pub enum Rule {
     NodeOrClient(Role, &'static str),
 }
 
-impl Rule {
-    /// The weakest client role this rule lets in, if clients may call.
-    pub fn client_role(self) -> Option<Role> {
-        match self {
-            Rule::Client(role, _) | Rule::NodeOrClient(role, _) => Some(role),
-            Rule::Public | Rule::Node => None,
-        }
-    }
-}
-
 /// The rule for the gRPC method at `path` (`/warden.v1.RunService/Submit`),
 /// or `None` for a method that does not exist.
 pub fn rule(path: &str) -> Option<Rule> {
