@@ -92,6 +92,9 @@ fn run_json(run: &pb::Run, summary: bool) -> serde_json::Value {
         "usage": Usage::from(run.usage),
         "created_unix_ms": run.created_unix_ms, "updated_unix_ms": run.updated_unix_ms,
     });
+    if !run.waiting.is_empty() {
+        doc["waiting"] = run.waiting.clone().into();
+    }
     if !summary {
         doc["input"] = serde_json::from_str(&run.input).unwrap_or_default();
         doc["output"] = serde_json::from_str(&run.output).unwrap_or_default();
@@ -130,9 +133,13 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     serde_json::Value::Array(runs.iter().map(|r| run_json(r, true)).collect())
                 );
             } else {
+                // The agent column as wide as its widest; a queued run
+                // says why it waits after it.
+                let agent_width = runs.iter().map(|r| safe(&r.agent).chars().count()).max();
+                let agent_width = agent_width.unwrap_or(0).max("AGENT".len());
                 println!(
-                    "{:<32}  {:<13}  {:>7}  {:<20}  {:>8}  {:<18}  AGENT",
-                    "RUN", "STATE", "ATTEMPT", "SUBMITTED", "TOOK", "FAILURE"
+                    "{:<32}  {:<13}  {:>7}  {:<20}  {:>8}  {:<18}  {:<agent_width$}  WAITING ON",
+                    "RUN", "STATE", "ATTEMPT", "SUBMITTED", "TOOK", "FAILURE", "AGENT"
                 );
                 for r in &runs {
                     let ended = RunState::from_wire(r.run_state, &r.state)
@@ -145,16 +152,18 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                         warden_core::now_ms()
                     };
                     let failure = FailureKind::from_proto(r.error_kind).map_or("", |k| k.as_str());
-                    println!(
-                        "{:<32}  {:<13}  {:>7}  {:<20}  {:>8}  {:<18}  {}",
+                    let line = format!(
+                        "{:<32}  {:<13}  {:>7}  {:<20}  {:>8}  {:<18}  {:<agent_width$}  {}",
                         safe(&r.run_id),
                         state_name(r),
                         format!("{}/{}", r.attempt, r.max_attempts),
                         output::when(r.created_unix_ms),
                         output::took(until - r.created_unix_ms),
                         failure,
-                        safe(&r.agent)
+                        safe(&r.agent),
+                        safe(&r.waiting)
                     );
+                    println!("{}", line.trim_end());
                 }
             }
         }

@@ -123,8 +123,14 @@ pub(crate) async fn wait_for(
         let state = RunState::from_wire(run.run_state, &run.state)
             .with_context(|| format!("the control plane sent run {run_id} without a state"))?;
         if !quiet && last != Some(state) {
+            // A queued run says why it waits, as the control plane sees it.
+            let why = if run.waiting.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", crate::output::safe(&run.waiting))
+            };
             eprintln!(
-                "  {} {state} (attempt {})",
+                "  {} {state} (attempt {}){why}",
                 crate::output::safe(&run.run_id),
                 run.attempt
             );

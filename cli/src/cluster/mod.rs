@@ -253,7 +253,8 @@ async fn run_node(
     }
     let labels: BTreeMap<String, String> = flags.labels.iter().cloned().collect();
     println!(
-        "warden node {node_id} with {slots} slots, control plane {}",
+        "warden node {node_id} with {slots} slot{}, control plane {}",
+        if slots == 1 { "" } else { "s" },
         control_planes.join(", ")
     );
     std::io::stdout().flush()?;

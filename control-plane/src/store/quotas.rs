@@ -241,8 +241,10 @@ struct Room {
     running: i64,
     /// How many more may start under max_running.
     left: Option<i64>,
-    /// Each concurrency limit and how many more runs it lets start.
-    limits: Vec<(Scope, i64)>,
+    max_running: Option<i64>,
+    /// Each concurrency limit, how many more runs it lets start, and its
+    /// maximum.
+    limits: Vec<(Scope, i64, i64)>,
     /// Daily budget left, where a daily quota is set.
     cost_left: Option<f64>,
     tokens_left: Option<u64>,
@@ -291,6 +293,7 @@ impl Admission {
         )?;
         for (tenant, max_running, max_cost, max_tokens, cost, tokens) in rows {
             let room = tenants.entry(tenant).or_default();
+            room.max_running = max_running;
             room.left = max_running.map(|max| max - room.running);
             room.cost_left = max_cost.map(|max| max - cost);
             room.tokens_left = max_tokens.map(|max| max.saturating_sub(tokens).max(0) as u64);
@@ -302,7 +305,11 @@ impl Admission {
         )?;
         for (tenant, scope, max) in rows {
             if let Some(scope) = Scope::parse(&scope) {
-                tenants.entry(tenant).or_default().limits.push((scope, max));
+                tenants
+                    .entry(tenant)
+                    .or_default()
+                    .limits
+                    .push((scope, max, max));
             }
         }
         // Count each tenant's runs in flight against its limits.
@@ -314,7 +321,7 @@ impl Admission {
                 |r| {
                     let agent: String = r.get(0)?;
                     let run_labels = labels(&r.get::<String>(1)?);
-                    for (scope, left) in limits.iter_mut() {
+                    for (scope, left, _) in limits.iter_mut() {
                         if scope.covers(&agent, &run_labels) {
                             *left -= 1;
                         }
@@ -353,12 +360,12 @@ impl Admission {
             let covering: Vec<_> = room
                 .limits
                 .iter_mut()
-                .filter(|(scope, _)| scope.covers(reference, &run_labels))
+                .filter(|(scope, _, _)| scope.covers(reference, &run_labels))
                 .collect();
-            if covering.iter().any(|(_, left)| *left <= 0) {
+            if covering.iter().any(|(_, left, _)| *left <= 0) {
                 return false;
             }
-            for (_, left) in covering {
+            for (_, left, _) in covering {
                 *left -= 1;
             }
         }
@@ -366,5 +373,43 @@ impl Admission {
             *left -= 1;
         }
         true
+    }
+
+    /// Why a run of `tenant`, agent `reference`, with `labels_json` may not
+    /// start now, if its tenant's max_running, daily budget or a
+    /// concurrency limit holds it back (counting nothing).
+    pub(super) fn holds(&self, tenant: &str, reference: &str, labels_json: &str) -> Option<String> {
+        let room = self.tenants.get(tenant)?;
+        if let (Some(left), Some(max)) = (room.left, room.max_running)
+            && left <= 0
+        {
+            return Some(format!(
+                "tenant {tenant} is at its max_running ({} running, at most {max})",
+                room.running
+            ));
+        }
+        if room.cost_left.is_some_and(|c| c <= 0.0) {
+            return Some(format!(
+                "tenant {tenant} has spent today's max_cost_usd_per_day: runs wait for the next UTC day"
+            ));
+        }
+        if room.tokens_left == Some(0) {
+            return Some(format!(
+                "tenant {tenant} has spent today's max_tokens_per_day: runs wait for the next UTC day"
+            ));
+        }
+        let run_labels = labels(labels_json);
+        let (scope, _, max) = room
+            .limits
+            .iter()
+            .find(|(scope, left, _)| *left <= 0 && scope.covers(reference, &run_labels))?;
+        Some(match scope {
+            Scope::Agent(name) => {
+                format!("agent {name} is at its concurrency limit ({max} running)")
+            }
+            Scope::Label(k, v) => {
+                format!("runs labelled {k}={v} are at their concurrency limit ({max} running)")
+            }
+        })
     }
 }

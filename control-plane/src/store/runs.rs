@@ -251,6 +251,7 @@ impl Store {
                     })
                 },
             )?;
+            super::leases::explain(c, std::slice::from_mut(&mut run))?;
             Ok(Some(run))
         })
     }
@@ -292,7 +293,11 @@ impl Store {
             );
         }
         sql += " ORDER BY created DESC, id DESC LIMIT ?1";
-        self.with_conn(|c| c.query_map(&sql, &params, summary_from_row))
+        self.with_conn(|c| {
+            let mut runs = c.query_map(&sql, &params, summary_from_row)?;
+            super::leases::explain(c, &mut runs)?;
+            Ok(runs)
+        })
     }
 
     /// How many runs are in `state`.

@@ -267,7 +267,120 @@ fn a_spent_daily_token_quota_closes_its_tenant_only(store: &Store) {
     assert_eq!(tenants(&lease(store, "n1", 64, TTL)), ["b"]);
 }
 
+/// Why each queued run waits, as `runs get` and `runs list` say it.
+fn a_queued_run_says_what_holds_it_back(store: &Store) {
+    let waiting = |id: &str| store.get_run(None, id).unwrap().unwrap().waiting;
+    let first = submit(store, "a", "x@1", &[]);
+    assert_eq!(waiting(&first), "no node is ready");
+
+    let labelled = |id: &str, slots: u32, zone: &str| {
+        store
+            .register_node(&pb::RegisterRequest {
+                node_id: id.into(),
+                hostname: "test".into(),
+                labels: [("zone".to_string(), zone.to_string())].into(),
+                capacity: Some(pb::NodeCapacity {
+                    slots,
+                    ..Default::default()
+                }),
+            })
+            .unwrap();
+    };
+    labelled("n1", 1, "one");
+    assert_eq!(
+        waiting(&first),
+        "waiting its turn: 1 free slot on the nodes it may run on"
+    );
+    let in_zone = |tenant: &str, zone: &str| {
+        let run = NewRun {
+            tenant: tenant.into(),
+            selector: [("zone".to_string(), zone.to_string())].into(),
+            ..new_run(1)
+        };
+        store.insert_runs(&[run]).unwrap().remove(0).run_id
+    };
+    let gpu = in_zone("a", "gpu");
+    assert_eq!(waiting(&gpu), "no ready node has the labels zone=gpu");
+
+    // Tenant a may run one at a time; n1 runs `first`.
+    store
+        .set_quotas(
+            "a",
+            &Quotas {
+                max_running: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(lease(store, "n1", 1, TTL)[0].run_id, first);
+    let second = submit(store, "a", "x@1", &[]);
+    assert_eq!(
+        waiting(&second),
+        "tenant a is at its max_running (1 running, at most 1)"
+    );
+    // n1 is full, and is the only node in zone one.
+    let busy = in_zone("c", "one");
+    assert_eq!(
+        waiting(&busy),
+        "the one node it may run on is busy (no free slot)"
+    );
+
+    // Tenant b's agent y runs one at a time, on n2.
+    labelled("n2", 4, "two");
+    store
+        .set_limit("b", &Scope::Agent("y".into()), Some(1))
+        .unwrap();
+    let y1 = submit(store, "b", "y@1", &[]);
+    let leased = lease(store, "n2", 4, TTL);
+    assert!(leased.iter().any(|l| l.run_id == y1), "{leased:?}");
+    let y2 = submit(store, "b", "y@1", &[]);
+    assert_eq!(
+        waiting(&y2),
+        "agent y is at its concurrency limit (1 running)"
+    );
+
+    // A retry waits out its backoff.
+    let retried = NewRun {
+        tenant: "d".into(),
+        ..new_run(3)
+    };
+    let retried = store.insert_runs(&[retried]).unwrap().remove(0).run_id;
+    let leased = lease(store, "n2", 4, TTL);
+    let lease = leased.iter().find(|l| l.run_id == retried).expect("leased");
+    store
+        .record(
+            None,
+            &[RunReport {
+                lease: &lease_ref(lease),
+                outcome: Outcome::Failed {
+                    kind: warden_core::FailureKind::HostError,
+                    message: "the host failed",
+                },
+                usage: &pb::Usage::default(),
+            }],
+        )
+        .unwrap();
+    assert!(
+        waiting(&retried).starts_with("retry backoff after attempt 1: next attempt in "),
+        "{}",
+        waiting(&retried)
+    );
+
+    // A list says the same; runs not queued say nothing.
+    let listed = store
+        .list_runs(&RunFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    let said = |id: &str| &listed.iter().find(|r| r.run_id == id).unwrap().waiting;
+    assert_eq!(said(&y2), &waiting(&y2));
+    assert_eq!(said(&gpu), &waiting(&gpu));
+    assert_eq!(said(&first), "");
+}
+
 on_both_backends!(
+    a_queued_run_says_what_holds_it_back,
     usage_is_summed_per_tenant_agent_and_day_once_per_result,
     a_spent_daily_token_quota_closes_its_tenant_only,
     each_free_slot_goes_to_the_tenant_with_the_fewest_runs_in_flight,

@@ -91,6 +91,23 @@ fn the_cli_drives_warden_dev() {
     ok(&warden(&["submit", "hello@1", "--wait"]));
     let listed = json(&warden(&["runs", "list", "--state", "queued", "--json"]));
     assert_eq!(listed[0]["run_id"], queued, "{listed}");
+    assert_eq!(
+        listed[0]["waiting"], "no ready node has the labels region=eu",
+        "{listed}"
+    );
+    // The table says it too, in its last column.
+    let table = ok(&warden(&["runs", "list", "--state", "queued"]));
+    let mut lines = table.lines();
+    assert!(
+        lines.next().unwrap().ends_with("AGENT    WAITING ON"),
+        "{table}"
+    );
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(queued), "{table}");
+    assert!(
+        row.ends_with("hello@1  no ready node has the labels region=eu"),
+        "{table}"
+    );
     let said = ok(&warden(&["runs", "cancel", queued]));
     assert_eq!(said.trim(), format!("{queued} cancelled"));
 

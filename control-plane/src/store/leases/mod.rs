@@ -7,6 +7,9 @@
 mod claim;
 mod expire;
 mod record;
+mod waiting;
+
+pub(crate) use waiting::explain;
 
 use super::runs::decode;
 use super::sql::{MAX_VALUES, Param, Tx, p, values};
