@@ -43,9 +43,10 @@ pub(crate) struct ControlPlaneArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(super) tls_key: Option<PathBuf>,
 
-    /// Config file (TOML, the node config's format): the control plane uses
-    /// its data_dir and [engine] settings, including the compile bounds
-    /// ([engine.compile]) publish and submit check components against.
+    /// Config file (TOML): data_dir and [engine], as in a node's config,
+    /// including the compile bounds ([engine.compile]) publish and submit
+    /// check components against. Node settings ([limits], [policy],
+    /// [llm], [kv]) are refused.
     #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
 

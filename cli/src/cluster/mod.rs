@@ -17,10 +17,12 @@ use warden_node::{NodeAgent, NodeOptions, persistent_node_id};
 
 mod admin;
 mod args;
+mod config;
 
 use admin::AdminParts;
 pub(crate) use args::{ControlPlaneArgs, DevArgs, NodeArgs};
 use args::{NodeFlags, ServerArgs};
+use config::ServerConfig;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub(crate) async fn shutdown_signal() {
@@ -63,7 +65,7 @@ fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
 
 async fn start_control_plane(
     args: &ServerArgs,
-    config: &NodeConfig,
+    config: &ServerConfig,
     tls: Option<TlsArgs<'_>>,
     guard_registries: bool,
     admin: Option<&mut AdminParts>,
@@ -291,7 +293,7 @@ async fn run_node(
 }
 
 pub(crate) async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(args.config.as_deref(), args.data.data_dir.as_ref())?;
+    let config = ServerConfig::load(args.config.as_deref(), args.data.data_dir.as_ref())?;
     let tls = if args.insecure {
         tracing::warn!(
             listen = %args.server.listen,
@@ -386,11 +388,22 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // `warden dev` serves its own machine's user: any registry.
     let mut admin = AdminParts::new(&args.admin, "warden-dev");
-    let (url, server) =
-        start_control_plane(&args.server, &config, None, false, admin.as_mut(), async {
+    // One config serves both: the node's data dir and engine settings.
+    let server_config = ServerConfig {
+        data_dir: config.data_dir.clone(),
+        engine: config.engine.clone(),
+    };
+    let (url, server) = start_control_plane(
+        &args.server,
+        &server_config,
+        None,
+        false,
+        admin.as_mut(),
+        async {
             let _ = stopped.await;
-        })
-        .await?;
+        },
+    )
+    .await?;
     if args.mock_llm {
         let base_url = crate::mock_llm::start().await?;
         println!(
