@@ -5,17 +5,22 @@
 //! agents cannot see each other's keys. Backends implement [`KvStore`]:
 //! [`MemoryStore`], [`SqliteStore`] (the default, a file under the data
 //! dir), and the shared ones, so that state follows an agent from node to
-//! node: [`PostgresStore`] and [`RedisStore`]. `increment` is atomic on
-//! each, across every node that shares it.
+//! node: `PostgresStore` and `RedisStore`, behind the features
+//! `kv-postgres` and `kv-redis` (the `warden` binary has both). `increment`
+//! is atomic on each, across every node that shares it.
 
 mod host;
 mod memory;
+#[cfg(feature = "kv-postgres")]
 mod postgres;
+#[cfg(feature = "kv-redis")]
 mod redis;
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "kv-postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "kv-redis")]
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
@@ -349,6 +354,7 @@ mod tests {
         assert_eq!(reopened.get(at).await.unwrap().as_deref(), Some(&b"v"[..]));
     }
 
+    #[cfg(feature = "kv-postgres")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_store_semantics_and_atomic_increments_and_swaps() {
         let db = warden_testkit::postgres_database();
@@ -361,6 +367,7 @@ mod tests {
         concurrent_swaps(std::sync::Arc::new(PostgresStore::new(&db.url).unwrap())).await;
     }
 
+    #[cfg(feature = "kv-redis")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_store_semantics_and_atomic_increments_and_swaps() {
         let redis = warden_testkit::redis();

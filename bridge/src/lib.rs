@@ -30,101 +30,114 @@
 
 mod worker;
 
-use crate::remote::{Conn, Remote, status};
 use anyhow::Context;
-use clap::{Args, Subcommand};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use warden_proto::v1 as pb;
 use warden_proto::v1::run_service_client::RunServiceClient;
 
-/// Runs jobs from a queue (Redis Streams) and publishes their results.
-#[derive(Debug, Args)]
-pub(crate) struct BridgeArgs {
-    #[command(subcommand)]
-    command: BridgeCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum BridgeCommand {
-    /// Runs jobs from Redis Streams and publishes their results to a
-    /// result stream (runs until SIGTERM or Ctrl-C).
-    Redis(RedisArgs),
-}
-
-#[derive(Debug, Args)]
-struct RedisArgs {
+/// What a bridge does: where it reads jobs and writes results.
+#[derive(Debug, Clone)]
+pub struct Options {
     /// The Redis server: redis://[:PASSWORD@]HOST:PORT[/DB].
-    #[arg(long, env = "WARDEN_REDIS", value_name = "URL")]
-    redis: String,
-
-    /// A stream of jobs, the agent that runs them (NAME@VERSION or
-    /// oci://...) and how many may be in flight at once, e.g.
-    /// `jobs:manager=manager@1.0.0:2`. Repeatable.
-    #[arg(long = "stream", value_name = "STREAM=AGENT:LIMIT", value_parser = parse_stream, required = true)]
-    streams: Vec<StreamSpec>,
-
+    pub redis: String,
+    /// The job streams, each with its agent and limit.
+    pub streams: Vec<StreamSpec>,
     /// The consumer group (made on the streams if missing, from their
     /// start).
-    #[arg(long, default_value = "warden")]
-    group: String,
-
-    /// This bridge's name in the group; keep it across restarts, so the
-    /// bridge takes back its own unacknowledged jobs. Default: the host
-    /// name.
-    #[arg(long)]
-    consumer: Option<String>,
-
+    pub group: String,
+    /// This bridge's name in the group: kept across restarts, it takes
+    /// back its own unacknowledged jobs.
+    pub consumer: String,
     /// Where results go: one entry per job (stream, id, run_id, state,
     /// output, error_kind, error_message, attempts, usage).
-    #[arg(long, default_value = "warden:results", value_name = "STREAM")]
-    results: String,
-
+    pub results: String,
     /// Where jobs that cannot be run go, with the reason.
-    #[arg(long, default_value = "warden:dead-letter", value_name = "STREAM")]
-    dead_letter: String,
-
-    /// Jobs another consumer has held unacknowledged this long are claimed
-    /// (its bridge died, or lost Redis that long). A bridge keeps the jobs
-    /// whose runs it is waiting on from going idle (refreshing them every
-    /// quarter of this), so runs may take far longer than this.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    claim_idle: Duration,
-
-    #[command(flatten)]
-    remote: Remote,
+    pub dead_letter: String,
+    /// Jobs another consumer has held unacknowledged this long are claimed;
+    /// this bridge refreshes its own in flight every quarter of it.
+    pub claim_idle: Duration,
 }
 
-/// One `--stream`.
+/// One stream of jobs: `STREAM=AGENT:LIMIT`, e.g.
+/// `jobs:manager=manager@1.0.0:2`.
 #[derive(Debug, Clone)]
-struct StreamSpec {
-    stream: String,
-    agent: String,
-    limit: usize,
+pub struct StreamSpec {
+    pub stream: String,
+    /// The agent that runs its jobs (NAME@VERSION or oci://...).
+    pub agent: String,
+    /// The most of its jobs in flight at once (1 to 10,000).
+    pub limit: usize,
 }
 
-fn parse_stream(text: &str) -> Result<StreamSpec, String> {
-    let bad = || format!("`{text}` is not STREAM=AGENT:LIMIT (e.g. jobs:manager=manager@1.0.0:2)");
-    let (stream, rest) = text.split_once('=').ok_or_else(bad)?;
-    let (agent, limit) = rest.rsplit_once(':').ok_or_else(bad)?;
-    let limit: usize = limit.parse().map_err(|_| bad())?;
-    if stream.is_empty() || agent.is_empty() || !(1..=10_000).contains(&limit) {
-        return Err(bad());
+impl std::str::FromStr for StreamSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad =
+            || format!("`{text}` is not STREAM=AGENT:LIMIT (e.g. jobs:manager=manager@1.0.0:2)");
+        let (stream, rest) = text.split_once('=').ok_or_else(bad)?;
+        let (agent, limit) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let limit: usize = limit.parse().map_err(|_| bad())?;
+        if stream.is_empty() || agent.is_empty() || !(1..=10_000).contains(&limit) {
+            return Err(bad());
+        }
+        Ok(StreamSpec {
+            stream: stream.into(),
+            agent: agent.into(),
+            limit,
+        })
     }
-    Ok(StreamSpec {
-        stream: stream.into(),
-        agent: agent.into(),
-        limit,
-    })
 }
 
-pub(crate) async fn bridge(args: BridgeArgs) -> anyhow::Result<ExitCode> {
-    match args.command {
-        BridgeCommand::Redis(args) => redis_bridge(args).await,
+/// What a bridge asks of the control plane: submit a run, read one. A run
+/// service client is one.
+#[async_trait::async_trait]
+pub trait Runs: Send + Sync {
+    async fn submit(&self, request: pb::SubmitRequest)
+    -> Result<pb::SubmitResponse, tonic::Status>;
+    async fn get(&self, run_id: &str) -> Result<pb::Run, tonic::Status>;
+}
+
+#[async_trait::async_trait]
+impl<T> Runs for RunServiceClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+    T::Future: Send,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    async fn submit(
+        &self,
+        request: pb::SubmitRequest,
+    ) -> Result<pb::SubmitResponse, tonic::Status> {
+        let mut client = self.clone();
+        Ok(RunServiceClient::submit(&mut client, request)
+            .await?
+            .into_inner())
+    }
+
+    async fn get(&self, run_id: &str) -> Result<pb::Run, tonic::Status> {
+        let request = pb::GetRunRequest {
+            run_id: run_id.into(),
+        };
+        let mut client = self.clone();
+        Ok(RunServiceClient::get(&mut client, request)
+            .await?
+            .into_inner())
+    }
+}
+
+/// A gRPC status as an error to log.
+fn status(e: tonic::Status) -> anyhow::Error {
+    match e.code() {
+        tonic::Code::Unauthenticated => anyhow::anyhow!("unauthenticated: {}", e.message()),
+        tonic::Code::PermissionDenied => anyhow::anyhow!("permission denied: {}", e.message()),
+        _ => anyhow::anyhow!("{}", e.message()),
     }
 }
 
@@ -183,61 +196,61 @@ struct Bridge {
     results: String,
     dead_letter: String,
     claim_idle: Duration,
-    runs: RunServiceClient<Conn>,
+    runs: Arc<dyn Runs>,
     ack_then_add: redis::Script,
     keep_owned: redis::Script,
 }
 
-async fn redis_bridge(args: RedisArgs) -> anyhow::Result<ExitCode> {
-    let client = redis::Client::open(args.redis.as_str())
-        .with_context(|| format!("--redis `{}` is not a Redis URL", args.redis))?;
+/// A bridge connected to Redis, its groups made, ready to [`serve`](Self::serve).
+pub struct Connected {
+    bridge: Arc<Bridge>,
+    streams: Vec<StreamSpec>,
+}
+
+/// Connects to `options`' Redis and makes each stream's group: fails at
+/// once if Redis cannot be reached or a group cannot be made. `runs`
+/// reaches the control plane.
+pub async fn connect(options: Options, runs: Arc<dyn Runs>) -> anyhow::Result<Connected> {
+    let client = redis::Client::open(options.redis.as_str())
+        .with_context(|| format!("--redis `{}` is not a Redis URL", options.redis))?;
     // Fail at once on an unreachable server or a bad password.
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
-        .with_context(|| format!("cannot reach Redis at {}", args.redis))?;
-    for spec in &args.streams {
-        create_group(&mut conn, &spec.stream, &args.group).await?;
+        .with_context(|| format!("cannot reach Redis at {}", options.redis))?;
+    for spec in &options.streams {
+        create_group(&mut conn, &spec.stream, &options.group).await?;
     }
-    let consumer = args
-        .consumer
-        .clone()
-        .or_else(sysinfo::System::host_name)
-        .unwrap_or_else(|| "bridge".into());
     let bridge = Arc::new(Bridge {
         client,
-        group: args.group.clone(),
-        consumer: consumer.clone(),
-        results: args.results.clone(),
-        dead_letter: args.dead_letter.clone(),
-        claim_idle: args.claim_idle,
-        runs: args.remote.runs().await?,
+        group: options.group,
+        consumer: options.consumer,
+        results: options.results,
+        dead_letter: options.dead_letter,
+        claim_idle: options.claim_idle,
+        runs,
         ack_then_add: redis::Script::new(ACK_THEN_ADD),
         keep_owned: redis::Script::new(KEEP_OWNED),
     });
-    println!(
-        "warden bridge: consumer {consumer} of group {} on {}; results to {}, dead letters to {}",
-        args.group,
-        args.streams
-            .iter()
-            .map(|s| format!("{} -> {} (at most {})", s.stream, s.agent, s.limit))
-            .collect::<Vec<_>>()
-            .join(", "),
-        args.results,
-        args.dead_letter
-    );
-    use std::io::Write;
-    std::io::stdout().flush()?;
-    let workers: Vec<_> = args
-        .streams
-        .into_iter()
-        .map(|spec| tokio::spawn(bridge.clone().serve(spec)))
-        .collect();
-    crate::cluster::shutdown_signal().await;
-    for w in workers {
-        w.abort();
+    Ok(Connected {
+        bridge,
+        streams: options.streams,
+    })
+}
+
+impl Connected {
+    /// Runs jobs from every stream until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let workers: Vec<_> = self
+            .streams
+            .into_iter()
+            .map(|spec| tokio::spawn(self.bridge.clone().serve(spec)))
+            .collect();
+        shutdown.await;
+        for w in workers {
+            w.abort();
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `task` for ever, again 1 s after each error.
@@ -271,5 +284,37 @@ async fn create_group(
         Ok(()) => Ok(()),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot make group {group} on {stream}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamSpec;
+
+    #[test]
+    fn a_stream_is_stream_agent_and_limit_and_a_bad_one_is_named() {
+        let spec: StreamSpec = "jobs:manager=manager@1.0.0:2".parse().unwrap();
+        assert_eq!(
+            (spec.stream.as_str(), spec.agent.as_str(), spec.limit),
+            ("jobs:manager", "manager@1.0.0", 2)
+        );
+        // The agent may hold colons (an OCI reference); the limit is last.
+        let oci: StreamSpec = "q=oci://reg:5000/a:1.0:3".parse().unwrap();
+        assert_eq!((oci.agent.as_str(), oci.limit), ("oci://reg:5000/a:1.0", 3));
+        for bad in [
+            "jobs",
+            "jobs=a",
+            "=a:1",
+            "jobs=:1",
+            "jobs=a:0",
+            "jobs=a:10001",
+            "jobs=a:x",
+        ] {
+            let e = bad.parse::<StreamSpec>().unwrap_err();
+            assert!(
+                e.contains(&format!("`{bad}` is not STREAM=AGENT:LIMIT")),
+                "{e}"
+            );
+        }
     }
 }

@@ -190,8 +190,8 @@ impl Bridge {
             Ok(input) => input,
             Err(reason) => return self.dead_letter(spec, job, &reason).await,
         };
-        let mut runs = self.runs.clone();
-        let submitted = runs
+        let submitted = self
+            .runs
             .submit(pb::SubmitRequest {
                 agent: spec.agent.clone(),
                 input,
@@ -205,10 +205,7 @@ impl Bridge {
             })
             .await;
         let run = match submitted {
-            Ok(r) => r
-                .into_inner()
-                .run
-                .context("the control plane answered no run")?,
+            Ok(r) => r.run.context("the control plane answered no run")?,
             // The job itself is bad (its input): it would fail again.
             Err(e) if e.code() == tonic::Code::InvalidArgument => {
                 return self.dead_letter(spec, job, e.message()).await;
@@ -226,16 +223,9 @@ impl Bridge {
     }
 
     pub(super) async fn wait_terminal(&self, run_id: &str) -> anyhow::Result<pb::Run> {
-        let mut runs = self.runs.clone();
         let mut pause = Duration::from_millis(20);
         loop {
-            let run = runs
-                .get(pb::GetRunRequest {
-                    run_id: run_id.into(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let run = self.runs.get(run_id).await.map_err(status)?;
             let terminal = warden_core::RunState::from_proto(run.run_state)
                 .is_some_and(warden_core::RunState::is_terminal);
             if terminal {
