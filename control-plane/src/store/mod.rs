@@ -54,7 +54,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("database: {}", pg_message(.0))]
-    Pg(#[from] postgres::Error),
+    Pg(#[from] tokio_postgres::Error),
     #[error("cannot open database {path}: {message}")]
     Open { path: String, message: String },
     #[error("corrupt record: {0}")]
@@ -81,7 +81,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What PostgreSQL said, or what went wrong on the way to it.
-fn pg_message(e: &postgres::Error) -> String {
+fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
@@ -524,7 +524,7 @@ impl Store {
                     let out = match out {
                         Ok(out) => conn.end(true).map(|()| out),
                         Err(e) => {
-                            if !conn.client.is_closed() {
+                            if !conn.is_closed() {
                                 conn.end(false)?;
                             }
                             Err(e)

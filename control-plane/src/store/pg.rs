@@ -1,15 +1,19 @@
-//! The PostgreSQL backend: a pool of connections, each used by one
-//! request at a time, which passes over connections the server closed (a
-//! restart) and waits a few seconds for one it refuses ([`Pool::with`]);
-//! and the schema's versioned migrations, run at start in one transaction
-//! under an advisory lock so replicas starting together migrate once.
+//! The PostgreSQL backend: a pool of connections (deadpool, tokio-postgres:
+//! the client stack the KV backend uses too), each used by one request at
+//! a time, which passes over connections the server closed (a restart)
+//! and waits a few seconds for one it refuses ([`Pool::with`]); and the
+//! schema's versioned migrations, run at start in one transaction under an
+//! advisory lock so replicas starting together migrate once.
 //!
-//! Statements run on the synchronous `postgres` client, off the async
-//! runtime's workers ([`blocking`]), like SQLite's.
+//! The store's logic is synchronous, like SQLite's: a request runs off the
+//! async runtime's workers ([`blocking`]) and waits there for each
+//! statement, whose I/O the pool's own runtime (one thread, `warden-pg`)
+//! drives. So the store runs alike under any runtime, or none.
 
 use super::sql::PgConn;
 use super::{StoreError, StoreResult};
-use std::sync::{Condvar, Mutex};
+use deadpool_postgres::{Manager, ManagerConfig, PoolError, RecyclingMethod};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Migrations, in order; `warden_migrations` records which ran. The first
@@ -211,9 +215,13 @@ pub(crate) struct Pool {
     url: String,
     /// This replica's name in its NOTIFYs (random, hex).
     replica: String,
-    config: postgres::Config,
-    idle: Mutex<(Vec<PgConn>, usize)>,
-    freed: Condvar,
+    config: tokio_postgres::Config,
+    pool: deadpool_postgres::Pool,
+    /// Drives every connection's I/O; `None` once dropped.
+    rt: Option<tokio::runtime::Runtime>,
+    /// `NOTIFY ...; COMMIT`, naming this replica (whose own listener skips
+    /// it: its lease streams were woken already).
+    notify_commit: Arc<str>,
     max: usize,
 }
 
@@ -221,33 +229,55 @@ impl Pool {
     /// Connects to `url` (`postgres://user:password@host:port/db`) and
     /// migrates the schema.
     pub(crate) fn open(url: &str, max: usize) -> StoreResult<Pool> {
-        let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Open {
+        let open_error = |message: String| StoreError::Open {
             path: redact(url),
-            message: format!("not a PostgreSQL URL: {e}"),
-        })?;
+            message,
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| open_error(format!("not a PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("warden-control-plane");
+        let max = max.max(1);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("warden-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| open_error(format!("cannot start its I/O thread: {e}")))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(max)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| open_error(e.to_string()))?;
+        let replica = hex::encode(rand::random::<[u8; 8]>());
         let pool = Pool {
             url: url.to_string(),
-            replica: hex::encode(rand::random::<[u8; 8]>()),
+            notify_commit: format!("NOTIFY {}, '{replica}'; COMMIT", super::sql::CHANNEL).into(),
+            replica,
             config,
-            idle: Mutex::new((Vec::new(), 0)),
-            freed: Condvar::new(),
-            max: max.max(1),
+            pool,
+            rt: Some(rt),
+            max,
         };
         pool.with(migrate).map_err(|e| match e {
             e @ StoreError::Unreachable { .. } => e,
-            e => StoreError::Open {
-                path: redact(url),
-                message: e.to_string(),
-            },
+            e => open_error(e.to_string()),
         })?;
         Ok(pool)
     }
 
-    /// Runs `f` on a connection of the pool (a new one if none is idle).
+    /// Runs `f` on a connection of the pool (a new one if none is idle;
+    /// waits for one if `max` are in use).
     ///
     /// A pooled connection may have been closed by the server since its
     /// last use (a restart ends every session with `57P01`), and a new one
@@ -265,16 +295,23 @@ impl Pool {
         &self,
         mut f: impl FnMut(&mut PgConn) -> StoreResult<T> + Send,
     ) -> StoreResult<T> {
+        let Some(rt) = &self.rt else {
+            unreachable!("a pool is used only before it is dropped")
+        };
+        let rt = rt.handle();
         blocking(|| {
             let started = Instant::now();
             let (mut lost, mut refused) = (0, 0);
             let last = loop {
-                match self.take() {
-                    Ok(mut conn) => {
+                match rt.block_on(self.pool.get()) {
+                    Ok(client) => {
+                        let mut conn = PgConn::new(client, rt.clone(), self.notify_commit.clone());
                         let out = f(&mut conn);
                         let gone = matches!(&out, Err(e) if connection_lost(e));
-                        let commit_sent = std::mem::take(&mut conn.commit_sent);
-                        self.put(conn, gone);
+                        let commit_sent = conn.commit_sent;
+                        if gone {
+                            conn.discard();
+                        }
                         match out {
                             Err(e) if gone && !commit_sent => {
                                 lost += 1;
@@ -286,15 +323,21 @@ impl Pool {
                             out => return out,
                         }
                     }
-                    Err(e) if connection_lost(&e) => {
+                    Err(PoolError::Backend(e)) if pg_lost(&e) => {
                         refused += 1;
                         let pause = warden_core::Backoff::RECONNECT.delay(refused);
                         if started.elapsed() + pause >= RECONNECT_FOR {
-                            break e;
+                            break StoreError::Pg(e);
                         }
                         std::thread::sleep(pause);
                     }
-                    Err(e) => return Err(e),
+                    Err(PoolError::Backend(e)) => return Err(e.into()),
+                    Err(e) => {
+                        break StoreError::Open {
+                            path: redact(&self.url),
+                            message: e.to_string(),
+                        };
+                    }
                 }
             };
             Err(StoreError::Unreachable {
@@ -308,49 +351,6 @@ impl Pool {
             })
         })
     }
-
-    /// An idle connection, or a new one if there is room; waits for one
-    /// to be put back otherwise.
-    fn take(&self) -> StoreResult<PgConn> {
-        {
-            let mut guard = self.idle.lock().unwrap();
-            loop {
-                match guard.0.pop() {
-                    Some(conn) if !conn.client.is_closed() => return Ok(conn),
-                    Some(_) => guard.1 -= 1,
-                    // Room for a new one, counted now.
-                    None if guard.1 < self.max => {
-                        guard.1 += 1;
-                        break;
-                    }
-                    None => guard = self.freed.wait(guard).unwrap(),
-                }
-            }
-        }
-        match self.config.connect(postgres::NoTls) {
-            Ok(client) => Ok(PgConn::new(client, &self.replica)),
-            Err(e) => {
-                self.idle.lock().unwrap().1 -= 1;
-                self.freed.notify_one();
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Puts `conn` back among the idle ones, or closes it if it is closed
-    /// or `lost`.
-    fn put(&self, conn: PgConn, lost: bool) {
-        let mut guard = self.idle.lock().unwrap();
-        if lost || conn.client.is_closed() {
-            guard.1 -= 1;
-            drop(guard);
-            drop(conn);
-        } else {
-            guard.0.push(conn);
-            drop(guard);
-        }
-        self.freed.notify_one();
-    }
 }
 
 impl Pool {
@@ -358,10 +358,9 @@ impl Pool {
     /// `wake` on each (and once after each reconnect, for what was missed);
     /// this replica's own are skipped (its changes woke it already).
     pub(crate) async fn listen(&self, wake: impl Fn()) {
-        let url = self.url.clone();
         let replica = self.replica.clone();
         loop {
-            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            match self.config.connect(tokio_postgres::NoTls).await {
                 Ok((client, mut conn)) => {
                     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                     let replica = replica.clone();
@@ -404,14 +403,13 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// Each connection owns a small runtime, which may not be dropped on
-    /// an async runtime's thread: they are closed on a thread of their own.
+    /// The connections' runtime may not be dropped on an async runtime's
+    /// thread (where a store may be dropped): it is shut down without
+    /// waiting, which closes them.
     fn drop(&mut self) {
-        let conns = std::mem::take(&mut self.idle.get_mut().unwrap().0);
-        if !conns.is_empty() {
-            let _ = std::thread::Builder::new()
-                .name("warden-pg-close".into())
-                .spawn(move || drop(conns));
+        self.pool.close();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -434,38 +432,45 @@ pub(crate) fn redact(url: &str) -> String {
 /// for each other. Safe to run again whatever happened to a lost COMMIT:
 /// it reads what ran first.
 fn migrate(conn: &mut PgConn) -> StoreResult<()> {
+    let rt = conn.rt.clone();
     let client = &mut conn.client;
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS warden_migrations (
-             version BIGINT PRIMARY KEY,
-             description TEXT NOT NULL,
-             applied BIGINT NOT NULL
-         )",
-    )?;
-    let done: i64 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM warden_migrations",
-            &[],
-        )?
-        .get(0);
-    if done > MIGRATIONS.len() as i64 {
-        return Err(StoreError::TooNew {
-            found: done,
-            known: MIGRATIONS.len(),
-        });
-    }
-    for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-        tx.batch_execute(sql)?;
-        tx.execute(
-            "INSERT INTO warden_migrations (version, description, applied) VALUES ($1, $2, $3)",
-            &[&(i as i64 + 1), description, &super::now_ms()],
-        )?;
-        tracing::info!(version = i + 1, description, "PostgreSQL schema migrated");
-    }
-    tx.commit()?;
-    Ok(())
+    rt.block_on(async move {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS warden_migrations (
+                 version BIGINT PRIMARY KEY,
+                 description TEXT NOT NULL,
+                 applied BIGINT NOT NULL
+             )",
+        )
+        .await?;
+        let done: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM warden_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        if done > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                found: done,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO warden_migrations (version, description, applied) VALUES ($1, $2, $3)",
+                &[&(i as i64 + 1), description, &super::now_ms()],
+            )
+            .await?;
+            tracing::info!(version = i + 1, description, "PostgreSQL schema migrated");
+        }
+        tx.commit().await?;
+        Ok(())
+    })
 }
 
 /// Whether `e` means the connection is gone, or none can be had yet: it
@@ -473,9 +478,10 @@ fn migrate(conn: &mut PgConn) -> StoreResult<()> {
 /// down, crashed, starting up, or ended an idle session (`57P01`, `57P02`,
 /// `57P03`, `57P05`).
 pub(crate) fn connection_lost(e: &StoreError) -> bool {
-    let StoreError::Pg(e) = e else {
-        return false;
-    };
+    matches!(e, StoreError::Pg(e) if pg_lost(e))
+}
+
+fn pg_lost(e: &tokio_postgres::Error) -> bool {
     match e.code().map(|c| c.code()) {
         Some(code) => {
             code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P05")
@@ -491,8 +497,8 @@ pub(crate) fn connection_lost(e: &StoreError) -> bool {
 pub(crate) fn retryable(e: &StoreError) -> bool {
     match e {
         StoreError::Pg(e) => e.code().is_some_and(|c| {
-            *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
         }),
         _ => false,
     }

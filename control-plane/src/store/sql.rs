@@ -9,21 +9,20 @@
 //! as `DOUBLE PRECISION`, bytes as `BYTEA`; booleans are integers (0/1).
 
 use super::{StoreError, StoreResult};
-use postgres::fallible_iterator::FallibleIterator;
-use std::collections::HashMap;
+use futures_util::TryStreamExt;
 
 /// A value bound to a placeholder: one of the types both backends store
 /// the same way.
-pub(crate) trait Param: rusqlite::ToSql + postgres::types::ToSql + Sync {
+pub(crate) trait Param: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync {
     fn as_lite(&self) -> &dyn rusqlite::ToSql;
-    fn as_pg(&self) -> &(dyn postgres::types::ToSql + Sync);
+    fn as_pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync);
 }
 
 macro_rules! params_of {
     ($($t:ty),*) => {$(
         impl Param for $t {
             fn as_lite(&self) -> &dyn rusqlite::ToSql { self }
-            fn as_pg(&self) -> &(dyn postgres::types::ToSql + Sync) { self }
+            fn as_pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) { self }
         }
     )*};
 }
@@ -89,7 +88,7 @@ pub(crate) fn values<'a>(
 /// A column type read the same from either backend.
 pub(crate) trait Column: Sized {
     fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self>;
-    fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self>;
+    fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self>;
 }
 
 macro_rules! column_as_is {
@@ -98,7 +97,7 @@ macro_rules! column_as_is {
             fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
                 Ok(row.get(i)?)
             }
-            fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
+            fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
                 Ok(row.try_get(i)?)
             }
         }
@@ -122,7 +121,7 @@ macro_rules! column_narrowed {
             fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
                 narrow(<i64 as Column>::lite(row, i)?)
             }
-            fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
+            fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
                 narrow(<i64 as Column>::pg(row, i)?)
             }
         }
@@ -130,7 +129,7 @@ macro_rules! column_narrowed {
             fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
                 <Option<i64> as Column>::lite(row, i)?.map(narrow).transpose()
             }
-            fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
+            fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
                 <Option<i64> as Column>::pg(row, i)?.map(narrow).transpose()
             }
         }
@@ -151,7 +150,7 @@ impl Column for bool {
     fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
         Ok(<i64 as Column>::lite(row, i)? != 0)
     }
-    fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
+    fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
         // An integer column, or a boolean expression (`EXISTS`).
         match row.try_get::<_, bool>(i) {
             Ok(b) => Ok(b),
@@ -163,7 +162,7 @@ impl Column for bool {
 /// One row of a result.
 pub(crate) enum Row<'a> {
     Lite(&'a rusqlite::Row<'a>),
-    Pg(&'a postgres::Row),
+    Pg(&'a tokio_postgres::Row),
 }
 
 impl Row<'_> {
@@ -190,14 +189,15 @@ impl Row<'_> {
 /// The channel replicas tell each other "runs changed" on.
 pub(crate) const CHANNEL: &str = "warden_changed";
 
-/// A PostgreSQL connection with its prepared statements.
+/// A PostgreSQL connection of the pool, for one request, with its
+/// prepared statements (kept with the connection).
 pub(crate) struct PgConn {
-    pub(crate) client: postgres::Client,
-    stmts: HashMap<String, postgres::Statement>,
+    pub(crate) client: deadpool_postgres::Object,
+    /// The runtime that drives the connection: each statement waits on it.
+    pub(crate) rt: tokio::runtime::Handle,
     /// The open transaction asked to NOTIFY: sent with its COMMIT.
     notify: bool,
-    /// `NOTIFY ...; COMMIT`, naming this replica (whose own listener skips
-    /// it: its lease streams were woken already).
+    /// `NOTIFY ...; COMMIT`, naming this replica.
     notify_commit: std::sync::Arc<str>,
     /// A COMMIT was sent and not answered: if the connection is lost now,
     /// whether the transaction committed is unknown.
@@ -206,22 +206,44 @@ pub(crate) struct PgConn {
     in_tx: bool,
 }
 
+/// Most prepared statements a connection keeps.
+const MAX_STATEMENTS: usize = 256;
+
 impl PgConn {
-    pub(crate) fn new(client: postgres::Client, replica: &str) -> Self {
+    pub(crate) fn new(
+        client: deadpool_postgres::Object,
+        rt: tokio::runtime::Handle,
+        notify_commit: std::sync::Arc<str>,
+    ) -> Self {
         PgConn {
             client,
-            stmts: HashMap::new(),
+            rt,
             notify: false,
-            notify_commit: format!("NOTIFY {CHANNEL}, '{replica}'; COMMIT").into(),
+            notify_commit,
             commit_sent: false,
             in_tx: false,
         }
     }
 
+    /// Closes the connection rather than put it back in the pool (it was
+    /// lost).
+    pub(crate) fn discard(self) {
+        drop(deadpool_postgres::Object::take(self.client));
+    }
+
+    /// Whether the server closed the connection.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn batch(&mut self, sql: &str) -> StoreResult<()> {
+        Ok(self.rt.block_on(self.client.batch_execute(sql))?)
+    }
+
     /// Starts a transaction.
     pub(crate) fn begin(&mut self) -> StoreResult<()> {
         self.commit_sent = false;
-        self.client.batch_execute("BEGIN")?;
+        self.batch("BEGIN")?;
         self.in_tx = true;
         Ok(())
     }
@@ -231,27 +253,25 @@ impl PgConn {
     pub(crate) fn end(&mut self, commit: bool) -> StoreResult<()> {
         let notify = std::mem::take(&mut self.notify);
         let sql = match (commit, notify) {
-            (true, true) => &*self.notify_commit,
-            (true, false) => "COMMIT",
-            (false, _) => "ROLLBACK",
+            (true, true) => self.notify_commit.clone(),
+            (true, false) => "COMMIT".into(),
+            (false, _) => "ROLLBACK".into(),
         };
         self.commit_sent = commit;
         self.in_tx = false;
-        self.client.batch_execute(sql)?;
+        self.batch(&sql)?;
         self.commit_sent = false;
         Ok(())
     }
 
-    fn prepare(&mut self, sql: &str) -> StoreResult<postgres::Statement> {
-        if let Some(s) = self.stmts.get(sql) {
-            return Ok(s.clone());
+    fn prepare(&mut self, sql: &str) -> StoreResult<tokio_postgres::Statement> {
+        let cache = &self.client.statement_cache;
+        if cache.size() >= MAX_STATEMENTS {
+            cache.clear();
         }
-        let stmt = self.client.prepare(&to_postgres(sql))?;
-        if self.stmts.len() >= 256 {
-            self.stmts.clear();
-        }
-        self.stmts.insert(sql.to_string(), stmt.clone());
-        Ok(stmt)
+        Ok(self
+            .rt
+            .block_on(self.client.prepare_cached(&to_postgres(sql)))?)
     }
 }
 
@@ -348,7 +368,7 @@ impl Tx<'_> {
             Tx::Pg(c) => {
                 let stmt = c.prepare(sql)?;
                 let params: Vec<_> = params.iter().map(|p| p.as_pg()).collect();
-                Ok(c.client.execute(&stmt, &params)? as usize)
+                Ok(c.rt.block_on(c.client.execute(&stmt, &params))? as usize)
             }
         }
     }
@@ -401,14 +421,19 @@ impl Tx<'_> {
             }
             Tx::Pg(c) => {
                 let stmt = c.prepare(sql)?;
-                let mut rows = c
-                    .client
-                    .query_raw(&stmt, params.iter().map(|p| p.as_pg()))?;
-                while let Some(row) = rows.next()? {
-                    if !f(&Row::Pg(&row))? {
-                        break;
+                let client = &c.client;
+                c.rt.block_on(async {
+                    let rows = client
+                        .query_raw(&stmt, params.iter().map(|p| p.as_pg()))
+                        .await?;
+                    let mut rows = std::pin::pin!(rows);
+                    while let Some(row) = rows.try_next().await? {
+                        if !f(&Row::Pg(&row))? {
+                            break;
+                        }
                     }
-                }
+                    StoreResult::Ok(())
+                })?;
             }
         }
         Ok(())
