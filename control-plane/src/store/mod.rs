@@ -54,7 +54,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("database: {}", pg_message(.0))]
-    Pg(#[from] tokio_postgres::Error),
+    Pg(#[from] postgres::Error),
     #[error("cannot open database {path}: {message}")]
     Open { path: String, message: String },
     #[error("corrupt record: {0}")]
@@ -81,7 +81,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What PostgreSQL said, or what went wrong on the way to it.
-fn pg_message(e: &tokio_postgres::Error) -> String {
+fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
@@ -500,6 +500,22 @@ impl Store {
         matches!(self.db, Db::Postgres(_))
     }
 
+    /// Runs `f`, work that may read thousands of rows (a lease poll's queue
+    /// scan, the reaper's), off the async runtime's worker. On SQLite, whose
+    /// other requests are short and run in place under the connection's
+    /// lock, it runs in `block_in_place` on a multi-threaded runtime: the
+    /// worker's other tasks move to another thread meanwhile. PostgreSQL's
+    /// requests all run off the workers already ([`pg::Pool::with`]).
+    fn off_worker<T>(&self, f: impl FnOnce() -> T) -> T {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match (&self.db, Handle::try_current()) {
+            (Db::Sqlite { .. }, Ok(h)) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(f)
+            }
+            _ => f(),
+        }
+    }
+
     /// Runs `f` in one transaction. On PostgreSQL it runs again if it lost
     /// a serialization conflict or a deadlock, or lost its connection
     /// before COMMIT (on a new one: see [`pg::Pool::with`]).
@@ -524,7 +540,7 @@ impl Store {
                     let out = match out {
                         Ok(out) => conn.end(true).map(|()| out),
                         Err(e) => {
-                            if !conn.is_closed() {
+                            if !conn.client.is_closed() {
                                 conn.end(false)?;
                             }
                             Err(e)

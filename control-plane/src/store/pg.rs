@@ -1,19 +1,21 @@
-//! The PostgreSQL backend: a pool of connections (deadpool, tokio-postgres:
-//! the client stack the KV backend uses too), each used by one request at
-//! a time, which passes over connections the server closed (a restart)
-//! and waits a few seconds for one it refuses ([`Pool::with`]); and the
+//! The PostgreSQL backend: a pool of connections (deadpool, the pool the
+//! KV backend's connections are in too), each used by one request at a
+//! time, which passes over connections the server closed (a restart) and
+//! waits a few seconds for one it refuses ([`Pool::with`]); and the
 //! schema's versioned migrations, run at start in one transaction under an
 //! advisory lock so replicas starting together migrate once.
 //!
-//! The store's logic is synchronous, like SQLite's: a request runs off the
-//! async runtime's workers ([`blocking`]) and waits there for each
-//! statement, whose I/O the pool's own runtime (one thread, `warden-pg`)
-//! drives. So the store runs alike under any runtime, or none.
+//! The client is tokio-postgres, as everywhere in Warden, through its
+//! blocking face (the `postgres` crate): the store's logic is synchronous,
+//! like SQLite's, and runs off the async runtime's workers ([`blocking`]).
+//! Each statement then waits on its own thread, which drives the
+//! connection itself; the async client on a runtime of its own cost 20 to
+//! 25% of the control plane's throughput here (docs/BENCHMARKS.md), each
+//! answer crossing threads.
 
 use super::sql::PgConn;
 use super::{StoreError, StoreResult};
-use deadpool_postgres::{Manager, ManagerConfig, PoolError, RecyclingMethod};
-use std::sync::Arc;
+use deadpool::managed::{Metrics, PoolError, RecycleError, RecycleResult};
 use std::time::{Duration, Instant};
 
 /// Migrations, in order; `warden_migrations` records which ran. The first
@@ -210,18 +212,40 @@ pub(crate) fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Makes the pool's connections, and checks one is open before it is
+/// used again.
+struct Connector {
+    config: postgres::Config,
+    /// This replica's name in its NOTIFYs (random, hex).
+    replica: String,
+}
+
+impl deadpool::managed::Manager for Connector {
+    type Type = PgConn;
+    type Error = postgres::Error;
+
+    /// Connects, blocking: the pool is only asked from a thread off the
+    /// async runtime ([`Pool::with`]).
+    async fn create(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn::new(
+            self.config.connect(postgres::NoTls)?,
+            &self.replica,
+        ))
+    }
+
+    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<postgres::Error> {
+        if conn.client.is_closed() {
+            return Err(RecycleError::message("closed by the server"));
+        }
+        Ok(())
+    }
+}
+
 /// Connections to one database, at most `max` open at once.
 pub(crate) struct Pool {
     url: String,
-    /// This replica's name in its NOTIFYs (random, hex).
     replica: String,
-    config: tokio_postgres::Config,
-    pool: deadpool_postgres::Pool,
-    /// Drives every connection's I/O; `None` once dropped.
-    rt: Option<tokio::runtime::Runtime>,
-    /// `NOTIFY ...; COMMIT`, naming this replica (whose own listener skips
-    /// it: its lease streams were woken already).
-    notify_commit: Arc<str>,
+    pool: deadpool::managed::Pool<Connector>,
     max: usize,
 }
 
@@ -233,40 +257,26 @@ impl Pool {
             path: redact(url),
             message,
         };
-        let mut config: tokio_postgres::Config = url
+        let mut config: postgres::Config = url
             .parse()
             .map_err(|e| open_error(format!("not a PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("warden-control-plane");
-        let max = max.max(1);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("warden-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| open_error(format!("cannot start its I/O thread: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(max)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| open_error(e.to_string()))?;
         let replica = hex::encode(rand::random::<[u8; 8]>());
+        let max = max.max(1);
+        let pool = deadpool::managed::Pool::builder(Connector {
+            config,
+            replica: replica.clone(),
+        })
+        .max_size(max)
+        .build()
+        .map_err(|e| open_error(e.to_string()))?;
         let pool = Pool {
             url: url.to_string(),
-            notify_commit: format!("NOTIFY {}, '{replica}'; COMMIT", super::sql::CHANNEL).into(),
             replica,
-            config,
             pool,
-            rt: Some(rt),
             max,
         };
         pool.with(migrate).map_err(|e| match e {
@@ -295,22 +305,19 @@ impl Pool {
         &self,
         mut f: impl FnMut(&mut PgConn) -> StoreResult<T> + Send,
     ) -> StoreResult<T> {
-        let Some(rt) = &self.rt else {
-            unreachable!("a pool is used only before it is dropped")
-        };
-        let rt = rt.handle();
         blocking(|| {
             let started = Instant::now();
             let (mut lost, mut refused) = (0, 0);
             let last = loop {
-                match rt.block_on(self.pool.get()) {
-                    Ok(client) => {
-                        let mut conn = PgConn::new(client, rt.clone(), self.notify_commit.clone());
+                // Off the runtime (see `blocking`): waiting here, or
+                // connecting, blocks only this thread.
+                match futures_executor::block_on(self.pool.get()) {
+                    Ok(mut conn) => {
                         let out = f(&mut conn);
                         let gone = matches!(&out, Err(e) if connection_lost(e));
-                        let commit_sent = conn.commit_sent;
+                        let commit_sent = std::mem::take(&mut conn.commit_sent);
                         if gone {
-                            conn.discard();
+                            drop(deadpool::managed::Object::take(conn));
                         }
                         match out {
                             Err(e) if gone && !commit_sent => {
@@ -358,9 +365,10 @@ impl Pool {
     /// `wake` on each (and once after each reconnect, for what was missed);
     /// this replica's own are skipped (its changes woke it already).
     pub(crate) async fn listen(&self, wake: impl Fn()) {
+        let url = self.url.clone();
         let replica = self.replica.clone();
         loop {
-            match self.config.connect(tokio_postgres::NoTls).await {
+            match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                 Ok((client, mut conn)) => {
                     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                     let replica = replica.clone();
@@ -403,13 +411,16 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// The connections' runtime may not be dropped on an async runtime's
-    /// thread (where a store may be dropped): it is shut down without
-    /// waiting, which closes them.
+    /// Each connection owns a small runtime, which may not be dropped on
+    /// an async runtime's thread: the idle ones are closed on a thread of
+    /// their own.
     fn drop(&mut self) {
+        let idle = self.pool.retain(|_, _| false).removed;
         self.pool.close();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("warden-pg-close".into())
+                .spawn(move || drop(idle));
         }
     }
 }
@@ -432,45 +443,38 @@ pub(crate) fn redact(url: &str) -> String {
 /// for each other. Safe to run again whatever happened to a lost COMMIT:
 /// it reads what ran first.
 fn migrate(conn: &mut PgConn) -> StoreResult<()> {
-    let rt = conn.rt.clone();
     let client = &mut conn.client;
-    rt.block_on(async move {
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS warden_migrations (
-                 version BIGINT PRIMARY KEY,
-                 description TEXT NOT NULL,
-                 applied BIGINT NOT NULL
-             )",
-        )
-        .await?;
-        let done: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM warden_migrations",
-                &[],
-            )
-            .await?
-            .get(0);
-        if done > MIGRATIONS.len() as i64 {
-            return Err(StoreError::TooNew {
-                found: done,
-                known: MIGRATIONS.len(),
-            });
-        }
-        for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-            tx.batch_execute(sql).await?;
-            tx.execute(
-                "INSERT INTO warden_migrations (version, description, applied) VALUES ($1, $2, $3)",
-                &[&(i as i64 + 1), description, &super::now_ms()],
-            )
-            .await?;
-            tracing::info!(version = i + 1, description, "PostgreSQL schema migrated");
-        }
-        tx.commit().await?;
-        Ok(())
-    })
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS warden_migrations (
+             version BIGINT PRIMARY KEY,
+             description TEXT NOT NULL,
+             applied BIGINT NOT NULL
+         )",
+    )?;
+    let done: i64 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM warden_migrations",
+            &[],
+        )?
+        .get(0);
+    if done > MIGRATIONS.len() as i64 {
+        return Err(StoreError::TooNew {
+            found: done,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO warden_migrations (version, description, applied) VALUES ($1, $2, $3)",
+            &[&(i as i64 + 1), description, &super::now_ms()],
+        )?;
+        tracing::info!(version = i + 1, description, "PostgreSQL schema migrated");
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Whether `e` means the connection is gone, or none can be had yet: it
@@ -481,7 +485,7 @@ pub(crate) fn connection_lost(e: &StoreError) -> bool {
     matches!(e, StoreError::Pg(e) if pg_lost(e))
 }
 
-fn pg_lost(e: &tokio_postgres::Error) -> bool {
+fn pg_lost(e: &postgres::Error) -> bool {
     match e.code().map(|c| c.code()) {
         Some(code) => {
             code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P05")
@@ -497,8 +501,8 @@ fn pg_lost(e: &tokio_postgres::Error) -> bool {
 pub(crate) fn retryable(e: &StoreError) -> bool {
     match e {
         StoreError::Pg(e) => e.code().is_some_and(|c| {
-            *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
         }),
         _ => false,
     }

@@ -9,20 +9,21 @@
 //! as `DOUBLE PRECISION`, bytes as `BYTEA`; booleans are integers (0/1).
 
 use super::{StoreError, StoreResult};
-use futures_util::TryStreamExt;
+use postgres::fallible_iterator::FallibleIterator;
+use std::collections::HashMap;
 
 /// A value bound to a placeholder: one of the types both backends store
 /// the same way.
-pub(crate) trait Param: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync {
+pub(crate) trait Param: rusqlite::ToSql + postgres::types::ToSql + Sync {
     fn as_lite(&self) -> &dyn rusqlite::ToSql;
-    fn as_pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync);
+    fn as_pg(&self) -> &(dyn postgres::types::ToSql + Sync);
 }
 
 macro_rules! params_of {
     ($($t:ty),*) => {$(
         impl Param for $t {
             fn as_lite(&self) -> &dyn rusqlite::ToSql { self }
-            fn as_pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) { self }
+            fn as_pg(&self) -> &(dyn postgres::types::ToSql + Sync) { self }
         }
     )*};
 }
@@ -88,7 +89,7 @@ pub(crate) fn values<'a>(
 /// A column type read the same from either backend.
 pub(crate) trait Column: Sized {
     fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self>;
-    fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self>;
+    fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self>;
 }
 
 macro_rules! column_as_is {
@@ -97,7 +98,7 @@ macro_rules! column_as_is {
             fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
                 Ok(row.get(i)?)
             }
-            fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
+            fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
                 Ok(row.try_get(i)?)
             }
         }
@@ -121,7 +122,7 @@ macro_rules! column_narrowed {
             fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
                 narrow(<i64 as Column>::lite(row, i)?)
             }
-            fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
+            fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
                 narrow(<i64 as Column>::pg(row, i)?)
             }
         }
@@ -129,7 +130,7 @@ macro_rules! column_narrowed {
             fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
                 <Option<i64> as Column>::lite(row, i)?.map(narrow).transpose()
             }
-            fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
+            fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
                 <Option<i64> as Column>::pg(row, i)?.map(narrow).transpose()
             }
         }
@@ -150,7 +151,7 @@ impl Column for bool {
     fn lite(row: &rusqlite::Row<'_>, i: usize) -> StoreResult<Self> {
         Ok(<i64 as Column>::lite(row, i)? != 0)
     }
-    fn pg(row: &tokio_postgres::Row, i: usize) -> StoreResult<Self> {
+    fn pg(row: &postgres::Row, i: usize) -> StoreResult<Self> {
         // An integer column, or a boolean expression (`EXISTS`).
         match row.try_get::<_, bool>(i) {
             Ok(b) => Ok(b),
@@ -162,7 +163,7 @@ impl Column for bool {
 /// One row of a result.
 pub(crate) enum Row<'a> {
     Lite(&'a rusqlite::Row<'a>),
-    Pg(&'a tokio_postgres::Row),
+    Pg(&'a postgres::Row),
 }
 
 impl Row<'_> {
@@ -189,15 +190,14 @@ impl Row<'_> {
 /// The channel replicas tell each other "runs changed" on.
 pub(crate) const CHANNEL: &str = "warden_changed";
 
-/// A PostgreSQL connection of the pool, for one request, with its
-/// prepared statements (kept with the connection).
+/// A PostgreSQL connection with its prepared statements.
 pub(crate) struct PgConn {
-    pub(crate) client: deadpool_postgres::Object,
-    /// The runtime that drives the connection: each statement waits on it.
-    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) client: postgres::Client,
+    stmts: HashMap<String, postgres::Statement>,
     /// The open transaction asked to NOTIFY: sent with its COMMIT.
     notify: bool,
-    /// `NOTIFY ...; COMMIT`, naming this replica.
+    /// `NOTIFY ...; COMMIT`, naming this replica (whose own listener skips
+    /// it: its lease streams were woken already).
     notify_commit: std::sync::Arc<str>,
     /// A COMMIT was sent and not answered: if the connection is lost now,
     /// whether the transaction committed is unknown.
@@ -206,44 +206,22 @@ pub(crate) struct PgConn {
     in_tx: bool,
 }
 
-/// Most prepared statements a connection keeps.
-const MAX_STATEMENTS: usize = 256;
-
 impl PgConn {
-    pub(crate) fn new(
-        client: deadpool_postgres::Object,
-        rt: tokio::runtime::Handle,
-        notify_commit: std::sync::Arc<str>,
-    ) -> Self {
+    pub(crate) fn new(client: postgres::Client, replica: &str) -> Self {
         PgConn {
             client,
-            rt,
+            stmts: HashMap::new(),
             notify: false,
-            notify_commit,
+            notify_commit: format!("NOTIFY {CHANNEL}, '{replica}'; COMMIT").into(),
             commit_sent: false,
             in_tx: false,
         }
     }
 
-    /// Closes the connection rather than put it back in the pool (it was
-    /// lost).
-    pub(crate) fn discard(self) {
-        drop(deadpool_postgres::Object::take(self.client));
-    }
-
-    /// Whether the server closed the connection.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.client.is_closed()
-    }
-
-    fn batch(&mut self, sql: &str) -> StoreResult<()> {
-        Ok(self.rt.block_on(self.client.batch_execute(sql))?)
-    }
-
     /// Starts a transaction.
     pub(crate) fn begin(&mut self) -> StoreResult<()> {
         self.commit_sent = false;
-        self.batch("BEGIN")?;
+        self.client.batch_execute("BEGIN")?;
         self.in_tx = true;
         Ok(())
     }
@@ -253,25 +231,27 @@ impl PgConn {
     pub(crate) fn end(&mut self, commit: bool) -> StoreResult<()> {
         let notify = std::mem::take(&mut self.notify);
         let sql = match (commit, notify) {
-            (true, true) => self.notify_commit.clone(),
-            (true, false) => "COMMIT".into(),
-            (false, _) => "ROLLBACK".into(),
+            (true, true) => &*self.notify_commit,
+            (true, false) => "COMMIT",
+            (false, _) => "ROLLBACK",
         };
         self.commit_sent = commit;
         self.in_tx = false;
-        self.batch(&sql)?;
+        self.client.batch_execute(sql)?;
         self.commit_sent = false;
         Ok(())
     }
 
-    fn prepare(&mut self, sql: &str) -> StoreResult<tokio_postgres::Statement> {
-        let cache = &self.client.statement_cache;
-        if cache.size() >= MAX_STATEMENTS {
-            cache.clear();
+    fn prepare(&mut self, sql: &str) -> StoreResult<postgres::Statement> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
         }
-        Ok(self
-            .rt
-            .block_on(self.client.prepare_cached(&to_postgres(sql)))?)
+        let stmt = self.client.prepare(&to_postgres(sql))?;
+        if self.stmts.len() >= 256 {
+            self.stmts.clear();
+        }
+        self.stmts.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
     }
 }
 
@@ -368,7 +348,7 @@ impl Tx<'_> {
             Tx::Pg(c) => {
                 let stmt = c.prepare(sql)?;
                 let params: Vec<_> = params.iter().map(|p| p.as_pg()).collect();
-                Ok(c.rt.block_on(c.client.execute(&stmt, &params))? as usize)
+                Ok(c.client.execute(&stmt, &params)? as usize)
             }
         }
     }
@@ -421,19 +401,14 @@ impl Tx<'_> {
             }
             Tx::Pg(c) => {
                 let stmt = c.prepare(sql)?;
-                let client = &c.client;
-                c.rt.block_on(async {
-                    let rows = client
-                        .query_raw(&stmt, params.iter().map(|p| p.as_pg()))
-                        .await?;
-                    let mut rows = std::pin::pin!(rows);
-                    while let Some(row) = rows.try_next().await? {
-                        if !f(&Row::Pg(&row))? {
-                            break;
-                        }
+                let mut rows = c
+                    .client
+                    .query_raw(&stmt, params.iter().map(|p| p.as_pg()))?;
+                while let Some(row) = rows.next()? {
+                    if !f(&Row::Pg(&row))? {
+                        break;
                     }
-                    StoreResult::Ok(())
-                })?;
+                }
             }
         }
         Ok(())

@@ -41,8 +41,10 @@ impl Store {
         {
             return Ok(leases);
         }
-        self.with_tx(|tx| Self::poll(tx, node_id, max, ttl_ms, alive_since_ms))
-            .map(Option::unwrap_or_default)
+        self.off_worker(|| {
+            self.with_tx(|tx| Self::poll(tx, node_id, max, ttl_ms, alive_since_ms))
+                .map(Option::unwrap_or_default)
+        })
     }
 
     /// One lease poll (see [`Store::lease_runs`]), in a transaction or not
