@@ -50,6 +50,23 @@ pub struct HostMetrics {
     models: Arc<Mutex<HashSet<String>>>,
 }
 
+/// `value` escaped for a label in the Prometheus and OpenMetrics text
+/// formats (`\\`, `\"`, `\n`): prometheus-client writes label values as
+/// they are, so a model name a guest chose could otherwise end the label
+/// and write metrics of its own into the node's exposition.
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Default for HostMetrics {
     fn default() -> Self {
         HostMetrics {
@@ -90,16 +107,17 @@ impl HostMetrics {
         );
     }
 
-    /// `model` as a label value: itself among the first [`MAX_MODELS`]
-    /// seen, else `other`.
+    /// `model` (the guest's word, with a `*` grant) as a label value:
+    /// itself among the first [`MAX_MODELS`] seen, else `other`; escaped
+    /// as the exposition format wants ([`escape_label`]).
     fn model(&self, model: &str) -> String {
         let mut seen = self.models.lock().unwrap();
         if seen.contains(model) {
-            return model.to_string();
+            return escape_label(model);
         }
         if seen.len() < MAX_MODELS {
             seen.insert(model.to_string());
-            return model.to_string();
+            return escape_label(model);
         }
         "other".to_string()
     }
@@ -151,3 +169,31 @@ impl HostMetrics {
 /// The provider name Warden's LLM calls report: it speaks the OpenAI API
 /// (to OpenAI or a compatible server).
 pub const PROVIDER: &str = "openai";
+
+#[cfg(test)]
+mod tests {
+    use super::HostMetrics;
+
+    /// A guest names the model (with a `*` grant): whatever it writes stays
+    /// inside its label value, and the exposition keeps its own metrics.
+    #[test]
+    fn a_model_name_cannot_write_metrics_into_the_exposition() {
+        let metrics = HostMetrics::default();
+        let mut registry = prometheus_client::registry::Registry::with_prefix("warden");
+        metrics.register(&mut registry);
+        let hostile = "m\"} 1\nwarden_forged_total 999\n# \\";
+        metrics.llm_call("chat", hostile, 0.5, (3, 4), "");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            !text.lines().any(|l| l.starts_with("warden_forged")),
+            "{text}"
+        );
+        let escaped = r#"gen_ai_request_model="m\"} 1\nwarden_forged_total 999\n# \\""#;
+        assert!(text.contains(escaped), "{text}");
+        // Every sample line is one metric: name, labels, value.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("warden_"), "{line:?} in {text}");
+        }
+    }
+}

@@ -6,6 +6,13 @@
 //! cumulative monotonic sums, gauges as gauges, histograms as cumulative
 //! explicit-bucket histograms, labels as attributes.
 //!
+//! Why text: prometheus-client gives a registry's values only through its
+//! encoders, and its structured one (`protobuf`) is generated at build time
+//! by `protoc`, which Warden's build does without (its own protocol is
+//! compiled by protox). The text is the registry's own encoding, and the
+//! tests check a registry's metrics reach OTLP with their names, labels
+//! and values.
+//!
 //! Honoured: `OTEL_EXPORTER_OTLP_[METRICS_]{ENDPOINT,PROTOCOL,HEADERS,
 //! TIMEOUT,CERTIFICATE}`, `OTEL_METRIC_EXPORT_INTERVAL` (ms),
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SDK_DISABLED`
@@ -374,6 +381,83 @@ mod tests {
         };
         let p = &h.data_points[0];
         assert_eq!((p.count, p.sum), (3, Some(1.5)));
+        assert_eq!(p.explicit_bounds, [0.1, 1.0]);
+        assert_eq!(p.bucket_counts, [1, 1, 1]);
+    }
+
+    /// What the registry holds reaches OTLP with the same names, labels and
+    /// values: the text parsed is the registry's own encoding of it.
+    #[test]
+    fn a_registry_s_counters_gauges_and_histograms_reach_otlp_as_they_are() {
+        use prometheus_client::encoding::EncodeLabelSet;
+        use prometheus_client::metrics::{counter::Counter, family, gauge, histogram};
+        use prometheus_client::registry::{Registry, Unit};
+
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Labels {
+            state: String,
+            agent: String,
+        }
+        let mut registry = Registry::with_prefix("warden");
+        let runs = family::Family::<Labels, gauge::Gauge>::default();
+        registry.register("runs", "Runs now", runs.clone());
+        let leases = Counter::<u64>::default();
+        registry.register("leases_received", "Leases", leases.clone());
+        let took = histogram::Histogram::new([0.1, 1.0]);
+        registry.register_with_unit("run_duration", "Durations", Unit::Seconds, took.clone());
+        // prometheus-client writes label values as they are: Warden escapes
+        // one that may hold a quote or a newline (the host's model label).
+        let labels = Labels {
+            state: "queued".into(),
+            agent: r#"a \"b\"\nc"#.into(),
+        };
+        runs.get_or_create(&labels).set(3);
+        leases.inc_by(7);
+        for v in [0.0625, 0.5, 4.0] {
+            took.observe(v);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+
+        let request = to_otlp(&text, &Resource::default(), 1, 2);
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let by_name = |n: &str| {
+            metrics
+                .iter()
+                .find(|m| m.name == n)
+                .unwrap_or_else(|| panic!("no {n} in {metrics:?}"))
+        };
+        let Some(metric::Data::Sum(sum)) = &by_name("warden_leases_received").data else {
+            panic!("not a sum")
+        };
+        assert_eq!(
+            sum.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(7.0))
+        );
+        let Some(metric::Data::Gauge(gauge)) = &by_name("warden_runs").data else {
+            panic!("not a gauge")
+        };
+        let point = &gauge.data_points[0];
+        assert_eq!(point.value, Some(number_data_point::Value::AsDouble(3.0)));
+        let text_of = |key: &str| {
+            point
+                .attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| match &kv.value.as_ref()?.value {
+                    Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+        };
+        assert_eq!(text_of("agent").as_deref(), Some("a \"b\"\nc"));
+        assert_eq!(text_of("state").as_deref(), Some("queued"));
+        let d = by_name("warden_run_duration_seconds");
+        assert_eq!(d.unit, "seconds");
+        let Some(metric::Data::Histogram(h)) = &d.data else {
+            panic!("not a histogram")
+        };
+        let p = &h.data_points[0];
+        assert_eq!((p.count, p.sum), (3, Some(4.5625)));
         assert_eq!(p.explicit_bounds, [0.1, 1.0]);
         assert_eq!(p.bucket_counts, [1, 1, 1]);
     }

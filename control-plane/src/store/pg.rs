@@ -7,11 +7,9 @@
 //!
 //! The client is tokio-postgres, as everywhere in Warden, through its
 //! blocking face (the `postgres` crate): the store's logic is synchronous,
-//! like SQLite's, and runs off the async runtime's workers ([`blocking`]).
-//! Each statement then waits on its own thread, which drives the
-//! connection itself; the async client on a runtime of its own cost 20 to
-//! 25% of the control plane's throughput here (docs/BENCHMARKS.md), each
-//! answer crossing threads.
+//! like SQLite's, and runs off the async runtime's workers ([`blocking`]),
+//! where each statement waits on its own thread, which drives the
+//! connection itself.
 
 use super::sql::PgConn;
 use super::{StoreError, StoreResult};
@@ -271,6 +269,9 @@ impl Pool {
             replica: replica.clone(),
         })
         .max_size(max)
+        // The most recently used connection first: a few stay busy (and
+        // their server processes warm), the rest idle.
+        .queue_mode(deadpool::managed::QueueMode::Lifo)
         .build()
         .map_err(|e| open_error(e.to_string()))?;
         let pool = Pool {

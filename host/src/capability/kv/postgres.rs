@@ -106,8 +106,11 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // The most recently used connection first, as the control plane's
+        // pool: a few connections (and their server processes) stay warm.
         let pool = Pool::builder(manager)
             .max_size(16)
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .build()
             .map_err(backend)?;
         Ok(PostgresStore {
