@@ -118,6 +118,17 @@ pub struct ControlPlane {
 const QUOTAS_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ControlPlane {
+    /// Nodes that have heartbeaten within this long (three intervals) get
+    /// leases: a paused node's stream may stay open.
+    fn alive_window_ms(&self) -> i64 {
+        3 * self.config.heartbeat_interval.as_millis() as i64
+    }
+
+    /// Nodes that have heartbeaten since this time (Unix ms) are alive.
+    fn alive_since(&self) -> i64 {
+        store::now_ms() - self.alive_window_ms()
+    }
+
     pub fn new(
         store: Store,
         config: ControlPlaneConfig,

@@ -53,10 +53,15 @@ pub struct HostMetrics {
 /// `value` escaped for a label in the Prometheus and OpenMetrics text
 /// formats (`\\`, `\"`, `\n`): prometheus-client writes label values as
 /// they are, so a model name a guest chose could otherwise end the label
-/// and write metrics of its own into the node's exposition.
+/// and write metrics of its own into the node's exposition. Only its first
+/// 256 bytes are kept.
 fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
+    let mut end = value.len().min(256);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end);
+    for c in value[..end].chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
@@ -191,6 +196,16 @@ mod tests {
         );
         let escaped = r#"gen_ai_request_model="m\"} 1\nwarden_forged_total 999\n# \\""#;
         assert!(text.contains(escaped), "{text}");
+        // A long name is cut, at a character's edge.
+        let long = "é".repeat(200);
+        metrics.llm_call("chat", &long, 0.5, (1, 1), "");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(&format!("model=\"{}\"", "é".repeat(128))),
+            "{text}"
+        );
+        assert!(!text.contains(&"é".repeat(129)), "{text}");
         // Every sample line is one metric: name, labels, value.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("warden_"), "{line:?} in {text}");

@@ -96,6 +96,7 @@ pub fn spawn_with_env(
         .args(args)
         .env("WARDEN_LOG", "info")
         .env_remove("WARDEN_CONFIG")
+        .env_remove("WARDEN_CONTROL_PLANE_CONFIG")
         .env_remove("WARDEN_CONTROL_PLANE")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())

@@ -47,7 +47,7 @@ pub(crate) struct ControlPlaneArgs {
     /// including the compile bounds ([engine.compile]) publish and submit
     /// check components against. Node settings ([limits], [policy],
     /// [llm], [kv]) are refused.
-    #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "WARDEN_CONTROL_PLANE_CONFIG", value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
 
     #[command(flatten)]

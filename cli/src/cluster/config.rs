@@ -37,12 +37,16 @@ impl ServerConfig {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: {} (a control plane's config has data_dir and [engine] only: \
-                         [limits], [policy], [llm] and [kv] are set on each node)",
-                        path.display(),
-                        e.message()
-                    )
+                    let node_setting = ["limits", "policy", "llm", "kv"]
+                        .iter()
+                        .any(|s| e.message().starts_with(&format!("unknown field `{s}`")));
+                    let hint = if node_setting {
+                        "\n(a control plane's config has data_dir and [engine] only: \
+                         [limits], [policy], [llm] and [kv] are set on each node)"
+                    } else {
+                        ""
+                    };
+                    anyhow::anyhow!("{}: {e}{hint}", path.display())
                 })?
             }
             None => File::default(),

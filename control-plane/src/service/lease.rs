@@ -24,7 +24,7 @@ impl lease_service_server::LeaseService for ControlPlane {
             cp.metrics.lease_streams.inc();
             let _open = OpenStream(cp.metrics.lease_streams.clone());
             let ttl = cp.config.lease_ttl.as_millis() as i64;
-            let alive_window = 3 * cp.config.heartbeat_interval.as_millis() as i64;
+            let alive_window = cp.alive_window_ms();
             // The node was checked when the call came in.
             let mut checked = Instant::now();
             loop {

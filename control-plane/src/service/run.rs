@@ -339,10 +339,13 @@ impl run_service_server::RunService for ControlPlane {
     async fn get(&self, req: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
         let caller = client_of(&req)?;
         let id = req.into_inner().run_id;
-        self.store
+        let mut run = self
+            .store
             .get_run(caller.scope(), &id)?
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no run {id}")))
+            .ok_or_else(|| Status::not_found(format!("no run {id}")))?;
+        self.store
+            .explain_waiting(std::slice::from_mut(&mut run), self.alive_since())?;
+        Ok(Response::new(run))
     }
 
     async fn list(
@@ -380,6 +383,8 @@ impl run_service_server::RunService for ControlPlane {
         })?;
         // Summaries are small, but labels and usage add up.
         let full = runs.len() as u32 == limit;
+        // Why queued runs wait, counted in the page's bytes.
+        self.store.explain_waiting(&mut runs, self.alive_since())?;
         let cut = crate::service::cut_to_page(&mut runs);
         let next_page_token = match runs.last() {
             Some(last) if full || cut => {
@@ -427,7 +432,7 @@ impl run_service_server::RunService for ControlPlane {
                 if tx.is_closed() {
                     return;
                 }
-                let run = match cp.store.get_run(scope.as_deref(), &id) {
+                let mut run = match cp.store.get_run(scope.as_deref(), &id) {
                     Ok(Some(run)) => run,
                     Ok(None) => return,
                     Err(e) => {
@@ -439,6 +444,15 @@ impl run_service_server::RunService for ControlPlane {
                 let done = RunState::from_proto(run.run_state).is_some_and(RunState::is_terminal);
                 if last.as_ref() != Some(&key) {
                     last = Some(key);
+                    // Why it waits, when it is sent (not on every wake).
+                    let alive_since = cp.alive_since();
+                    if let Err(e) = cp
+                        .store
+                        .explain_waiting(std::slice::from_mut(&mut run), alive_since)
+                    {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
                     if tx.send(Ok(run)).await.is_err() {
                         return;
                     }

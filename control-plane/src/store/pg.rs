@@ -235,6 +235,11 @@ impl deadpool::managed::Manager for Connector {
         if conn.client.is_closed() {
             return Err(RecycleError::message("closed by the server"));
         }
+        // A request that panicked mid-transaction left it open: its work
+        // must not commit with the next request's.
+        if conn.in_transaction() {
+            return Err(RecycleError::message("left in a transaction"));
+        }
         Ok(())
     }
 }
@@ -341,10 +346,10 @@ impl Pool {
                     }
                     Err(PoolError::Backend(e)) => return Err(e.into()),
                     Err(e) => {
-                        break StoreError::Open {
+                        return Err(StoreError::Open {
                             path: redact(&self.url),
                             message: e.to_string(),
-                        };
+                        });
                     }
                 }
             };

@@ -241,7 +241,6 @@ struct Room {
     running: i64,
     /// How many more may start under max_running.
     left: Option<i64>,
-    max_running: Option<i64>,
     /// Each concurrency limit, how many more runs it lets start, and its
     /// maximum.
     limits: Vec<(Scope, i64, i64)>,
@@ -293,7 +292,6 @@ impl Admission {
         )?;
         for (tenant, max_running, max_cost, max_tokens, cost, tokens) in rows {
             let room = tenants.entry(tenant).or_default();
-            room.max_running = max_running;
             room.left = max_running.map(|max| max - room.running);
             room.cost_left = max_cost.map(|max| max - cost);
             room.tokens_left = max_tokens.map(|max| max.saturating_sub(tokens).max(0) as u64);
@@ -380,12 +378,13 @@ impl Admission {
     /// concurrency limit holds it back (counting nothing).
     pub(super) fn holds(&self, tenant: &str, reference: &str, labels_json: &str) -> Option<String> {
         let room = self.tenants.get(tenant)?;
-        if let (Some(left), Some(max)) = (room.left, room.max_running)
+        if let Some(left) = room.left
             && left <= 0
         {
             return Some(format!(
-                "tenant {tenant} is at its max_running ({} running, at most {max})",
-                room.running
+                "tenant {tenant} is at its max_running ({} running, at most {})",
+                room.running,
+                room.running + left
             ));
         }
         if room.cost_left.is_some_and(|c| c <= 0.0) {
@@ -399,17 +398,20 @@ impl Admission {
             ));
         }
         let run_labels = labels(labels_json);
-        let (scope, _, max) = room
+        let (scope, left, max) = room
             .limits
             .iter()
             .find(|(scope, left, _)| *left <= 0 && scope.covers(reference, &run_labels))?;
+        let running = max - left;
         Some(match scope {
             Scope::Agent(name) => {
-                format!("agent {name} is at its concurrency limit ({max} running)")
+                format!(
+                    "agent {name} is at its concurrency limit ({running} running, at most {max})"
+                )
             }
-            Scope::Label(k, v) => {
-                format!("runs labelled {k}={v} are at their concurrency limit ({max} running)")
-            }
+            Scope::Label(k, v) => format!(
+                "runs labelled {k}={v} are at their concurrency limit ({running} running, at most {max})"
+            ),
         })
     }
 }

@@ -251,7 +251,6 @@ impl Store {
                     })
                 },
             )?;
-            super::leases::explain(c, std::slice::from_mut(&mut run))?;
             Ok(Some(run))
         })
     }
@@ -293,11 +292,20 @@ impl Store {
             );
         }
         sql += " ORDER BY created DESC, id DESC LIMIT ?1";
-        self.with_conn(|c| {
-            let mut runs = c.query_map(&sql, &params, summary_from_row)?;
-            super::leases::explain(c, &mut runs)?;
-            Ok(runs)
-        })
+        self.with_conn(|c| c.query_map(&sql, &params, summary_from_row))
+    }
+
+    /// Fills in why each queued run of `runs` waits (`Run.waiting`), as a
+    /// lease poll would see it now, counting nodes that have heartbeaten
+    /// since `alive_since_ms`.
+    pub fn explain_waiting(&self, runs: &mut [Run], alive_since_ms: i64) -> StoreResult<()> {
+        if !runs
+            .iter()
+            .any(|r| r.run_state == pb::RunState::Queued as i32)
+        {
+            return Ok(());
+        }
+        self.off_worker(|| self.with_conn(|c| super::leases::explain(c, runs, alive_since_ms)))
     }
 
     /// How many runs are in `state`.

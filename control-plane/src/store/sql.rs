@@ -218,6 +218,11 @@ impl PgConn {
         }
     }
 
+    /// Whether a transaction is open on it.
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.in_tx
+    }
+
     /// Starts a transaction.
     pub(crate) fn begin(&mut self) -> StoreResult<()> {
         self.commit_sent = false;

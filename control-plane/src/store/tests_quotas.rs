@@ -269,7 +269,13 @@ fn a_spent_daily_token_quota_closes_its_tenant_only(store: &Store) {
 
 /// Why each queued run waits, as `runs get` and `runs list` say it.
 fn a_queued_run_says_what_holds_it_back(store: &Store) {
-    let waiting = |id: &str| store.get_run(None, id).unwrap().unwrap().waiting;
+    let waiting = |id: &str| {
+        let mut run = store.get_run(None, id).unwrap().unwrap();
+        store
+            .explain_waiting(std::slice::from_mut(&mut run), 0)
+            .unwrap();
+        run.waiting
+    };
     let first = submit(store, "a", "x@1", &[]);
     assert_eq!(waiting(&first), "no node is ready");
 
@@ -336,7 +342,7 @@ fn a_queued_run_says_what_holds_it_back(store: &Store) {
     let y2 = submit(store, "b", "y@1", &[]);
     assert_eq!(
         waiting(&y2),
-        "agent y is at its concurrency limit (1 running)"
+        "agent y is at its concurrency limit (1 running, at most 1)"
     );
 
     // A retry waits out its backoff.
@@ -367,16 +373,32 @@ fn a_queued_run_says_what_holds_it_back(store: &Store) {
     );
 
     // A list says the same; runs not queued say nothing.
-    let listed = store
+    let mut listed = store
         .list_runs(&RunFilter {
             limit: 100,
             ..Default::default()
         })
         .unwrap();
+    store.explain_waiting(&mut listed, 0).unwrap();
     let said = |id: &str| &listed.iter().find(|r| r.run_id == id).unwrap().waiting;
     assert_eq!(said(&y2), &waiting(&y2));
     assert_eq!(said(&gpu), &waiting(&gpu));
     assert_eq!(said(&first), "");
+
+    // A node that stopped heartbeating takes nothing: it does not count.
+    let now = now_ms();
+    let listed_since = |since: i64| {
+        let mut run = store.get_run(None, &busy).unwrap().unwrap();
+        store
+            .explain_waiting(std::slice::from_mut(&mut run), since)
+            .unwrap();
+        run.waiting
+    };
+    assert_eq!(
+        listed_since(now + 60_000),
+        "no node is ready",
+        "no node heartbeat in the future"
+    );
 }
 
 on_both_backends!(

@@ -9,7 +9,7 @@ use warden_proto::v1::Run;
 /// ready node it may run on, its tenant's quota, budget or a concurrency
 /// limit, or every node it may run on busy; otherwise a node takes it at
 /// its next poll.
-pub(crate) fn explain(tx: &mut Tx<'_>, runs: &mut [Run]) -> StoreResult<()> {
+pub(crate) fn explain(tx: &mut Tx<'_>, runs: &mut [Run], alive_since_ms: i64) -> StoreResult<()> {
     let queued: Vec<usize> = (0..runs.len())
         .filter(|&i| runs[i].run_state == pb::RunState::Queued as i32)
         .collect();
@@ -29,7 +29,7 @@ pub(crate) fn explain(tx: &mut Tx<'_>, runs: &mut [Run]) -> StoreResult<()> {
         tx.query_while(
             &format!(
                 "SELECT r.id, r.selector, r.not_before FROM runs r
-                 JOIN {list} AS v ON r.id = v.column1"
+                 JOIN {list} AS v ON r.id = v.column1 WHERE r.state = 'queued'"
             ),
             &params,
             |r| {
@@ -38,7 +38,8 @@ pub(crate) fn explain(tx: &mut Tx<'_>, runs: &mut [Run]) -> StoreResult<()> {
             },
         )?;
     }
-    // Ready nodes: their labels and free slots.
+    // Ready nodes that heartbeat (as a lease poll takes them): their
+    // labels and free slots.
     let in_flight: HashMap<String, u32> = tx
         .query_map(
             "SELECT lease_node, count(*) FROM runs
@@ -51,8 +52,8 @@ pub(crate) fn explain(tx: &mut Tx<'_>, runs: &mut [Run]) -> StoreResult<()> {
         .collect();
     let nodes: Vec<(BTreeMap<String, String>, u32)> = tx
         .query_map(
-            "SELECT id, labels, capacity FROM nodes WHERE state = 'ready'",
-            p![],
+            "SELECT id, labels, capacity FROM nodes WHERE state = 'ready' AND last_heartbeat >= ?1",
+            p![alive_since_ms],
             |r| {
                 Ok((
                     r.get::<String>(0)?,
@@ -68,11 +69,23 @@ pub(crate) fn explain(tx: &mut Tx<'_>, runs: &mut [Run]) -> StoreResult<()> {
             (parse_labels(&labels), slots.saturating_sub(busy))
         })
         .collect();
-    let admission = Admission::load(tx, now)?;
+    // Quotas and limits, where a tenant has any.
+    let limited: bool = tx.query_one(
+        "SELECT EXISTS (SELECT 1 FROM concurrency_limits) OR EXISTS (
+             SELECT 1 FROM quotas WHERE max_running IS NOT NULL
+                 OR max_cost_usd_per_day IS NOT NULL OR max_tokens_per_day IS NOT NULL)",
+        p![],
+        |r| r.get(0),
+    )?;
+    let admission = if limited {
+        Admission::load(tx, now)?
+    } else {
+        Admission::default()
+    };
     for &i in &queued {
         let run = &mut runs[i];
         let Some((selector, not_before)) = pending.get(&run.run_id) else {
-            continue; // no longer queued
+            continue; // leased since it was read
         };
         let labels = serde_json::to_string(&run.labels).unwrap_or_default();
         run.waiting = why(&nodes, &admission, run, selector, *not_before, &labels, now);
