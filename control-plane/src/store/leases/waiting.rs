@@ -1,5 +1,6 @@
-//! Why queued runs have not started, in words, for `runs list` and `runs
-//! get`: read when asked, with the rules a lease poll applies ([`super::claim`]).
+//! Why queued runs have not started, in words, for Get, List and Watch
+//! (`Store::explain_waiting`): read when asked, with the rules a lease poll
+//! applies ([`super::claim`]).
 
 use super::*;
 use crate::store::quotas::Admission;
@@ -7,8 +8,8 @@ use warden_proto::v1::Run;
 
 /// What holds back a queued run, most telling first: a retry backoff, no
 /// ready node it may run on, its tenant's quota, budget or a concurrency
-/// limit, or every node it may run on busy; otherwise a node takes it at
-/// its next poll.
+/// limit, or every node it may run on busy; otherwise it waits its turn
+/// (the free slots it may have are named).
 pub(crate) fn explain(tx: &mut Tx<'_>, runs: &mut [Run], alive_since_ms: i64) -> StoreResult<()> {
     let queued: Vec<usize> = (0..runs.len())
         .filter(|&i| runs[i].run_state == pb::RunState::Queued as i32)
