@@ -438,9 +438,9 @@ async fn leases_respect_free_slots_and_draining(backend: Backend) {
 async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry(
     backend: Backend,
 ) {
-    // The cancel below must come within a TTL of the lease: 3 s leaves
-    // room on a loaded machine (with 1 s, a stall let the lease expire
-    // first and the run was leased again).
+    // The cancel below must come within the lease: the node renews it
+    // until then (a stall past one 3 s TTL let it expire first, and the run
+    // was leased again).
     let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "3s", "--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
@@ -469,10 +469,29 @@ async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_exp
     let id = submit(ch.clone(), "hello@1", "null", |_| {}).await;
     let lease = node.next_lease().await;
     assert_eq!(lease.run_id, id);
+    // The node renews the lease until the cancel is in, so the cancel comes
+    // within the lease however long a loaded machine stalls the test; then
+    // it stops renewing.
+    let renewing = {
+        let (mut leases, node_id, lease) =
+            (node.leases.clone(), node.id.clone(), lease_ref(&lease));
+        tokio::spawn(async move {
+            loop {
+                let _ = leases
+                    .renew(pb::RenewRequest {
+                        node_id: node_id.clone(),
+                        leases: vec![lease.clone()],
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
     pb::run_service_client::RunServiceClient::new(ch.clone())
         .cancel(pb::CancelRunRequest { run_id: id.clone() })
         .await
         .unwrap();
+    renewing.abort();
     let run = wait_run(ch.clone(), &id, Duration::from_secs(10), |r| {
         state(r) == RunState::Cancelled
     })
