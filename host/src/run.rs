@@ -11,10 +11,10 @@ use crate::capability::config::ConfigCtx;
 use crate::capability::context::ContextCtx;
 use crate::capability::fs::ScratchDir;
 use crate::capability::http::{HttpHooks, HttpPolicy};
-use crate::capability::kv::{KvCtx, KvError, KvStore, MemoryStore, SqliteStore};
+use crate::capability::kv::{KvCtx, KvStore};
 use crate::capability::llm::{LlmCtx, LlmService};
 use crate::capability::logging::{LogLine, LogSource, LogTap, RunLog};
-use crate::config::{KvBackend, NodeConfig};
+use crate::config::NodeConfig;
 use crate::engine::{AgentComponent, AgentEngine};
 use crate::meter::RunMeter;
 use crate::store::{MemoryLimiter, RunState};
@@ -167,39 +167,6 @@ pub struct Sandbox {
     policy: warden_core::NodePolicy,
 }
 
-/// The shared key-value backend `config` names, if this build has it.
-fn shared_kv(config: &crate::config::KvConfig) -> Result<Arc<dyn KvStore>, SandboxError> {
-    match config.backend {
-        #[cfg(feature = "kv-postgres")]
-        KvBackend::Postgres => Ok(Arc::new(crate::capability::kv::PostgresStore::new(
-            kv_url(config)?,
-        )?)),
-        #[cfg(feature = "kv-redis")]
-        KvBackend::Redis => Ok(Arc::new(crate::capability::kv::RedisStore::new(
-            kv_url(config)?,
-            &config.prefix,
-        )?)),
-        other => {
-            let (name, feature) = match other {
-                KvBackend::Redis => ("Redis", "kv-redis"),
-                _ => ("PostgreSQL", "kv-postgres"),
-            };
-            Err(KvError::Backend(format!(
-                "[kv] backend: this build has no {name} backend (warden-host's {feature} feature)"
-            ))
-            .into())
-        }
-    }
-}
-
-#[cfg(any(feature = "kv-postgres", feature = "kv-redis"))]
-fn kv_url(config: &crate::config::KvConfig) -> Result<&str, KvError> {
-    config
-        .url
-        .as_deref()
-        .ok_or_else(|| KvError::Backend("[kv] url is missing for a shared backend".into()))
-}
-
 impl Sandbox {
     /// A sandbox as `config` describes it: engine, compile cache, kv
     /// backend and LLM provider.
@@ -211,11 +178,7 @@ impl Sandbox {
         })?;
         let cache_dir = config.engine.cache.then(|| data.join("cache"));
         let engine = AgentEngine::new(&config.engine, config.limits.max_memory_bytes, cache_dir)?;
-        let kv: Arc<dyn KvStore> = match config.kv.backend {
-            KvBackend::Sqlite => Arc::new(SqliteStore::open(&data.join("kv.sqlite3"))?),
-            KvBackend::Memory => Arc::new(MemoryStore::default()),
-            KvBackend::Postgres | KvBackend::Redis => shared_kv(&config.kv)?,
-        };
+        let kv = crate::capability::kv::open_store(&config.kv, data)?;
         let llm =
             LlmService::from_config(&config.llm).map_err(|e| SandboxError::Llm(e.to_string()))?;
         let scratch_root = crate::capability::fs::process_root(&data.join("scratch"));

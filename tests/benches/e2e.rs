@@ -15,13 +15,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tonic::service::Interceptor;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 use warden_control_plane::ControlPlane;
 use warden_core::RunState;
 use warden_proto::v1 as pb;
-use warden_tests::cluster::connect;
 use warden_tests::cluster::state;
+use warden_tests::cluster::{Bearer, Conn, connect};
 use warden_tests::in_process::{Node, SecureControlPlane};
 use warden_tests::{examples, sandbox_with};
 
@@ -29,40 +28,21 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Sends a bearer token with every call (none when empty).
-#[derive(Clone)]
-struct Bearer(String);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if !self.0.is_empty() {
-            let value = format!("Bearer {}", self.0).parse().unwrap();
-            req.metadata_mut().insert("authorization", value);
-        }
-        Ok(req)
-    }
-}
-
-type Runs = pb::run_service_client::RunServiceClient<
-    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
->;
+type Runs = pb::run_service_client::RunServiceClient<Conn>;
 
 /// One control plane with one node, and how a client reaches it.
 struct Cluster {
     name: &'static str,
     cp: ControlPlane,
-    channel: Channel,
-    token: String,
+    /// Sends the client token, if any.
+    channel: Conn,
     _node: Node,
 }
 
 impl Cluster {
     fn runs(&self) -> Runs {
-        pb::run_service_client::RunServiceClient::with_interceptor(
-            self.channel.clone(),
-            Bearer(self.token.clone()),
-        )
-        .max_decoding_message_size(80 << 20)
+        pb::run_service_client::RunServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(80 << 20)
     }
 
     async fn start(dir: &std::path::Path, slots: u32, secure: bool) -> Cluster {
@@ -90,8 +70,7 @@ impl Cluster {
             Cluster {
                 name: "tls+auth",
                 cp: s.cp,
-                channel,
-                token: s.token,
+                channel: InterceptedService::new(channel, Bearer::new(&s.token)),
                 _node: node,
             }
         } else {
@@ -101,20 +80,11 @@ impl Cluster {
                 name: "plaintext",
                 cp,
                 channel: connect(&url).await,
-                token: String::new(),
                 _node: node,
             }
         };
         // Publish, then warm up: compile and load the component on the node.
-        warden_tests::cluster::try_publish_as(
-            cluster.channel.clone(),
-            examples::HELLO,
-            "hello@1",
-            "",
-            &cluster.token,
-        )
-        .await
-        .unwrap();
+        warden_tests::cluster::publish(cluster.channel.clone(), examples::HELLO, "hello@1").await;
         let mut runs = cluster.runs();
         let warm = runs
             .submit(pb::SubmitRequest {

@@ -25,7 +25,7 @@ struct Sample {
 /// The control plane, the stand-ins and the run every sample queues.
 struct Bench {
     cp: ControlPlane,
-    ch: tonic::transport::Channel,
+    ch: warden_tests::cluster::Conn,
     url: String,
     llm: String,
     input: String,

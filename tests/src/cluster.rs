@@ -6,8 +6,34 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use warden_proto::v1 as pb;
+
+/// Adds `authorization: Bearer TOKEN` to each call that carries none.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(Some(format!("Bearer {}", token.trim()).parse().unwrap()))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0
+            && !req.metadata().contains_key("authorization")
+        {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connection to a control plane, with the token (if any) it sends.
+pub type Conn = InterceptedService<Channel, Bearer>;
 
 /// A child process, killed on drop.
 pub struct Proc {
@@ -184,15 +210,39 @@ pub fn node_with_env(
     spawn_with_env(bin, id, &args, env, log_dir).0
 }
 
-/// A gRPC channel to `url`, retried until it connects (at most 10 s).
-pub async fn connect(url: &str) -> Channel {
+/// A plaintext connection to `url` that sends no token, retried until it
+/// connects (at most 10 s).
+pub async fn connect(url: &str) -> Conn {
+    InterceptedService::new(connect_channel(url, None).await, Bearer::default())
+}
+
+/// A TLS connection to `url` that trusts `ca` (a PEM file), presenting
+/// `identity` (certificate and key PEM) if given and sending `token` if
+/// given; retried until it connects (at most 10 s).
+pub async fn connect_tls(
+    url: &str,
+    ca: &Path,
+    identity: Option<(&str, &str)>,
+    token: Option<&str>,
+) -> Conn {
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(std::fs::read(ca).unwrap()),
+    );
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
+    let bearer = token.map(Bearer::new).unwrap_or_default();
+    InterceptedService::new(connect_channel(url, Some(tls)).await, bearer)
+}
+
+async fn connect_channel(url: &str, tls: Option<tonic::transport::ClientTlsConfig>) -> Channel {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap();
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).unwrap();
+    }
     let start = Instant::now();
     loop {
-        match tonic::transport::Endpoint::from_shared(url.to_string())
-            .unwrap()
-            .connect()
-            .await
-        {
+        match endpoint.connect().await {
             Ok(c) => return c,
             Err(e) if start.elapsed() > Duration::from_secs(10) => {
                 panic!("cannot connect to {url}: {e}")
@@ -203,14 +253,14 @@ pub async fn connect(url: &str) -> Channel {
 }
 
 /// Publishes a component file as `reference` over gRPC.
-pub async fn publish(channel: Channel, path: &str, reference: &str) -> pb::PublishResponse {
+pub async fn publish(channel: Conn, path: &str, reference: &str) -> pb::PublishResponse {
     publish_with(channel, path, reference, "").await
 }
 
 /// Publishes the component at `path` as `reference` with a capability
 /// manifest (TOML; empty for none).
 pub async fn publish_with(
-    channel: Channel,
+    channel: Conn,
     path: &str,
     reference: &str,
     capabilities: &str,
@@ -223,7 +273,7 @@ pub async fn publish_with(
 /// Publishes the component at `path` as `reference`; the control plane's
 /// answer.
 pub async fn try_publish(
-    channel: Channel,
+    channel: Conn,
     path: &str,
     reference: &str,
     capabilities: &str,
@@ -233,7 +283,7 @@ pub async fn try_publish(
 
 /// [`try_publish`] with `token` (none when empty).
 pub async fn try_publish_as(
-    channel: Channel,
+    channel: Conn,
     path: &str,
     reference: &str,
     capabilities: &str,
@@ -268,7 +318,7 @@ pub async fn try_publish_as(
 
 /// Submits a run and returns its id.
 pub async fn submit(
-    channel: Channel,
+    channel: Conn,
     agent: &str,
     input: &str,
     edit: impl FnOnce(&mut pb::SubmitRequest),
@@ -289,7 +339,7 @@ pub async fn submit(
         .run_id
 }
 
-pub async fn get_run(channel: Channel, id: &str) -> pb::Run {
+pub async fn get_run(channel: Conn, id: &str) -> pb::Run {
     pb::run_service_client::RunServiceClient::new(channel)
         .get(pb::GetRunRequest { run_id: id.into() })
         .await
@@ -299,7 +349,7 @@ pub async fn get_run(channel: Channel, id: &str) -> pb::Run {
 
 /// Polls until `pred` holds for the run, or panics after `limit`.
 pub async fn wait_run(
-    channel: Channel,
+    channel: Conn,
     id: &str,
     limit: Duration,
     pred: impl Fn(&pb::Run) -> bool,
@@ -339,7 +389,7 @@ pub fn state(run: &pb::Run) -> warden_core::RunState {
 
 /// Polls until the run is in `want`, or panics after `limit`.
 pub async fn wait_state(
-    channel: Channel,
+    channel: Conn,
     id: &str,
     limit: Duration,
     want: warden_core::RunState,
@@ -351,7 +401,7 @@ pub async fn wait_state(
 }
 
 /// Polls until the run has ended, or panics after `limit`.
-pub async fn wait_ended(channel: Channel, id: &str, limit: Duration) -> pb::Run {
+pub async fn wait_ended(channel: Conn, id: &str, limit: Duration) -> pb::Run {
     wait_run(channel, id, limit, |r| {
         warden_core::RunState::from_proto(r.run_state).is_some_and(|s| s.is_terminal())
     })

@@ -241,7 +241,7 @@ async fn a_peer_s_text_cannot_forge_a_control_plane_log_line() {
     use warden_proto::v1 as pb;
     let (c, _cp) = crate::leases::TestCluster::start(&[]);
     let forged = "host\n2026-11-23T00:00:00.000000Z  INFO warden: forged\u{1b}[2J";
-    pb::node_service_client::NodeServiceClient::new(c.channel().await)
+    pb::node_service_client::NodeServiceClient::new(c.enroll("n1").await)
         .register(pb::RegisterRequest {
             node_id: "n1".into(),
             hostname: forged.into(),

@@ -10,8 +10,8 @@ use redis::streams::StreamRangeReply;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use warden_core::RunState;
+use warden_tests::cluster::Conn;
 use warden_tests::cluster::{self, connect, free_port, get_run, most_at_once, publish};
 use warden_tests::components;
 
@@ -22,7 +22,7 @@ fn bin() -> PathBuf {
 /// A control plane and `nodes` (8 slots each) under `tmp`, with
 /// `sleeper@1` published: the processes, the control plane's URL and a
 /// channel to it.
-async fn sleeper_cluster(tmp: &Path, nodes: &[&str]) -> (Vec<cluster::Proc>, String, Channel) {
+async fn sleeper_cluster(tmp: &Path, nodes: &[&str]) -> (Vec<cluster::Proc>, String, Conn) {
     let logs = cluster::log_dir(tmp);
     let (cp, url) = cluster::control_plane(
         &bin(),

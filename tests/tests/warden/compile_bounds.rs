@@ -9,7 +9,7 @@ use crate::warden;
 use std::time::{Duration, Instant};
 use warden_host::compile::CompileLimits;
 use warden_host::engine::{LoadError, Quiet};
-use warden_tests::cluster::{connect, try_publish};
+use warden_tests::cluster::try_publish;
 use warden_tests::{bombs, examples, sandbox_with};
 
 /// Small bounds, so each bomb is refused fast.
@@ -169,7 +169,7 @@ async fn publishing_a_compile_bomb_is_refused_and_the_control_plane_stays_small_
     let (cluster, cp) = TestCluster::start(&["--config", config.to_str().unwrap()]);
     let bomb = dir.path().join("bomb.wasm");
     std::fs::write(&bomb, bombs::live_locals(20_000, 2_000)).unwrap();
-    let channel = connect(&cluster.url).await;
+    let channel = cluster.channel().await;
     let refused = try_publish(channel.clone(), bomb.to_str().unwrap(), "bomb@1", "")
         .await
         .expect_err("the control plane refuses a compile bomb");

@@ -7,9 +7,9 @@
 use crate::leases::TestCluster;
 use crate::{json, warden};
 use std::time::Duration;
-use tonic::transport::Channel;
 use warden_core::{AttemptOutcome, FailureKind, RunState};
-use warden_tests::cluster::{Proc, connect, publish, state, submit, wait_ended, wait_state};
+use warden_tests::cluster::Conn;
+use warden_tests::cluster::{Proc, publish, state, submit, wait_ended, wait_state};
 use warden_tests::http_server::{Response, TestServer};
 use warden_tests::{components, examples};
 
@@ -142,7 +142,7 @@ fn every_guest_failure_kind_through_warden_run_json() {
 async fn every_guest_failure_kind_through_the_cluster() {
     let (c, _cp) = TestCluster::start(&[]);
     let _node = c.node("node-a", &["--slots", "4"]);
-    let ch = connect(&c.url).await;
+    let ch = c.channel().await;
     for (what, component, _, _, _, _) in GUEST_FAILURES {
         if *what == "wrong-world" {
             continue; // refused at publish; a node's own check is below
@@ -181,7 +181,7 @@ async fn a_host_error_on_a_real_node_is_retried_up_to_the_control_planes_max_att
     // `--max-attempts 2` on the control plane, none on the submit: the
     // control plane's default applies (the CLI used to always send 3).
     let (c, _cp) = TestCluster::start(&["--max-attempts", "2"]);
-    let ch = connect(&c.url).await;
+    let ch = c.channel().await;
     let published = publish(ch.clone(), examples::HELLO, "hello@1").await;
     // Damage the stored blob: every node's fetch then fails its digest
     // check, a host fault (retryable) the agent has no part in.
@@ -365,10 +365,10 @@ fn a_manifests_budget_applies_to_warden_run_and_flags_override_it() {
 
 /// A control plane started with `cp_args`, one node, and a sleeper run of
 /// `ms` submitted and running: (cluster, control plane, node, channel, id).
-async fn one_sleeping_run(cp_args: &[&str], ms: u64) -> (TestCluster, Proc, Proc, Channel, String) {
+async fn one_sleeping_run(cp_args: &[&str], ms: u64) -> (TestCluster, Proc, Proc, Conn, String) {
     let (c, cp) = TestCluster::start(cp_args);
     let node = c.node("node-a", &["--slots", "2"]);
-    let ch = connect(&c.url).await;
+    let ch = c.channel().await;
     publish(ch.clone(), components::SLEEPER, "sleeper@1").await;
     let input = serde_json::json!({ "ms": ms, "tag": "done" }).to_string();
     let id = submit(ch.clone(), "sleeper@1", &input, |_| {}).await;

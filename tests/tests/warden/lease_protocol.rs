@@ -11,19 +11,21 @@ use warden_core::{AttemptOutcome, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::lease_service_client::LeaseServiceClient;
 use warden_proto::v1::node_service_client::NodeServiceClient;
-use warden_tests::cluster::{get_run, outcome, publish, state, submit, wait_run};
+use warden_tests::cluster::{Conn, get_run, outcome, publish, state, submit, wait_run};
 use warden_tests::examples;
 
-/// A node spoken to directly over gRPC, to drive lease edge cases.
+/// A node spoken to directly over gRPC, to drive lease edge cases. It
+/// enrolls like a real node and presents its certificate on every call.
 struct FakeNode {
     id: String,
-    leases: LeaseServiceClient<tonic::transport::Channel>,
+    leases: LeaseServiceClient<Conn>,
     /// What its heartbeats say; false: draining.
     accepting: Arc<AtomicBool>,
 }
 
 impl FakeNode {
-    async fn register(ch: tonic::transport::Channel, id: &str, slots: u32) -> Self {
+    async fn register(cluster: &TestCluster, id: &str, slots: u32) -> Self {
+        let ch = cluster.enroll(id).await;
         NodeServiceClient::new(ch.clone())
             .register(pb::RegisterRequest {
                 node_id: id.into(),
@@ -128,7 +130,7 @@ async fn results_are_recorded_exactly_once(backend: Backend) {
     let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "1s", "--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
-    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let mut node = FakeNode::register(&c, "fake", 4).await;
 
     // Duplicate Complete with the current token: idempotent OK.
     let id = submit(ch.clone(), "hello@1", "1", |_| {}).await;
@@ -234,7 +236,7 @@ async fn batched_submits_acks_and_results_are_each_checked(backend: Backend) {
     assert_eq!(queued.len(), 3);
     assert!(queued.iter().all(|r| state(r) == RunState::Queued));
 
-    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let mut node = FakeNode::register(&c, "fake", 4).await;
     let mut leases = node.next_leases(3).await;
     leases.sort_by_key(|l| l.input.clone());
     let [a, b, c3] = [&leases[0], &leases[1], &leases[2]];
@@ -324,7 +326,7 @@ async fn retryable_failures_back_off_then_dead_letter(backend: Backend) {
     let (c, _cp) = TestCluster::start_on(backend, &[]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
-    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let mut node = FakeNode::register(&c, "fake", 4).await;
     let id = submit(ch.clone(), "hello@1", "null", |r| r.max_attempts = 4).await;
 
     let mut failed_at = Vec::new();
@@ -374,7 +376,7 @@ async fn leases_respect_free_slots_and_draining(backend: Backend) {
     let (c, _cp) = TestCluster::start_on(backend, &["--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
-    let mut node = FakeNode::register(ch.clone(), "fake", 2).await;
+    let mut node = FakeNode::register(&c, "fake", 2).await;
     for i in 0..3 {
         submit(ch.clone(), "hello@1", &i.to_string(), |_| {}).await;
     }
@@ -400,7 +402,7 @@ async fn leases_respect_free_slots_and_draining(backend: Backend) {
 
     // Draining (its heartbeat says not accepting): no new leases, though
     // it has free slots and "fake" has none.
-    let mut other = FakeNode::register(ch.clone(), "draining", 4).await;
+    let mut other = FakeNode::register(&c, "draining", 4).await;
     other.accepting.store(false, Ordering::SeqCst);
     // Until a heartbeat saying so has reached the control plane.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -444,7 +446,7 @@ async fn node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_exp
     let (c, _cp) = TestCluster::start_on(backend, &["--lease-ttl", "3s", "--node-timeout", "60s"]);
     let ch = c.channel().await;
     publish(ch.clone(), examples::HELLO, "hello@1").await;
-    let mut node = FakeNode::register(ch.clone(), "fake", 4).await;
+    let mut node = FakeNode::register(&c, "fake", 4).await;
 
     let id = submit(ch.clone(), "hello@1", "null", |r| r.max_attempts = 1).await;
     let lease = node.next_lease().await;
@@ -508,17 +510,22 @@ on_both_backends!(
     node_shutdown_at_max_attempts_dead_letters_and_a_cancel_outlives_an_expiry,
 );
 
-/// `Register` checks what a node says of itself before storing it: a node
-/// id or a label outside the name character set, or a host name over 255
-/// bytes, is InvalidArgument, and no such node appears. Without the checks
-/// (`auth.rs`'s `node_with`, `service/node.rs`'s `register`) each would be
-/// registered and listed.
+/// A node's name and what it says of itself are checked before they are
+/// stored: `Enroll` refuses a node id outside the name character set, and
+/// `Register` a label outside it or a host name over 255 bytes, each as
+/// InvalidArgument, and no such node appears. Without the checks
+/// (`service/node.rs`'s `enroll` and `register`) each would be enrolled
+/// or registered and listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_refuses_names_outside_the_character_set() {
     let (c, _cp) = TestCluster::start(&[]);
-    let mut nodes = NodeServiceClient::new(c.channel().await);
-    let request = |id: &str, label: (&str, &str), hostname: String| pb::RegisterRequest {
-        node_id: id.into(),
+    for bad in ["bad id\u{1b}[2J", "-dash-first"] {
+        let status = c.try_enroll(bad).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+    let mut node = NodeServiceClient::new(c.enroll("n1").await);
+    let request = |label: (&str, &str), hostname: String| pb::RegisterRequest {
+        node_id: "n1".into(),
         hostname,
         labels: [(label.0.to_string(), label.1.to_string())].into(),
         capacity: Some(pb::NodeCapacity {
@@ -528,28 +535,23 @@ async fn register_refuses_names_outside_the_character_set() {
     };
     let fine = ("zone", "a");
     for (what, bad) in [
-        ("node id", request("bad id\u{1b}[2J", fine, "h".into())),
-        ("node id", request("-dash-first", fine, "h".into())),
-        ("label", request("n1", ("zone", "a b"), "h".into())),
-        ("label", request("n1", ("@zone", "a"), "h".into())),
-        ("hostname", request("n1", fine, "h".repeat(256))),
+        ("label", request(("zone", "a b"), "h".into())),
+        ("label", request(("@zone", "a"), "h".into())),
+        ("hostname", request(fine, "h".repeat(256))),
     ] {
-        let status = nodes.register(bad).await.unwrap_err();
+        let status = node.register(bad).await.unwrap_err();
         assert_eq!(
             status.code(),
             tonic::Code::InvalidArgument,
             "{what}: {status:?}"
         );
     }
-    let listed = nodes
+    let listed = NodeServiceClient::new(c.channel().await)
         .list_nodes(pb::ListNodesRequest::default())
         .await
         .unwrap()
         .into_inner();
     assert!(listed.nodes.is_empty(), "{listed:?}");
     // The same request with good names registers.
-    nodes
-        .register(request("n1", fine, "h".repeat(255)))
-        .await
-        .unwrap();
+    node.register(request(fine, "h".repeat(255))).await.unwrap();
 }

@@ -1,13 +1,13 @@
 //! Leases over real gRPC on loopback, with the control plane and nodes as
 //! separate OS processes where a process is killed, paused or restarted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use warden_core::{AttemptOutcome, NodeState, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::node_service_client::NodeServiceClient;
 use warden_tests::cluster::{
-    self, connect, free_port, get_run, node_state, outcome, publish, state, submit, wait_run,
+    self, free_port, get_run, node_state, outcome, publish, state, submit, wait_run,
 };
 use warden_tests::{components, examples};
 
@@ -43,14 +43,19 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-/// A control plane process on a free port, with its database and logs in a
-/// temp dir, and helpers to start nodes against it.
+/// A control plane process on a free port as users run one (TLS, tokens,
+/// nodes enrolled with join tokens), with its database and logs in a temp
+/// dir, and helpers to start nodes and clients against it.
 pub(crate) struct TestCluster {
     pub(crate) tmp: tempfile::TempDir,
     port: u16,
     pub(crate) url: String,
     /// `--db`: the SQLite file or the PostgreSQL URL.
     db: String,
+    /// The control plane's CA certificate.
+    pub(crate) ca: PathBuf,
+    /// The first admin token (role system, tenant `default`).
+    pub(crate) admin: String,
     _postgres: Option<warden_testkit::PostgresDatabase>,
 }
 
@@ -67,59 +72,115 @@ impl TestCluster {
             Some(pg) => pg.url.clone(),
             None => tmp.path().join("cp.sqlite3").display().to_string(),
         };
-        let (cp, url) = cluster::control_plane(
-            &bin(),
-            port,
-            &db,
-            &tmp.path().join("cp-data"),
-            cp_args,
-            &cluster::log_dir(tmp.path()),
-        );
+        let (cp, url) = Self::spawn(tmp.path(), port, &db, cp_args);
+        let data = tmp.path().join("cp-data");
+        let admin = std::fs::read_to_string(data.join("admin.token")).unwrap();
         let cluster = TestCluster {
-            tmp,
             port,
             url,
             db,
+            ca: data.join("ca.pem"),
+            admin: admin.trim().to_string(),
+            tmp,
             _postgres: postgres,
         };
         (cluster, cp)
     }
 
-    /// Restarts the control plane on the same port and database.
-    fn restart(&self, cp_args: &[&str]) -> cluster::Proc {
-        cluster::control_plane(
+    fn spawn(tmp: &Path, port: u16, db: &str, cp_args: &[&str]) -> (cluster::Proc, String) {
+        let mut args = vec!["--db", db];
+        args.extend(cp_args);
+        cluster::tls_control_plane(
             &bin(),
-            self.port,
-            &self.db,
-            &self.tmp.path().join("cp-data"),
-            cp_args,
-            &cluster::log_dir(self.tmp.path()),
+            "control-plane",
+            port,
+            &tmp.join("cp-data"),
+            &args,
+            &cluster::log_dir(tmp),
         )
-        .0
     }
 
+    /// Restarts the control plane on the same port, database and CA.
+    fn restart(&self, cp_args: &[&str]) -> cluster::Proc {
+        Self::spawn(self.tmp.path(), self.port, &self.db, cp_args).0
+    }
+
+    /// A `warden node` process `id` with `--ca`; the first time, enrolled
+    /// with a fresh join token (after that its data dir holds its identity).
     pub(crate) fn node(&self, id: &str, args: &[&str]) -> cluster::Proc {
+        let ca = self.ca.display().to_string();
+        let join;
+        let mut all = vec!["--ca", &ca];
+        if !self.tmp.path().join(id).join("node.pem").exists() {
+            join = self.join_token();
+            all.extend(["--join-token", &join]);
+        }
+        all.extend(args);
         cluster::node(
             &bin(),
             &self.url,
             id,
             self.tmp.path(),
-            args,
+            &all,
             &cluster::log_dir(self.tmp.path()),
         )
     }
 
-    /// Runs the `warden` CLI against this control plane.
-    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(bin())
-            .args(args)
-            .env("WARDEN_CONTROL_PLANE", &self.url)
-            .output()
-            .unwrap()
+    /// A new single-use join token, made by the admin.
+    pub(crate) fn join_token(&self) -> String {
+        let out = self.cli(&["nodes", "join-token", "create"]);
+        assert!(
+            out.status.success(),
+            "join-token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout.lines().last().unwrap().trim().to_string()
     }
 
-    pub(crate) async fn channel(&self) -> tonic::transport::Channel {
-        connect(&self.url).await
+    /// Runs the `warden` CLI against this control plane as the admin.
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// The `warden` CLI with `args`, set to reach this control plane as the
+    /// admin (`WARDEN_CONTROL_PLANE`, `WARDEN_CA`, `WARDEN_TOKEN`).
+    pub(crate) fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(bin());
+        command
+            .args(args)
+            .env("WARDEN_CONTROL_PLANE", &self.url)
+            .env("WARDEN_CA", &self.ca)
+            .env("WARDEN_TOKEN", &self.admin)
+            .env_remove("WARDEN_INSECURE");
+        command
+    }
+
+    /// A client connection that sends the admin token.
+    pub(crate) async fn channel(&self) -> cluster::Conn {
+        cluster::connect_tls(&self.url, &self.ca, None, Some(&self.admin)).await
+    }
+
+    /// Enrolls node `node_id` over gRPC with a fresh key and join token;
+    /// returns a connection that presents its certificate (and no token).
+    pub(crate) async fn enroll(&self, node_id: &str) -> cluster::Conn {
+        self.try_enroll(node_id).await.unwrap()
+    }
+
+    /// [`Self::enroll`], or the control plane's refusal.
+    pub(crate) async fn try_enroll(&self, node_id: &str) -> Result<cluster::Conn, tonic::Status> {
+        let (csr, key) = crate::security::csr();
+        let anonymous = cluster::connect_tls(&self.url, &self.ca, None, None).await;
+        let cert = NodeServiceClient::new(anonymous)
+            .enroll(pb::EnrollRequest {
+                join_token: self.join_token(),
+                node_id: node_id.into(),
+                csr_pem: csr,
+            })
+            .await?
+            .into_inner()
+            .certificate_pem;
+        Ok(cluster::connect_tls(&self.url, &self.ca, Some((&cert, &key)), None).await)
     }
 }
 

@@ -67,7 +67,7 @@ async fn a_message_over_80_mib_is_refused_and_one_of_80_mib_is_read() {
         output: "x".repeat(n),
         usage: None,
     };
-    let mut leases = LeaseServiceClient::new(ch);
+    let mut leases = LeaseServiceClient::new(c.enroll("n1").await);
     let e = leases
         .complete(sized(complete, MAX_MESSAGE_BYTES + 1))
         .await

@@ -15,11 +15,7 @@ fn bin() -> PathBuf {
 }
 
 /// Runs of all of `ids`, once each is terminal (at most `limit`).
-async fn wait_all_terminal(
-    ch: tonic::transport::Channel,
-    ids: &[String],
-    limit: Duration,
-) -> Vec<pb::Run> {
+async fn wait_all_terminal(ch: cluster::Conn, ids: &[String], limit: Duration) -> Vec<pb::Run> {
     let start = Instant::now();
     let mut runs = Vec::with_capacity(ids.len());
     for id in ids {

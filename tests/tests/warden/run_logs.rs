@@ -4,7 +4,7 @@
 
 use crate::leases::TestCluster;
 use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use warden_core::{AttemptOutcome, RunState};
 use warden_proto::v1 as pb;
@@ -41,9 +41,8 @@ async fn follow_prints_a_running_agent_s_lines_and_failed_attempts_keep_theirs()
     let input = serde_json::json!({ "ms": 4_800, "lines": 12, "tag": "done" }).to_string();
     let id = submit(ch.clone(), "sleeper@1", &input, |r| r.max_attempts = 3).await;
 
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_warden-cli"))
-        .args(["runs", "logs", &id, "--follow"])
-        .env("WARDEN_CONTROL_PLANE", &c.url)
+    let mut follower = c
+        .command(&["runs", "logs", &id, "--follow"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -24,6 +24,8 @@ pub use postgres::PostgresStore;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
+use crate::config::{KvBackend, KvConfig};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Longest key, in bytes.
@@ -41,6 +43,40 @@ pub enum KvError {
     NotACounter(String),
     #[error("counter `{0}` would overflow")]
     Overflow(String),
+}
+
+/// The backend `config` names: a SQLite file in `data_dir` (the
+/// default), memory, or a shared backend if this build has it.
+pub fn open_store(config: &KvConfig, data_dir: &Path) -> Result<Arc<dyn KvStore>, KvError> {
+    match config.backend {
+        KvBackend::Sqlite => Ok(Arc::new(SqliteStore::open(&data_dir.join("kv.sqlite3"))?)),
+        KvBackend::Memory => Ok(Arc::new(MemoryStore::default())),
+        #[cfg(feature = "kv-postgres")]
+        KvBackend::Postgres => Ok(Arc::new(PostgresStore::new(shared_url(config)?)?)),
+        #[cfg(feature = "kv-redis")]
+        KvBackend::Redis => Ok(Arc::new(RedisStore::new(
+            shared_url(config)?,
+            &config.prefix,
+        )?)),
+        #[allow(unreachable_patterns)]
+        other => {
+            let (name, feature) = match other {
+                KvBackend::Redis => ("Redis", "kv-redis"),
+                _ => ("PostgreSQL", "kv-postgres"),
+            };
+            Err(KvError::Backend(format!(
+                "[kv] backend: this build has no {name} backend (warden-host's {feature} feature)"
+            )))
+        }
+    }
+}
+
+#[cfg(any(feature = "kv-postgres", feature = "kv-redis"))]
+fn shared_url(config: &KvConfig) -> Result<&str, KvError> {
+    config
+        .url
+        .as_deref()
+        .ok_or_else(|| KvError::Backend("[kv] url is missing for a shared backend".into()))
 }
 
 /// Where one (namespace, bucket, key) lives.
