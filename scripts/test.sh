@@ -9,7 +9,7 @@ if command -v rustup >/dev/null; then rustup target add wasm32-wasip2 >/dev/null
 # start their own; PostgreSQL 15 and Redis 7 for the store, KV and bridge
 # tests, started below for the whole run; Prometheus (and its promtool),
 # which the metrics tests start to scrape a node. From PyPI: an independent OCI
-# client (oras) and bcrypt (for a registry's htpasswd).
+# client (oras), bcrypt (for a registry's htpasswd) and schemathesis.
 missing=""
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$missing postgresql"
@@ -23,6 +23,8 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq $missing >/dev/null
 fi
 python3 -c "import oras, bcrypt" 2>/dev/null || python3 -m pip install -q oras bcrypt
+# Schemathesis fuzzes the HTTP API from its OpenAPI document (the `st` command).
+command -v st >/dev/null 2>&1 || python3 -m pip install -q schemathesis
 
 # One PostgreSQL and one Redis for the whole run, on free loopback ports, in
 # a temp dir; stopped and removed on exit. Each test makes its own database

@@ -130,19 +130,17 @@ async fn list(
     }
 }
 
-fn json_of(c: &pb::ResolveResponse) -> serde_json::Value {
-    serde_json::json!({
-        "tenant": c.tenant, "name": c.name, "version": c.version, "digest": c.digest,
-        "size": c.size, "published_unix_ms": c.created_unix_ms,
-        "manifest": (!c.capabilities.is_empty()).then_some(&c.capabilities),
-    })
-}
-
 fn print_versions(found: &[pb::ResolveResponse], json: bool) {
     if json {
         println!(
             "{}",
-            serde_json::Value::Array(found.iter().map(json_of).collect())
+            serde_json::to_value(
+                found
+                    .iter()
+                    .map(warden_api::AgentVersion::from)
+                    .collect::<Vec<_>>()
+            )
+            .unwrap_or_default()
         );
         return;
     }
@@ -174,7 +172,8 @@ fn print_versions(found: &[pb::ResolveResponse], json: bool) {
 
 fn print_one(c: &pb::ResolveResponse, json: bool) {
     if json {
-        println!("{}", json_of(c));
+        let doc = serde_json::to_value(warden_api::AgentVersion::from(c)).unwrap_or_default();
+        println!("{doc}");
         return;
     }
     println!("agent      {}@{}", safe(&c.name), safe(&c.version));

@@ -5,7 +5,7 @@ use crate::remote::{Remote, status};
 use crate::submit::{outcome_of, state_name, wait_for};
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
-use warden_core::{FailureKind, NodeState, RunState, Usage};
+use warden_core::{FailureKind, NodeState, RunState};
 use warden_proto::v1 as pb;
 use warden_proto::v1::node_service_client::NodeServiceClient;
 
@@ -68,39 +68,15 @@ enum RunsCommand {
     },
 }
 
-/// A run as JSON; a list's runs are summaries (no input, output or
-/// attempts: their sizes instead).
+/// A run as JSON (the HTTP API's document); a list's runs are summaries
+/// (no input, output or attempts: their sizes instead).
 fn run_json(run: &pb::Run, summary: bool) -> serde_json::Value {
-    let attempts: Vec<_> = run
-        .attempts
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "attempt": a.attempt, "node_id": a.node_id,
-                "outcome": warden_core::AttemptOutcome::from_wire(a.attempt_outcome, &a.outcome), "started_unix_ms": a.started_unix_ms,
-                "ended_unix_ms": a.ended_unix_ms,
-                "error": FailureKind::from_proto(a.kind).map(|k| serde_json::json!({"kind": k, "message": a.message, "retryable": k.retryable()})),
-            })
-        })
-        .collect();
-    let mut doc = serde_json::json!({
-        "run_id": run.run_id, "tenant": run.tenant, "agent": run.agent, "digest": run.component_digest,
-        "labels": run.labels,
-        "state": state_name(run), "attempt": run.attempt, "max_attempts": run.max_attempts,
-        "input_bytes": run.input_bytes, "output_bytes": run.output_bytes,
-        "error": FailureKind::from_proto(run.error_kind).map(|k| serde_json::json!({"kind": k, "message": run.error_message, "retryable": k.retryable()})),
-        "usage": Usage::from(run.usage),
-        "created_unix_ms": run.created_unix_ms, "updated_unix_ms": run.updated_unix_ms,
-    });
-    if !run.waiting.is_empty() {
-        doc["waiting"] = run.waiting.clone().into();
-    }
-    if !summary {
-        doc["input"] = serde_json::from_str(&run.input).unwrap_or_default();
-        doc["output"] = serde_json::from_str(&run.output).unwrap_or_default();
-        doc["attempts"] = attempts.into();
-    }
-    doc
+    let doc = if summary {
+        warden_api::Run::summary(run)
+    } else {
+        warden_api::Run::full(run)
+    };
+    serde_json::to_value(doc).unwrap_or_default()
 }
 
 pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
@@ -209,6 +185,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                     run_id,
                     attempt: attempt.unwrap_or(0),
                     follow,
+                    ..Default::default()
                 })
                 .await
                 .map_err(status)?
@@ -233,11 +210,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn log_line_json(line: &pb::LogLine) -> serde_json::Value {
-    serde_json::json!({
-        "attempt": line.attempt, "seq": line.seq, "unix_ms": line.unix_ms,
-        "source": warden_core::proto::log_source_name(line.source), "level": (!line.level.is_empty()).then_some(&line.level),
-        "context": line.context, "message": line.message,
-    })
+    serde_json::to_value(warden_api::LogLine::from(line)).unwrap_or_default()
 }
 
 /// `TIME #ATTEMPT TAG [CONTEXT: ]MESSAGE`, the tag being the level of a
@@ -434,31 +407,8 @@ pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
         .into_inner()
         .nodes;
     if json {
-        let docs: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                let cap = n.capacity.clone().unwrap_or_default();
-                let accelerators: Vec<_> = cap
-                    .accelerators
-                    .iter()
-                    .map(|a| {
-                        serde_json::json!({
-                            "kind": a.kind, "name": a.name, "memory_bytes": a.memory_bytes,
-                            "device": a.device,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "node_id": n.node_id, "hostname": n.hostname, "state": node_state(n),
-                    "labels": n.labels, "active_runs": n.active_runs, "free_slots": n.free_slots,
-                    "slots": cap.slots, "cpu_cores": cap.cpu_cores, "memory_bytes": cap.memory_bytes,
-                    "disk_free_bytes": cap.disk_free_bytes, "accelerators": accelerators,
-                    "os": cap.os, "arch": cap.arch, "last_heartbeat_unix_ms": n.last_heartbeat_unix_ms,
-                    "heartbeat_age_ms": heartbeat_age_ms(n),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(docs));
+        let docs: Vec<_> = nodes.iter().map(warden_api::Node::from).collect();
+        println!("{}", serde_json::to_value(docs).unwrap_or_default());
     } else {
         println!(
             "{:<28}  {:<9}  {:>6}  {:>4}  {:>5}  {:>4}  {:>10}  {:>10}  {:<16}  {:>9}  LABELS",

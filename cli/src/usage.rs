@@ -67,12 +67,7 @@ pub(crate) async fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
         .usage;
     if args.json {
         for u in &rows {
-            let doc = serde_json::json!({
-                "day": u.day, "tenant": u.tenant, "agent": u.agent,
-                "attempts": u.attempts, "succeeded": u.succeeded,
-                "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                "cost_usd": u.cost_usd, "fuel": u.fuel, "wall_time_ms": u.wall_time_ms,
-            });
+            let doc = serde_json::to_value(warden_api::AgentUsage::from(u)).unwrap_or_default();
             println!("{doc}");
         }
         return Ok(ExitCode::SUCCESS);

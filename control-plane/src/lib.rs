@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod http_api;
 mod metrics;
 pub mod pki;
 mod queue;

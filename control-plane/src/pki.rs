@@ -25,6 +25,8 @@ pub enum PkiError {
     Cert(#[from] rcgen::Error),
     #[error("the certificate signing request is not valid: {0}")]
     BadRequest(String),
+    #[error("the server certificate or key cannot serve TLS: {0}")]
+    Identity(String),
 }
 
 /// The CA, and the server identity to present.
@@ -204,6 +206,29 @@ impl Pki {
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
             .client_auth_optional(true)
             .timeout(std::time::Duration::from_secs(10))
+    }
+
+    /// TLS for the HTTP API's listener: the same server identity; no
+    /// client certificates (clients use tokens); HTTP/2 and HTTP/1.1.
+    pub fn http_tls(&self) -> Result<rustls::ServerConfig, PkiError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |e: &dyn std::fmt::Display| PkiError::Identity(e.to_string());
+        let chain = CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).map_err(|e| bad(&e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(&e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
     }
 
     /// Signs a client certificate for node `node_id` over the public key

@@ -115,9 +115,12 @@ impl RunBudget {
 /// For `fuel`, `max_tokens` and `max_cost_usd` unset means "no limit"
 /// unless a lower layer sets one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetRequest {
+    /// Wall time, as a duration: `30s`, `5m`, `1h 30m`.
     #[serde(with = "duration_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
     pub timeout: Option<Duration>,
     pub fuel: Option<u64>,
     pub max_memory_bytes: Option<u64>,
@@ -225,6 +228,7 @@ impl ModelPrice {
 
 /// What a run used. Reported with every result, success or failure.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub wall_time_ms: f64,
     /// `None` when fuel metering is off on this engine.

@@ -8,6 +8,7 @@ use std::fmt;
 /// The kinds of failure a run can end in. Names are stable: they appear in
 /// `--json` output, exit reports and metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// Wall-time budget exceeded (guest code or time spent in host calls).

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 /// What one run may use. The default grants nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Grant {
     /// Outgoing HTTP: origin patterns (see [`crate::pattern`]).

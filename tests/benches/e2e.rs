@@ -11,7 +11,9 @@
 //! turns.
 //!
 //! Run: `cargo bench -p warden-tests --bench e2e -- [RUNS] [SLOTS] [PAIRS]`;
-//! `WARDEN_E2E_ONLY=tls` or `=tracing` runs one of the two comparisons.
+//! `WARDEN_E2E_ONLY=tls` or `=tracing` runs one of the two comparisons;
+//! `WARDEN_E2E_ONLY=http` runs only the HTTP API's `POST /v1/runs` against
+//! gRPC Submit on the TLS cluster, in turns.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +38,9 @@ struct Cluster {
     cp: ControlPlane,
     /// Sends the client token, if any.
     channel: Conn,
+    /// The HTTP API (TLS cluster only): its base URL, a client that trusts
+    /// its CA, the token.
+    http: Option<(String, reqwest::Client, String)>,
     _node: Node,
 }
 
@@ -67,10 +72,21 @@ impl Cluster {
                 .connect()
                 .await
                 .unwrap();
+            let listener = warden_control_plane::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let base = format!("https://{}", listener.local_addr().unwrap());
+            let api = warden_control_plane::http_api::HttpApi::new(s.cp.clone()).unwrap();
+            tokio::spawn(api.serve(listener, std::future::pending()));
+            let client = reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(s.ca.as_bytes()).unwrap())
+                .build()
+                .unwrap();
             Cluster {
                 name: "tls+auth",
                 cp: s.cp,
                 channel: InterceptedService::new(channel, Bearer::new(&s.token)),
+                http: Some((base, client, s.token)),
                 _node: node,
             }
         } else {
@@ -80,6 +96,7 @@ impl Cluster {
                 name: "plaintext",
                 cp,
                 channel: connect(&url).await,
+                http: None,
                 _node: node,
             }
         };
@@ -136,6 +153,9 @@ async fn main() {
     let only = std::env::var("WARDEN_E2E_ONLY").unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let plain = Cluster::start(&dir.path().join("plain"), slots, false).await;
+    if only == "http" {
+        return http_against_grpc(&dir.path().join("tls"), runs, slots, reps).await;
+    }
     if only != "tracing" {
         tls_against_plaintext(&plain, &dir.path().join("tls"), runs, slots, reps).await;
     }
@@ -166,6 +186,24 @@ async fn tls_against_plaintext(
         }
         report(&format!("e2e {mode:?}: tls+auth / plaintext"), ratios);
     }
+}
+
+/// On the TLS cluster: runs submitted one per `POST /v1/runs` against one
+/// per gRPC Submit, 8 clients each, in turns.
+async fn http_against_grpc(dir: &std::path::Path, runs: usize, slots: u32, reps: usize) {
+    let secure = Cluster::start(dir, slots, true).await;
+    let mut ratios = Vec::new();
+    for rep in 0..reps {
+        // Which goes first alternates, so neither always meets the bigger
+        // store.
+        let mut sides = [Measured::default(); 2];
+        for http in [rep % 2 == 1, rep % 2 == 0] {
+            let mode = if http { Submit::Http } else { Submit::Unary };
+            sides[http as usize] = round(&secure, runs, mode).await;
+        }
+        ratios.push(sides[1].rate / sides[0].rate);
+    }
+    report("e2e: HTTP POST /v1/runs / gRPC Submit (tls+auth)", ratios);
 }
 
 /// `plain` with every span exported against tracing off.
@@ -322,6 +360,8 @@ fn report_ratios(what: &str, mut ratios: Vec<f64>) {
 enum Submit {
     Unary,
     Batch(usize),
+    /// One run per `POST /v1/runs` (HTTP/1.1 over TLS, kept alive).
+    Http,
 }
 
 /// CPU time this process has used (user and system), from /proc.
@@ -354,6 +394,7 @@ async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> Measured {
     let mut tasks = Vec::new();
     for c in 0..clients {
         let mut client = cluster.runs();
+        let http = cluster.http.clone();
         tasks.push(tokio::spawn(async move {
             let request = |i: usize| pb::SubmitRequest {
                 agent: "hello@1".into(),
@@ -367,6 +408,23 @@ async fn round(cluster: &Cluster, runs: usize, mode: Submit) -> Measured {
                     for i in mine {
                         let run = client.submit(request(i)).await.unwrap().into_inner();
                         ids.push(run.run.unwrap().run_id);
+                    }
+                }
+                Submit::Http => {
+                    let (base, http, token) = http.expect("the HTTP API runs on the TLS cluster");
+                    let url = format!("{base}/v1/runs");
+                    for i in mine {
+                        let answer = http
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .header("content-type", "application/json")
+                            .body(format!("{{\"agent\":\"hello@1\",\"input\":{{\"i\":{i}}}}}"))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(answer.status(), 201);
+                        let run: serde_json::Value = answer.json().await.unwrap();
+                        ids.push(run["run_id"].as_str().unwrap().to_string());
                     }
                 }
                 Submit::Batch(size) => {

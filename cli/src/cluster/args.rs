@@ -63,6 +63,12 @@ pub(super) struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub(super) listen: SocketAddr,
 
+    /// Also serve the HTTP/JSON API (/v1/runs, /v1/agents, ...) on this
+    /// address, with TLS and tokens like gRPC (port 0: any free port; the
+    /// address is printed). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub(super) http_listen: Option<SocketAddr>,
+
     /// The database: a SQLite file (default: DATA_DIR/control-plane.sqlite3),
     /// or a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DB) that
     /// several control-plane replicas share; its schema is migrated at

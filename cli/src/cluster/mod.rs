@@ -83,7 +83,12 @@ async fn start_control_plane(
                     warden_core::check_name("--tls-name", name)?;
                 }
             }
-            let names = certificate_names(args.listen, tls.names);
+            let mut names = certificate_names(args.listen, tls.names);
+            if let Some(http) = args.http_listen
+                && !http.ip().is_unspecified()
+            {
+                names.push(http.ip().to_string());
+            }
             warden_control_plane::bootstrap::secure(&store, &config.data_dir, &names, tls.own)?
         }
         None => (warden_control_plane::Security::Insecure, Vec::new()),
@@ -134,13 +139,37 @@ async fn start_control_plane(
         "warden control plane listening on {url} (database {})",
         cp.store().name()
     );
+    let http = match args.http_listen {
+        Some(http_addr) => {
+            let api = warden_control_plane::http_api::HttpApi::new(cp.clone())?;
+            let listener = warden_control_plane::bind(http_addr)
+                .await
+                .with_context(|| format!("cannot listen on {http_addr} (--http-listen)"))?;
+            println!("HTTP API on {scheme}://{}/v1/", listener.local_addr()?);
+            Some((api, listener))
+        }
+        None => None,
+    };
     for note in notes {
         println!("{note}");
     }
     std::io::stdout().flush()?;
+    // One shutdown for both listeners: gRPC's, then the HTTP API's.
+    let (stopped, mut stop) = tokio::sync::watch::channel(());
+    let shutdown = async move {
+        shutdown.await;
+        drop(stopped);
+    };
     let server = tokio::spawn(async move {
+        let http = http.map(|(api, listener)| {
+            let stop = async move { while stop.changed().await.is_ok() {} };
+            tokio::spawn(api.serve(listener, stop))
+        });
         if let Err(e) = cp.serve(listener, shutdown).await {
             tracing::error!(error = %e, "control plane server stopped");
+        }
+        if let Some(http) = http {
+            let _ = http.await;
         }
     });
     Ok((url, server))
@@ -297,7 +326,7 @@ pub(crate) async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<Exit
     let tls = if args.insecure {
         tracing::warn!(
             listen = %args.server.listen,
-            "--insecure: plaintext and no authentication; anyone who can reach this port can act as a node or an admin"
+            "--insecure: plaintext and no authentication; anyone who can reach this port (or the --http-listen one) can act as a node or an admin"
         );
         None
     } else {
@@ -377,12 +406,13 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         args.node.node_config.as_deref(),
         args.data.data_dir.as_ref(),
     )?;
-    if !args.server.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "`warden dev` serves plaintext without authentication, so it listens on loopback only \
-             (not {}); run `warden control-plane` to serve other machines",
-            args.server.listen
-        );
+    for addr in std::iter::once(args.server.listen).chain(args.server.http_listen) {
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "`warden dev` serves plaintext without authentication, so it listens on loopback only \
+                 (not {addr}); run `warden control-plane` to serve other machines"
+            );
+        }
     }
     // The control plane stays up until the node has drained.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

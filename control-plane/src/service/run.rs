@@ -474,13 +474,18 @@ impl run_service_server::RunService for ControlPlane {
         let r = req.into_inner();
         let scope = caller.scope().map(str::to_string);
         let slot = self.stream_slot(&caller)?;
+        // Where a resumed read starts: after the line it names.
+        let start = match r.after_seq {
+            Some(seq) => (r.after_attempt, i64::try_from(seq).unwrap_or(i64::MAX)),
+            None => (0, -1),
+        };
         // The first page now, so a missing run is an error, not a stream.
-        let (mut lines, mut ended) = read_logs(&self.store, scope.as_deref(), &r, (0, -1))?;
+        let (mut lines, mut ended) = read_logs(&self.store, scope.as_deref(), &r, start)?;
         let (tx, rx) = mpsc::channel(4);
         let cp = self.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut after = (0, -1);
+            let mut after = start;
             loop {
                 let changed = cp.logs_changed.notified();
                 let full = lines.len() as u32 == LOG_PAGE;

@@ -126,12 +126,23 @@ impl TestCluster {
         )
     }
 
+    /// A new client token of `tenant` with `role`, made by the admin.
+    pub(crate) fn token(&self, tenant: &str, role: &str) -> String {
+        self.secret(&["tokens", "create", "--tenant", tenant, "--role", role])
+    }
+
     /// A new single-use join token, made by the admin.
     pub(crate) fn join_token(&self) -> String {
-        let out = self.cli(&["nodes", "join-token", "create"]);
+        self.secret(&["nodes", "join-token", "create"])
+    }
+
+    /// The last line of what a successful CLI call printed (a secret it
+    /// made).
+    fn secret(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
         assert!(
             out.status.success(),
-            "join-token create: {}",
+            "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8(out.stdout).unwrap();

@@ -18,6 +18,7 @@ mod grants;
 mod host_faults;
 mod hostile;
 mod http;
+mod http_api;
 mod kv;
 mod lease_protocol;
 mod leases;
