@@ -548,6 +548,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
     publish(c.channel().await, examples::HELLO, "hello@1").await;
     let report = c.tmp.path().join("schemathesis");
     let out = tokio::process::Command::new("st")
+        // It keeps a cache in the directory it runs in.
+        .current_dir(c.tmp.path())
         .args(["run", &format!("https://127.0.0.1:{port}/v1/openapi.json")])
         .args(["--tls-verify", c.ca.to_str().unwrap()])
         .args(["--header", &format!("Authorization: Bearer {}", c.admin)])
