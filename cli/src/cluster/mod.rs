@@ -135,21 +135,25 @@ async fn start_control_plane(
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let url = format!("{scheme}://{addr}");
-    println!(
-        "warden control plane listening on {url} (database {})",
-        cp.store().name()
-    );
+    // Both listeners are bound before the first line says the control
+    // plane is up.
     let http = match args.http_listen {
         Some(http_addr) => {
             let api = warden_control_plane::http_api::HttpApi::new(cp.clone())?;
             let listener = warden_control_plane::bind(http_addr)
                 .await
                 .with_context(|| format!("cannot listen on {http_addr} (--http-listen)"))?;
-            println!("HTTP API on {scheme}://{}/v1/", listener.local_addr()?);
             Some((api, listener))
         }
         None => None,
     };
+    println!(
+        "warden control plane listening on {url} (database {})",
+        cp.store().name()
+    );
+    if let Some((_, listener)) = &http {
+        println!("HTTP API on {scheme}://{}/v1/", listener.local_addr()?);
+    }
     for note in notes {
         println!("{note}");
     }

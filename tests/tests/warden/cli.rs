@@ -187,9 +187,13 @@ fn the_default_data_dir_is_under_xdg_data_home_as_documented() {
 #[test]
 fn warden_dev_refuses_to_listen_beyond_loopback() {
     let tmp = tempfile::tempdir().unwrap();
-    for listen in ["0.0.0.0:0", "[::]:0"] {
+    for (flag, listen) in [
+        ("--listen", "0.0.0.0:0"),
+        ("--listen", "[::]:0"),
+        ("--http-listen", "0.0.0.0:0"),
+    ] {
         let mut child = Command::new(bin())
-            .args(["dev", "--listen", listen])
+            .args(["dev", flag, listen])
             .env("WARDEN_DATA_DIR", tmp.path())
             .env_remove("WARDEN_CONFIG")
             .stdout(std::process::Stdio::null())

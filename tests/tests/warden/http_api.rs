@@ -589,3 +589,65 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         );
     }
 }
+
+/// `warden dev` serves the API without TLS or tokens, so only to this
+/// machine: a request naming another host (a web page's DNS rebinding) is
+/// refused, and one client address holds at most 64 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_the_api_answers_only_this_machine_and_bounds_each_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_dev, _) = warden_tests::cluster::dev(
+        std::path::Path::new(env!("CARGO_BIN_EXE_warden-cli")),
+        &tmp.path().join("data"),
+        &[
+            "--http-listen",
+            &format!("127.0.0.1:{port}"),
+            "--slots",
+            "1",
+        ],
+        &warden_tests::cluster::log_dir(tmp.path()),
+    );
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/whoami");
+    let (status, me) = answer(http.get(&url).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["tenant"], "default");
+    for host in ["localhost", "[::1]:80", "127.0.0.1"] {
+        let response = http.get(&url).header("host", host).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{host}");
+    }
+    for host in [
+        "evil.example",
+        "evil.example:80",
+        "127.0.0.1.evil.example",
+        "10.0.0.1",
+    ] {
+        let (status, problem) =
+            answer(http.get(&url).header("host", host).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}: {problem}");
+    }
+
+    // 64 connections that send nothing are held; the 65th is closed at
+    // once, and the API still answers once some go.
+    let addr = format!("127.0.0.1:{port}");
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Give the server a moment to have taken all 64.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut extra, &mut byte),
+    )
+    .await
+    .expect("the 65th connection is closed, not held");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    held.truncate(10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = answer(http.get(&url).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+}
