@@ -183,6 +183,43 @@ pub struct SubmitRun {
     /// A W3C `traceparent` to put the run's spans under.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// Check everything and start nothing: the answer (`200`, a
+    /// [`DryRun`]) lists every problem found.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One problem a dry run found: the code a submit would fail with and its
+/// message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubmitProblem {
+    /// `not_found`, `invalid_argument`, `permission_denied`, ...
+    pub code: String,
+    pub message: String,
+}
+
+/// What a dry run found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DryRun {
+    /// No problems: the submit would be taken.
+    pub ok: bool,
+    pub problems: Vec<SubmitProblem>,
+}
+
+impl From<&pb::SubmitResponse> for DryRun {
+    fn from(answer: &pb::SubmitResponse) -> Self {
+        DryRun {
+            ok: answer.problems.is_empty(),
+            problems: answer
+                .problems
+                .iter()
+                .map(|p| SubmitProblem {
+                    code: p.code.clone(),
+                    message: p.message.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl SubmitRun {
@@ -208,6 +245,7 @@ impl SubmitRun {
             traceparent: self.traceparent.clone().unwrap_or_default(),
             labels: self.labels.clone().into_iter().collect(),
             idempotency_key: self.idempotency_key.clone().unwrap_or_default(),
+            dry_run: self.dry_run,
         }
     }
 }

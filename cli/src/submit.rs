@@ -36,6 +36,12 @@ pub(crate) struct SubmitArgs {
     #[arg(long)]
     wait: bool,
 
+    /// Check everything (agent, manifest and grant, budget, input, labels,
+    /// selector, quotas, a ready node for the selector) and start nothing:
+    /// prints every problem found (exit 2 if any).
+    #[arg(long, conflicts_with_all = ["inputs", "wait"])]
+    dry_run: bool,
+
     /// Attempts before a run that keeps failing retryably is dead-lettered.
     /// Default: the control plane's `--max-attempts` (3 unless set).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -173,6 +179,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         traceparent: traceparent.clone(),
         labels: args.labels.iter().cloned().collect(),
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+        dry_run: args.dry_run,
     };
     if let Some(path) = &args.inputs {
         let inputs = read_json_lines(path)?;
@@ -186,11 +193,15 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let input = read_input(&args.input)?;
     let mut client = args.remote.runs().await?;
-    let run = client
+    let answer = client
         .submit(request(input))
         .await
         .map_err(status)?
-        .into_inner()
+        .into_inner();
+    if args.dry_run {
+        return Ok(print_dry_run(&answer, args.json));
+    }
+    let run = answer
         .run
         .context("the control plane answered without a run")?;
     if !args.wait {
@@ -199,6 +210,25 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let run = wait_for(&mut client, &run.run_id, args.json).await?;
     Ok(output::print_outcome(&outcome_of(&run), args.json))
+}
+
+/// What a dry run found: each problem, or that the submit would be taken.
+fn print_dry_run(answer: &pb::SubmitResponse, json: bool) -> ExitCode {
+    let found = warden_api::DryRun::from(answer);
+    if json {
+        println!("{}", serde_json::to_value(&found).unwrap_or_default());
+    } else if found.ok {
+        println!("ok: the submit would be taken");
+    } else {
+        for problem in &found.problems {
+            println!("{}: {}", problem.code, problem.message);
+        }
+    }
+    if found.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 fn print_submitted(run: &pb::Run, json: bool) {

@@ -33,6 +33,63 @@ pub struct Manifest {
     /// Budget defaults for runs that do not set their own.
     #[serde(default)]
     pub budget: BudgetRequest,
+    /// How the agent is shown as a tool (MCP): a description and JSON
+    /// Schemas of its input and output.
+    #[serde(default)]
+    pub tool: ToolSpec,
+}
+
+/// `[tool]`: the agent as a tool for MCP clients. The schemas are JSON
+/// Schema documents written as JSON text; the input's is an object's
+/// (a tool's arguments are an object, which the run gets as its input).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub input_schema: Option<String>,
+    #[serde(default)]
+    pub output_schema: Option<String>,
+}
+
+impl ToolSpec {
+    /// The input schema as JSON (an object's schema), if the manifest has
+    /// one.
+    pub fn input(&self) -> Option<serde_json::Value> {
+        self.input_schema
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+    }
+
+    /// The output schema as JSON, if the manifest has one.
+    pub fn output(&self) -> Option<serde_json::Value> {
+        self.output_schema
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (key, text, object) in [
+            ("input_schema", &self.input_schema, true),
+            ("output_schema", &self.output_schema, false),
+        ] {
+            let Some(text) = text else { continue };
+            let schema: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| format!("[tool] {key} is not JSON: {e}"))?;
+            let Some(fields) = schema.as_object() else {
+                return Err(format!(
+                    "[tool] {key} must be a JSON Schema (a JSON object)"
+                ));
+            };
+            if object && fields.get("type").and_then(|t| t.as_str()) != Some("object") {
+                return Err(format!(
+                    "[tool] {key} must describe an object (\"type\": \"object\"): a tool's arguments are one"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the agent may use, at most.
@@ -82,6 +139,7 @@ impl Manifest {
         m.budget
             .check()
             .map_err(|e| GrantError::Manifest(format!("[budget]: {e}")))?;
+        m.tool.check().map_err(GrantError::Manifest)?;
         Ok(m)
     }
 }
@@ -167,6 +225,39 @@ mod tests {
         timeout = "30s"
         max_tokens = 100
     "#;
+
+    #[test]
+    fn a_tool_section_describes_the_agent_and_its_schemas_are_checked() {
+        let m = Manifest::parse(
+            r#"
+            [tool]
+            description = "Greets someone"
+            input_schema = '{"type": "object", "properties": {"name": {"type": "string"}}}'
+            output_schema = '{"type": "object"}'
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.tool.description.as_deref(), Some("Greets someone"));
+        assert_eq!(
+            m.tool.input().unwrap()["properties"]["name"]["type"],
+            "string"
+        );
+        assert_eq!(m.tool.output().unwrap()["type"], "object");
+        for (bad, says) in [
+            ("input_schema = '{not json'", "is not JSON"),
+            ("input_schema = '[1]'", "a JSON object"),
+            (
+                "input_schema = '{\"type\": \"string\"}'",
+                "must describe an object",
+            ),
+            ("colour = 'red'", "unknown field"),
+        ] {
+            let e = Manifest::parse(&format!("[tool]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn asking_within_the_manifest_is_granted_and_beyond_is_refused() {

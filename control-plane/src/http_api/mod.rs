@@ -17,12 +17,14 @@ macro_rules! method {
     };
 }
 
+mod mcp;
 mod openapi;
 mod problem;
 mod routes;
 mod serve;
 mod streams;
 
+pub(crate) use problem::code_name;
 pub use serve::HttpApi;
 
 use crate::ControlPlane;

@@ -1,7 +1,7 @@
 //! The API's OpenAPI 3.1 document, made from the routes' own annotations
 //! and the documents' types (utoipa), served at `/v1/openapi.json`.
 
-use super::{routes, streams};
+use super::{mcp, routes, streams};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use warden_api as api;
 
@@ -71,6 +71,7 @@ impl utoipa::Modify for BearerAuth {
         routes::submit, routes::submit_batch, routes::list_runs, routes::get_run, routes::cancel,
         streams::logs, streams::events,
         routes::list_agents, routes::list_nodes, routes::usage,
+        mcp::post,
     ),
     components(schemas(api::Problem)),
     modifiers(&BearerAuth),

@@ -76,7 +76,7 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
 }
 
 /// `not_found` for [`Code::NotFound`].
-fn code_name(code: Code) -> String {
+pub(crate) fn code_name(code: Code) -> String {
     let mut name = String::new();
     for (i, c) in format!("{code:?}").chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {

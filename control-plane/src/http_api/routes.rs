@@ -48,6 +48,12 @@ pub(crate) fn router(cp: ControlPlane) -> axum::Router {
         .route("/v1/agents", get(list_agents))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/usage", get(usage))
+        .route(
+            "/v1/mcp",
+            post(super::mcp::post)
+                .get(super::mcp::not_offered)
+                .delete(super::mcp::not_offered),
+        )
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,
@@ -156,7 +162,7 @@ async fn read_run(cp: &ControlPlane, caller: &Caller, id: &str) -> Result<pb::Ru
 
 /// `run` once it has ended, or as it is after `limit`. The wait holds one
 /// of the token's streams, as a gRPC watch would.
-async fn wait_ended(
+pub(super) async fn wait_ended(
     cp: &ControlPlane,
     caller: &Caller,
     mut run: pb::Run,
@@ -195,6 +201,7 @@ async fn wait_ended(
     responses(
         (status = 201, description = "the run, ended if it did within `wait`", body = api::Run,
             headers(("location" = String, description = "where to read the run"))),
+        (status = 200, description = "a dry run's findings (`dry_run: true`): every problem, nothing started", body = api::DryRun),
         Problems,
     ))]
 pub(super) async fn submit(
@@ -212,6 +219,9 @@ pub(super) async fn submit(
         RunService::submit(&cp, r).await
     })
     .await?;
+    if body.dry_run {
+        return Ok(Json(api::DryRun::from(&answer)).into_response());
+    }
     let run = answer
         .run
         .ok_or_else(|| tonic::Status::internal("the submit made no run"))?;

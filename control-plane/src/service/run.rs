@@ -92,74 +92,17 @@ impl ControlPlane {
 
     /// Checks a submit (input JSON, grant within the capability manifest)
     /// of the agent `resolved` (from [`Self::resolve_agent`]) and makes its
-    /// run.
+    /// run; the first problem found if there is one.
     fn new_run(
         &self,
         tenant: &str,
         r: SubmitRequest,
         resolved: (String, String, String),
     ) -> Result<NewRun, Status> {
-        let max_input = self.config.max_input_bytes;
-        if r.input.len() > max_input {
-            return Err(Status::invalid_argument(format!(
-                "the input is {} bytes; this control plane takes at most {max_input} (--max-input)",
-                r.input.len()
-            )));
-        }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.input) {
-            return Err(Status::invalid_argument(format!(
-                "the input is not valid JSON: {e}"
-            )));
-        }
-        let (agent, digest, capabilities) = resolved;
-        let manifest = if capabilities.is_empty() {
-            None
-        } else {
-            // Checked on publish; one that no longer parses was published
-            // under laxer rules (e.g. an HTTP pattern with a path).
-            Some(Manifest::parse(&capabilities).map_err(|e| {
-                Status::failed_precondition(format!(
-                    "{agent} was published with a capability manifest this control plane refuses ({e}); publish a new version with a fixed manifest"
-                ))
-            })?)
-        };
-        let asked = r.grant.unwrap_or_default();
-        let as_declared = asked.as_declared;
-        let grant = grant_for(&agent, manifest.as_ref(), &Grant::from(asked), as_declared)
-            .map_err(|e| match e {
-                warden_core::GrantError::Beyond { .. } => Status::permission_denied(e.to_string()),
-                _ => Status::invalid_argument(e.to_string()),
-            })?;
-        let mut budget = BudgetRequest::from(r.budget);
-        if let Some(m) = &manifest {
-            budget = budget.or(&m.budget);
-        }
-        budget
-            .check()
-            .map_err(|e| Status::invalid_argument(format!("the budget: {e}")))?;
-        for (key, value) in &r.node_selector {
-            warden_core::check_label(key, value)
-                .map_err(|e| Status::invalid_argument(format!("the node selector: {e}")))?;
-        }
-        if r.idempotency_key.len() > 256 || r.idempotency_key.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(
-                "the idempotency key is longer than 256 bytes or holds control characters",
-            ));
-        }
-        if r.labels.len() > MAX_RUN_LABELS {
-            return Err(Status::invalid_argument(format!(
-                "{} labels; a run takes at most {MAX_RUN_LABELS}",
-                r.labels.len()
-            )));
-        }
-        for (key, value) in &r.labels {
-            warden_core::check_label(key, value)
-                .map_err(|e| Status::invalid_argument(format!("the run's labels: {e}")))?;
-        }
-        if !r.traceparent.is_empty() {
-            warden_telemetry::trace::check_traceparent(&r.traceparent)
-                .map_err(Status::invalid_argument)?;
-        }
+        let (grant, budget) = self
+            .check_run(&r, Some(&resolved))
+            .map_err(|mut problems| problems.remove(0))?;
+        let (agent, digest, _) = resolved;
         Ok(NewRun {
             id: warden_core::new_run_id(),
             tenant: tenant.to_string(),
@@ -178,6 +121,145 @@ impl ControlPlane {
             traceparent: r.traceparent,
             idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
         })
+    }
+
+    /// Every problem of submit `r` of the agent `resolved` (`None`: it did
+    /// not resolve, a problem counted elsewhere), in the order a submit
+    /// meets them; else the run's grant and budget.
+    fn check_run(
+        &self,
+        r: &SubmitRequest,
+        resolved: Option<&(String, String, String)>,
+    ) -> Result<(Grant, BudgetRequest), Vec<Status>> {
+        let mut problems = Vec::new();
+        let max_input = self.config.max_input_bytes;
+        if r.input.len() > max_input {
+            problems.push(Status::invalid_argument(format!(
+                "the input is {} bytes; this control plane takes at most {max_input} (--max-input)",
+                r.input.len()
+            )));
+        } else if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.input) {
+            problems.push(Status::invalid_argument(format!(
+                "the input is not valid JSON: {e}"
+            )));
+        }
+        let mut budget = BudgetRequest::from(r.budget);
+        let mut grant = None;
+        if let Some((agent, _, capabilities)) = resolved {
+            // Checked on publish; one that no longer parses was published
+            // under laxer rules (e.g. an HTTP pattern with a path).
+            let manifest = match capabilities.as_str() {
+                "" => Ok(None),
+                text => Manifest::parse(text).map(Some).map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "{agent} was published with a capability manifest this control plane refuses ({e}); publish a new version with a fixed manifest"
+                    ))
+                }),
+            };
+            match manifest {
+                Ok(manifest) => {
+                    let asked = r.grant.clone().unwrap_or_default();
+                    let as_declared = asked.as_declared;
+                    match grant_for(agent, manifest.as_ref(), &Grant::from(asked), as_declared) {
+                        Ok(g) => grant = Some(g),
+                        Err(e @ warden_core::GrantError::Beyond { .. }) => {
+                            problems.push(Status::permission_denied(e.to_string()))
+                        }
+                        Err(e) => problems.push(Status::invalid_argument(e.to_string())),
+                    }
+                    if let Some(m) = &manifest {
+                        budget = budget.or(&m.budget);
+                    }
+                }
+                Err(status) => problems.push(status),
+            }
+        }
+        if let Err(e) = budget.check() {
+            problems.push(Status::invalid_argument(format!("the budget: {e}")));
+        }
+        for (key, value) in &r.node_selector {
+            if let Err(e) = warden_core::check_label(key, value) {
+                problems.push(Status::invalid_argument(format!("the node selector: {e}")));
+            }
+        }
+        if r.idempotency_key.len() > 256 || r.idempotency_key.chars().any(char::is_control) {
+            problems.push(Status::invalid_argument(
+                "the idempotency key is longer than 256 bytes or holds control characters",
+            ));
+        }
+        if r.labels.len() > MAX_RUN_LABELS {
+            problems.push(Status::invalid_argument(format!(
+                "{} labels; a run takes at most {MAX_RUN_LABELS}",
+                r.labels.len()
+            )));
+        }
+        for (key, value) in &r.labels {
+            if let Err(e) = warden_core::check_label(key, value) {
+                problems.push(Status::invalid_argument(format!("the run's labels: {e}")));
+            }
+        }
+        if !r.traceparent.is_empty()
+            && let Err(e) = warden_telemetry::trace::check_traceparent(&r.traceparent)
+        {
+            problems.push(Status::invalid_argument(e));
+        }
+        match grant {
+            Some(grant) if problems.is_empty() => Ok((grant, budget)),
+            _ if problems.is_empty() => Err(vec![Status::internal(
+                "the agent was not resolved before its run was made",
+            )]),
+            _ => Err(problems),
+        }
+    }
+
+    /// A dry run of `r` for `tenant`: every problem a submit would meet,
+    /// and whether a ready node could take it, starting nothing.
+    async fn dry_run(&self, tenant: &str, r: &SubmitRequest) -> Result<Vec<Status>, Status> {
+        let mut problems = Vec::new();
+        if let Err(status) = self.check_quotas(tenant, std::slice::from_ref(r)) {
+            problems.push(status);
+        }
+        let resolved = match self.resolve_agent(tenant, &r.agent).await {
+            Ok(resolved) => Some(resolved),
+            Err(status) => {
+                problems.push(status);
+                None
+            }
+        };
+        if let Err(found) = self.check_run(r, resolved.as_ref()) {
+            // Without the agent, the "not resolved" note says nothing new.
+            problems.extend(
+                found
+                    .into_iter()
+                    .filter(|s| s.code() != tonic::Code::Internal),
+            );
+        }
+        let alive_since = self.alive_since();
+        let placeable = self.store.list_nodes()?.iter().any(|n| {
+            warden_core::NodeState::from_wire(n.node_state, &n.state)
+                == Some(warden_core::NodeState::Ready)
+                && n.last_heartbeat_unix_ms >= alive_since
+                && r.node_selector
+                    .iter()
+                    .all(|(k, v)| n.labels.get(k) == Some(v))
+        });
+        if !placeable {
+            let wanted: Vec<String> = r
+                .node_selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let which = if wanted.is_empty() {
+                "no node is ready".to_string()
+            } else {
+                format!("no ready node has the labels {}", wanted.join(", "))
+            };
+            problems.push(Status::failed_precondition(format!(
+                "{which}: the run would wait, and fail unschedulable after {} if none comes",
+                humantime::format_duration(self.config.placement_timeout)
+            )));
+        }
+        Ok(problems)
     }
 
     /// How to pull `oci` for `tenant`: with the tenant's own credentials for
@@ -269,6 +351,19 @@ impl run_service_server::RunService for ControlPlane {
         // A malformed one sets no parent (and new_run refuses it).
         warden_telemetry::trace::set_parent(&span, &r.traceparent);
         async move {
+            if r.dry_run {
+                let problems = self.dry_run(&caller.tenant, &r).await?;
+                return Ok(Response::new(SubmitResponse {
+                    run: None,
+                    problems: problems
+                        .iter()
+                        .map(|s| SubmitProblem {
+                            code: crate::http_api::code_name(s.code()),
+                            message: s.message().to_string(),
+                        })
+                        .collect(),
+                }));
+            }
             self.check_quotas(&caller.tenant, std::slice::from_ref(&r))?;
             let resolved = self.resolve_agent(&caller.tenant, &r.agent).await?;
             let mut run = self.new_run(&caller.tenant, r, resolved)?;
@@ -278,7 +373,10 @@ impl run_service_server::RunService for ControlPlane {
                 run.traceparent = traceparent;
             }
             let run = self.insert_run(run).await?;
-            Ok(Response::new(SubmitResponse { run: Some(run) }))
+            Ok(Response::new(SubmitResponse {
+                run: Some(run),
+                problems: Vec::new(),
+            }))
         }
         .instrument(span)
         .await
@@ -310,6 +408,11 @@ impl run_service_server::RunService for ControlPlane {
             let mut runs = Vec::with_capacity(requests.len());
             for (i, r) in requests.into_iter().enumerate() {
                 let at = |e: Status| Status::new(e.code(), format!("run {i}: {}", e.message()));
+                if r.dry_run {
+                    return Err(at(Status::invalid_argument(
+                        "dry_run is for single submits (Submit), not batches",
+                    )));
+                }
                 if !resolved.contains_key(&r.agent) {
                     let agent = self
                         .resolve_agent(&caller.tenant, &r.agent)

@@ -12,7 +12,7 @@ use warden_tests::examples;
 
 /// A control plane with the HTTP API, one node, `hello@1` published; an
 /// HTTP client that trusts its CA; the API's base URL.
-async fn api_cluster() -> (
+pub(crate) async fn api_cluster() -> (
     TestCluster,
     Vec<warden_tests::cluster::Proc>,
     reqwest::Client,
@@ -650,4 +650,103 @@ async fn without_tls_the_api_answers_only_this_machine_and_bounds_each_client() 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = answer(http.get(&url).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A dry run checks everything a submit would and starts nothing, listing
+/// every problem at once (over HTTP, gRPC and the CLI alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_lists_every_problem_at_once_and_starts_nothing() {
+    let (c, _procs, http, base) = api_cluster().await;
+    let admin = c.admin.clone();
+    let bad = json!({
+        "agent": "hello@1",
+        "dry_run": true,
+        "grant": { "http": ["https://api.example.com"] },
+        "budget": { "timeout": "0s" },
+        "labels": { "role": "has space" },
+        "node_selector": { "gpu": "a100" },
+    });
+    let (status, found) = post(&http, &format!("{base}/v1/runs"), &admin, &bad).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["ok"], false, "{found}");
+    let problems: Vec<(String, String)> = found["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["code"].as_str().unwrap().into(),
+                p["message"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let has =
+        |code: &str, words: &str| problems.iter().any(|(c, m)| c == code && m.contains(words));
+    assert!(
+        has("permission_denied", "without a capability manifest"),
+        "{found}"
+    );
+    assert!(has("invalid_argument", "timeout"), "{found}");
+    assert!(has("invalid_argument", "the run's labels"), "{found}");
+    assert!(
+        has(
+            "failed_precondition",
+            "no ready node has the labels gpu=a100"
+        ),
+        "{found}"
+    );
+    assert_eq!(problems.len(), 4, "{found}");
+
+    // An agent that does not exist is one problem among the others.
+    let (_, found) = post(
+        &http,
+        &format!("{base}/v1/runs"),
+        &admin,
+        &json!({ "agent": "nope@1", "dry_run": true, "input": null, "labels": { "a b": "c" } }),
+    )
+    .await;
+    let codes: Vec<&str> = found["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["not_found", "invalid_argument"], "{found}");
+
+    // A good one: no problems, and still no run.
+    let (status, found) = post(
+        &http,
+        &format!("{base}/v1/runs"),
+        &admin,
+        &json!({ "agent": "hello@1", "dry_run": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found, json!({ "ok": true, "problems": [] }));
+    let (_, page) = get(&http, &format!("{base}/v1/runs"), &admin).await;
+    assert_eq!(page["runs"], json!([]), "a dry run started a run: {page}");
+
+    // The CLI says the same, exit 2 when something is wrong.
+    let out = c.cli(&[
+        "submit",
+        "hello@1",
+        "--dry-run",
+        "--selector",
+        "gpu=a100",
+        "--allow-http",
+        "https://api.example.com",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("permission_denied: ")
+            && said.contains("no ready node has the labels gpu=a100"),
+        "{said}"
+    );
+    let out = c.cli(&["submit", "hello@1", "--dry-run"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok: the submit would be taken"
+    );
 }

@@ -24,6 +24,7 @@ mod lease_protocol;
 mod leases;
 mod limits;
 mod llm;
+mod mcp;
 mod message_bounds;
 mod node_cache;
 mod node_lifecycle;
