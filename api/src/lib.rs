@@ -204,20 +204,26 @@ pub struct DryRun {
     /// No problems: the submit would be taken.
     pub ok: bool,
     pub problems: Vec<SubmitProblem>,
+    /// What would not refuse the submit but hold the run back (no ready
+    /// node for its selector).
+    pub warnings: Vec<SubmitProblem>,
 }
 
 impl From<&pb::SubmitResponse> for DryRun {
     fn from(answer: &pb::SubmitResponse) -> Self {
-        DryRun {
-            ok: answer.problems.is_empty(),
-            problems: answer
-                .problems
+        let listed = |found: &[pb::SubmitProblem]| {
+            found
                 .iter()
                 .map(|p| SubmitProblem {
                     code: p.code.clone(),
                     message: p.message.clone(),
                 })
-                .collect(),
+                .collect()
+        };
+        DryRun {
+            ok: answer.problems.is_empty(),
+            problems: listed(&answer.problems),
+            warnings: listed(&answer.warnings),
         }
     }
 }

@@ -167,7 +167,10 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         ..pb::Grant::from(&args.grant.grant()?)
     };
     let budget = args.budget.request();
-    budget.check()?;
+    // A dry run lets the control plane list this with everything else.
+    if !args.dry_run {
+        budget.check()?;
+    }
     let budget = pb::Budget::from(&budget);
     let request = |input: String| pb::SubmitRequest {
         agent: args.agent.clone(),
@@ -199,6 +202,14 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         .map_err(status)?
         .into_inner();
     if args.dry_run {
+        if let Some(run) = &answer.run {
+            bail!(
+                "this control plane does not know dry runs (it is older than this CLI) and started run {}; \
+                 `warden runs cancel {}` stops it",
+                run.run_id,
+                run.run_id
+            );
+        }
         return Ok(print_dry_run(&answer, args.json));
     }
     let run = answer
@@ -217,11 +228,15 @@ fn print_dry_run(answer: &pb::SubmitResponse, json: bool) -> ExitCode {
     let found = warden_api::DryRun::from(answer);
     if json {
         println!("{}", serde_json::to_value(&found).unwrap_or_default());
-    } else if found.ok {
-        println!("ok: the submit would be taken");
     } else {
         for problem in &found.problems {
-            println!("{}: {}", problem.code, problem.message);
+            println!("{}: {}", problem.code, output::safe(&problem.message));
+        }
+        for warning in &found.warnings {
+            println!("warning: {}", output::safe(&warning.message));
+        }
+        if found.ok {
+            println!("ok: the submit would be taken");
         }
     }
     if found.ok {

@@ -40,8 +40,9 @@ pub struct Manifest {
 }
 
 /// `[tool]`: the agent as a tool for MCP clients. The schemas are JSON
-/// Schema documents written as JSON text; the input's is an object's
-/// (a tool's arguments are an object, which the run gets as its input).
+/// Schema documents written as JSON text, each an object's (a tool's
+/// arguments are an object, which the run gets as its input; a tool with
+/// an output schema answers an object).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSpec {
@@ -70,9 +71,9 @@ impl ToolSpec {
     }
 
     fn check(&self) -> Result<(), String> {
-        for (key, text, object) in [
-            ("input_schema", &self.input_schema, true),
-            ("output_schema", &self.output_schema, false),
+        for (key, text) in [
+            ("input_schema", &self.input_schema),
+            ("output_schema", &self.output_schema),
         ] {
             let Some(text) = text else { continue };
             let schema: serde_json::Value =
@@ -82,9 +83,9 @@ impl ToolSpec {
                     "[tool] {key} must be a JSON Schema (a JSON object)"
                 ));
             };
-            if object && fields.get("type").and_then(|t| t.as_str()) != Some("object") {
+            if fields.get("type").and_then(|t| t.as_str()) != Some("object") {
                 return Err(format!(
-                    "[tool] {key} must describe an object (\"type\": \"object\"): a tool's arguments are one"
+                    "[tool] {key} must describe an object (\"type\": \"object\"): MCP tools take and give objects"
                 ));
             }
         }
@@ -248,6 +249,10 @@ mod tests {
             ("input_schema = '[1]'", "a JSON object"),
             (
                 "input_schema = '{\"type\": \"string\"}'",
+                "must describe an object",
+            ),
+            (
+                "output_schema = '{\"type\": \"array\"}'",
                 "must describe an object",
             ),
             ("colour = 'red'", "unknown field"),

@@ -24,8 +24,9 @@ use warden_proto::v1 as pb;
 use warden_proto::v1::registry_service_server::RegistryService;
 use warden_proto::v1::run_service_server::RunService;
 
-/// Protocol versions this server speaks, oldest first.
-const VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// Protocol versions this server speaks, oldest first: those of the
+/// streamable HTTP transport without JSON-RPC batches.
+const VERSIONS: &[&str] = &["2025-06-18", "2025-11-25"];
 /// How long `tools/call` waits for its run.
 const CALL_WAIT: Duration = Duration::from_secs(60);
 /// Most agent versions `tools/list` reads.
@@ -43,11 +44,15 @@ fn answer(status: StatusCode, message: Value) -> Response {
 /// `GET` and `DELETE /v1/mcp`: this server opens no stream of its own and
 /// keeps no session, as the transport allows.
 pub(super) async fn not_offered() -> Response {
-    super::problem::problem(
+    let mut response = super::problem::problem(
         StatusCode::METHOD_NOT_ALLOWED,
         "unimplemented",
         "this MCP server keeps no session and sends nothing unasked: POST each message".into(),
-    )
+    );
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    response
 }
 
 /// Model Context Protocol (streamable HTTP, stateless): one JSON-RPC 2.0
@@ -84,6 +89,16 @@ pub(super) async fn post(
         // A notification (initialized, cancelled): nothing to answer.
         return Ok(StatusCode::ACCEPTED.into_response());
     };
+    if !(id.is_string() || id.is_number()) {
+        return Ok(answer(
+            StatusCode::OK,
+            rpc_error(
+                &Value::Null,
+                -32600,
+                "a request's id is a string or a number",
+            ),
+        ));
+    }
     let params = fields.get("params").cloned().unwrap_or(Value::Null);
     let result = match method {
         "initialize" => Ok(initialize(&params)),
@@ -91,10 +106,12 @@ pub(super) async fn post(
         "tools/list" => list_tools(&cp, &reader)
             .await
             .map(|tools| json!({ "tools": tools })),
-        "tools/call" => {
-            let submitter = authorize(&cp, method!("RunService", "Submit"), &headers)?;
-            call_tool(&cp, &reader, &submitter, &params).await
-        }
+        // A call is a submit: refused in MCP's words (a JSON-RPC error)
+        // if the token may not submit.
+        "tools/call" => match authorize(&cp, method!("RunService", "Submit"), &headers) {
+            Ok(submitter) => call_tool(&cp, &reader, &submitter, &params).await,
+            Err(denied) => Err((-32000, denied.document().detail)),
+        },
         other => Err((-32601, format!("this server has no method {other}"))),
     };
     Ok(answer(
@@ -126,11 +143,17 @@ async fn newest_versions(
     caller: &Caller,
     name: &str,
 ) -> Result<BTreeMap<String, pb::ResolveResponse>, ApiError> {
+    // The caller's own tenant, also for the system role (which would
+    // otherwise list every tenant's).
+    let tenant = match caller {
+        Caller::Client(client) => client.tenant.clone(),
+        _ => String::new(),
+    };
     let mut newest: BTreeMap<String, pb::ResolveResponse> = BTreeMap::new();
     let (mut page_token, mut read) = (String::new(), 0);
     loop {
         let request = pb::ListComponentsRequest {
-            tenant: String::new(),
+            tenant: tenant.clone(),
             name: name.to_string(),
             limit: 1000,
             page_token,
@@ -169,7 +192,7 @@ fn tool(version: &pb::ResolveResponse) -> Value {
         )),
         "inputSchema": spec.input().unwrap_or_else(|| json!({ "type": "object" })),
     });
-    if let Some(output) = spec.output().filter(|o| o["type"] == "object") {
+    if let Some(output) = spec.output() {
         tool["outputSchema"] = output;
     }
     tool
@@ -237,14 +260,35 @@ async fn call_tool(
         // Refused (a quota, a grant): the tool could not run.
         Err(e) => return Ok(tool_result(e.document().detail, None, true)),
     };
-    let run = wait_ended(cp, submitter, run, CALL_WAIT)
-        .await
-        .map_err(|e| (-32603, e.document().detail))?;
+    let id = run.run_id.clone();
+    let run = match wait_ended(cp, submitter, run, CALL_WAIT).await {
+        Ok(run) => run,
+        Err(e) => {
+            let why = e.document().detail;
+            let text = format!(
+                "run {id} was started, but cannot be followed here ({why}); read it at /v1/runs/{id}"
+            );
+            return Ok(tool_result(text, None, true));
+        }
+    };
+    let has_output_schema = warden_core::Manifest::parse(&version.capabilities)
+        .is_ok_and(|m| m.tool.output_schema.is_some());
     let state = warden_core::RunState::from_wire(run.run_state, &run.state);
     Ok(match state {
         Some(warden_core::RunState::Succeeded) => {
             let output: Value = serde_json::from_str(&run.output).unwrap_or(Value::Null);
-            tool_result(run.output.clone(), Some(output), false)
+            if has_output_schema && !output.is_object() {
+                tool_result(
+                    format!(
+                        "run {id} answered {}, not the object its [tool] output_schema describes",
+                        run.output
+                    ),
+                    None,
+                    true,
+                )
+            } else {
+                tool_result(run.output.clone(), Some(output), false)
+            }
         }
         Some(state) if state.is_terminal() => {
             let kind = warden_core::FailureKind::from_proto(run.error_kind)

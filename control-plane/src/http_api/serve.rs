@@ -29,6 +29,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(600);
 /// How long requests in flight may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long requests in flight on a connection asked to close for its age
+/// may take: longer than the longest wait a request may ask for.
+const AGE_GRACE: Duration = Duration::from_secs(70);
 
 /// The HTTP API of a control plane, ready to serve.
 pub struct HttpApi {
@@ -188,18 +191,19 @@ async fn serve_connection<S>(
     };
     let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(connection);
-    tokio::select! {
+    let grace = tokio::select! {
         result = connection.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "HTTP API connection ended with an error");
             }
             return;
         }
-        _ = stopping.wait_for(|stop| *stop) => {}
-        () = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
-    }
+        _ = stopping.wait_for(|stop| *stop) => SHUTDOWN_GRACE,
+        () = tokio::time::sleep(MAX_CONNECTION_AGE) => AGE_GRACE,
+    };
     connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+    // On shutdown, `serve` drops what is left after its own grace.
+    let _ = tokio::time::timeout(grace, connection).await;
 }
 
 /// Refuses a request whose `Host` is not this machine (`localhost`,

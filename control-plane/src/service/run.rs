@@ -213,18 +213,31 @@ impl ControlPlane {
     }
 
     /// A dry run of `r` for `tenant`: every problem a submit would meet,
-    /// and whether a ready node could take it, starting nothing.
-    async fn dry_run(&self, tenant: &str, r: &SubmitRequest) -> Result<Vec<Status>, Status> {
+    /// and as warnings what would only hold the run back (no ready node
+    /// for its selector). Starts nothing and fetches nothing: an `oci://`
+    /// reference is only parsed.
+    async fn dry_run(
+        &self,
+        tenant: &str,
+        r: &SubmitRequest,
+    ) -> Result<(Vec<Status>, Vec<Status>), Status> {
         let mut problems = Vec::new();
         if let Err(status) = self.check_quotas(tenant, std::slice::from_ref(r)) {
             problems.push(status);
         }
-        let resolved = match self.resolve_agent(tenant, &r.agent).await {
-            Ok(resolved) => Some(resolved),
-            Err(status) => {
-                problems.push(status);
+        let resolved = match OciRef::parse(&r.agent) {
+            Some(Ok(_)) => None,
+            Some(Err(e)) => {
+                problems.push(Status::invalid_argument(e.to_string()));
                 None
             }
+            None => match self.resolve_agent(tenant, &r.agent).await {
+                Ok(resolved) => Some(resolved),
+                Err(status) => {
+                    problems.push(status);
+                    None
+                }
+            },
         };
         if let Err(found) = self.check_run(r, resolved.as_ref()) {
             // Without the agent, the "not resolved" note says nothing new.
@@ -243,6 +256,7 @@ impl ControlPlane {
                     .iter()
                     .all(|(k, v)| n.labels.get(k) == Some(v))
         });
+        let mut warnings = Vec::new();
         if !placeable {
             let wanted: Vec<String> = r
                 .node_selector
@@ -254,12 +268,12 @@ impl ControlPlane {
             } else {
                 format!("no ready node has the labels {}", wanted.join(", "))
             };
-            problems.push(Status::failed_precondition(format!(
+            warnings.push(Status::failed_precondition(format!(
                 "{which}: the run would wait, and fail unschedulable after {} if none comes",
                 humantime::format_duration(self.config.placement_timeout)
             )));
         }
-        Ok(problems)
+        Ok((problems, warnings))
     }
 
     /// How to pull `oci` for `tenant`: with the tenant's own credentials for
@@ -352,16 +366,20 @@ impl run_service_server::RunService for ControlPlane {
         warden_telemetry::trace::set_parent(&span, &r.traceparent);
         async move {
             if r.dry_run {
-                let problems = self.dry_run(&caller.tenant, &r).await?;
-                return Ok(Response::new(SubmitResponse {
-                    run: None,
-                    problems: problems
+                let (problems, warnings) = self.dry_run(&caller.tenant, &r).await?;
+                let listed = |found: Vec<Status>| {
+                    found
                         .iter()
                         .map(|s| SubmitProblem {
                             code: crate::http_api::code_name(s.code()),
                             message: s.message().to_string(),
                         })
-                        .collect(),
+                        .collect()
+                };
+                return Ok(Response::new(SubmitResponse {
+                    run: None,
+                    problems: listed(problems),
+                    warnings: listed(warnings),
                 }));
             }
             self.check_quotas(&caller.tenant, std::slice::from_ref(&r))?;
@@ -375,7 +393,7 @@ impl run_service_server::RunService for ControlPlane {
             let run = self.insert_run(run).await?;
             Ok(Response::new(SubmitResponse {
                 run: Some(run),
-                problems: Vec::new(),
+                ..Default::default()
             }))
         }
         .instrument(span)

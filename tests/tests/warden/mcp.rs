@@ -4,7 +4,7 @@
 
 use crate::http_api::api_cluster;
 use serde_json::Value;
-use warden_tests::cluster::publish_with;
+use warden_tests::cluster::{publish_with, try_publish_as};
 use warden_tests::examples;
 
 /// What the client does: initialize, list the tools, call one if asked;
@@ -74,6 +74,12 @@ async fn an_mcp_client_lists_a_tenant_s_agents_and_calls_one_and_another_tenant_
     let (c, _procs, _http, base) = api_cluster().await;
     // hello@1 (no manifest) is there; hello@2, newer, describes itself.
     publish_with(c.channel().await, examples::HELLO, "hello@2", MANIFEST).await;
+    // Another tenant's hello@3, newer still, is not this tenant's tool
+    // (though the admin token's system role could list every tenant's).
+    let other = c.token("acme", "admin");
+    try_publish_as(c.channel().await, examples::HELLO, "hello@3", "", &other)
+        .await
+        .unwrap();
     let url = format!("{base}/v1/mcp");
 
     let mine = client(
@@ -103,12 +109,22 @@ async fn an_mcp_client_lists_a_tenant_s_agents_and_calls_one_and_another_tenant_
     assert_eq!(runs[0]["agent"], "hello@2", "{runs}");
     assert_eq!(runs[0]["state"], "succeeded", "{runs}");
 
-    // Another tenant sees no tools, and cannot call this one.
-    let other = c.token("acme", "admin");
-    let theirs = client(&url, &other, &c.ca, Some(serde_json::json!(["hello", {}]))).await;
-    assert_eq!(theirs["tools"], serde_json::json!([]), "{theirs}");
-    let refused = theirs["call_error"].as_str().unwrap_or_default();
-    assert!(refused.contains("no tool named hello"), "{theirs}");
+    // The other tenant sees its own hello only, and a call runs its own.
+    let call = serde_json::json!(["hello", { "name": "acme" }]);
+    let theirs = client(&url, &other, &c.ca, Some(call)).await;
+    let tools = theirs["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{theirs}");
+    assert_eq!(tools[0]["title"], "hello@3", "{theirs}");
+    assert_eq!(
+        theirs["call"]["structured"]["echo"]["name"], "acme",
+        "{theirs}"
+    );
+    // A third tenant sees no tools, and cannot call one.
+    let third = c.token("third", "admin");
+    let none = client(&url, &third, &c.ca, Some(serde_json::json!(["hello", {}]))).await;
+    assert_eq!(none["tools"], serde_json::json!([]), "{none}");
+    let refused = none["call_error"].as_str().unwrap_or_default();
+    assert!(refused.contains("no tool named hello"), "{none}");
 
     // A viewer may list but not call: a call is a submit.
     let viewer = c.token("default", "viewer");
@@ -121,5 +137,9 @@ async fn an_mcp_client_lists_a_tenant_s_agents_and_calls_one_and_another_tenant_
     .await;
     assert_eq!(seen["tools"].as_array().unwrap().len(), 1, "{seen}");
     assert!(seen.get("call").is_none(), "a viewer's call ran: {seen}");
-    assert!(seen["call_error"].as_str().is_some(), "{seen}");
+    let refused = seen["call_error"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("role is viewer") && refused.contains("needs submitter"),
+        "{seen}"
+    );
 }
