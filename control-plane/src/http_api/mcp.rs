@@ -37,8 +37,9 @@ fn rpc_error(id: &Value, code: i64, message: impl Into<String>) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message.into() } })
 }
 
-fn answer(status: StatusCode, message: Value) -> Response {
-    (status, axum::Json(message)).into_response()
+/// A JSON-RPC answer (errors too are `200 OK` at the HTTP level).
+fn answer(message: Value) -> Response {
+    axum::Json(message).into_response()
 }
 
 /// `GET` and `DELETE /v1/mcp`: this server opens no stream of its own and
@@ -90,14 +91,11 @@ pub(super) async fn post(
         return Ok(StatusCode::ACCEPTED.into_response());
     };
     if !(id.is_string() || id.is_number()) {
-        return Ok(answer(
-            StatusCode::OK,
-            rpc_error(
-                &Value::Null,
-                -32600,
-                "a request's id is a string or a number",
-            ),
-        ));
+        return Ok(answer(rpc_error(
+            &Value::Null,
+            -32600,
+            "a request's id is a string or a number",
+        )));
     }
     let params = fields.get("params").cloned().unwrap_or(Value::Null);
     let result = match method {
@@ -114,13 +112,10 @@ pub(super) async fn post(
         },
         other => Err((-32601, format!("this server has no method {other}"))),
     };
-    Ok(answer(
-        StatusCode::OK,
-        match result {
-            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-            Err((code, message)) => rpc_error(&id, code, message),
-        },
-    ))
+    Ok(answer(match result {
+        Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        Err((code, message)) => rpc_error(&id, code, message),
+    }))
 }
 
 fn initialize(params: &Value) -> Value {
