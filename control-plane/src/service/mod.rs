@@ -9,6 +9,7 @@ mod lease;
 mod node;
 mod registry;
 mod run;
+mod submit;
 
 use crate::store::{LeaseCheck, StoreError};
 use std::pin::Pin;
