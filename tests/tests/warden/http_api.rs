@@ -34,7 +34,7 @@ pub(crate) async fn api_cluster() -> (
 }
 
 /// A response's status and JSON body; a problem's content type checked.
-async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+pub(crate) async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let kind = response
         .headers()
@@ -50,13 +50,18 @@ async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// `GET url` with `token`: status and JSON body.
-async fn get(http: &reqwest::Client, url: &str, token: &str) -> (StatusCode, Value) {
+pub(crate) async fn get(http: &reqwest::Client, url: &str, token: &str) -> (StatusCode, Value) {
     answer(http.get(url).bearer_auth(token).send().await.unwrap()).await
 }
 
 /// `POST url` with `token` and `body` (none if `null`): status and JSON
 /// body.
-async fn post(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
     let mut request = http.post(url).bearer_auth(token);
     if !body.is_null() {
         request = request.json(body);
@@ -407,187 +412,6 @@ async fn a_batch_pages_through_the_list_once_each() {
     }
     assert_eq!(seen.len(), 250);
     assert_eq!(pages, 3);
-}
-
-/// One Server-Sent Event: its `event`, `id` and `data`.
-#[derive(Debug, Default)]
-struct Sse {
-    event: String,
-    id: String,
-    data: String,
-}
-
-/// Reads events from `response` until `stop` holds for one (returned
-/// last) or the stream ends; at most 60 s.
-async fn read_events(response: &mut reqwest::Response, stop: impl Fn(&Sse) -> bool) -> Vec<Sse> {
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let mut event = Sse::default();
-            for line in block.lines() {
-                if let Some((field, value)) = line.split_once(':') {
-                    let value = value.strip_prefix(' ').unwrap_or(value).to_string();
-                    match field {
-                        "event" => event.event = value,
-                        "id" => event.id = value,
-                        "data" => event.data = value,
-                        _ => {}
-                    }
-                }
-            }
-            if event.event.is_empty() {
-                continue; // a keep-alive comment
-            }
-            let done = stop(&event);
-            events.push(event);
-            if done {
-                return events;
-            }
-        }
-        let chunk = tokio::time::timeout_at(deadline, response.chunk())
-            .await
-            .expect("events within 60 s")
-            .unwrap();
-        match chunk {
-            Some(bytes) => buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
-            None => return events,
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_follow_as_events_resume_after_the_last_one_seen_and_events_end_with_the_run() {
-    let (c, _procs, http, base) = api_cluster().await;
-    let admin = c.admin.clone();
-    publish(
-        c.channel().await,
-        warden_tests::components::SLEEPER,
-        "sleeper@1",
-    )
-    .await;
-    // 8 lines, one every 300 ms.
-    let (_, run) = post(
-        &http,
-        &format!("{base}/v1/runs"),
-        &admin,
-        &json!({ "agent": "sleeper@1", "input": { "ms": 2400, "lines": 8, "tag": "done" } }),
-    )
-    .await;
-    let id = run["run_id"].as_str().unwrap().to_string();
-    let mut changes = http
-        .get(format!("{base}/v1/runs/{id}/events"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changes.headers()["content-type"], "text/event-stream");
-
-    // Follow until three lines are in, then drop the connection.
-    let url = format!("{base}/v1/runs/{id}/logs?follow=true");
-    let mut first = http.get(&url).bearer_auth(&admin).send().await.unwrap();
-    assert_eq!(first.status(), StatusCode::OK);
-    let seen = read_events(&mut first, |e| e.id == "1.2").await;
-    drop(first);
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    assert!(seen.iter().all(|e| e.event == "line"), "{seen:?}");
-    let line: Value = serde_json::from_str(&seen[0].data).unwrap();
-    assert_eq!(line["message"], "tick 0", "{line}");
-    assert_eq!(line["attempt"], 1);
-
-    // Reconnect where it left off: the rest, each once, then `end`.
-    let mut rest = http
-        .get(&url)
-        .bearer_auth(&admin)
-        .header("last-event-id", "1.2")
-        .send()
-        .await
-        .unwrap();
-    let rest = read_events(&mut rest, |e| e.event == "end").await;
-    let ids: Vec<&str> = rest.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(ids, ["1.3", "1.4", "1.5", "1.6", "1.7", ""], "{rest:?}");
-    assert_eq!(rest.last().unwrap().event, "end");
-
-    // The state changes: queued or running first, succeeded last, then end.
-    let states = read_events(&mut changes, |e| e.event == "end").await;
-    let last_run = &states[states.len() - 2];
-    assert_eq!(last_run.event, "run");
-    let last_run: Value = serde_json::from_str(&last_run.data).unwrap();
-    assert_eq!(last_run["state"], "succeeded", "{last_run}");
-    assert_eq!(last_run["output"], "done", "{last_run}");
-
-    // Without follow: the lines as one JSON document.
-    let (status, all) = get(&http, &format!("{base}/v1/runs/{id}/logs"), &admin).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(all["lines"].as_array().unwrap().len(), 8, "{all}");
-    // A forged resume point is refused, not guessed at.
-    let (status, problem) = answer(
-        http.get(&url)
-            .bearer_auth(&admin)
-            .header("last-event-id", "x")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
-}
-
-/// Schemathesis (PyPI) reads `/v1/openapi.json` and sends every route
-/// generated requests, good and bad, as the admin: no answer may be a
-/// server error, a status the document does not list, or a body that
-/// breaks its schema.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (c, _cp) = TestCluster::start(&["--http-listen", &listen, "--rate-limit", "0"]);
-    let _node = c.node("node-a", &["--slots", "4"]);
-    publish(c.channel().await, examples::HELLO, "hello@1").await;
-    let report = c.tmp.path().join("schemathesis");
-    let out = tokio::process::Command::new("st")
-        // It keeps a cache in the directory it runs in.
-        .current_dir(c.tmp.path())
-        .args(["run", &format!("https://127.0.0.1:{port}/v1/openapi.json")])
-        .args(["--tls-verify", c.ca.to_str().unwrap()])
-        .args(["--header", &format!("Authorization: Bearer {}", c.admin)])
-        .args([
-            "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-        ])
-        .args(["--max-examples", "30", "--seed", "1", "--workers", "2"])
-        .args(["--generation-database", "none", "--request-timeout", "70"])
-        // Not its "coverage" phase: its generator fails inside hypothesis
-        // on some schemas here (FlakyFailure), whatever the answers.
-        .args(["--phases", "examples,fuzzing,stateful"])
-        .args(["--report", "junit", "--report-dir", report.to_str().unwrap(), "--no-color"])
-        .output()
-        .await
-        .expect("schemathesis (`st`, from PyPI) runs: scripts/test.sh installs it");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "schemathesis found problems:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // It did test the routes (a run that found nothing to test passes too).
-    let junit = std::fs::read_dir(&report)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
-        .collect::<String>();
-    for route in [
-        "POST /v1/runs",
-        "GET /v1/runs/{id}",
-        "GET /v1/agents",
-        "GET /v1/runs/{id}/logs",
-    ] {
-        assert!(
-            junit.contains(route),
-            "{route} untested:\n{junit}\n{stdout}"
-        );
-    }
 }
 
 /// `warden dev` serves the API without TLS or tokens, so only to this

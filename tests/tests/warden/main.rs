@@ -19,6 +19,8 @@ mod host_faults;
 mod hostile;
 mod http;
 mod http_api;
+mod http_events;
+mod http_schema;
 mod kv;
 mod lease_protocol;
 mod leases;
