@@ -13,6 +13,11 @@ use warden_core::{
 };
 use warden_proto::v1 as pb;
 
+mod admin;
+mod webhook;
+pub use admin::{Agent, AuditEntry, AuditLog, ConcurrencyLimit, Published, Quotas, Validation};
+pub use webhook::{Webhook, WebhookDelivery};
+
 /// Why a run or an attempt failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunError {
@@ -94,6 +99,12 @@ pub struct Run {
     pub output: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<Attempt>>,
+    /// The W3C trace id its spans carry, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Where its result is POSTed once it ends, and how that went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
 }
 
 impl Run {
@@ -103,6 +114,7 @@ impl Run {
             input: Some(raw_or_null(&run.input)),
             output: Some(raw_or_null(&run.output)),
             attempts: Some(run.attempts.iter().map(Attempt::from).collect()),
+            webhook: run.webhook.as_ref().map(|w| Webhook::of(w, true)),
             ..Self::summary(run)
         }
     }
@@ -129,6 +141,8 @@ impl Run {
             input: None,
             output: None,
             attempts: None,
+            trace_id: (!run.trace_id.is_empty()).then(|| run.trace_id.clone()),
+            webhook: run.webhook.as_ref().map(|w| Webhook::of(w, false)),
         }
     }
 }
@@ -187,6 +201,10 @@ pub struct SubmitRun {
     /// [`DryRun`]) lists every problem found.
     #[serde(default)]
     pub dry_run: bool,
+    /// POST the run's result here once it ends, signed (a URL on the
+    /// tenant's webhook allow-list).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 /// One problem a dry run found: the code a submit would fail with and its
@@ -252,6 +270,7 @@ impl SubmitRun {
             labels: self.labels.clone().into_iter().collect(),
             idempotency_key: self.idempotency_key.clone().unwrap_or_default(),
             dry_run: self.dry_run,
+            webhook_url: self.webhook_url.clone().unwrap_or_default(),
         }
     }
 }

@@ -19,6 +19,7 @@ mod runs;
 mod submit;
 mod usage;
 mod validator;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -69,6 +70,7 @@ enum Command {
     Audit(admin::AuditArgs),
     Quotas(admin::QuotasArgs),
     Credentials(admin::CredentialsArgs),
+    Webhooks(webhooks::WebhooksArgs),
     Bridge(bridge::BridgeArgs),
     Completions(CompletionsArgs),
 }
@@ -167,6 +169,7 @@ pub fn main() -> ExitCode {
             Command::Whoami(args) => admin::whoami(args).await,
             Command::Audit(args) => admin::audit(args).await,
             Command::Quotas(args) => admin::quotas(args).await,
+            Command::Webhooks(args) => webhooks::webhooks(args).await,
             Command::Credentials(args) => admin::credentials(args).await,
             Command::Bridge(args) => bridge::bridge(args).await,
             Command::Completions(_) => unreachable!("handled before the runtime starts"),

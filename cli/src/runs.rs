@@ -26,6 +26,16 @@ enum RunsCommand {
         /// failed, dead_lettered, cancelled).
         #[arg(long)]
         state: Option<RunState>,
+        /// Only runs of this agent: a name (every version) or NAME@VERSION.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only runs with this label (KEY=VALUE). Repeatable: runs with
+        /// every one.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::args::parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// Only runs submitted in this long before now (e.g. 30m, 2h, 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
         /// At most this many runs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -82,7 +92,23 @@ fn run_json(run: &pb::Run, summary: bool) -> serde_json::Value {
 pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.remote.runs().await?;
     match args.command {
-        RunsCommand::List { state, limit, json } => {
+        RunsCommand::List {
+            state,
+            agent,
+            labels,
+            since,
+            limit,
+            json,
+        } => {
+            let since_unix_ms = match since {
+                Some(since) => {
+                    let now = std::time::SystemTime::now();
+                    let at = now.checked_sub(since).unwrap_or(std::time::UNIX_EPOCH);
+                    let ms = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    (ms.as_millis() as i64).max(1)
+                }
+                None => 0,
+            };
             // A page at a time, until `limit` runs or the last page.
             let mut runs = Vec::new();
             let mut page_token = String::new();
@@ -93,6 +119,9 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                         run_state: state.map_or(0, |s| pb::RunState::from(s) as i32),
                         limit: (limit - runs.len() as u32).min(1000),
                         page_token,
+                        agent: agent.clone().unwrap_or_default(),
+                        labels: labels.iter().cloned().collect(),
+                        since_unix_ms,
                     })
                     .await
                     .map_err(status)?

@@ -70,6 +70,12 @@ pub(crate) struct SubmitArgs {
     #[arg(long, env = "TRACEPARENT", value_parser = parse_traceparent)]
     traceparent: Option<String>,
 
+    /// POST the run's result to this URL once it ends, signed with the
+    /// tenant's webhook key and retried until the receiver answers 2xx
+    /// (the URL must be on the tenant's allow-list: `warden webhooks`).
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+
     #[command(flatten)]
     budget: BudgetArgs,
 
@@ -183,6 +189,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         labels: args.labels.iter().cloned().collect(),
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
         dry_run: args.dry_run,
+        webhook_url: args.webhook.clone().unwrap_or_default(),
     };
     if let Some(path) = &args.inputs {
         let inputs = read_json_lines(path)?;

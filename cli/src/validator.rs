@@ -48,4 +48,8 @@ impl ComponentValidator for EngineValidator {
             .map(drop)
             .map_err(|e| e.to_string())
     }
+
+    fn inspect(&self, name: &str, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+        self.load(name, bytes)
+    }
 }

@@ -20,6 +20,7 @@ mod queue;
 mod reaper;
 mod service;
 pub mod store;
+pub mod webhooks;
 
 pub use auth::Security;
 pub use store::Store;
@@ -33,6 +34,11 @@ use tokio::sync::Notify;
 /// control plane does not embed the wasm engine; the binary supplies one.
 pub trait ComponentValidator: Send + Sync {
     fn validate(&self, name: &str, bytes: &[u8]) -> Result<(), String>;
+
+    /// As [`Self::validate`], and what the component imports and exports.
+    fn inspect(&self, name: &str, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+        self.validate(name, bytes).map(|()| Default::default())
+    }
 }
 
 /// Timing of leases and liveness.
@@ -66,6 +72,9 @@ pub struct ControlPlaneConfig {
     /// Bytes of each attempt's log kept; later lines are dropped, and a
     /// line says where.
     pub max_log_bytes: u64,
+    /// The waits between a webhook's tries: one try more than there are
+    /// waits.
+    pub webhook_retries: Vec<Duration>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -83,6 +92,7 @@ impl Default for ControlPlaneConfig {
             rate_limit: 200,
             max_streams_per_token: 64,
             max_log_bytes: 1 << 20,
+            webhook_retries: webhooks::RETRY_DELAYS.to_vec(),
         }
     }
 }
@@ -224,6 +234,7 @@ impl ControlPlane {
             registry_service_server::RegistryServiceServer, run_service_server::RunServiceServer,
         };
         let reaper = tokio::spawn(self.clone().reap());
+        let webhooks = tokio::spawn(self.clone().deliver_webhooks());
         let cp = self.clone();
         let notifications = tokio::spawn(async move {
             let changed = cp.changed.clone();
@@ -253,6 +264,7 @@ impl ControlPlane {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         reaper.abort();
+        webhooks.abort();
         notifications.abort();
         result
     }

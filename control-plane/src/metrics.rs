@@ -15,7 +15,8 @@ use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OutcomeLabel {
-    /// `recorded`, `already_recorded` or `rejected`.
+    /// `recorded`, `already_recorded` or `rejected` (results); `delivered`,
+    /// `retry` or `failed` (webhook tries).
     pub(crate) outcome: &'static str,
 }
 
@@ -39,6 +40,7 @@ pub(crate) struct ControlPlaneMetrics {
     pub(crate) leases_granted: Counter,
     pub(crate) submit_to_start: Histogram,
     pub(crate) lease_streams: Gauge,
+    webhook_deliveries: Family<OutcomeLabel, Counter>,
     runs: Family<RunsLabel, Gauge>,
     queue_oldest_age: Gauge<f64, AtomicU64>,
     nodes: Family<StateLabel, Gauge>,
@@ -54,6 +56,7 @@ impl Default for ControlPlaneMetrics {
             // 1 ms to about 2 min.
             submit_to_start: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             lease_streams: Gauge::default(),
+            webhook_deliveries: Family::default(),
             runs: Family::default(),
             queue_oldest_age: Gauge::default(),
             nodes: Family::default(),
@@ -63,6 +66,14 @@ impl Default for ControlPlaneMetrics {
 }
 
 impl ControlPlaneMetrics {
+    /// A webhook try: `delivered`, `retry` (failed, tried again later) or
+    /// `failed` (the last try failed).
+    pub(crate) fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
     pub(crate) fn register(&self, r: &mut Registry) {
         let m = self.clone();
         r.register(
@@ -90,6 +101,11 @@ impl ControlPlaneMetrics {
             "lease_streams",
             "Nodes' lease streams open on this replica",
             m.lease_streams,
+        );
+        r.register(
+            "webhook_deliveries",
+            "Webhook tries this replica made, by outcome (delivered, retry, failed)",
+            m.webhook_deliveries,
         );
         r.register(
             "runs",

@@ -46,7 +46,7 @@ pub use failure::{FailureKind, RunFailure};
 pub use grant::{Grant, NodePolicy, model_allowed};
 pub use id::{day_name, new_run_id, now_ms, utc_day};
 pub use manifest::{GrantError, Manifest, grant_for};
-pub use pattern::{HttpPattern, HttpPolicy, PatternError};
+pub use pattern::{Denied, HttpPattern, HttpPolicy, PatternError};
 pub use reference::{agent_name, name_and_version, split_reference};
 pub use retry::Backoff;
 pub use role::Role;

@@ -63,9 +63,10 @@ pub(super) struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub(super) listen: SocketAddr,
 
-    /// Also serve the HTTP/JSON API (/v1/runs, /v1/agents, ...) on this
-    /// address, with TLS and tokens like gRPC (port 0: any free port; the
-    /// address is printed). Off unless given.
+    /// Also serve the HTTP/JSON API (/v1/runs, /v1/agents, ...) and the
+    /// web console (/) on this address, with TLS and tokens like gRPC
+    /// (port 0: any free port; the address is printed). Off unless given;
+    /// `warden dev` serves them on the port after --listen's.
     #[arg(long, value_name = "ADDR")]
     pub(super) http_listen: Option<SocketAddr>,
 
@@ -123,6 +124,11 @@ pub(super) struct ServerArgs {
     /// where. 0 keeps none.
     #[arg(long, default_value = "1MiB", value_parser = warden_core::parse_bytes)]
     pub(super) max_log_bytes: u64,
+
+    /// Tries at delivering a run's webhook before it is marked failed
+    /// (1-9): the next try waits 1s, 5s, 30s, 2m, 10m, 30m, 1h, then 2h.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub(super) webhook_attempts: u8,
 
     /// How submits of oci:// references reach their registries.
     #[command(flatten)]

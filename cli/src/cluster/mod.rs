@@ -116,6 +116,9 @@ async fn start_control_plane(
             max_input_bytes: args.max_input,
             max_component_bytes: args.max_component,
             max_log_bytes: args.max_log_bytes,
+            webhook_retries: warden_control_plane::webhooks::RETRY_DELAYS
+                [..usize::from(args.webhook_attempts) - 1]
+                .to_vec(),
             oci: warden_oci::OciOptions {
                 guard: guard_registries.then(|| warden_oci::RegistryGuard {
                     allow: args.allow_registries.clone(),
@@ -152,7 +155,8 @@ async fn start_control_plane(
         cp.store().name()
     );
     if let Some((_, listener)) = &http {
-        println!("HTTP API on {scheme}://{}/v1/", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        println!("HTTP API on {scheme}://{addr}/v1/, console at {scheme}://{addr}/");
     }
     for note in notes {
         println!("{note}");
@@ -405,7 +409,17 @@ pub(crate) async fn node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn dev(mut args: DevArgs) -> anyhow::Result<ExitCode> {
+    // The HTTP API and console too, by default on the port after gRPC's.
+    let listen = args.server.listen;
+    let http_default = SocketAddr::new(
+        listen.ip(),
+        match listen.port() {
+            0 => 0,
+            port => port.checked_add(1).unwrap_or(0),
+        },
+    );
+    args.server.http_listen.get_or_insert(http_default);
     let mut config = load_config(
         args.node.node_config.as_deref(),
         args.data.data_dir.as_ref(),

@@ -46,6 +46,8 @@ pub fn rule(path: &str) -> Option<Rule> {
         ("RunService", "Usage") => Client(Viewer, "reading usage"),
 
         ("RegistryService", "Publish") => Client(Publisher, "publishing agents"),
+        // It compiles what it is given: as costly as a publish.
+        ("RegistryService", "Validate") => Client(Publisher, "validating agents"),
         // Importing from an OCI registry needs submitter; the handler
         // checks that, as only the request says which it is.
         ("RegistryService", "Resolve" | "Fetch") => NodeOrClient(Viewer, "reading agents"),
@@ -59,6 +61,13 @@ pub fn rule(path: &str) -> Option<Rule> {
         ("AuthService", "CreateToken" | "ListTokens" | "RevokeToken") => {
             Client(Admin, "managing tokens")
         }
+        // Where webhooks may go opens the control plane's own network to
+        // a tenant: the operator's to say.
+        ("AuthService", "SetWebhookConfig") => {
+            Client(System, "setting where tenants' webhooks may go")
+        }
+        ("AuthService", "GetWebhookConfig") => Client(Admin, "reading webhook settings"),
+        ("AuthService", "RotateWebhookKey") => Client(Admin, "rotating webhook keys"),
         (
             "AuthService",
             "SetRegistryCredential" | "ListRegistryCredentials" | "DeleteRegistryCredential",

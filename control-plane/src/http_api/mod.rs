@@ -17,12 +17,15 @@ macro_rules! method {
     };
 }
 
+mod admin;
+mod console;
 mod mcp;
 mod openapi;
 mod problem;
 mod routes;
 mod serve;
 mod streams;
+mod uploads;
 
 pub(crate) use problem::code_name;
 pub use serve::HttpApi;

@@ -1,7 +1,7 @@
 //! The API's OpenAPI 3.1 document, made from the routes' own annotations
 //! and the documents' types (utoipa), served at `/v1/openapi.json`.
 
-use super::{mcp, routes, streams};
+use super::{admin, mcp, routes, streams, uploads};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use warden_api as api;
 
@@ -70,7 +70,8 @@ impl utoipa::Modify for BearerAuth {
         routes::healthz, routes::readyz, routes::whoami,
         routes::submit, routes::submit_batch, routes::list_runs, routes::get_run, routes::cancel,
         streams::logs, streams::events,
-        routes::list_agents, routes::list_nodes, routes::usage,
+        routes::list_agents, admin::get_agent, uploads::validate, uploads::publish, routes::list_nodes, routes::usage,
+        admin::audit, admin::quotas,
         mcp::post,
     ),
     components(schemas(api::Problem)),

@@ -35,6 +35,8 @@ const SUBMIT_OVERHEAD: usize = 64 << 10;
 /// The API's routes over `cp`.
 pub(crate) fn router(cp: ControlPlane) -> axum::Router {
     axum::Router::new()
+        .route("/", get(super::console::index))
+        .route("/console/{file}", get(super::console::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(super::openapi::document))
@@ -46,6 +48,17 @@ pub(crate) fn router(cp: ControlPlane) -> axum::Router {
         .route("/v1/runs/{id}/logs", get(super::streams::logs))
         .route("/v1/runs/{id}/events", get(super::streams::events))
         .route("/v1/agents", get(list_agents))
+        .route(
+            "/v1/agents/validate",
+            post(super::uploads::validate).layer(super::uploads::body_limit(&cp)),
+        )
+        .route("/v1/agents/{name}", get(super::admin::get_agent))
+        .route(
+            "/v1/agents/{name}/versions/{version}",
+            post(super::uploads::publish).layer(super::uploads::body_limit(&cp)),
+        )
+        .route("/v1/audit", get(super::admin::audit))
+        .route("/v1/quotas", get(super::admin::quotas))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/usage", get(usage))
         .route(
@@ -58,7 +71,7 @@ pub(crate) fn router(cp: ControlPlane) -> axum::Router {
             problem(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such path in this API (its paths start /v1/)".into(),
+                "no such path in this API (its paths start /v1/; the console is at /)".into(),
             )
         })
         .method_not_allowed_fallback(|| async {
@@ -262,6 +275,12 @@ pub(super) struct ListRunsQuery {
     /// Only runs in this state: queued, leased, running, succeeded,
     /// failed, cancelled, dead_lettered.
     state: Option<String>,
+    /// Only runs of this agent: a name (every version) or `name@version`.
+    agent: Option<String>,
+    /// Only runs with this label: `key=value`.
+    label: Option<String>,
+    /// Only runs submitted at or after this time (Unix ms).
+    since_unix_ms: Option<i64>,
     /// Runs per page (default 100, at most 1,000; a page also stops at
     /// 4 MiB).
     limit: Option<u32>,
@@ -279,11 +298,23 @@ pub(super) async fn list_runs(
 ) -> Result<Json<api::RunPage>, ApiError> {
     let caller = authorize(&cp, method!("RunService", "List"), &headers)?;
     let q: ListRunsQuery = query(&uri)?;
+    let labels = match q.label.as_deref() {
+        Some(label) => {
+            let (key, value) = label.split_once('=').ok_or_else(|| {
+                tonic::Status::invalid_argument(format!("label={label}: give it as key=value"))
+            })?;
+            [(key.to_string(), value.to_string())].into()
+        }
+        None => Default::default(),
+    };
     let request = pb::ListRunsRequest {
         state: q.state.unwrap_or_default(),
         limit: q.limit.unwrap_or(0),
         run_state: 0,
         page_token: q.cursor.unwrap_or_default(),
+        agent: q.agent.unwrap_or_default(),
+        labels,
+        since_unix_ms: q.since_unix_ms.unwrap_or(0),
     };
     let page = invoke(&cp, &caller, request, |cp, r| async move {
         RunService::list(&cp, r).await

@@ -9,6 +9,9 @@ use warden_core::Role;
 use warden_proto::v1 as pb;
 use warden_proto::v1::auth_service_server::AuthService;
 
+/// Most patterns in a tenant's webhook allow-list.
+const MAX_WEBHOOK_PATTERNS: usize = 64;
+
 fn info(t: TokenInfo) -> pb::TokenInfo {
     pb::TokenInfo {
         id: t.id,
@@ -395,6 +398,82 @@ impl AuthService for ControlPlane {
             &detail,
         );
         Ok(Response::new(self.quotas_of(&tenant)?))
+    }
+
+    async fn get_webhook_config(
+        &self,
+        req: Request<pb::GetWebhookConfigRequest>,
+    ) -> Result<Response<pb::WebhookConfig>, Status> {
+        let caller = client_of(&req)?;
+        let tenant = self.tenant_for(
+            &caller,
+            &req.get_ref().tenant,
+            "AuthService.GetWebhookConfig",
+            "reading another tenant's webhook settings",
+        )?;
+        let config = self.store.webhook_config(&tenant)?;
+        Ok(Response::new(pb::WebhookConfig {
+            allow: config.allow,
+            key_id: config.key_id.unwrap_or_default(),
+            new_secret: String::new(),
+        }))
+    }
+
+    async fn set_webhook_config(
+        &self,
+        req: Request<pb::SetWebhookConfigRequest>,
+    ) -> Result<Response<pb::WebhookConfig>, Status> {
+        let caller = client_of(&req)?;
+        let r = req.into_inner();
+        let tenant = self.tenant_for(
+            &caller,
+            &r.tenant,
+            "AuthService.SetWebhookConfig",
+            "setting another tenant's webhook allow-list",
+        )?;
+        if r.allow.len() > MAX_WEBHOOK_PATTERNS {
+            return Err(Status::invalid_argument(format!(
+                "{} patterns; a webhook allow-list takes at most {MAX_WEBHOOK_PATTERNS}",
+                r.allow.len()
+            )));
+        }
+        warden_core::HttpPolicy::new(&r.allow)
+            .map_err(|e| Status::invalid_argument(format!("the webhook allow-list: {e}")))?;
+        let made = self.store.set_webhook_allow(&tenant, &r.allow)?;
+        self.audit(
+            &tenant,
+            caller.actor(),
+            "webhooks.allow",
+            &tenant,
+            &r.allow.join(" "),
+        );
+        let config = self.store.webhook_config(&tenant)?;
+        Ok(Response::new(pb::WebhookConfig {
+            allow: config.allow,
+            key_id: config.key_id.unwrap_or_default(),
+            new_secret: made.map(|(_, secret)| secret).unwrap_or_default(),
+        }))
+    }
+
+    async fn rotate_webhook_key(
+        &self,
+        req: Request<pb::RotateWebhookKeyRequest>,
+    ) -> Result<Response<pb::WebhookConfig>, Status> {
+        let caller = client_of(&req)?;
+        let tenant = self.tenant_for(
+            &caller,
+            &req.get_ref().tenant,
+            "AuthService.RotateWebhookKey",
+            "rotating another tenant's webhook key",
+        )?;
+        let (key_id, secret) = self.store.rotate_webhook_key(&tenant)?;
+        self.audit(&tenant, caller.actor(), "webhooks.key", &key_id, "");
+        let config = self.store.webhook_config(&tenant)?;
+        Ok(Response::new(pb::WebhookConfig {
+            allow: config.allow,
+            key_id,
+            new_secret: secret,
+        }))
     }
 
     async fn who_am_i(

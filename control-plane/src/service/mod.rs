@@ -72,6 +72,18 @@ pub(crate) fn agent_not_found(tenant: &str, name: &str, version: &str, known: bo
     })
 }
 
+/// Problems found, as an answer lists them: each one's status code (snake
+/// case) and message.
+pub(crate) fn listed(found: &[Status]) -> Vec<warden_proto::v1::SubmitProblem> {
+    found
+        .iter()
+        .map(|s| warden_proto::v1::SubmitProblem {
+            code: crate::http_api::code_name(s.code()),
+            message: s.message().to_string(),
+        })
+        .collect()
+}
+
 pub(crate) fn parse_reference(reference: &str) -> Result<(&str, &str), Status> {
     warden_core::split_reference(reference).map_err(|e| Status::invalid_argument(e.to_string()))
 }

@@ -3,7 +3,7 @@
 
 use super::{StreamOf, parse_reference};
 use crate::ControlPlane;
-use crate::auth::{client_of, node_or_client};
+use crate::auth::{Client, client_of, node_or_client};
 use crate::store::Published;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
@@ -21,80 +21,17 @@ impl registry_service_server::RegistryService for ControlPlane {
         req: Request<Streaming<PublishChunk>>,
     ) -> Result<Response<PublishResponse>, Status> {
         let caller = client_of(&req)?;
-        let mut stream = req.into_inner();
-        let header = match stream.message().await?.and_then(|c| c.part) {
-            Some(publish_chunk::Part::Header(h)) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must be the header",
-                ));
-            }
-        };
-        let tenant = self.tenant_for(
-            &caller,
-            &header.tenant,
-            "RegistryService.Publish",
-            "publishing for another tenant",
-        )?;
-        let reference = format!("{}@{}", header.name, header.version);
-        parse_reference(&reference)?;
-        if !header.capabilities.is_empty() {
-            Manifest::parse(&header.capabilities)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let max = self.config.max_component_bytes;
-        let mut data = Vec::with_capacity((header.size as usize).min(max));
-        while let Some(chunk) = stream.message().await? {
-            if let Some(publish_chunk::Part::Data(bytes)) = chunk.part {
-                if data.len() + bytes.len() > max {
-                    return Err(Status::resource_exhausted(format!(
-                        "the component is larger than this control plane's limit of {max} bytes (--max-component)"
-                    )));
-                }
-                data.extend_from_slice(&bytes);
-            }
-        }
-        if header.size != 0 && header.size != data.len() as u64 {
-            return Err(Status::data_loss(format!(
-                "upload ended after {} of {} bytes",
-                data.len(),
-                header.size
-            )));
-        }
-        self.validator
-            .validate(&reference, &data)
-            .map_err(Status::invalid_argument)?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
-        let created = match self.store.publish(
-            &tenant,
-            &header.name,
-            &header.version,
-            &digest,
-            &data,
-            &header.capabilities,
-        )? {
-            Published::Created => true,
-            Published::Unchanged => false,
-            Published::Conflict { existing_digest } if existing_digest == digest => {
-                return Err(Status::already_exists(format!(
-                    "{reference} is already published with these bytes but another manifest \
-                     (its grants); versions are immutable: publish a new version, or give the \
-                     manifest it was published with"
-                )));
-            }
-            Published::Conflict { existing_digest } => {
-                return Err(Status::already_exists(format!(
-                    "{reference} is already published as {existing_digest}; versions are immutable, publish a new version"
-                )));
-            }
-        };
-        tracing::info!(%reference, %digest, size = data.len(), created, "component published");
-        self.audit(&tenant, caller.actor(), "publish", &reference, &digest);
-        Ok(Response::new(PublishResponse {
-            digest,
-            size: data.len() as u64,
-            created,
-        }))
+        let (header, data) = self.read_upload(req.into_inner()).await?;
+        Ok(Response::new(self.publish_upload(&caller, header, data)?))
+    }
+
+    async fn validate(
+        &self,
+        req: Request<Streaming<PublishChunk>>,
+    ) -> Result<Response<ValidateResponse>, Status> {
+        let caller = client_of(&req)?;
+        let (header, data) = self.read_upload(req.into_inner()).await?;
+        Ok(Response::new(self.validate_upload(&caller, header, data)?))
     }
 
     async fn resolve(
@@ -210,4 +147,167 @@ impl registry_service_server::RegistryService for ControlPlane {
             next_page_token,
         }))
     }
+}
+
+/// The world every agent implements.
+const AGENT_WORLD: &str = "warden:agent/agent";
+
+impl ControlPlane {
+    /// A Publish or Validate stream read whole: its header, then at most
+    /// `--max-component` bytes.
+    async fn read_upload(
+        &self,
+        mut stream: Streaming<PublishChunk>,
+    ) -> Result<(PublishHeader, Vec<u8>), Status> {
+        let header = match stream.message().await?.and_then(|c| c.part) {
+            Some(publish_chunk::Part::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the header",
+                ));
+            }
+        };
+        let max = self.config.max_component_bytes;
+        let mut data = Vec::with_capacity((header.size as usize).min(max));
+        while let Some(chunk) = stream.message().await? {
+            if let Some(publish_chunk::Part::Data(bytes)) = chunk.part {
+                if data.len() + bytes.len() > max {
+                    return Err(too_large(max));
+                }
+                data.extend_from_slice(&bytes);
+            }
+        }
+        if header.size != 0 && header.size != data.len() as u64 {
+            return Err(Status::data_loss(format!(
+                "upload ended after {} of {} bytes",
+                data.len(),
+                header.size
+            )));
+        }
+        Ok((header, data))
+    }
+
+    /// Publishes `data` as `header` says, for `caller` (`RegistryService.
+    /// Publish`, by stream or by HTTP upload).
+    pub(crate) fn publish_upload(
+        &self,
+        caller: &Client,
+        header: PublishHeader,
+        data: Vec<u8>,
+    ) -> Result<PublishResponse, Status> {
+        let tenant = self.tenant_for(
+            caller,
+            &header.tenant,
+            "RegistryService.Publish",
+            "publishing for another tenant",
+        )?;
+        let reference = format!("{}@{}", header.name, header.version);
+        parse_reference(&reference)?;
+        if !header.capabilities.is_empty() {
+            Manifest::parse(&header.capabilities)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        if data.len() > self.config.max_component_bytes {
+            return Err(too_large(self.config.max_component_bytes));
+        }
+        self.validator
+            .validate(&reference, &data)
+            .map_err(Status::invalid_argument)?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        let created = match self.store.publish(
+            &tenant,
+            &header.name,
+            &header.version,
+            &digest,
+            &data,
+            &header.capabilities,
+        )? {
+            Published::Created => true,
+            Published::Unchanged => false,
+            Published::Conflict { existing_digest } if existing_digest == digest => {
+                return Err(Status::already_exists(format!(
+                    "{reference} is already published with these bytes but another manifest \
+                     (its grants); versions are immutable: publish a new version, or give the \
+                     manifest it was published with"
+                )));
+            }
+            Published::Conflict { existing_digest } => {
+                return Err(Status::already_exists(format!(
+                    "{reference} is already published as {existing_digest}; versions are immutable, publish a new version"
+                )));
+            }
+        };
+        tracing::info!(%reference, %digest, size = data.len(), created, "component published");
+        self.audit(&tenant, caller.actor(), "publish", &reference, &digest);
+        Ok(PublishResponse {
+            digest,
+            size: data.len() as u64,
+            created,
+        })
+    }
+
+    /// Every problem publishing `data` as `header` says would meet, and
+    /// what the component imports and exports; publishes nothing
+    /// (`RegistryService.Validate`).
+    pub(crate) fn validate_upload(
+        &self,
+        caller: &Client,
+        header: PublishHeader,
+        data: Vec<u8>,
+    ) -> Result<ValidateResponse, Status> {
+        let tenant = self.tenant_for(
+            caller,
+            &header.tenant,
+            "RegistryService.Validate",
+            "validating for another tenant",
+        )?;
+        let mut problems = Vec::new();
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        let reference = format!("{}@{}", header.name, header.version);
+        let named = !(header.name.is_empty() && header.version.is_empty());
+        if named {
+            match parse_reference(&reference) {
+                Ok((name, version)) => {
+                    if let Ok(r) = self.store.resolve(&tenant, name, version)?
+                        && r.digest != digest
+                    {
+                        problems.push(Status::already_exists(format!(
+                            "{reference} is already published as {}; versions are immutable, publish a new version",
+                            r.digest
+                        )));
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if !header.capabilities.is_empty()
+            && let Err(e) = Manifest::parse(&header.capabilities)
+        {
+            problems.push(Status::invalid_argument(e.to_string()));
+        }
+        let (mut imports, mut exports) = (Vec::new(), Vec::new());
+        if data.len() > self.config.max_component_bytes {
+            problems.push(too_large(self.config.max_component_bytes));
+        } else {
+            let name = if named { reference.as_str() } else { "upload" };
+            match self.validator.inspect(name, &data) {
+                Ok((i, e)) => (imports, exports) = (i, e),
+                Err(e) => problems.push(Status::invalid_argument(e)),
+            }
+        }
+        Ok(ValidateResponse {
+            digest,
+            size: data.len() as u64,
+            world: AGENT_WORLD.to_string(),
+            imports,
+            exports,
+            problems: crate::service::listed(&problems),
+        })
+    }
+}
+
+fn too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the component is larger than this control plane's limit of {max} bytes (--max-component)"
+    ))
 }

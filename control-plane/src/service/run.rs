@@ -42,19 +42,10 @@ impl run_service_server::RunService for ControlPlane {
         async move {
             if r.dry_run {
                 let (problems, warnings) = self.dry_run(&caller.tenant, &r).await?;
-                let listed = |found: Vec<Status>| {
-                    found
-                        .iter()
-                        .map(|s| SubmitProblem {
-                            code: crate::http_api::code_name(s.code()),
-                            message: s.message().to_string(),
-                        })
-                        .collect()
-                };
                 return Ok(Response::new(SubmitResponse {
                     run: None,
-                    problems: listed(problems),
-                    warnings: listed(warnings),
+                    problems: crate::service::listed(&problems),
+                    warnings: crate::service::listed(&warnings),
                 }));
             }
             self.check_quotas(&caller.tenant, std::slice::from_ref(&r))?;
@@ -171,14 +162,25 @@ impl run_service_server::RunService for ControlPlane {
         } else {
             r.limit.min(crate::store::MAX_PAGE)
         };
+        if r.since_unix_ms < 0 {
+            return Err(Status::invalid_argument(
+                "since_unix_ms is a time after 1970 (Unix ms), or 0 for any time",
+            ));
+        }
         let mut runs = self.store.list_runs(&RunFilter {
             tenant: caller.scope().map(str::to_string),
             state,
-            limit,
+            agent: (!r.agent.is_empty()).then_some(r.agent),
+            labels: r.labels.into_iter().collect(),
+            since_ms: (r.since_unix_ms > 0).then_some(r.since_unix_ms),
+            // One more than the page: whether there is a next one, so the
+            // last page says it is the last.
+            limit: limit + 1,
             after,
         })?;
+        let full = runs.len() as u32 > limit;
+        runs.truncate(limit as usize);
         // Summaries are small, but labels and usage add up.
-        let full = runs.len() as u32 == limit;
         // Why queued runs wait, counted in the page's bytes.
         self.store.explain_waiting(&mut runs, self.alive_since())?;
         let cut = crate::service::cut_to_page(&mut runs);

@@ -94,7 +94,7 @@ impl ControlPlane {
         resolved: (String, String, String),
     ) -> Result<NewRun, Status> {
         let (grant, budget) = self
-            .check_run(&r, Some(&resolved))
+            .check_run(tenant, &r, Some(&resolved))
             .map_err(|mut problems| problems.remove(0))?;
         let (agent, digest, _) = resolved;
         Ok(NewRun {
@@ -114,6 +114,7 @@ impl ControlPlane {
             },
             traceparent: r.traceparent,
             idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
+            webhook_url: (!r.webhook_url.is_empty()).then_some(r.webhook_url),
         })
     }
 
@@ -122,6 +123,7 @@ impl ControlPlane {
     /// meets them; else the run's grant and budget.
     fn check_run(
         &self,
+        tenant: &str,
         r: &SubmitRequest,
         resolved: Option<&(String, String, String)>,
     ) -> Result<(Grant, BudgetRequest), Vec<Status>> {
@@ -197,6 +199,16 @@ impl ControlPlane {
         {
             problems.push(Status::invalid_argument(e));
         }
+        if !r.webhook_url.is_empty() {
+            match self.store.webhook_config(tenant) {
+                Ok(config) => {
+                    if let Err(e) = crate::webhooks::check_url(tenant, &r.webhook_url, &config) {
+                        problems.push(e);
+                    }
+                }
+                Err(e) => problems.push(e.into()),
+            }
+        }
         match grant {
             Some(grant) if problems.is_empty() => Ok((grant, budget)),
             _ if problems.is_empty() => Err(vec![Status::internal(
@@ -233,7 +245,7 @@ impl ControlPlane {
                 }
             },
         };
-        if let Err(found) = self.check_run(r, resolved.as_ref()) {
+        if let Err(found) = self.check_run(tenant, r, resolved.as_ref()) {
             // Without the agent, the "not resolved" note says nothing new.
             problems.extend(
                 found

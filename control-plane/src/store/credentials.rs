@@ -49,6 +49,42 @@ fn aad(tenant: &str, registry: &str) -> Vec<u8> {
 }
 
 impl Store {
+    /// `plain` sealed under the store's key and bound to `aad` (what it
+    /// is for): the nonce, then the ciphertext and its tag.
+    pub(super) fn seal(&self, aad: &[u8], plain: &[u8]) -> StoreResult<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Corrupt("no randomness for a nonce".into()))?;
+        let mut sealed = plain.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut sealed,
+            )
+            .map_err(|_| StoreError::Corrupt("cannot seal a secret".into()))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        Ok(blob)
+    }
+
+    /// What [`Self::seal`] sealed for `aad`; `None` if it does not open
+    /// (another key, another `aad`, or changed).
+    pub(super) fn unseal(&self, aad: &[u8], blob: &[u8]) -> Option<Vec<u8>> {
+        if blob.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = blob.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut sealed = sealed.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(aad), &mut sealed)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+
     /// Sets `tenant`'s credentials for `registry`, replacing any.
     pub fn set_registry_credential(
         &self,
@@ -60,20 +96,7 @@ impl Store {
         // Sealed under the name it is stored and looked up by: sealed as
         // typed, `Registry.Example.com` would never open again.
         let registry = registry.to_ascii_lowercase();
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| StoreError::Corrupt("no randomness for a nonce".into()))?;
-        let mut sealed = password.as_bytes().to_vec();
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(tenant, &registry)),
-                &mut sealed,
-            )
-            .map_err(|_| StoreError::Corrupt("cannot seal a credential".into()))?;
-        let mut blob = nonce.to_vec();
-        blob.extend_from_slice(&sealed);
+        let blob = self.seal(&aad(tenant, &registry), password.as_bytes())?;
         self.with_tx(|tx| {
             tx.execute(
                 "INSERT INTO registry_credentials (tenant, registry, username, secret, created)
@@ -109,17 +132,10 @@ impl Store {
                 "tenant {tenant}'s credentials for {registry} cannot be opened with this data dir's key; set them again"
             ))
         };
-        if blob.len() < NONCE_LEN {
-            return Err(unreadable());
-        }
-        let (nonce, sealed) = blob.split_at(NONCE_LEN);
-        let mut sealed = sealed.to_vec();
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
         let password = self
-            .key
-            .open_in_place(nonce, Aad::from(aad(tenant, &registry)), &mut sealed)
-            .map_err(|_| unreadable())?;
-        let password = String::from_utf8(password.to_vec()).map_err(|_| unreadable())?;
+            .unseal(&aad(tenant, &registry), &blob)
+            .ok_or_else(unreadable)?;
+        let password = String::from_utf8(password).map_err(|_| unreadable())?;
         Ok(Some((username, password)))
     }
 

@@ -33,6 +33,7 @@ mod tests_logs;
 #[cfg(test)]
 mod tests_quotas;
 mod usage;
+mod webhooks;
 
 pub use audit::AuditEntry;
 pub use auth::{EnrollError, JOIN_TOKEN_PREFIX, JoinTokenRefusal, TOKEN_PREFIX, TokenInfo};
@@ -42,6 +43,7 @@ pub use quotas::{Limit, Quotas, Scope};
 pub use registry::Published;
 pub use runs::{MAX_PAGE, NewRun, RunFilter, Stats};
 pub use usage::AgentUsage;
+pub use webhooks::{DueWebhook, WebhookConfig};
 
 use rusqlite::Connection;
 use sql::Tx;
@@ -272,6 +274,7 @@ CREATE TABLE registry_credentials (
     RUN_LOGS,
     USAGE_BY_AGENT,
     RUNS_BY_STATE,
+    webhooks::MIGRATION,
 ];
 
 /// Runs in one state, newest first: a list by state (`runs list --state

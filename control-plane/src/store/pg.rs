@@ -184,6 +184,7 @@ CREATE TABLE registry_credentials (
     ("run logs", super::RUN_LOGS),
     ("usage by agent", super::USAGE_BY_AGENT),
     ("runs by state, newest first", super::RUNS_BY_STATE),
+    ("webhooks", super::webhooks::MIGRATION),
 ];
 
 /// How long a request waits for a refused connection to be accepted

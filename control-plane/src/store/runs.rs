@@ -26,6 +26,8 @@ pub struct NewRun {
     pub traceparent: String,
     /// At most one run per key and tenant (see `SubmitRequest`).
     pub idempotency_key: Option<String>,
+    /// Where its result is POSTed once it ends.
+    pub webhook_url: Option<String>,
 }
 
 /// Which runs to list.
@@ -34,6 +36,12 @@ pub struct RunFilter {
     /// Runs of this tenant only; `None`: every tenant's.
     pub tenant: Option<String>,
     pub state: Option<RunState>,
+    /// Runs of this agent: a name (any version) or `name@version`.
+    pub agent: Option<String>,
+    /// Runs carrying each of these labels with its value.
+    pub labels: BTreeMap<String, String>,
+    /// Runs submitted at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
     pub limit: u32,
     /// Runs older than this one (its `created` and id): the page after it.
     pub after: Option<(i64, String)>,
@@ -54,14 +62,27 @@ pub(super) fn set_state(run: &mut Run, state: RunState) {
 
 /// The columns [`run_from_row`] reads, in its order.
 const RUN_COLUMNS: &str = "id, tenant, agent, digest, attempt, max_attempts, input, output,
-    error_kind, error_message, usage, created, updated, cancel_requested, labels, state";
+    error_kind, error_message, usage, created, updated, cancel_requested, labels, state,
+    webhook_url, webhook_state, webhook_next, traceparent";
 
 /// The columns of a run in a list, in [`run_from_row`]'s order: no input
 /// or output (their sizes instead, after the run's columns) and the error
 /// message cut, so a page's size is bounded by its count.
 const SUMMARY_COLUMNS: &str = "id, tenant, agent, digest, attempt, max_attempts, '', NULL,
     error_kind, substr(error_message, 1, 512), usage, created, updated, cancel_requested, labels, state,
+    webhook_url, webhook_state, webhook_next, traceparent,
     CAST(octet_length(input) AS BIGINT), CAST(octet_length(output) AS BIGINT)";
+
+/// The trace id of W3C `traceparent` `00-TRACE_ID-SPAN_ID-FLAGS` (empty
+/// for anything else).
+fn trace_id(traceparent: &str) -> String {
+    match traceparent.split('-').collect::<Vec<_>>()[..] {
+        [_, id, _, _] if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            id.to_ascii_lowercase()
+        }
+        _ => String::new(),
+    }
+}
 
 fn run_from_row(r: &Row<'_>) -> StoreResult<Run> {
     let mut run = Run {
@@ -85,14 +106,31 @@ fn run_from_row(r: &Row<'_>) -> StoreResult<Run> {
     };
     run.input_bytes = run.input.len() as u64;
     run.output_bytes = run.output.len() as u64;
-    set_state(&mut run, r.parse(15)?);
+    let state: RunState = r.parse(15)?;
+    set_state(&mut run, state);
+    if let Some(url) = r.get::<Option<String>>(16)? {
+        let due = r.get::<Option<String>>(17)?.unwrap_or_default();
+        let (state, next) = match (due.as_str(), state.is_terminal()) {
+            // Due once the run has ended.
+            ("pending", false) => ("waiting", 0),
+            ("pending", true) => ("pending", r.get::<Option<i64>>(18)?.unwrap_or(0)),
+            (done, _) => (done, 0),
+        };
+        run.webhook = Some(pb::WebhookStatus {
+            url,
+            state: state.to_string(),
+            next_attempt_unix_ms: next,
+            deliveries: Vec::new(),
+        });
+    }
+    run.trace_id = trace_id(&r.get::<String>(19)?);
     Ok(run)
 }
 
 fn summary_from_row(r: &Row<'_>) -> StoreResult<Run> {
     let mut run = run_from_row(r)?;
-    run.input_bytes = r.get::<i64>(16)?.max(0) as u64;
-    run.output_bytes = r.get::<Option<i64>>(17)?.unwrap_or(0).max(0) as u64;
+    run.input_bytes = r.get::<i64>(20)?.max(0) as u64;
+    run.output_bytes = r.get::<Option<i64>>(21)?.unwrap_or(0).max(0) as u64;
     Ok(run)
 }
 
@@ -111,6 +149,7 @@ impl Store {
                     i64::from(run.max_attempts.max(1)),
                     serde_json::to_string(&run.labels).unwrap_or_default(),
                     run.idempotency_key.as_deref(),
+                    run.webhook_url.as_deref(),
                 )
             })
             .collect();
@@ -122,7 +161,7 @@ impl Store {
             .zip(&encoded)
             .zip(&order)
             .map(
-                |((run, (budget, grant, selector, max_attempts, labels, key)), i)| {
+                |((run, (budget, grant, selector, max_attempts, labels, key, webhook)), i)| {
                     vec![
                         &run.id as &dyn Param,
                         &run.agent,
@@ -137,6 +176,7 @@ impl Store {
                         labels,
                         key,
                         i,
+                        webhook,
                     ]
                 },
             )
@@ -149,7 +189,7 @@ impl Store {
                 let mut params: Vec<&dyn Param> = vec![&now];
                 let list = values(
                     &[
-                        "TEXT", "TEXT", "TEXT", "TEXT", "BYTEA", "BYTEA", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT",
+                        "TEXT", "TEXT", "TEXT", "TEXT", "BYTEA", "BYTEA", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT",
                     ],
                     chunk,
                     &mut params,
@@ -158,11 +198,14 @@ impl Store {
                     &format!(
                         "INSERT INTO runs (id, agent, digest, input, budget, grant_, selector,
                                            state, max_attempts, not_before, traceparent,
-                                           created, updated, tenant, labels, idempotency_key)
+                                           created, updated, tenant, labels, idempotency_key,
+                                           webhook_url, webhook_state, webhook_next)
                          SELECT column1, column2, column3, column4, column5, column6, column7,
                                 'queued', column8, CAST(?1 AS BIGINT), column9,
                                 CAST(?1 AS BIGINT), CAST(?1 AS BIGINT), column10, column11,
-                                column12
+                                column12, column14,
+                                CASE WHEN column14 IS NULL THEN NULL ELSE 'pending' END,
+                                CASE WHEN column14 IS NULL THEN NULL ELSE 0 END
                          FROM {list} AS l
                          WHERE column1 IS NOT NULL ORDER BY column13
                          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL
@@ -208,6 +251,12 @@ impl Store {
                     labels: run.labels.clone().into_iter().collect(),
                     created_unix_ms: now,
                     updated_unix_ms: now,
+                    webhook: run.webhook_url.clone().map(|url| pb::WebhookStatus {
+                        url,
+                        state: "waiting".into(),
+                        ..Default::default()
+                    }),
+                    trace_id: trace_id(&run.traceparent),
                     ..Run::default()
                 };
                 set_state(&mut row, RunState::Queued);
@@ -251,6 +300,14 @@ impl Store {
                     })
                 },
             )?;
+            if let Some(webhook) = &mut run.webhook {
+                webhook.deliveries = c.query_map(
+                    "SELECT attempt, at, http_status, error, ok, duration_ms
+                     FROM webhook_deliveries WHERE run_id = ?1 ORDER BY attempt",
+                    p![id],
+                    super::webhooks::delivery_from_row,
+                )?;
+            }
             Ok(Some(run))
         })
     }
@@ -262,7 +319,8 @@ impl Store {
         let limit = if filter.limit == 0 {
             100
         } else {
-            filter.limit.min(MAX_PAGE)
+            // A page and the first run of the next.
+            filter.limit.min(MAX_PAGE + 1)
         };
         let (after_created, after_id) = match &filter.after {
             Some((created, id)) => (Some(*created), Some(id.as_str())),
@@ -281,6 +339,43 @@ impl Store {
         if let Some(tenant) = &filter.tenant {
             params.push(tenant);
             sql += &format!(" AND tenant = ?{}", params.len());
+        }
+        // An agent name matches each of its versions (`name@...`).
+        let agent = filter.agent.as_ref().map(|a| match a.contains('@') {
+            true => (a.clone(), false),
+            false => (format!("{a}@"), true),
+        });
+        if let Some((agent, prefix)) = &agent {
+            params.push(agent);
+            let n = params.len();
+            sql += &match prefix {
+                true => format!(" AND substr(agent, 1, length(?{n})) = ?{n}"),
+                false => format!(" AND agent = ?{n}"),
+            };
+        }
+        // Labels are stored as a JSON object with its keys sorted; each
+        // `"key":"value"` pair is found as it is written there (replace,
+        // unlike LIKE, is case-sensitive on both backends, and a quote
+        // inside a key or value is escaped, so a pair cannot match inside
+        // one).
+        let pairs: Vec<String> = filter
+            .labels
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}:{}",
+                    serde_json::Value::from(k.as_str()),
+                    serde_json::Value::from(v.as_str())
+                )
+            })
+            .collect();
+        for pair in &pairs {
+            params.push(pair);
+            sql += &format!(" AND replace(labels, ?{}, '') <> labels", params.len());
+        }
+        if let Some(since) = &filter.since_ms {
+            params.push(since);
+            sql += &format!(" AND created >= ?{}", params.len());
         }
         if let (Some(created), Some(id)) = (&after_created, &after_id) {
             params.push(created);

@@ -85,6 +85,7 @@ pub(super) fn new_run(max_attempts: u32) -> NewRun {
         max_attempts,
         traceparent: String::new(),
         idempotency_key: None,
+        webhook_url: None,
     }
 }
 

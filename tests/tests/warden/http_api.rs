@@ -18,9 +18,23 @@ pub(crate) async fn api_cluster() -> (
     reqwest::Client,
     String,
 ) {
+    api_cluster_with(&[]).await
+}
+
+/// [`api_cluster`] with more control-plane flags.
+pub(crate) async fn api_cluster_with(
+    cp_args: &[&str],
+) -> (
+    TestCluster,
+    Vec<warden_tests::cluster::Proc>,
+    reqwest::Client,
+    String,
+) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let (c, cp) = TestCluster::start(&["--http-listen", &listen]);
+    let mut args = vec!["--http-listen", listen.as_str()];
+    args.extend_from_slice(cp_args);
+    let (c, cp) = TestCluster::start(&args);
     let node = c.node("node-a", &["--slots", "4"]);
     publish(c.channel().await, examples::HELLO, "hello@1").await;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&c.ca).unwrap()).unwrap();
@@ -369,49 +383,6 @@ async fn bad_requests_get_a_problem_that_names_what_is_wrong() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_pages_through_the_list_once_each() {
-    let (c, _procs, http, base) = api_cluster().await;
-    let admin = c.admin.clone();
-    let runs: Vec<_> = (0..250)
-        .map(|i| json!({ "agent": "hello@1", "input": i }))
-        .collect();
-    let (status, made) = post(
-        &http,
-        &format!("{base}/v1/runs:batch"),
-        &admin,
-        &json!({ "runs": runs }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{made}");
-    assert_eq!(made["runs"].as_array().unwrap().len(), 250);
-
-    let mut seen = std::collections::BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let mut url = format!("{base}/v1/runs?limit=100");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = answer(http.get(url).bearer_auth(&admin).send().await.unwrap()).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        pages += 1;
-        for run in page["runs"].as_array().unwrap() {
-            assert!(
-                seen.insert(run["run_id"].as_str().unwrap().to_string()),
-                "twice: {run}"
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
-    assert_eq!(seen.len(), 250);
-    assert_eq!(pages, 3);
 }
 
 /// `warden dev` serves the API without TLS or tokens, so only to this

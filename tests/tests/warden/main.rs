@@ -20,6 +20,7 @@ mod hostile;
 mod http;
 mod http_api;
 mod http_events;
+mod http_lists;
 mod http_schema;
 mod kv;
 mod lease_protocol;
@@ -43,6 +44,7 @@ mod shared_kv;
 mod telemetry;
 mod tokens;
 mod traces;
+mod webhooks;
 
 use std::path::Path;
 use std::process::{Command, Output};

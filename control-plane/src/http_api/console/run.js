@@ -1,0 +1,290 @@
+// One run: its state (polled until it ends), what it was given and gave
+// back, its attempts on a timeline, its usage, webhook deliveries, and its
+// log followed live over Server-Sent Events.
+
+import * as api from './api.js';
+import { timeline } from './charts.js';
+import {
+  h, replace, badge, card, chips, copyButton, emptyState, facts, fmtBytes, fmtClock, fmtDuration, fmtInt,
+  fmtTime, fmtUsd, isEnded, jsonView, runDuration, shortDigest, shortId, spinner, stat, timeAgo, agentName,
+} from './ui.js';
+
+const POLL_MS = 2000;
+const MAX_LOG_LINES = 5000;
+
+export async function runPage(ctx, id) {
+  ctx.title(`Run ${shortId(id)}`);
+  const head = h('div', { class: 'run-head' });
+  const callouts = h('div', { class: 'callouts' });
+  const overview = h('div', {});
+  const usage = h('div', {});
+  const attempts = h('div', {});
+  const io = h('div', { class: 'grid-2' });
+  const webhook = h('div', {});
+  const logs = logPanel(ctx, id);
+  logs.element.hidden = true; // until the run is found
+  const sections = [overview, usage, attempts, io, webhook];
+  ctx.main.append(
+    h('nav', { class: 'breadcrumb', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/runs' }, 'Runs'), h('span', {}, '/'),
+      h('span', { class: 'mono' }, shortId(id))),
+    head, callouts, ...sections, logs.element);
+  replace(overview, spinner('Loading run…'));
+
+  let run = null;
+  const seen = new Map(); // section → what it last showed, to redraw only on change
+  const update = (el, key, draw) => {
+    if (seen.get(el) === key) return;
+    seen.set(el, key);
+    replace(el, draw());
+  };
+
+  const render = () => {
+    replace(head, header(ctx, run, (next) => { run = next; render(); }));
+    replace(callouts, ...callout(run));
+    update(overview, JSON.stringify([run.state, run.updated_unix_ms, run.labels, run.trace_id]), () => overviewCard(run));
+    update(usage, JSON.stringify(run.usage), () => usageCard(run.usage));
+    // The timeline grows with time while an attempt runs: redraw each poll.
+    replace(attempts, attemptsCard(run));
+    update(io, JSON.stringify([run.state, run.input, run.output]), () => [
+      card('Input', jsonView(run.input), { aside: copyButton(JSON.stringify(run.input, null, 2)), class: 'json-card' }),
+      outputCard(run),
+    ]);
+    update(webhook, JSON.stringify(run.webhook || null), () => webhookCard(run.webhook));
+  };
+
+  ctx.every(POLL_MS, async () => {
+    try {
+      run = await api.get(`/v1/runs/${encodeURIComponent(id)}`, null, { signal: ctx.signal });
+    } catch (e) {
+      if (e.status === 404 && !run) {
+        sections.forEach((el) => replace(el));
+        replace(overview, emptyState('No such run', `There is no run ${id} in this tenant.`,
+          h('a', { href: '#/runs', class: 'btn' }, 'Back to runs')));
+        return false;
+      }
+      throw e;
+    }
+    if (logs.element.hidden) {
+      logs.element.hidden = false;
+      logs.start();
+    }
+    render();
+    return !isEnded(run);
+  });
+}
+
+function outputCard(run) {
+  const opts = { class: 'json-card', id: 'run-output' };
+  if (run.output == null && run.state !== 'succeeded') {
+    return card('Output', isEnded(run)
+      ? emptyState('No output', `The run ${run.state === 'cancelled' ? 'was cancelled' : 'failed'} before giving one.`)
+      : emptyState('No output yet', 'It appears when the run succeeds.'), opts);
+  }
+  return card('Output', jsonView(run.output), { ...opts, aside: copyButton(JSON.stringify(run.output, null, 2)) });
+}
+
+function header(ctx, run, onChange) {
+  const actions = [];
+  if (!isEnded(run)) {
+    const cancel = h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-run' },
+      run.cancel_requested ? 'Cancelling…' : 'Cancel run');
+    cancel.disabled = !!run.cancel_requested;
+    let armed = null;
+    cancel.addEventListener('click', async () => {
+      if (!armed) {
+        cancel.textContent = 'Confirm cancel';
+        cancel.classList.add('armed');
+        armed = setTimeout(() => { armed = null; cancel.textContent = 'Cancel run'; cancel.classList.remove('armed'); }, 4000);
+        return;
+      }
+      clearTimeout(armed);
+      cancel.disabled = true;
+      cancel.textContent = 'Cancelling…';
+      try {
+        onChange(await api.post(`/v1/runs/${encodeURIComponent(run.run_id)}/cancel`, {}, { signal: ctx.signal }));
+      } catch (e) {
+        ctx.error(e);
+        cancel.disabled = false;
+        cancel.textContent = 'Cancel run';
+      }
+    });
+    actions.push(cancel);
+  }
+  return h('div', { class: 'page-header' },
+    h('div', {},
+      h('div', { class: 'title-row' },
+        h('h1', { class: 'mono run-id', title: run.run_id }, run.run_id),
+        copyButton(run.run_id, 'Copy id'),
+        badge(run.state)),
+      h('p', { class: 'subtitle' },
+        h('a', { href: `#/agents/${encodeURIComponent(agentName(run.agent))}` }, run.agent),
+        ' · created ', timeAgo(run.created_unix_ms),
+        ' · ', isEnded(run) ? `took ${fmtDuration(runDuration(run))}`
+          : `${run.state === 'queued' ? 'queued' : 'running'} for ${fmtDuration(runDuration(run))}`)),
+    h('div', { class: 'actions' }, actions));
+}
+
+function callout(run) {
+  const out = [];
+  if (run.error) {
+    out.push(h('div', { class: 'callout callout-error', id: 'run-error' },
+      h('div', { class: 'callout-title' }, h('code', {}, run.error.kind),
+        run.error.retryable ? h('span', { class: 'muted small' }, ' retryable') : null),
+      h('div', { class: 'callout-body' }, run.error.message)));
+  }
+  if (run.state === 'queued' && run.waiting) {
+    out.push(h('div', { class: 'callout callout-wait' }, h('div', { class: 'callout-title' }, 'Waiting'),
+      h('div', { class: 'callout-body' }, run.waiting)));
+  }
+  if (run.cancel_requested && !isEnded(run)) {
+    out.push(h('div', { class: 'callout callout-wait' }, 'A cancel was asked for; it takes effect at the run’s next check.'));
+  }
+  return out;
+}
+
+function overviewCard(run) {
+  const trace = run.trace_id || run.traceparent;
+  return card('Overview', facts([
+    ['Agent', h('span', {}, h('a', { href: `#/agents/${encodeURIComponent(agentName(run.agent))}` }, run.agent))],
+    ['Digest', h('span', { class: 'mono', title: run.digest }, shortDigest(run.digest))],
+    ['Tenant', run.tenant],
+    ['Attempts', `${run.attempt} of ${run.max_attempts}`],
+    ['Created', h('span', { title: fmtTime(run.created_unix_ms) }, fmtTime(run.created_unix_ms))],
+    ['Updated', timeAgo(run.updated_unix_ms)],
+    ['Input', fmtBytes(run.input_bytes)],
+    ['Output', fmtBytes(run.output_bytes)],
+    ['Labels', chips(run.labels)],
+    trace ? ['Trace', h('span', { class: 'mono' }, trace)] : null,
+  ]));
+}
+
+function usageCard(u = {}) {
+  const tokens = (u.prompt_tokens || 0) + (u.completion_tokens || 0);
+  return card('Usage', h('div', { class: 'stats' },
+    stat('Tokens', fmtInt(tokens), `${fmtInt(u.prompt_tokens || 0)} in · ${fmtInt(u.completion_tokens || 0)} out`),
+    stat('Cost', fmtUsd(u.cost_usd || 0), `${fmtInt(u.llm_calls || 0)} LLM call${u.llm_calls === 1 ? '' : 's'}`),
+    stat('Wall time', fmtDuration(u.wall_time_ms), 'in the sandbox'),
+    stat('Fuel', u.fuel_used == null ? 'off' : fmtInt(u.fuel_used), `${fmtInt(u.host_calls || 0)} host calls`),
+    stat('Memory', fmtBytes(u.peak_memory_bytes || 0), 'peak'),
+    stat('HTTP', fmtInt(u.http_requests || 0), `${fmtBytes(u.http_response_bytes || 0)} received`)));
+}
+
+function attemptsCard(run) {
+  const list = run.attempts || [];
+  if (!list.length) {
+    return card('Attempts', emptyState('No attempt yet', run.waiting || 'The run is waiting for a node to lease it.'));
+  }
+  const now = Date.now();
+  const ends = list.map((a) => a.ended_unix_ms || now);
+  const to = Math.max(...ends, isEnded(run) ? run.updated_unix_ms : now);
+  const rows = list.map((a) => {
+    const outcome = a.outcome || 'running';
+    const end = a.ended_unix_ms || now;
+    const took = fmtDuration(end - a.started_unix_ms);
+    return {
+      label: `Attempt ${a.attempt} · ${outcome}`,
+      sublabel: a.node_id ? `on ${a.node_id}` : '',
+      start: a.started_unix_ms || run.created_unix_ms,
+      end,
+      cls: `oc-${outcome}`,
+      title: [`Attempt ${a.attempt} on ${a.node_id || 'no node'}`, `${outcome} · ${took}`,
+        `started ${fmtTime(a.started_unix_ms)}`, a.error ? `${a.error.kind}: ${a.error.message}` : null]
+        .filter(Boolean).join('\n'),
+    };
+  });
+  const table = h('table', { class: 'table compact' },
+    h('thead', {}, h('tr', {}, h('th', {}, '#'), h('th', {}, 'Node'), h('th', {}, 'Outcome'), h('th', {}, 'Started'),
+      h('th', { class: 'num' }, 'Took'), h('th', {}, 'Error'))),
+    h('tbody', {}, list.map((a) => h('tr', {},
+      h('td', { class: 'num' }, a.attempt),
+      h('td', { class: 'mono' }, a.node_id || '—'),
+      h('td', {}, h('span', { class: ['outcome', `oc-${a.outcome || 'running'}`] }, a.outcome || 'running')),
+      h('td', {}, h('span', { title: fmtTime(a.started_unix_ms) }, a.started_unix_ms ? fmtClock(a.started_unix_ms) : '—')),
+      h('td', { class: 'num' }, fmtDuration((a.ended_unix_ms || now) - a.started_unix_ms)),
+      h('td', { class: 'error-cell' }, a.error ? [h('code', {}, a.error.kind), ' ', a.error.message] : '')))));
+  return card('Attempts', [timeline({ rows, from: run.created_unix_ms, to }), table], { class: 'attempts-card' });
+}
+
+function webhookCard(hook) {
+  if (!hook) return [];
+  const deliveries = hook.deliveries || [];
+  return card('Webhook', [
+    facts([['URL', h('span', { class: 'mono' }, hook.url || '—')], ['Deliveries', fmtInt(deliveries.length)]]),
+    deliveries.length
+      ? h('table', { class: 'table compact' },
+        h('thead', {}, h('tr', {}, h('th', { class: 'num' }, 'Try'), h('th', {}, 'When'), h('th', {}, 'Result'),
+          h('th', { class: 'num' }, 'HTTP'), h('th', {}, 'Error'))),
+        h('tbody', {}, deliveries.map((d) => h('tr', {},
+          h('td', { class: 'num' }, d.attempt),
+          h('td', {}, timeAgo(d.unix_ms)),
+          h('td', {}, h('span', { class: ['outcome', d.ok ? 'oc-succeeded' : 'oc-failed'] }, d.ok ? 'delivered' : 'failed')),
+          h('td', { class: 'num' }, d.http_status ?? '—'),
+          h('td', { class: 'error-cell' }, d.error || '')))))
+      : emptyState('Not delivered yet', 'The control plane posts the run here once it ends.'),
+  ]);
+}
+
+// ---- logs -----------------------------------------------------------------------
+
+/** The log, followed live: lines as they come, resuming after drops. */
+function logPanel(ctx, id) {
+  const status = h('span', { class: 'stream-status', id: 'log-status', 'data-status': 'connecting' }, 'Connecting…');
+  const count = h('span', { class: 'muted small', id: 'log-count' });
+  const box = h('div', { class: 'log', id: 'log', tabindex: '0', role: 'log', 'aria-label': 'Run log' });
+  const empty = h('div', { class: 'log-empty' }, 'No log lines yet.');
+  box.append(empty);
+  let lines = 0;
+
+  const setStatus = (kind, text) => {
+    status.dataset.status = kind;
+    status.textContent = text;
+  };
+
+  const add = (line) => {
+    if (empty.isConnected) empty.remove();
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+    const level = line.level || line.source;
+    box.append(h('div', { class: ['log-line', `lv-${level}`], 'data-attempt': line.attempt },
+      h('span', { class: 'log-time', title: fmtTime(line.unix_ms) }, fmtClock(line.unix_ms)),
+      h('span', { class: 'log-attempt', title: `attempt ${line.attempt}` }, `#${line.attempt}`),
+      h('span', { class: 'log-level' }, level),
+      line.context ? h('span', { class: 'log-context' }, `${line.context}:`) : null,
+      h('span', { class: 'log-msg' }, line.message)));
+    lines += 1;
+    if (lines > MAX_LOG_LINES) box.querySelector('.log-line')?.remove();
+    count.textContent = `${fmtInt(lines)} line${lines === 1 ? '' : 's'}`;
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  };
+
+  const element = card('Logs', box, {
+    class: 'log-card',
+    aside: h('div', { class: 'log-meta' }, count, status),
+    flush: true,
+  });
+  element.id = 'logs';
+
+  const start = () => api.follow(`/v1/runs/${encodeURIComponent(id)}/logs`, {
+    query: { follow: true },
+    signal: ctx.signal,
+    onEvent(ev) {
+      if (ev.event === 'line') add(JSON.parse(ev.data));
+      else if (ev.event === 'problem') {
+        const problem = JSON.parse(ev.data);
+        ctx.error(new api.ApiError(problem.status, problem));
+      }
+    },
+    onStatus(kind, err) {
+      if (kind === 'live') setStatus('live', 'Following');
+      else if (kind === 'reconnecting') setStatus('reconnecting', 'Reconnecting…');
+      else if (kind === 'ended') {
+        setStatus('ended', 'Complete');
+        if (!lines) empty.textContent = 'This run wrote no log lines.';
+      } else if (kind === 'failed') {
+        setStatus('failed', 'Stopped');
+        if (err?.status !== 404) ctx.error(err);
+      }
+    },
+  }).catch((e) => ctx.error(e));
+
+  return { element, start };
+}

@@ -1,0 +1,329 @@
+// The runs page: a live table of runs with filters and cursor paging, and
+// the form that submits (or dry-runs) a new one.
+
+import * as api from './api.js';
+import {
+  h, replace, badge, chips, emptyState, fmtDuration, fmtInt, fmtUsd, pageHeader, RUN_STATES, runDuration,
+  shortId, spinner, stateLabel, timeAgo, totalTokens, agentName, fmtClock,
+} from './ui.js';
+
+const PAGE_SIZE = 50;
+const POLL_MS = 2000;
+
+// Whether GET /v1/runs takes `agent=` (null until a filter has asked).
+let serverAgentFilter = null;
+
+/** A page of runs for `filter`, filtering by agent here if the server cannot. */
+export async function fetchRuns(filter, cursor, signal, limit = PAGE_SIZE) {
+  const query = { state: filter.state, limit, cursor };
+  const agent = (filter.agent || '').trim();
+  if (agent && serverAgentFilter !== false) {
+    try {
+      const page = await api.get('/v1/runs', { ...query, agent }, { signal });
+      serverAgentFilter = true;
+      return page;
+    } catch (e) {
+      if (!(e instanceof api.ApiError && e.unsupported)) throw e;
+      serverAgentFilter = false;
+    }
+  }
+  const page = await api.get('/v1/runs', query, { signal });
+  if (agent) {
+    page.runs = page.runs.filter((r) => (agent.includes('@') ? r.agent === agent : agentName(r.agent) === agent));
+    page.filteredHere = true;
+  }
+  return page;
+}
+
+export async function runsPage(ctx) {
+  ctx.title('Runs');
+  const filter = { state: ctx.params.get('state') || '', agent: ctx.params.get('agent') || '' };
+  let first = null; // the newest page, polled
+  let older = []; // runs of pages loaded with "Older"
+  let olderCursor = null;
+  let generation = 0;
+
+  const submit = submitPanel(ctx, ctx.params.get('submit'));
+  const toggle = h('button', { type: 'button', class: 'btn btn-primary', 'aria-expanded': String(!submit.hidden) }, 'Submit run');
+  toggle.addEventListener('click', () => {
+    submit.hidden = !submit.hidden;
+    toggle.setAttribute('aria-expanded', String(!submit.hidden));
+    if (!submit.hidden) submit.querySelector('input')?.focus();
+  });
+
+  const stateSelect = h('select', { id: 'filter-state', 'aria-label': 'State' },
+    h('option', { value: '' }, 'All states'),
+    RUN_STATES.map((st) => h('option', { value: st, selected: st === filter.state }, stateLabel(st))));
+  const agentInput = h('input', {
+    id: 'filter-agent', type: 'search', placeholder: 'Agent name', value: filter.agent, 'aria-label': 'Agent', list: 'agent-names',
+  });
+  const live = h('span', { class: 'live' }, h('span', { class: 'live-dot' }), h('span', { class: 'live-text' }, 'Live'));
+  const note = h('span', { class: 'filter-note muted' });
+  const tbody = h('tbody', {});
+  const body = h('div', { class: 'table-wrap' });
+  const more = h('div', { class: 'table-footer' });
+
+  const table = h('table', { class: 'table runs-table' },
+    h('thead', {}, h('tr', {},
+      h('th', {}, 'Run'), h('th', {}, 'Agent'), h('th', {}, 'State'), h('th', { class: 'num' }, 'Attempts'),
+      h('th', {}, 'Created'), h('th', { class: 'num' }, 'Duration'), h('th', { class: 'num' }, 'Tokens'),
+      h('th', { class: 'num' }, 'Cost'))),
+    tbody);
+  tbody.addEventListener('click', (e) => {
+    const row = e.target.closest('tr[data-run]');
+    if (row && !e.target.closest('a')) ctx.go(`#/runs/${row.dataset.run}`);
+  });
+
+  ctx.main.append(
+    pageHeader('Runs', 'Every run of this tenant, newest first. Updates live while this page is open.', toggle),
+    submit,
+    h('section', { class: 'card' },
+      h('div', { class: 'toolbar' },
+        h('label', { class: 'field-inline' }, h('span', {}, 'State'), stateSelect),
+        h('label', { class: 'field-inline' }, h('span', {}, 'Agent'), agentInput),
+        note,
+        h('span', { class: 'spacer' }),
+        live),
+      body, more));
+  replace(body, spinner('Loading runs…'));
+
+  const rows = () => {
+    const seen = new Set(first.runs.map((r) => r.run_id));
+    return first.runs.concat(older.filter((r) => !seen.has(r.run_id)));
+  };
+
+  const render = () => {
+    const list = rows();
+    if (!list.length) {
+      const filtered = filter.state || filter.agent;
+      replace(body, filtered
+        ? emptyState('No runs match these filters', first.filteredHere && first.next_cursor
+          ? 'Only the newest page was searched for this agent; load older runs to look further.' : 'Try another state or agent.')
+        : emptyState('No runs yet — submit one above', 'Runs you submit here, with the CLI or over the API show up at once.',
+          h('button', { type: 'button', class: 'btn', onclick: () => { if (submit.hidden) toggle.click(); } }, 'Submit a run')));
+    } else {
+      replace(tbody, list.map(runRow));
+      if (body.firstChild !== table) replace(body, table);
+    }
+    const cursor = older.length ? olderCursor : first.next_cursor;
+    replace(more, cursor
+      ? h('button', { type: 'button', class: 'btn', onclick: loadOlder }, 'Older')
+      : list.length ? h('span', { class: 'muted' }, `${fmtInt(list.length)} run${list.length === 1 ? '' : 's'} — that's all of them`) : null);
+    note.textContent = first.filteredHere ? 'agent filtered in the browser' : '';
+  };
+
+  const refresh = async () => {
+    const gen = generation;
+    const page = await fetchRuns(filter, null, ctx.signal);
+    if (gen !== generation) return;
+    first = page;
+    render();
+    live.title = `Updated ${fmtClock(Date.now())}`;
+  };
+
+  async function loadOlder(e) {
+    const btn = e.currentTarget;
+    btn.disabled = true;
+    btn.textContent = 'Loading…';
+    const gen = generation;
+    try {
+      const page = await fetchRuns(filter, older.length ? olderCursor : first.next_cursor, ctx.signal);
+      if (gen !== generation) return;
+      older = older.concat(page.runs);
+      olderCursor = page.next_cursor || null;
+      render();
+    } catch (err) {
+      ctx.error(err);
+      btn.disabled = false;
+      btn.textContent = 'Older';
+    }
+  }
+
+  const onFilter = () => {
+    filter.state = stateSelect.value;
+    filter.agent = agentInput.value.trim();
+    ctx.setParams({ state: filter.state, agent: filter.agent });
+    generation += 1;
+    older = [];
+    olderCursor = null;
+    replace(body, spinner('Loading runs…'));
+    refresh().catch(ctx.error);
+  };
+  stateSelect.addEventListener('change', onFilter);
+  let typing = null;
+  agentInput.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(onFilter, 350);
+  });
+  document.addEventListener('visibilitychange', () => {
+    live.classList.toggle('paused', document.visibilityState !== 'visible');
+    live.querySelector('.live-text').textContent = document.visibilityState === 'visible' ? 'Live' : 'Paused';
+  }, { signal: ctx.signal });
+
+  ctx.every(POLL_MS, refresh);
+}
+
+function runRow(run) {
+  const tokens = totalTokens(run.usage);
+  const cost = run.usage?.cost_usd || 0;
+  return h('tr', { 'data-run': run.run_id, class: 'clickable' },
+    h('td', { class: 'mono' }, h('a', { href: `#/runs/${run.run_id}`, title: run.run_id }, shortId(run.run_id))),
+    h('td', {}, h('span', { class: 'agent-ref' }, run.agent), Object.keys(run.labels || {}).length ? chips(run.labels) : null),
+    h('td', {}, badge(run.state), run.cancel_requested && !['cancelled'].includes(run.state)
+      ? h('span', { class: 'muted small' }, ' cancelling') : null),
+    h('td', { class: 'num' }, `${run.attempt}/${run.max_attempts}`),
+    h('td', { class: 'nowrap' }, timeAgo(run.created_unix_ms)),
+    h('td', { class: 'num' }, fmtDuration(runDuration(run))),
+    h('td', { class: ['num', tokens ? null : 'zero'] }, fmtInt(tokens)),
+    h('td', { class: ['num', cost ? null : 'zero'] }, fmtUsd(cost)));
+}
+
+// ---- submit -----------------------------------------------------------------
+
+/** `k=v` lines as labels, or the first problem found. */
+export function parseLabels(text) {
+  const labels = {};
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i += 1) {
+    const line = lines[i].trim();
+    if (!line || line.startsWith('#')) continue;
+    const eq = line.indexOf('=');
+    if (eq <= 0) return { error: `Line ${i + 1}: write labels as key=value` };
+    const key = line.slice(0, eq).trim();
+    if (key in labels) return { error: `Line ${i + 1}: ${key} is given twice` };
+    labels[key] = line.slice(eq + 1).trim();
+  }
+  return { labels };
+}
+
+function submitPanel(ctx, preset) {
+  const agent = h('input', {
+    id: 'submit-agent', name: 'agent', required: true, placeholder: 'hello or hello@1.0.0', list: 'agent-names',
+    autocomplete: 'off', spellcheck: 'false', value: preset || '',
+  });
+  const names = h('datalist', { id: 'agent-names' });
+  const input = h('textarea', { id: 'submit-input', name: 'input', rows: 6, spellcheck: 'false', class: 'mono' });
+  input.value = '{\n  \n}';
+  const labels = h('textarea', { id: 'submit-labels', name: 'labels', rows: 6, spellcheck: 'false', class: 'mono', placeholder: 'team=search\npriority=low' });
+  const inputNote = h('p', { class: 'field-note', id: 'submit-input-note' });
+  const labelsNote = h('p', { class: 'field-note', id: 'submit-labels-note' }, 'Optional: one key=value per line.');
+  const dry = h('button', { type: 'button', class: 'btn', id: 'submit-dry' }, 'Dry run');
+  const go = h('button', { type: 'submit', class: 'btn btn-primary', id: 'submit-go' }, 'Submit run');
+  const result = h('div', { class: 'submit-result', id: 'submit-result', 'aria-live': 'polite' });
+
+  const checkInput = () => {
+    const text = input.value.trim();
+    if (!text) {
+      inputNote.textContent = 'Empty: the agent gets null.';
+      inputNote.className = 'field-note';
+      return true;
+    }
+    try {
+      JSON.parse(text);
+      inputNote.textContent = 'Valid JSON.';
+      inputNote.className = 'field-note ok';
+      return true;
+    } catch (e) {
+      inputNote.textContent = `Not valid JSON: ${e.message}`;
+      inputNote.className = 'field-note bad';
+      return false;
+    }
+  };
+  const checkLabels = () => {
+    const parsed = parseLabels(labels.value);
+    labelsNote.textContent = parsed.error || 'Optional: one key=value per line.';
+    labelsNote.className = parsed.error ? 'field-note bad' : 'field-note';
+    return parsed;
+  };
+  input.addEventListener('input', checkInput);
+  labels.addEventListener('input', checkLabels);
+
+  /** The request body as JSON text (the input as typed, so numbers keep their digits). */
+  const bodyOf = (dryRun) => {
+    const okInput = checkInput();
+    const parsed = checkLabels();
+    const name = agent.value.trim();
+    if (!name) return { error: 'Name the agent to run (name, or name@version).' };
+    if (!okInput) return { error: 'Fix the input: it must be JSON.' };
+    if (parsed.error) return { error: parsed.error };
+    const fields = JSON.stringify({ agent: name, labels: parsed.labels, ...(dryRun ? { dry_run: true } : {}) });
+    return { json: `{"input":${input.value.trim() || 'null'},${fields.slice(1)}` };
+  };
+
+  const busy = (on) => { dry.disabled = on; go.disabled = on; };
+
+  dry.addEventListener('click', async () => {
+    const body = bodyOf(true);
+    if (body.error) return replace(result, notice('bad', body.error));
+    busy(true);
+    replace(result, spinner('Checking…'));
+    try {
+      const answer = await api.call('POST', '/v1/runs', { json: body.json, signal: ctx.signal });
+      replace(result, dryRunResult(answer));
+    } catch (e) {
+      replace(result);
+      ctx.error(e);
+    } finally {
+      busy(false);
+    }
+  });
+
+  const form = h('form', { class: 'submit-form', novalidate: true },
+    h('div', { class: 'form-grid' },
+      h('div', { class: 'field field-wide' }, h('label', { for: 'submit-agent' }, 'Agent'), agent, names,
+        h('p', { class: 'field-note' }, 'A published agent: its newest version, or name@version.')),
+      h('div', { class: 'field' }, h('label', { for: 'submit-input' }, 'Input (JSON)'), input, inputNote),
+      h('div', { class: 'field' }, h('label', { for: 'submit-labels' }, 'Labels'), labels, labelsNote)),
+    h('div', { class: 'form-actions' }, dry, go),
+    result);
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const body = bodyOf(false);
+    if (body.error) return replace(result, notice('bad', body.error));
+    busy(true);
+    replace(result, spinner('Submitting…'));
+    try {
+      const run = await api.call('POST', '/v1/runs', { json: body.json, signal: ctx.signal });
+      ctx.go(`#/runs/${run.run_id}`);
+    } catch (err) {
+      replace(result);
+      ctx.error(err);
+      busy(false);
+    }
+  });
+
+  // Offer the published agents' names as suggestions.
+  api.get('/v1/agents', { limit: 1000 }, { signal: ctx.signal }).then((page) => {
+    const seen = new Set();
+    for (const a of page.agents) {
+      for (const v of [a.name, `${a.name}@${a.version}`]) {
+        if (!seen.has(v)) { seen.add(v); names.append(h('option', { value: v })); }
+      }
+    }
+  }, () => {});
+
+  checkInput();
+  const panel = h('section', { class: 'card submit-card', id: 'submit-panel' },
+    h('header', { class: 'card-header' }, h('h2', {}, 'Submit a run'),
+      h('span', { class: 'muted small' }, 'Grant and budget are the agent manifest’s.')),
+    h('div', { class: 'card-body' }, form));
+  panel.hidden = !preset;
+  return panel;
+}
+
+function notice(kind, text) {
+  return h('div', { class: ['notice', `notice-${kind}`] }, text);
+}
+
+function dryRunResult(answer) {
+  const problems = answer.problems || [];
+  const warnings = answer.warnings || [];
+  const item = (p) => h('li', {}, h('code', {}, p.code), ' ', p.message);
+  return h('div', { class: 'dry-run', id: 'dry-run-result' },
+    answer.ok && !warnings.length ? notice('ok', 'Dry run passed: this submit would be taken.') : null,
+    answer.ok && warnings.length ? notice('warn', 'Dry run passed, with warnings: the run would be taken but held back.') : null,
+    !answer.ok ? notice('bad', `Dry run found ${problems.length} problem${problems.length === 1 ? '' : 's'}: this submit would be refused.`) : null,
+    problems.length ? h('ul', { class: 'problems' }, problems.map(item)) : null,
+    warnings.length ? h('ul', { class: 'warnings' }, warnings.map(item)) : null);
+}

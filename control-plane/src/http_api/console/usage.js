@@ -1,0 +1,195 @@
+// Usage: runs per minute by state over the last hour (from the runs list),
+// and tokens, cost and attempts per agent per day (from GET /v1/usage).
+
+import * as api from './api.js';
+import { barChart } from './charts.js';
+import {
+  h, replace, card, emptyState, fmtCompact, fmtDuration, fmtInt, fmtUsd, pageHeader, RUN_STATES, spinner, stat, stateLabel,
+} from './ui.js';
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+const DAYS = 7;
+const MAX_PAGES = 10;
+const REFRESH_MS = 30_000;
+
+// Whether GET /v1/runs takes `since_unix_ms=` (null until asked).
+let serverSince = null;
+
+/** The runs created since `since` (newest first), and whether that is all of them. */
+async function runsSince(since, signal) {
+  const collect = async (query, stopAtOld) => {
+    const runs = [];
+    let cursor;
+    for (let i = 0; i < MAX_PAGES; i += 1) {
+      const page = await api.get('/v1/runs', { ...query, limit: 1000, cursor }, { signal });
+      runs.push(...page.runs.filter((r) => r.created_unix_ms >= since));
+      cursor = page.next_cursor;
+      const last = page.runs[page.runs.length - 1];
+      if (!cursor || (stopAtOld && last && last.created_unix_ms < since)) return { runs, complete: true };
+    }
+    return { runs, complete: false };
+  };
+  if (serverSince !== false) {
+    try {
+      const found = await collect({ since_unix_ms: since }, false);
+      serverSince = true;
+      return found;
+    } catch (e) {
+      if (!(e instanceof api.ApiError && e.unsupported)) throw e;
+      serverSince = false;
+    }
+  }
+  return collect({}, true);
+}
+
+const pad = (n) => String(n).padStart(2, '0');
+const clock = (ms) => { const d = new Date(ms); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
+const utcDay = (ms) => new Date(ms).toISOString().slice(0, 10);
+const dayLabel = (day) => new Date(`${day}T00:00:00Z`).toLocaleDateString(undefined, { month: 'short', day: 'numeric', timeZone: 'UTC' });
+
+export async function usagePage(ctx) {
+  ctx.title('Usage');
+  const totals = h('div', { class: 'stats stats-row' });
+  const perMinute = h('div', {}, card('Runs per minute, last hour', spinner('Loading runs…')));
+  const perDay = h('div', {}, card('Per agent per day, last 7 days', spinner('Loading usage…')));
+  const table = h('div', {});
+  ctx.main.append(
+    pageHeader('Usage', 'What this tenant’s agents ran and spent. Times are local; days are UTC.'),
+    totals, perMinute, perDay, table);
+
+  let metric = null; // the per-day chart's measure, kept across refreshes
+
+  ctx.every(REFRESH_MS, async () => {
+    const now = Date.now();
+    const since = now - HOUR_MS;
+    const todayStart = Date.parse(`${utcDay(now)}T00:00:00Z`);
+    const usageSince = todayStart - (DAYS - 1) * DAY_MS;
+    const [recent, report] = await Promise.all([
+      runsSince(since, ctx.signal),
+      api.get('/v1/usage', { since_unix_ms: usageSince }, { signal: ctx.signal }),
+    ]);
+    const rows = report.usage || [];
+    drawTotals(totals, recent.runs, rows);
+    replace(perMinute, minuteChart(recent, now));
+    const days = Array.from({ length: DAYS }, (_, i) => utcDay(usageSince + i * DAY_MS));
+    if (!metric) metric = rows.some((r) => r.prompt_tokens + r.completion_tokens > 0) ? 'tokens' : 'attempts';
+    const redraw = () => replace(perDay, dayChart(rows, days, metric, (m) => { metric = m; redraw(); }));
+    redraw();
+    replace(table, usageTable(rows));
+  });
+}
+
+function drawTotals(el, runs, rows) {
+  const ended = runs.filter((r) => ['succeeded', 'failed', 'dead_lettered', 'cancelled'].includes(r.state));
+  const ok = ended.filter((r) => r.state === 'succeeded').length;
+  const sum = (f) => rows.reduce((a, r) => a + f(r), 0);
+  const tokens = sum((r) => r.prompt_tokens + r.completion_tokens);
+  replace(el,
+    stat('Runs, last hour', fmtInt(runs.length), ended.length ? `${Math.round((ok / ended.length) * 100)}% of ended runs succeeded` : 'none ended yet'),
+    stat('Attempts, 7 days', fmtInt(sum((r) => r.attempts)), `${fmtInt(sum((r) => r.succeeded))} succeeded`),
+    stat('Tokens, 7 days', fmtInt(tokens), `${fmtInt(sum((r) => r.prompt_tokens))} in · ${fmtInt(sum((r) => r.completion_tokens))} out`),
+    stat('Cost, 7 days', fmtUsd(sum((r) => r.cost_usd)), `${fmtDuration(sum((r) => r.wall_time_ms))} of wall time`));
+}
+
+function minuteChart({ runs, complete }, now) {
+  const end = Math.floor(now / 60_000) * 60_000; // the current minute's start
+  const start = end - 59 * 60_000;
+  const counts = Array.from({ length: 60 }, () => ({}));
+  for (const r of runs) {
+    const i = Math.floor((r.created_unix_ms - start) / 60_000);
+    if (i >= 0 && i < 60) counts[i][r.state] = (counts[i][r.state] || 0) + 1;
+  }
+  const states = RUN_STATES.filter((st) => counts.some((c) => c[st]));
+  const categories = counts.map((_, i) => {
+    const t = start + i * 60_000;
+    return { label: clock(t), tick: new Date(t).getMinutes() % 10 === 0 };
+  });
+  const aside = complete ? null : h('span', { class: 'muted small' }, 'busier than the console pages through: oldest minutes are partial');
+  if (!runs.length) {
+    return card('Runs per minute, last hour', emptyState('No runs in the last hour', 'Submit one from the Runs page.'), { aside });
+  }
+  const chart = barChart({
+    label: 'Runs per minute by state, last hour',
+    categories,
+    series: states.map((st) => ({ name: stateLabel(st), cls: `st-${st}` })),
+    value: (si, ci) => counts[ci][states[si]] || 0,
+    stacked: true,
+    integer: true,
+    format: fmtCompact,
+    title: (ci) => {
+      const c = counts[ci];
+      const total = states.reduce((a, st) => a + (c[st] || 0), 0);
+      const parts = states.filter((st) => c[st]).map((st) => `${stateLabel(st)} ${c[st]}`);
+      return `${categories[ci].label}–${clock(start + (ci + 1) * 60_000)}\n${total} run${total === 1 ? '' : 's'}${parts.length ? `: ${parts.join(', ')}` : ''}`;
+    },
+  });
+  chart.id = 'chart-runs';
+  return card('Runs per minute, last hour', chart, { aside });
+}
+
+const METRICS = {
+  tokens: { name: 'Tokens', of: (r) => r.prompt_tokens + r.completion_tokens, format: fmtCompact, integer: true },
+  cost: { name: 'Cost', of: (r) => r.cost_usd, format: (v) => fmtUsd(v), integer: false },
+  attempts: { name: 'Attempts', of: (r) => r.attempts, format: fmtCompact, integer: true },
+};
+
+function dayChart(rows, days, metric, onMetric) {
+  const m = METRICS[metric];
+  const agents = [...new Set(rows.map((r) => r.agent))];
+  const total = (agent) => rows.filter((r) => r.agent === agent).reduce((a, r) => a + m.of(r), 0);
+  agents.sort((a, b) => total(b) - total(a) || a.localeCompare(b));
+  const cell = new Map(rows.map((r) => [`${r.day}|${r.agent}`, r]));
+  const toggle = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Measure' },
+    Object.entries(METRICS).map(([key, def]) => h('button', {
+      type: 'button', class: key === metric ? 'active' : null, 'aria-pressed': String(key === metric), onclick: () => onMetric(key),
+    }, def.name)));
+  if (!rows.length) {
+    return card('Per agent per day, last 7 days', emptyState('No usage in the last 7 days', 'Usage is counted as attempts end.'), { aside: toggle });
+  }
+  const chart = barChart({
+    label: `${m.name} per agent per day`,
+    categories: days.map((d) => ({ label: dayLabel(d) })),
+    series: agents.map((a, i) => ({ name: a, cls: `pal-${i % 8}` })),
+    value: (si, ci) => { const r = cell.get(`${days[ci]}|${agents[si]}`); return r ? m.of(r) : 0; },
+    stacked: false,
+    integer: m.integer,
+    format: m.format,
+    title: (ci) => {
+      const lines = agents.map((a) => cell.get(`${days[ci]}|${a}`)).filter(Boolean)
+        .map((r) => `${r.agent}: ${fmtInt(r.prompt_tokens + r.completion_tokens)} tokens · ${fmtUsd(r.cost_usd)} · ${fmtInt(r.attempts)} attempts`);
+      return [days[ci], ...(lines.length ? lines : ['nothing ran'])].join('\n');
+    },
+  });
+  chart.id = 'chart-usage';
+  return card('Per agent per day, last 7 days', chart, { aside: toggle });
+}
+
+function usageTable(rows) {
+  if (!rows.length) return [];
+  const sorted = rows.slice().sort((a, b) => b.day.localeCompare(a.day) || a.agent.localeCompare(b.agent));
+  const sum = (f) => rows.reduce((a, r) => a + f(r), 0);
+  const showTenant = new Set(rows.map((r) => r.tenant)).size > 1;
+  const num = (v, text = fmtInt(v)) => h('td', { class: ['num', v ? null : 'zero'] }, text);
+  return card('By day and agent', h('div', { class: 'table-wrap' }, h('table', { class: 'table usage-table' },
+    h('thead', {}, h('tr', {},
+      h('th', {}, 'Day'), showTenant ? h('th', {}, 'Tenant') : null, h('th', {}, 'Agent'), h('th', { class: 'num' }, 'Attempts'),
+      h('th', { class: 'num' }, 'Succeeded'), h('th', { class: 'num' }, 'Tokens in'), h('th', { class: 'num' }, 'Tokens out'),
+      h('th', { class: 'num' }, 'Cost'), h('th', { class: 'num' }, 'Fuel'), h('th', { class: 'num' }, 'Wall time'))),
+    h('tbody', {}, sorted.map((r) => h('tr', {},
+      h('td', { class: 'nowrap' }, r.day), showTenant ? h('td', {}, r.tenant) : null,
+      h('td', {}, h('a', { href: `#/agents/${encodeURIComponent(r.agent)}` }, r.agent)),
+      num(r.attempts), num(r.succeeded), num(r.prompt_tokens), num(r.completion_tokens),
+      num(r.cost_usd, fmtUsd(r.cost_usd)),
+      h('td', { class: 'num' }, fmtCompact(r.fuel)),
+      h('td', { class: 'num' }, fmtDuration(r.wall_time_ms))))),
+    h('tfoot', {}, h('tr', {},
+      h('th', { colspan: showTenant ? 3 : 2 }, 'Total'),
+      h('td', { class: 'num' }, fmtInt(sum((r) => r.attempts))),
+      h('td', { class: 'num' }, fmtInt(sum((r) => r.succeeded))),
+      h('td', { class: 'num' }, fmtInt(sum((r) => r.prompt_tokens))),
+      h('td', { class: 'num' }, fmtInt(sum((r) => r.completion_tokens))),
+      h('td', { class: 'num' }, fmtUsd(sum((r) => r.cost_usd))),
+      h('td', { class: 'num' }, fmtCompact(sum((r) => r.fuel))),
+      h('td', { class: 'num' }, fmtDuration(sum((r) => r.wall_time_ms))))))), { flush: true });
+}
