@@ -8,13 +8,16 @@ if command -v rustup >/dev/null; then rustup target add wasm32-wasip2 >/dev/null
 # From Debian: a real OCI registry (docker-registry) for the OCI tests, which
 # start their own; PostgreSQL 15 and Redis 7 for the store, KV and bridge
 # tests, started below for the whole run; Prometheus (and its promtool),
-# which the metrics tests start to scrape a node. From PyPI: an independent OCI
-# client (oras), bcrypt (for a registry's htpasswd) and schemathesis.
+# which the metrics tests start to scrape a node; Chromium, which the console
+# test drives. From PyPI: an independent OCI client (oras), bcrypt (for a
+# registry's htpasswd), schemathesis, the MCP SDK and Playwright (pointed at
+# Debian's Chromium: it downloads no browser).
 missing=""
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$missing postgresql"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
   echo "installing$missing (Debian) for the tests"
@@ -25,6 +28,8 @@ fi
 python3 -c "import oras, bcrypt" 2>/dev/null || python3 -m pip install -q oras bcrypt
 # Schemathesis fuzzes the HTTP API from its OpenAPI document (the `st` command).
 command -v st >/dev/null 2>&1 || python3 -m pip install -q schemathesis
+python3 -c "import mcp, httpx2" 2>/dev/null || python3 -m pip install -q mcp
+python3 -c "import playwright" 2>/dev/null || python3 -m pip install -q playwright
 
 # One PostgreSQL and one Redis for the whole run, on free loopback ports, in
 # a temp dir; stopped and removed on exit. Each test makes its own database

@@ -41,6 +41,9 @@ pub trait ComponentValidator: Send + Sync {
     }
 }
 
+/// Components compiled at once (a publish or validate each).
+const COMPILES: usize = 2;
+
 /// Timing of leases and liveness.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {
@@ -108,6 +111,8 @@ pub struct ControlPlane {
     /// poll).
     pub(crate) logs_changed: Arc<Notify>,
     pub(crate) validator: Arc<dyn ComponentValidator>,
+    /// Compiles (publish, validate) running at once: each takes a core.
+    compiles: Arc<tokio::sync::Semaphore>,
     /// name@version -> digest; safe to cache because versions are immutable.
     resolved:
         Arc<std::sync::Mutex<std::collections::HashMap<String, warden_proto::v1::ResolveResponse>>>,
@@ -140,6 +145,23 @@ impl ControlPlane {
         store::now_ms() - self.alive_window_ms()
     }
 
+    /// Runs `f`, which compiles a component, off the async workers, at
+    /// most [`COMPILES`] at once (more wait their turn).
+    pub(crate) async fn compiling<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ControlPlane) -> T + Send + 'static,
+    ) -> Result<T, tonic::Status> {
+        let _turn = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| tonic::Status::unavailable("the control plane is stopping"))?;
+        let cp = self.clone();
+        tokio::task::spawn_blocking(move || f(&cp))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("a compile stopped: {e}")))
+    }
+
     pub fn new(
         store: Store,
         config: ControlPlaneConfig,
@@ -151,6 +173,7 @@ impl ControlPlane {
             changed: Arc::new(Notify::new()),
             logs_changed: Arc::new(Notify::new()),
             validator,
+            compiles: Arc::new(tokio::sync::Semaphore::new(COMPILES)),
             resolved: Arc::default(),
             submits: Arc::default(),
             fetches: Arc::default(),

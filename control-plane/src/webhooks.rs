@@ -20,7 +20,8 @@
 
 use crate::ControlPlane;
 use crate::store::{DueWebhook, WebhookConfig};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::Status;
@@ -41,7 +42,8 @@ pub const RETRY_DELAYS: [Duration; 8] = [
 ];
 /// The longest URL a run may name.
 const MAX_URL: usize = 2048;
-/// Connecting, sending and the answer's status, all within this.
+/// A whole try (resolving the host, connecting, sending, the answer's
+/// status) within this.
 const TRY_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A claim outlasts a try, so two deliverers never try one run at once.
@@ -49,34 +51,48 @@ const CLAIM: Duration = Duration::from_secs(60);
 /// Tries in flight at once on one control plane; a dead receiver holds
 /// one for at most [`TRY_TIMEOUT`].
 const IN_FLIGHT: usize = 32;
+/// Tries of one tenant in flight at once, so one tenant's dead receivers
+/// never hold every slot.
+const IN_FLIGHT_PER_TENANT: usize = 4;
 /// How often due deliveries are looked for when nothing wakes the loop.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The parts of a webhook URL the checks look at.
+/// The parts of a webhook URL the checks look at: as reqwest reads the
+/// URL it then requests, so the host and port checked are the ones it
+/// connects to.
 struct Target {
     scheme: String,
+    /// A name, or an IP address (without brackets).
     host: String,
     port: u16,
+    ip: Option<IpAddr>,
 }
 
 fn parse(url: &str) -> Result<Target, String> {
     if url.len() > MAX_URL {
         return Err(format!("it is longer than {MAX_URL} bytes"));
     }
-    let uri: http::Uri = url.parse().map_err(|e| format!("it is not a URL ({e})"))?;
-    let scheme = match uri.scheme_str() {
-        Some(s @ ("http" | "https")) => s.to_string(),
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("it is not a URL ({e})"))?;
+    let scheme = match parsed.scheme() {
+        s @ ("http" | "https") => s.to_string(),
         _ => return Err("it must start http:// or https://".into()),
     };
-    let authority = uri.authority().ok_or("it has no host")?;
-    if authority.as_str().contains('@') {
+    if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("user info (user:password@) is not allowed in it".into());
     }
-    let host = authority.host().to_string();
-    let port = authority
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    Ok(Target { scheme, host, port })
+    let (host, ip) = match parsed.host() {
+        Some(url::Host::Domain(name)) => (name.to_string(), None),
+        Some(url::Host::Ipv4(ip)) => (ip.to_string(), Some(IpAddr::V4(ip))),
+        Some(url::Host::Ipv6(ip)) => (ip.to_string(), Some(IpAddr::V6(ip))),
+        None => return Err("it has no host".into()),
+    };
+    let port = parsed.port_or_known_default().ok_or("it has no port")?;
+    Ok(Target {
+        scheme,
+        host,
+        port,
+        ip,
+    })
 }
 
 /// Whether `tenant` may send its runs' results to `url`.
@@ -116,20 +132,42 @@ impl ControlPlane {
     /// ended on another replica).
     pub(crate) async fn deliver_webhooks(self) {
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        // Tries in flight, by tenant.
+        let busy: Arc<std::sync::Mutex<HashMap<String, usize>>> = Default::default();
         loop {
             let changed = self.changed.notified();
             let free = slots.available_permits() as u32;
             if free > 0 {
                 let claim_until = crate::store::now_ms() + CLAIM.as_millis() as i64;
-                match self.store.claim_due_webhooks(claim_until, free) {
+                let in_flight = busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let claimed = self.store.claim_due_webhooks(
+                    claim_until,
+                    free,
+                    &in_flight,
+                    IN_FLIGHT_PER_TENANT,
+                );
+                match claimed {
                     Ok(due) => {
                         for webhook in due {
                             let Ok(slot) = slots.clone().try_acquire_owned() else {
                                 break;
                             };
-                            let cp = self.clone();
+                            let tenant = webhook.tenant.clone();
+                            *busy
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(tenant.clone())
+                                .or_default() += 1;
+                            let (cp, busy) = (self.clone(), busy.clone());
                             tokio::spawn(async move {
                                 cp.deliver(webhook).await;
+                                let mut busy = busy.lock().unwrap_or_else(|e| e.into_inner());
+                                if let Some(n) = busy.get_mut(&tenant) {
+                                    *n -= 1;
+                                    if *n == 0 {
+                                        busy.remove(&tenant);
+                                    }
+                                }
                                 drop(slot);
                             });
                         }
@@ -146,9 +184,17 @@ impl ControlPlane {
         let attempt = webhook.attempts + 1;
         let started = Instant::now();
         let unix_ms = crate::store::now_ms();
-        let (http_status, error) = match self.try_delivery(&webhook, attempt).await {
-            Ok(()) => (200, None),
-            Err(Failure { status, why, again }) => (status, Some((why, again))),
+        let tried = tokio::time::timeout(TRY_TIMEOUT, self.try_delivery(&webhook, attempt)).await;
+        let (http_status, error) = match tried {
+            Ok(Ok(status)) => (status, None),
+            Ok(Err(Failure { status, why, again })) => (status, Some((why, again))),
+            Err(_) => (
+                0,
+                Some((
+                    format!("no answer within {} s", TRY_TIMEOUT.as_secs()),
+                    true,
+                )),
+            ),
         };
         let retry_at = match &error {
             Some((_, true)) => self
@@ -183,18 +229,19 @@ impl ControlPlane {
         });
         if let Err(e) = self
             .store
-            .record_webhook_delivery(&webhook.run_id, &delivery, retry_at)
+            .record_webhook_delivery(&webhook, &delivery, retry_at)
         {
             // The claim lapses and the delivery is tried again.
             tracing::error!(run = %webhook.run_id, error = %e, "webhooks: recording a try");
         }
     }
 
-    async fn try_delivery(&self, webhook: &DueWebhook, attempt: u32) -> Result<(), Failure> {
+    /// One try; the receiver's (2xx) status.
+    async fn try_delivery(&self, webhook: &DueWebhook, attempt: u32) -> Result<u16, Failure> {
         let config = self
             .store
             .webhook_config(&webhook.tenant)
-            .map_err(Failure::again)?;
+            .map_err(store_failed)?;
         check_url(&webhook.tenant, &webhook.url, &config)
             .map_err(|e| Failure::final_(e.message().to_string()))?;
         let target = parse(&webhook.url).map_err(Failure::final_)?;
@@ -203,7 +250,7 @@ impl ControlPlane {
         let (key_id, secret) = self
             .store
             .webhook_key(&webhook.tenant)
-            .map_err(Failure::again)?
+            .map_err(store_failed)?
             .ok_or_else(|| {
                 Failure::final_(format!(
                     "tenant {} has no webhook signing key (`warden webhooks rotate-key`)",
@@ -213,7 +260,7 @@ impl ControlPlane {
         let mut run = self
             .store
             .get_run(None, &webhook.run_id)
-            .map_err(Failure::again)?
+            .map_err(store_failed)?
             .ok_or_else(|| Failure::final_("the run is gone".into()))?;
         run.webhook = None;
         let body = serde_json::to_vec(&serde_json::json!({
@@ -229,7 +276,7 @@ impl ControlPlane {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("warden-webhook/", env!("CARGO_PKG_VERSION")))
             // Only to the addresses checked above (a name resolved again
-            // could answer otherwise).
+            // could answer otherwise; an IP is connected to as it is).
             .resolve_to_addrs(&target.host, &addrs)
             .build()
             .map_err(|e| Failure::again(e.to_string()))?;
@@ -248,7 +295,7 @@ impl ControlPlane {
             .map_err(|e| Failure::again(describe(&e)))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(status.as_u16());
         }
         Err(Failure {
             status: status.as_u16(),
@@ -269,10 +316,10 @@ struct Failure {
 }
 
 impl Failure {
-    fn again(why: impl ToString) -> Self {
+    fn again(why: impl Into<String>) -> Self {
         Failure {
             status: 0,
-            why: why.to_string(),
+            why: why.into(),
             again: true,
         }
     }
@@ -285,6 +332,12 @@ impl Failure {
             again: false,
         }
     }
+}
+
+/// A store error, in the log; the tenant reads only that it happened.
+fn store_failed(e: crate::store::StoreError) -> Failure {
+    tracing::error!(error = %e, "webhooks: the store");
+    Failure::again("the control plane could not read its store; tried again later")
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -305,28 +358,31 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// The addresses `target`'s host resolves to, each allowed by `policy`
 /// (one refused address refuses the name: a name mixing public and
-/// private answers is a rebinding attempt).
+/// private answers is a rebinding attempt). What the tenant reads on its
+/// run says no more than that: which names the control plane's own
+/// network resolves, and to what, stays in its log.
 async fn resolve_checked(policy: &HttpPolicy, target: &Target) -> Result<Vec<SocketAddr>, Failure> {
-    let bare = target.host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-        Err(_) => tokio::net::lookup_host((bare, target.port))
-            .await
-            .map_err(|e| Failure::again(format!("cannot resolve {bare}: {e}")))?
-            .collect(),
+    let addrs: Vec<SocketAddr> = match target.ip {
+        Some(ip) => vec![SocketAddr::new(ip, target.port)],
+        None => match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => {
+                tracing::warn!(host = %target.host, error = %e, "webhook host does not resolve");
+                return Err(Failure::again("cannot resolve the receiver's host"));
+            }
+        },
     };
     if addrs.is_empty() {
-        return Err(Failure::again(format!("{bare} resolves to no address")));
+        return Err(Failure::again("cannot resolve the receiver's host"));
     }
     for addr in &addrs {
         if let Err(denied) = policy.check_ip(&target.scheme, &target.host, target.port, addr.ip()) {
-            return Err(Failure::final_(match denied {
-                warden_core::Denied::ForbiddenAddress { host, ip, range } => format!(
-                    "{host} resolves to {ip}, a {range} address, which a webhook reaches only \
-                     when the tenant's allow-list names it as an IP"
-                ),
-                other => other.to_string(),
-            }));
+            tracing::warn!(%denied, "webhook refused after DNS resolution");
+            return Err(Failure::final_(format!(
+                "{} resolves to an address webhooks may not reach (loopback, private, link-local \
+                 or another special range) unless the tenant's allow-list names it as an IP",
+                target.host
+            )));
         }
     }
     Ok(addrs)

@@ -24,10 +24,14 @@ pub(crate) enum Problems {
     /// Not in the state this needs.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(api::Problem),
+    /// The body (or an upload) did not arrive in time.
+    #[response(status = 408, content_type = "application/problem+json")]
+    Timeout(api::Problem),
     /// The body is larger than a request may be.
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(api::Problem),
-    /// The body is not `application/json`.
+    /// The body is not of the type the route takes (`application/json`;
+    /// `multipart/form-data` for an upload).
     #[response(status = 415, content_type = "application/problem+json")]
     NotJson(api::Problem),
     /// The JSON does not fit the document (a missing or unknown field).

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode, Uri};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use utoipa::IntoParams;
 use warden_api as api;
@@ -277,7 +278,9 @@ pub(super) struct ListRunsQuery {
     state: Option<String>,
     /// Only runs of this agent: a name (every version) or `name@version`.
     agent: Option<String>,
-    /// Only runs with this label: `key=value`.
+    /// Only runs with this label: `key=value`; repeat it for runs with
+    /// every one. (Read from the query's pairs, where it may repeat.)
+    #[allow(dead_code)]
     label: Option<String>,
     /// Only runs submitted at or after this time (Unix ms).
     since_unix_ms: Option<i64>,
@@ -286,6 +289,28 @@ pub(super) struct ListRunsQuery {
     limit: Option<u32>,
     /// `next_cursor` of the page before.
     cursor: Option<String>,
+}
+
+/// The `label=KEY=VALUE` pairs of `uri`'s query (it may repeat them), and
+/// the query without them.
+fn split_labels(uri: &Uri) -> Result<(HashMap<String, String>, Uri), ApiError> {
+    let pairs: Vec<(String, String)> = query(uri)?;
+    let mut labels = HashMap::new();
+    let mut rest = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in &pairs {
+        if key != "label" {
+            rest.append_pair(key, value);
+            continue;
+        }
+        let (k, v) = value.split_once('=').ok_or_else(|| {
+            tonic::Status::invalid_argument(format!("label={value}: give it as key=value"))
+        })?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let rest = format!("/?{}", rest.finish())
+        .parse()
+        .map_err(|_| tonic::Status::invalid_argument("the query is not valid"))?;
+    Ok((labels, rest))
 }
 
 /// Runs, newest first, a page at a time; summaries (`RunService.List`).
@@ -297,16 +322,8 @@ pub(super) async fn list_runs(
     uri: Uri,
 ) -> Result<Json<api::RunPage>, ApiError> {
     let caller = authorize(&cp, method!("RunService", "List"), &headers)?;
-    let q: ListRunsQuery = query(&uri)?;
-    let labels = match q.label.as_deref() {
-        Some(label) => {
-            let (key, value) = label.split_once('=').ok_or_else(|| {
-                tonic::Status::invalid_argument(format!("label={label}: give it as key=value"))
-            })?;
-            [(key.to_string(), value.to_string())].into()
-        }
-        None => Default::default(),
-    };
+    let (labels, rest) = split_labels(&uri)?;
+    let q: ListRunsQuery = query(&rest)?;
     let request = pb::ListRunsRequest {
         state: q.state.unwrap_or_default(),
         limit: q.limit.unwrap_or(0),

@@ -36,6 +36,20 @@ struct Form {
 /// component at most `max` bytes.
 async fn read_form(request: Request, max: usize) -> Result<Form, ApiError> {
     let bad = |why: String| ApiError::from(tonic::Status::invalid_argument(why));
+    let broken = |e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                status,
+                "resource_exhausted",
+                format!(
+                    "the upload is larger than this control plane takes ({})",
+                    e.body_text()
+                ),
+            ),
+            _ => ApiError::new(status, "invalid_argument", e.body_text()),
+        }
+    };
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -48,6 +62,7 @@ async fn read_form(request: Request, max: usize) -> Result<Form, ApiError> {
     })?;
     let read = async {
         let mut form = Form::default();
+        let mut seen = std::collections::HashSet::new();
         while let Some(mut field) = multipart
             .next_field()
             .await
@@ -60,7 +75,7 @@ async fn read_form(request: Request, max: usize) -> Result<Form, ApiError> {
                 MAX_TEXT_PART
             };
             let mut bytes = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(|e| bad(e.body_text()))? {
+            while let Some(chunk) = field.chunk().await.map_err(broken)? {
                 if bytes.len() + chunk.len() > limit {
                     return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,6 +88,9 @@ async fn read_form(request: Request, max: usize) -> Result<Form, ApiError> {
             let text = |bytes: Vec<u8>| {
                 String::from_utf8(bytes).map_err(|_| bad(format!("the `{name}` part is not UTF-8")))
             };
+            if !seen.insert(name.clone()) {
+                return Err(bad(format!("the form has more than one `{name}` part")));
+            }
             match name.as_str() {
                 "component" => form.component = Some(bytes),
                 "manifest" => form.manifest = text(bytes)?,
@@ -143,12 +161,10 @@ pub(super) async fn validate(
         capabilities: form.manifest,
         tenant: String::new(),
     };
-    let cp2 = cp.clone();
     let caller = client(caller)?;
-    // Compiling takes a core for a while: off the async workers.
-    let answer = tokio::task::spawn_blocking(move || cp2.validate_upload(&caller, header, data))
-        .await
-        .map_err(|e| tonic::Status::internal(e.to_string()))??;
+    let answer = cp
+        .compiling(move |cp| cp.validate_upload(&caller, header, data))
+        .await??;
     Ok(Json(api::Validation::from(&answer)))
 }
 
@@ -189,10 +205,9 @@ pub(super) async fn publish(
         capabilities: form.manifest,
         tenant: String::new(),
     };
-    let cp2 = cp.clone();
-    let answer = tokio::task::spawn_blocking(move || cp2.publish_upload(&caller, header, data))
-        .await
-        .map_err(|e| tonic::Status::internal(e.to_string()))??;
+    let answer = cp
+        .compiling(move |cp| cp.publish_upload(&caller, header, data))
+        .await??;
     let status = match answer.created {
         true => StatusCode::CREATED,
         false => StatusCode::OK,

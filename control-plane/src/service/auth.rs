@@ -448,10 +448,15 @@ impl AuthService for ControlPlane {
             &r.allow.join(" "),
         );
         let config = self.store.webhook_config(&tenant)?;
+        // The key made now, with its secret; else the one that signs.
+        let (key_id, new_secret) = match made {
+            Some((key_id, secret)) => (key_id, secret),
+            None => (config.key_id.unwrap_or_default(), String::new()),
+        };
         Ok(Response::new(pb::WebhookConfig {
             allow: config.allow,
-            key_id: config.key_id.unwrap_or_default(),
-            new_secret: made.map(|(_, secret)| secret).unwrap_or_default(),
+            key_id,
+            new_secret,
         }))
     }
 

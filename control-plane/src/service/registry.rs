@@ -22,7 +22,10 @@ impl registry_service_server::RegistryService for ControlPlane {
     ) -> Result<Response<PublishResponse>, Status> {
         let caller = client_of(&req)?;
         let (header, data) = self.read_upload(req.into_inner()).await?;
-        Ok(Response::new(self.publish_upload(&caller, header, data)?))
+        let published = self
+            .compiling(move |cp| cp.publish_upload(&caller, header, data))
+            .await??;
+        Ok(Response::new(published))
     }
 
     async fn validate(
@@ -31,7 +34,10 @@ impl registry_service_server::RegistryService for ControlPlane {
     ) -> Result<Response<ValidateResponse>, Status> {
         let caller = client_of(&req)?;
         let (header, data) = self.read_upload(req.into_inner()).await?;
-        Ok(Response::new(self.validate_upload(&caller, header, data)?))
+        let found = self
+            .compiling(move |cp| cp.validate_upload(&caller, header, data))
+            .await??;
+        Ok(Response::new(found))
     }
 
     async fn resolve(

@@ -40,7 +40,7 @@ async fn ten_thousand_runs_page_through_once_each_and_filters_narrow_them() {
             .map(|i| {
                 json!({
                     "agent": "hello@1", "input": i,
-                    "labels": { "batch": batch.to_string() },
+                    "labels": { "batch": batch.to_string(), "half": if i < 500 { "first" } else { "second" } },
                     "node_selector": { "pool": "none" },
                 })
             })
@@ -125,7 +125,20 @@ async fn ten_thousand_runs_page_through_once_each_and_filters_narrow_them() {
             .count(),
         1000
     );
-    // Filters combine; a bad one says what is wrong.
+    // Filters combine, labels too (runs with every one given).
+    let (both, _) = all_pages(
+        &http,
+        &format!(
+            "{base}/v1/runs?label=batch=3&label=half=first&agent=hello&state=queued&limit=1000"
+        ),
+        &admin,
+    )
+    .await;
+    assert_eq!(both.len(), 500);
+    assert!(
+        both.iter()
+            .all(|r| r["labels"]["batch"] == "3" && r["labels"]["half"] == "first")
+    );
     let (_, page) = get(
         &http,
         &format!("{base}/v1/runs?label=batch=3&state=succeeded"),
@@ -133,6 +146,7 @@ async fn ten_thousand_runs_page_through_once_each_and_filters_narrow_them() {
     )
     .await;
     assert_eq!(page["runs"], json!([]), "{page}");
+    // A bad one says what is wrong.
     let (status, problem) = get(&http, &format!("{base}/v1/runs?label=batch"), &admin).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(

@@ -9,6 +9,7 @@ mod bridge;
 mod cache;
 mod cli;
 mod compile_bounds;
+mod console;
 mod credentials;
 mod examples;
 mod failures;

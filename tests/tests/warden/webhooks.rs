@@ -86,9 +86,37 @@ async fn settled(
     }
 }
 
+/// Submits a run of hello@1 with `url` as its webhook, and waits for the
+/// run (not its webhook) to end.
 async fn submit(http: &reqwest::Client, base: &str, token: &str, url: &str) -> (StatusCode, Value) {
     let body = json!({ "agent": "hello@1", "input": { "name": "hook" }, "webhook_url": url });
-    post(http, &format!("{base}/v1/runs"), token, &body).await
+    post(http, &format!("{base}/v1/runs?wait=60s"), token, &body).await
+}
+
+/// A port that refuses connections, held for as long as the socket
+/// lives (bound, never listening: no other test can take it).
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// A receiver that accepts connections and never answers.
+fn silent_receiver() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = listener.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for conn in held.incoming() {
+            match conn {
+                Ok(conn) => open.push(conn),
+                Err(_) => return,
+            }
+        }
+    });
+    (listener, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,12 +124,12 @@ async fn a_run_s_result_is_posted_signed_retried_and_each_try_shows_on_the_run()
     let (c, _procs, http, base) = api_cluster_with(&["--webhook-attempts", "2"]).await;
     let token = c.token("default", "submitter");
     let (flaky, flaky_seen) = receiver(&[503, 200]);
-    let (dead_port, dead_url) = {
-        // A port nothing listens on: every try fails to connect.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        (port, format!("http://127.0.0.1:{port}/hook"))
-    };
+    // Nothing listens on this port: every try fails to connect.
+    let (_refusing, dead_port) = refusing_port();
+    let dead_url = format!("http://127.0.0.1:{dead_port}/hook");
+    // This one takes each try and never answers (each waits 10 s).
+    let (_silent, silent_port) = silent_receiver();
+    let silent_url = format!("http://127.0.0.1:{silent_port}/hook");
 
     // No allow-list yet: refused at submit, with what to do.
     let hook = format!("{}/hook", flaky.url());
@@ -137,6 +165,7 @@ async fn a_run_s_result_is_posted_signed_retried_and_each_try_shows_on_the_run()
         "default",
         &format!("http://127.0.0.1:{}", flaky.port()),
         &format!("http://127.0.0.1:{dead_port}"),
+        &format!("http://127.0.0.1:{silent_port}"),
     ]);
     assert!(
         out.status.success(),
@@ -174,10 +203,13 @@ async fn a_run_s_result_is_posted_signed_retried_and_each_try_shows_on_the_run()
         "{dry}"
     );
 
-    // One run to the dead receiver, one to the flaky one, at once.
+    // Runs to the dead receiver, the silent one and the flaky one, in
+    // that order.
     let (status, dead_run) = submit(&http, &base, &token, &dead_url).await;
     assert_eq!(status, StatusCode::CREATED, "{dead_run}");
     assert_eq!(dead_run["webhook"]["url"], dead_url.as_str());
+    let (status, silent_run) = submit(&http, &base, &token, &silent_url).await;
+    assert_eq!(status, StatusCode::CREATED, "{silent_run}");
     let (status, run) = submit(&http, &base, &token, &hook).await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let id = run["run_id"].as_str().unwrap().to_string();
@@ -193,6 +225,12 @@ async fn a_run_s_result_is_posted_signed_retried_and_each_try_shows_on_the_run()
     assert_eq!(tries[1]["ok"], true);
     let waited = tries[1]["unix_ms"].as_i64().unwrap() - tries[0]["unix_ms"].as_i64().unwrap();
     assert!(waited >= 900, "retried after {waited} ms");
+    // Both tries came while the silent receiver still held its first: it
+    // held up no one else's.
+    let silent = silent_run["run_id"].as_str().unwrap();
+    let (_, held) = get(&http, &format!("{base}/v1/runs/{silent}"), &token).await;
+    assert_eq!(held["webhook"]["state"], "pending", "{held}");
+    assert_eq!(held["webhook"]["deliveries"], json!([]), "{held}");
 
     // What the receiver got: the ended run, signed, the same id each time.
     let seen = flaky_seen.lock().unwrap().clone();
@@ -215,8 +253,7 @@ async fn a_run_s_result_is_posted_signed_retried_and_each_try_shows_on_the_run()
         assert_eq!(body["run"]["output"]["echo"]["name"], "hook");
     }
 
-    // The dead receiver: two tries (--webhook-attempts 2), then failed;
-    // it held up nothing above.
+    // The dead receiver: two tries (--webhook-attempts 2), then failed.
     let dead = dead_run["run_id"].as_str().unwrap();
     let run = settled(&http, &base, &token, dead, |w| w["state"] == "failed").await;
     let tries = run["webhook"]["deliveries"].as_array().unwrap();

@@ -202,7 +202,9 @@ function attemptsCard(run) {
       h('td', {}, h('span', { title: fmtTime(a.started_unix_ms) }, a.started_unix_ms ? fmtClock(a.started_unix_ms) : '—')),
       h('td', { class: 'num' }, fmtDuration((a.ended_unix_ms || now) - a.started_unix_ms)),
       h('td', { class: 'error-cell' }, a.error ? [h('code', {}, a.error.kind), ' ', a.error.message] : '')))));
-  return card('Attempts', [timeline({ rows, from: run.created_unix_ms, to }), table], { class: 'attempts-card' });
+  // Nodes' clocks may run a little ahead of the control plane's.
+  const from = Math.min(run.created_unix_ms, ...rows.map((r) => r.start));
+  return card('Attempts', [timeline({ rows, from, to }), table], { class: 'attempts-card' });
 }
 
 function webhookCard(hook) {
