@@ -84,6 +84,7 @@ fn every_method_has_the_rule_of_the_policy_and_only_enrollment_is_public() {
         ("RunService/Logs", "viewer"),
         ("RunService/Usage", "viewer"),
         ("RegistryService/Publish", "publisher"),
+        ("RegistryService/Validate", "publisher"),
         ("RegistryService/Resolve", "node or viewer"),
         ("RegistryService/Fetch", "node or viewer"),
         ("RegistryService/List", "viewer"),
@@ -98,6 +99,9 @@ fn every_method_has_the_rule_of_the_policy_and_only_enrollment_is_public() {
         ("AuthService/SetRegistryCredential", "admin"),
         ("AuthService/ListRegistryCredentials", "admin"),
         ("AuthService/DeleteRegistryCredential", "admin"),
+        ("AuthService/GetWebhookConfig", "admin"),
+        ("AuthService/SetWebhookConfig", "system"),
+        ("AuthService/RotateWebhookKey", "admin"),
     ];
     assert_eq!(expected.len(), methods.len(), "{methods:?}");
     for (method, who) in expected {
