@@ -54,6 +54,8 @@ pids+=($!)
 for _ in $(seq 100); do grep -q "warden node" "$DATA/dev.out" 2>/dev/null && break; sleep 0.1; done
 export WARDEN_CONTROL_PLANE=$(grep -o 'http://[0-9.:]*' "$DATA/dev.out" | head -n1)
 echo "    control plane at $WARDEN_CONTROL_PLANE"
+CONSOLE=$(grep -o 'console at http://[0-9.:]*/' "$DATA/dev.out" | head -n1 | cut -d' ' -f3)
+echo "    web console and HTTP API at $CONSOLE"
 if [ -z "${WARDEN_LLM_BASE_URL:-}" ]; then
   WEB=$(grep '^mock LLM at' "$DATA/dev.out" | grep -o 'http://[0-9.:]*' | head -n1)
   echo "    no WARDEN_LLM_BASE_URL: LLM calls go to warden dev --mock-llm at $WEB/v1 (scripted answers)"
@@ -109,6 +111,17 @@ echo
 echo "==> warden nodes list"
 "$WARDEN" nodes list
 echo
+if command -v curl >/dev/null; then
+  echo "==> the HTTP API: curl ${CONSOLE}v1/runs?limit=2   (the JSON the console reads)"
+  curl -s "${CONSOLE}v1/runs?limit=2"
+  echo
+  echo
+fi
 echo "==> the same agents also run locally, without a control plane:"
 echo "==> warden run $AGENTS/hello.wasm --input '{\"name\":\"local\"}'"
 "$WARDEN" run "$AGENTS/hello.wasm" --input '{"name":"local"}' --data-dir "$DATA/local"
+if [ -n "${WARDEN_DEMO_KEEP:-}" ]; then
+  echo
+  echo "==> WARDEN_DEMO_KEEP is set: warden dev stays up; open $CONSOLE in a browser (Ctrl-C stops it)"
+  wait
+fi
