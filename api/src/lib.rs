@@ -166,7 +166,8 @@ pub struct RunPage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRun {
-    /// `name@version` of a published agent, or an `oci://` reference.
+    /// `name@version` of a published agent, `name` alone (its newest
+    /// version), or an `oci://` reference.
     pub agent: String,
     /// Any JSON value (default `null`), passed to the agent as it is
     /// written.

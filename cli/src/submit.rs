@@ -20,7 +20,8 @@ use warden_proto::v1::run_service_client::RunServiceClient;
 /// declares, narrowed by the grant flags; asking for more is refused.
 #[derive(Debug, Args)]
 pub(crate) struct SubmitArgs {
-    /// NAME@VERSION of a published agent, or oci://HOST/REPO:TAG.
+    /// NAME@VERSION of a published agent, NAME alone (its newest
+    /// version), or oci://HOST/REPO:TAG.
     agent: String,
 
     /// Input: JSON text, or @FILE, or @- for stdin.

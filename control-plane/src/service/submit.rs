@@ -16,8 +16,8 @@ const MAX_RUN_LABELS: usize = 32;
 
 impl ControlPlane {
     /// The agent a submit names, as (agent, component digest, capability
-    /// manifest): a published NAME@VERSION, or an OCI reference resolved
-    /// (and pulled if new) now.
+    /// manifest): a published NAME@VERSION, NAME alone (its newest
+    /// version), or an OCI reference resolved (and pulled if new) now.
     pub(super) async fn resolve_agent(
         &self,
         tenant: &str,
@@ -27,7 +27,26 @@ impl ControlPlane {
             let oci = oci.map_err(|e| Status::invalid_argument(e.to_string()))?;
             return self.import_oci(tenant, &oci).await;
         }
-        let (name, version) = parse_reference(reference)?;
+        // A name alone: its newest published version.
+        let newest;
+        let (name, version) = match reference.contains('@') {
+            true => parse_reference(reference)?,
+            false => {
+                warden_core::check_name("agent name", reference).map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "`{}` is not NAME or NAME@VERSION (e.g. hello or hello@1.0.0)",
+                        warden_core::escape_controls(
+                            &reference.chars().take(300).collect::<String>()
+                        )
+                    ))
+                })?;
+                newest = self
+                    .store
+                    .newest_version(tenant, reference)?
+                    .ok_or_else(|| crate::service::agent_not_found(tenant, reference, "", false))?;
+                (reference, newest.as_str())
+            }
+        };
         match self.resolve_cached(tenant, name, version)? {
             Ok(resolved) => Ok((
                 format!("{name}@{version}"),

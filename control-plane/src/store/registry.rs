@@ -92,6 +92,19 @@ impl Store {
         })
     }
 
+    /// The newest published version of `tenant`'s agent `name` (by when
+    /// it was published), if it has one.
+    pub fn newest_version(&self, tenant: &str, name: &str) -> StoreResult<Option<String>> {
+        self.with_conn(|c| {
+            c.query_opt(
+                "SELECT version FROM versions WHERE tenant = ?1 AND name = ?2
+                 ORDER BY created DESC, version DESC LIMIT 1",
+                p![tenant, name],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Stores a component blob (pulled from an OCI registry) by digest.
     pub fn put_component(&self, digest: &str, data: &[u8]) -> StoreResult<()> {
         self.with_tx(|tx| put_component(tx, digest, data, now_ms()))

@@ -352,7 +352,11 @@ fn cli_errors_name_the_problem() {
             ],
             "with these bytes but another manifest",
         ),
-        (vec!["submit", "hello"], "not NAME@VERSION"),
+        (vec!["submit", "Bad Name"], "is not NAME or NAME@VERSION"),
+        (
+            vec!["submit", "nosuch"],
+            "tenant default has no agent named nosuch",
+        ),
         (
             vec!["submit", "hello@1", "--input", "{oops"],
             "not valid JSON",

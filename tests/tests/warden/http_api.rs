@@ -298,9 +298,9 @@ async fn bad_requests_get_a_problem_that_names_what_is_wrong() {
             "unknown field `inptu`",
         ),
         (
-            post("/v1/runs").json(&json!({ "agent": "hello" })),
+            post("/v1/runs").json(&json!({ "agent": "hello world" })),
             StatusCode::BAD_REQUEST,
-            "hello",
+            "is not NAME or NAME@VERSION",
         ),
         (
             post("/v1/runs").json(&json!({ "agent": "hello@1", "budget": { "timeout": "0s" } })),
