@@ -3,7 +3,8 @@
 
 import * as api from './api.js';
 import {
-  h, replace, card, copyButton, emptyState, facts, fmtBytes, fmtInt, fmtTime, pageHeader, shortDigest, spinner, timeAgo,
+  h, replace, card, copyButton, emptyState, facts, fmtBytes, fmtInt, fmtTime, maySubmit, pageHeader, shortDigest, spinner,
+  timeAgo,
 } from './ui.js';
 
 const MAX_PAGES = 20;
@@ -97,10 +98,9 @@ export async function agentPage(ctx, name) {
     const doc = await api.get(`/v1/agents/${encodeURIComponent(name)}`, { tenant }, { signal: ctx.signal });
     versions = doc.versions;
   } catch (e) {
-    // Servers without GET /v1/agents/{name} (and a name with no versions)
-    // answer 404: list the name's versions instead.
-    if (e.status !== 404 && !(e instanceof api.ApiError && e.unsupported)) throw e;
-    versions = (await allVersions({ name, tenant }, ctx.signal)).versions;
+    // No such agent (in this tenant): the empty state below.
+    if (e.status !== 404) throw e;
+    versions = [];
   }
   versions = versions.filter((v) => v.name === name).sort(newestFirst);
   if (!versions.length) {
@@ -113,13 +113,15 @@ export async function agentPage(ctx, name) {
   replace(body,
     pageHeader(name, description || `${versions.length} version${versions.length === 1 ? '' : 's'} published`,
       h('a', { href: `#/runs?agent=${encodeURIComponent(name)}`, class: 'btn' }, 'Runs'),
-      h('a', { href: `#/runs?submit=${encodeURIComponent(`${name}@${newest.version}`)}`, class: 'btn btn-primary' }, 'Submit run')),
+      maySubmit(ctx.who)
+        ? h('a', { href: `#/runs?submit=${encodeURIComponent(`${name}@${newest.version}`)}`, class: 'btn btn-primary' }, 'Submit run')
+        : null),
     card('Newest version', facts([
       ['Version', h('span', { class: 'mono' }, newest.version)],
       ['Tenant', newest.tenant],
       ['Published', h('span', { title: fmtTime(newest.published_unix_ms) }, timeAgo(newest.published_unix_ms))],
       ['Size', fmtBytes(newest.size)],
-      ['Digest', h('span', { class: 'mono digest' }, newest.digest)],
+      ['Digest', h('span', { class: 'mono digest' }, newest.digest), 'wide'],
       ['As an MCP tool', description != null ? 'yes ([tool] in its manifest)' : 'any JSON object (no [tool] section)'],
     ])),
     h('h2', { class: 'section-title' }, 'Versions'),

@@ -21,12 +21,6 @@ export class ApiError extends Error {
     this.title = problem.title || '';
     this.detail = problem.detail || this.message;
   }
-
-  /** A route or query parameter this server does not know yet. */
-  get unsupported() {
-    return (this.status === 404 && /no such path/i.test(this.detail))
-      || (this.status === 400 && /unknown field/i.test(this.detail));
-  }
 }
 
 function url(path, query) {

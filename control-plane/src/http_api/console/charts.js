@@ -102,13 +102,14 @@ export function barChart({ categories, series, value, stacked = false, title, fo
         s('rect', { class: 'hit', x: x0, y: m.top, width: band, height: plotH }, s('title', {}, hover)));
       let base = 0;
       const shown = series.map((_, si) => si).filter((si) => (value(si, ci) || 0) > 0);
-      // Bars are at most MAX_BAR wide, centred in their band.
-      const subW = Math.min(MAX_BAR, stacked ? band - gap : (band - gap) / Math.max(1, series.length));
-      const groupW = stacked ? subW : subW * series.length;
+      // Bars are at most MAX_BAR wide, centred in their band; side by
+      // side, only the series with a value here take a place.
+      const subW = Math.min(MAX_BAR, stacked ? band - gap : (band - gap) / Math.max(1, shown.length));
+      const groupW = stacked ? subW : subW * shown.length;
       const left = x0 + (band - groupW) / 2;
-      shown.forEach((si) => {
+      shown.forEach((si, k) => {
         const v = value(si, ci);
-        const x = stacked ? left : left + subW * si;
+        const x = stacked ? left : left + subW * k;
         const yTop = y(base + v);
         const yBottom = y(base);
         const hgt = Math.max(1, yBottom - yTop);
@@ -130,6 +131,11 @@ export function barChart({ categories, series, value, stacked = false, title, fo
     h('figcaption', { class: 'legend' }, series.map((sr, si) => h('span', { class: 'legend-item' },
       h('span', { class: ['swatch', sr.cls], 'aria-hidden': 'true' }), sr.name,
       h('span', { class: 'legend-total' }, format(totals[si]))))));
+}
+
+/** A tick's offset: fractions of a millisecond kept (2.5 ms, not "3 ms"). */
+function tickDuration(ms) {
+  return ms < 10 ? `${Number(ms.toFixed(2))} ms` : fmtDuration(ms);
 }
 
 /**
@@ -154,7 +160,7 @@ export function timeline({ rows, from, to }) {
       axis.append(
         s('line', { class: t === 0 ? 'baseline' : 'grid', x1: xx, x2: xx, y1: m.top, y2: height - m.bottom }),
         s('text', { class: 'tick-label', x: xx, y: height - m.bottom + 16, 'text-anchor': t === 0 ? 'start' : 'middle' },
-          t === 0 ? 'created' : `+${fmtDuration(t)}`),
+          t === 0 ? 'created' : `+${tickDuration(t)}`),
       );
     }
     root.append(axis);

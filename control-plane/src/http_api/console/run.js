@@ -5,8 +5,8 @@
 import * as api from './api.js';
 import { timeline } from './charts.js';
 import {
-  h, replace, badge, card, chips, copyButton, emptyState, facts, fmtBytes, fmtClock, fmtDuration, fmtInt,
-  fmtTime, fmtUsd, isEnded, jsonView, runDuration, shortDigest, shortId, spinner, stat, timeAgo, agentName,
+  h, replace, badge, card, chips, copyButton, emptyState, facts, fmtAgo, fmtBytes, fmtClock, fmtDuration, fmtInt,
+  fmtTime, fmtUsd, isEnded, jsonView, runDuration, shortDigest, shortId, spinner, stat, timeAgo, agentName, maySubmit,
 } from './ui.js';
 
 const POLL_MS = 2000;
@@ -39,10 +39,13 @@ export async function runPage(ctx, id) {
   };
 
   const render = () => {
-    replace(head, header(ctx, run, (next) => { run = next; render(); }));
+    // Redrawn only on change, so a poll does not reset a Cancel half confirmed.
+    update(head, JSON.stringify([run.state, run.cancel_requested, run.agent]),
+      () => header(ctx, run, (next) => { run = next; render(); }));
+    head.querySelector('.elapsed').textContent = elapsed(run);
     replace(callouts, ...callout(run));
     update(overview, JSON.stringify([run.state, run.updated_unix_ms, run.labels, run.trace_id]), () => overviewCard(run));
-    update(usage, JSON.stringify(run.usage), () => usageCard(run.usage));
+    update(usage, JSON.stringify([run.usage, isEnded(run)]), () => usageCard(run.usage, isEnded(run)));
     // The timeline grows with time while an attempt runs: redraw each poll.
     replace(attempts, attemptsCard(run));
     update(io, JSON.stringify([run.state, run.input, run.output]), () => [
@@ -69,7 +72,8 @@ export async function runPage(ctx, id) {
       logs.start();
     }
     render();
-    return !isEnded(run);
+    // Poll until the run has ended and its webhook (if any) is settled.
+    return !isEnded(run) || ['waiting', 'pending'].includes(run.webhook?.state);
   });
 }
 
@@ -85,7 +89,7 @@ function outputCard(run) {
 
 function header(ctx, run, onChange) {
   const actions = [];
-  if (!isEnded(run)) {
+  if (!isEnded(run) && maySubmit(ctx.who)) {
     const cancel = h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-run' },
       run.cancel_requested ? 'Cancelling…' : 'Cancel run');
     cancel.disabled = !!run.cancel_requested;
@@ -118,16 +122,22 @@ function header(ctx, run, onChange) {
         badge(run.state)),
       h('p', { class: 'subtitle' },
         h('a', { href: `#/agents/${encodeURIComponent(agentName(run.agent))}` }, run.agent),
-        ' · created ', timeAgo(run.created_unix_ms),
-        ' · ', isEnded(run) ? `took ${fmtDuration(runDuration(run))}`
-          : `${run.state === 'queued' ? 'queued' : 'running'} for ${fmtDuration(runDuration(run))}`)),
+        ' · ', h('span', { class: 'elapsed', title: fmtTime(run.created_unix_ms) }))),
     h('div', { class: 'actions' }, actions));
+}
+
+/** "created 5 s ago · running for 4.4 s", "created 2 min ago · took 19 ms". */
+function elapsed(run) {
+  const took = fmtDuration(runDuration(run));
+  const state = isEnded(run) ? `took ${took}` : `${run.state === 'queued' ? 'queued' : 'running'} for ${took}`;
+  return `created ${fmtAgo(run.created_unix_ms)} · ${state}`;
 }
 
 function callout(run) {
   const out = [];
   if (run.error) {
-    out.push(h('div', { class: 'callout callout-error', id: 'run-error' },
+    const cls = run.state === 'cancelled' ? 'callout-neutral' : 'callout-error';
+    out.push(h('div', { class: ['callout', cls], id: 'run-error' },
       h('div', { class: 'callout-title' }, h('code', {}, run.error.kind),
         run.error.retryable ? h('span', { class: 'muted small' }, ' retryable') : null),
       h('div', { class: 'callout-body' }, run.error.message)));
@@ -158,15 +168,19 @@ function overviewCard(run) {
   ]));
 }
 
-function usageCard(u = {}) {
+/** What the run used: counted as its attempts end, so "—" until one has. */
+function usageCard(u = {}, ended = false) {
   const tokens = (u.prompt_tokens || 0) + (u.completion_tokens || 0);
+  const counted = ended || u.wall_time_ms > 0;
+  const show = (text) => (counted ? text : '—');
   return card('Usage', h('div', { class: 'stats' },
-    stat('Tokens', fmtInt(tokens), `${fmtInt(u.prompt_tokens || 0)} in · ${fmtInt(u.completion_tokens || 0)} out`),
-    stat('Cost', fmtUsd(u.cost_usd || 0), `${fmtInt(u.llm_calls || 0)} LLM call${u.llm_calls === 1 ? '' : 's'}`),
-    stat('Wall time', fmtDuration(u.wall_time_ms), 'in the sandbox'),
-    stat('Fuel', u.fuel_used == null ? 'off' : fmtInt(u.fuel_used), `${fmtInt(u.host_calls || 0)} host calls`),
-    stat('Memory', fmtBytes(u.peak_memory_bytes || 0), 'peak'),
-    stat('HTTP', fmtInt(u.http_requests || 0), `${fmtBytes(u.http_response_bytes || 0)} received`)));
+    stat('Tokens', show(fmtInt(tokens)), `${fmtInt(u.prompt_tokens || 0)} in · ${fmtInt(u.completion_tokens || 0)} out`),
+    stat('Cost', show(fmtUsd(u.cost_usd || 0)), `${fmtInt(u.llm_calls || 0)} LLM call${u.llm_calls === 1 ? '' : 's'}`),
+    stat('Wall time', show(fmtDuration(u.wall_time_ms)), 'in the sandbox'),
+    stat('Fuel', show(u.fuel_used == null ? 'off' : fmtInt(u.fuel_used)), `${fmtInt(u.host_calls || 0)} host calls`),
+    stat('Memory', show(fmtBytes(u.peak_memory_bytes || 0)), 'peak'),
+    stat('HTTP', show(fmtInt(u.http_requests || 0)), `${fmtBytes(u.http_response_bytes || 0)} received`)),
+  { aside: counted ? null : h('span', { class: 'muted small' }, 'Counted when an attempt ends') });
 }
 
 function attemptsCard(run) {
@@ -207,22 +221,32 @@ function attemptsCard(run) {
   return card('Attempts', [timeline({ rows, from, to }), table], { class: 'attempts-card' });
 }
 
+const HOOK_STATES = { waiting: 'queued', pending: 'running', delivered: 'succeeded', failed: 'failed' };
+
+/** Where the run's result is POSTed, and each try so far. */
 function webhookCard(hook) {
   if (!hook) return [];
   const deliveries = hook.deliveries || [];
+  const next = hook.next_attempt_unix_ms;
   return card('Webhook', [
-    facts([['URL', h('span', { class: 'mono' }, hook.url || '—')], ['Deliveries', fmtInt(deliveries.length)]]),
+    facts([
+      ['URL', h('span', { class: 'mono' }, hook.url || '—'), 'wide'],
+      ['State', hook.state ? h('span', { class: ['badge', `badge-${HOOK_STATES[hook.state] || 'unknown'}`] }, hook.state) : null],
+      ['Next try', next ? h('span', { title: fmtTime(next) }, next > Date.now() ? `in ${fmtDuration(next - Date.now())}` : 'due now') : null],
+      ['Tries', fmtInt(deliveries.length)],
+    ]),
     deliveries.length
       ? h('table', { class: 'table compact' },
         h('thead', {}, h('tr', {}, h('th', { class: 'num' }, 'Try'), h('th', {}, 'When'), h('th', {}, 'Result'),
-          h('th', { class: 'num' }, 'HTTP'), h('th', {}, 'Error'))),
+          h('th', { class: 'num' }, 'HTTP'), h('th', { class: 'num' }, 'Took'), h('th', {}, 'Error'))),
         h('tbody', {}, deliveries.map((d) => h('tr', {},
           h('td', { class: 'num' }, d.attempt),
           h('td', {}, timeAgo(d.unix_ms)),
           h('td', {}, h('span', { class: ['outcome', d.ok ? 'oc-succeeded' : 'oc-failed'] }, d.ok ? 'delivered' : 'failed')),
           h('td', { class: 'num' }, d.http_status ?? '—'),
+          h('td', { class: 'num' }, d.duration_ms == null ? '—' : fmtDuration(d.duration_ms)),
           h('td', { class: 'error-cell' }, d.error || '')))))
-      : emptyState('Not delivered yet', 'The control plane posts the run here once it ends.'),
+      : emptyState('No tries yet', hook.state === 'waiting' ? 'The result is posted once the run ends.' : null),
   ]);
 }
 

@@ -4,35 +4,16 @@
 import * as api from './api.js';
 import {
   h, replace, badge, chips, emptyState, fmtDuration, fmtInt, fmtUsd, pageHeader, RUN_STATES, runDuration,
-  shortId, spinner, stateLabel, timeAgo, totalTokens, agentName, fmtClock,
+  shortId, spinner, stateLabel, timeAgo, totalTokens, fmtClock, maySubmit, isEnded,
 } from './ui.js';
 
 const PAGE_SIZE = 50;
 const POLL_MS = 2000;
 
-// Whether GET /v1/runs takes `agent=` (null until a filter has asked).
-let serverAgentFilter = null;
-
-/** A page of runs for `filter`, filtering by agent here if the server cannot. */
-export async function fetchRuns(filter, cursor, signal, limit = PAGE_SIZE) {
-  const query = { state: filter.state, limit, cursor };
+/** A page of runs for `filter` (state, agent: a name or name@version). */
+export function fetchRuns(filter, cursor, signal, limit = PAGE_SIZE) {
   const agent = (filter.agent || '').trim();
-  if (agent && serverAgentFilter !== false) {
-    try {
-      const page = await api.get('/v1/runs', { ...query, agent }, { signal });
-      serverAgentFilter = true;
-      return page;
-    } catch (e) {
-      if (!(e instanceof api.ApiError && e.unsupported)) throw e;
-      serverAgentFilter = false;
-    }
-  }
-  const page = await api.get('/v1/runs', query, { signal });
-  if (agent) {
-    page.runs = page.runs.filter((r) => (agent.includes('@') ? r.agent === agent : agentName(r.agent) === agent));
-    page.filteredHere = true;
-  }
-  return page;
+  return api.get('/v1/runs', { state: filter.state, agent, limit, cursor }, { signal });
 }
 
 export async function runsPage(ctx) {
@@ -43,8 +24,9 @@ export async function runsPage(ctx) {
   let olderCursor = null;
   let generation = 0;
 
-  const submit = submitPanel(ctx, ctx.params.get('submit'));
+  const submit = submitPanel(ctx, maySubmit(ctx.who) ? ctx.params.get('submit') : null);
   const toggle = h('button', { type: 'button', class: 'btn btn-primary', 'aria-expanded': String(!submit.hidden) }, 'Submit run');
+  toggle.hidden = !maySubmit(ctx.who);
   toggle.addEventListener('click', () => {
     submit.hidden = !submit.hidden;
     toggle.setAttribute('aria-expanded', String(!submit.hidden));
@@ -58,7 +40,6 @@ export async function runsPage(ctx) {
     id: 'filter-agent', type: 'search', placeholder: 'Agent name', value: filter.agent, 'aria-label': 'Agent', list: 'agent-names',
   });
   const live = h('span', { class: 'live' }, h('span', { class: 'live-dot' }), h('span', { class: 'live-text' }, 'Live'));
-  const note = h('span', { class: 'filter-note muted' });
   const tbody = h('tbody', {});
   const body = h('div', { class: 'table-wrap' });
   const more = h('div', { class: 'table-footer' });
@@ -81,7 +62,6 @@ export async function runsPage(ctx) {
       h('div', { class: 'toolbar' },
         h('label', { class: 'field-inline' }, h('span', {}, 'State'), stateSelect),
         h('label', { class: 'field-inline' }, h('span', {}, 'Agent'), agentInput),
-        note,
         h('span', { class: 'spacer' }),
         live),
       body, more));
@@ -97,10 +77,10 @@ export async function runsPage(ctx) {
     if (!list.length) {
       const filtered = filter.state || filter.agent;
       replace(body, filtered
-        ? emptyState('No runs match these filters', first.filteredHere && first.next_cursor
-          ? 'Only the newest page was searched for this agent; load older runs to look further.' : 'Try another state or agent.')
-        : emptyState('No runs yet — submit one above', 'Runs you submit here, with the CLI or over the API show up at once.',
-          h('button', { type: 'button', class: 'btn', onclick: () => { if (submit.hidden) toggle.click(); } }, 'Submit a run')));
+        ? emptyState('No runs match these filters', 'Try another state or agent.')
+        : emptyState(maySubmit(ctx.who) ? 'No runs yet — submit one above' : 'No runs yet',
+          'Runs submitted here, with the CLI or over the API show up at once.',
+          maySubmit(ctx.who) ? h('button', { type: 'button', class: 'btn', onclick: () => { if (submit.hidden) toggle.click(); } }, 'Submit a run') : null));
     } else {
       replace(tbody, list.map(runRow));
       if (body.firstChild !== table) replace(body, table);
@@ -109,7 +89,6 @@ export async function runsPage(ctx) {
     replace(more, cursor
       ? h('button', { type: 'button', class: 'btn', onclick: loadOlder }, 'Older')
       : list.length ? h('span', { class: 'muted' }, `${fmtInt(list.length)} run${list.length === 1 ? '' : 's'} — that's all of them`) : null);
-    note.textContent = first.filteredHere ? 'agent filtered in the browser' : '';
   };
 
   const refresh = async () => {
@@ -169,8 +148,7 @@ function runRow(run) {
   return h('tr', { 'data-run': run.run_id, class: 'clickable' },
     h('td', { class: 'mono' }, h('a', { href: `#/runs/${run.run_id}`, title: run.run_id }, shortId(run.run_id))),
     h('td', {}, h('span', { class: 'agent-ref' }, run.agent), Object.keys(run.labels || {}).length ? chips(run.labels) : null),
-    h('td', {}, badge(run.state), run.cancel_requested && !['cancelled'].includes(run.state)
-      ? h('span', { class: 'muted small' }, ' cancelling') : null),
+    h('td', {}, badge(run.state), run.cancel_requested && !isEnded(run) ? h('span', { class: 'muted small' }, ' cancelling') : null),
     h('td', { class: 'num' }, `${run.attempt}/${run.max_attempts}`),
     h('td', { class: 'nowrap' }, timeAgo(run.created_unix_ms)),
     h('td', { class: 'num' }, fmtDuration(runDuration(run))),
@@ -207,6 +185,8 @@ function submitPanel(ctx, preset) {
   const labels = h('textarea', { id: 'submit-labels', name: 'labels', rows: 6, spellcheck: 'false', class: 'mono', placeholder: 'team=search\npriority=low' });
   const inputNote = h('p', { class: 'field-note', id: 'submit-input-note' });
   const labelsNote = h('p', { class: 'field-note', id: 'submit-labels-note' }, 'Optional: one key=value per line.');
+  const agentNote = h('p', { class: 'field-note', id: 'submit-agent-note' },
+    'A published agent: name (its newest version) or name@version.');
   const dry = h('button', { type: 'button', class: 'btn', id: 'submit-dry' }, 'Dry run');
   const go = h('button', { type: 'submit', class: 'btn btn-primary', id: 'submit-go' }, 'Submit run');
   const result = h('div', { class: 'submit-result', id: 'submit-result', 'aria-live': 'polite' });
@@ -239,58 +219,51 @@ function submitPanel(ctx, preset) {
   labels.addEventListener('input', checkLabels);
 
   /** The request body as JSON text (the input as typed, so numbers keep their digits). */
-  const bodyOf = (dryRun) => {
-    const okInput = checkInput();
-    const parsed = checkLabels();
-    const name = agent.value.trim();
-    if (!name) return { error: 'Name the agent to run (name, or name@version).' };
-    if (!okInput) return { error: 'Fix the input: it must be JSON.' };
-    if (parsed.error) return { error: parsed.error };
-    const fields = JSON.stringify({ agent: name, labels: parsed.labels, ...(dryRun ? { dry_run: true } : {}) });
-    return { json: `{"input":${input.value.trim() || 'null'},${fields.slice(1)}` };
+  const bodyOf = (ref, dryRun) => {
+    const fields = JSON.stringify({ agent: ref, labels: checkLabels().labels, ...(dryRun ? { dry_run: true } : {}) });
+    return `{"input":${input.value.trim() || 'null'},${fields.slice(1)}`;
+  };
+
+  /** What is wrong with the form, checked before anything is sent. */
+  const problem = () => {
+    if (!agent.value.trim()) return 'Name the agent to run (name, or name@version).';
+    if (!checkInput()) return 'Fix the input: it must be JSON.';
+    return checkLabels().error || null;
   };
 
   const busy = (on) => { dry.disabled = on; go.disabled = on; };
 
-  dry.addEventListener('click', async () => {
-    const body = bodyOf(true);
-    if (body.error) return replace(result, notice('bad', body.error));
+  /** Validates and POSTs: a dry run shows its findings, a submit opens the run. */
+  const send = async (dryRun) => {
+    const bad = problem();
+    if (bad) return replace(result, notice('bad', bad));
     busy(true);
-    replace(result, spinner('Checking…'));
+    replace(result, spinner(dryRun ? 'Checking…' : 'Submitting…'));
     try {
-      const answer = await api.call('POST', '/v1/runs', { json: body.json, signal: ctx.signal });
-      replace(result, dryRunResult(answer));
-    } catch (e) {
+      // A name alone runs its newest version: the server resolves it.
+      const ref = agent.value.trim();
+      const answer = await api.call('POST', '/v1/runs', { json: bodyOf(ref, dryRun), signal: ctx.signal });
+      if (dryRun) replace(result, dryRunResult(answer));
+      else ctx.go(`#/runs/${answer.run_id}`);
+    } catch (err) {
       replace(result);
-      ctx.error(e);
+      ctx.error(err);
     } finally {
       busy(false);
     }
-  });
+  };
+  dry.addEventListener('click', () => send(true));
 
   const form = h('form', { class: 'submit-form', novalidate: true },
     h('div', { class: 'form-grid' },
-      h('div', { class: 'field field-wide' }, h('label', { for: 'submit-agent' }, 'Agent'), agent, names,
-        h('p', { class: 'field-note' }, 'A published agent: its newest version, or name@version.')),
+      h('div', { class: 'field field-wide' }, h('label', { for: 'submit-agent' }, 'Agent'), agent, names, agentNote),
       h('div', { class: 'field' }, h('label', { for: 'submit-input' }, 'Input (JSON)'), input, inputNote),
       h('div', { class: 'field' }, h('label', { for: 'submit-labels' }, 'Labels'), labels, labelsNote)),
     h('div', { class: 'form-actions' }, dry, go),
     result);
-
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', (e) => {
     e.preventDefault();
-    const body = bodyOf(false);
-    if (body.error) return replace(result, notice('bad', body.error));
-    busy(true);
-    replace(result, spinner('Submitting…'));
-    try {
-      const run = await api.call('POST', '/v1/runs', { json: body.json, signal: ctx.signal });
-      ctx.go(`#/runs/${run.run_id}`);
-    } catch (err) {
-      replace(result);
-      ctx.error(err);
-      busy(false);
-    }
+    send(false);
   });
 
   // Offer the published agents' names as suggestions.

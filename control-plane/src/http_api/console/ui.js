@@ -177,6 +177,11 @@ export function runDuration(run, now = Date.now()) {
   return (isEnded(run) ? run.updated_unix_ms : now) - run.created_unix_ms;
 }
 
+/** Whether the signed-in role may submit and cancel runs (viewers may not). */
+export function maySubmit(who) {
+  return who?.role !== 'viewer';
+}
+
 export function agentName(ref) {
   return (ref || '').split('@')[0];
 }
@@ -227,10 +232,10 @@ export function copyButton(text, label = 'Copy') {
   return btn;
 }
 
-/** A definition list from [label, value] pairs (null values are skipped). */
+/** A definition list from [label, value, 'wide'?] (null values are skipped). */
 export function facts(pairs) {
-  return h('dl', { class: 'facts' }, pairs.filter((p) => p && p[1] != null).map(([k, v]) =>
-    h('div', { class: 'fact' }, h('dt', {}, k), h('dd', {}, v))));
+  return h('dl', { class: 'facts' }, pairs.filter((p) => p && p[1] != null).map(([k, v, wide]) =>
+    h('div', { class: ['fact', wide ? 'fact-wide' : null] }, h('dt', {}, k), h('dd', {}, v))));
 }
 
 /** A stat tile: big number, small label, optional note. */

@@ -13,34 +13,17 @@ const DAYS = 7;
 const MAX_PAGES = 10;
 const REFRESH_MS = 30_000;
 
-// Whether GET /v1/runs takes `since_unix_ms=` (null until asked).
-let serverSince = null;
-
-/** The runs created since `since` (newest first), and whether that is all of them. */
+/** The runs made since `since` (Unix ms), at most MAX_PAGES pages of them. */
 async function runsSince(since, signal) {
-  const collect = async (query, stopAtOld) => {
-    const runs = [];
-    let cursor;
-    for (let i = 0; i < MAX_PAGES; i += 1) {
-      const page = await api.get('/v1/runs', { ...query, limit: 1000, cursor }, { signal });
-      runs.push(...page.runs.filter((r) => r.created_unix_ms >= since));
-      cursor = page.next_cursor;
-      const last = page.runs[page.runs.length - 1];
-      if (!cursor || (stopAtOld && last && last.created_unix_ms < since)) return { runs, complete: true };
-    }
-    return { runs, complete: false };
-  };
-  if (serverSince !== false) {
-    try {
-      const found = await collect({ since_unix_ms: since }, false);
-      serverSince = true;
-      return found;
-    } catch (e) {
-      if (!(e instanceof api.ApiError && e.unsupported)) throw e;
-      serverSince = false;
-    }
+  const runs = [];
+  let cursor;
+  for (let i = 0; i < MAX_PAGES; i += 1) {
+    const page = await api.get('/v1/runs', { since_unix_ms: since, limit: 1000, cursor }, { signal });
+    runs.push(...page.runs);
+    cursor = page.next_cursor;
+    if (!cursor) return { runs, complete: true };
   }
-  return collect({}, true);
+  return { runs, complete: false };
 }
 
 const pad = (n) => String(n).padStart(2, '0');
@@ -136,16 +119,18 @@ const METRICS = {
 
 function dayChart(rows, days, metric, onMetric) {
   const m = METRICS[metric];
-  const agents = [...new Set(rows.map((r) => r.agent))];
   const total = (agent) => rows.filter((r) => r.agent === agent).reduce((a, r) => a + m.of(r), 0);
-  agents.sort((a, b) => total(b) - total(a) || a.localeCompare(b));
+  // The agents with something to show under this measure, biggest first.
+  const agents = [...new Set(rows.map((r) => r.agent))].filter((a) => total(a) > 0)
+    .sort((a, b) => total(b) - total(a) || a.localeCompare(b));
   const cell = new Map(rows.map((r) => [`${r.day}|${r.agent}`, r]));
   const toggle = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Measure' },
     Object.entries(METRICS).map(([key, def]) => h('button', {
       type: 'button', class: key === metric ? 'active' : null, 'aria-pressed': String(key === metric), onclick: () => onMetric(key),
     }, def.name)));
-  if (!rows.length) {
-    return card('Per agent per day, last 7 days', emptyState('No usage in the last 7 days', 'Usage is counted as attempts end.'), { aside: toggle });
+  if (!agents.length) {
+    const what = rows.length ? `No ${m.name.toLowerCase()} in the last 7 days` : 'No usage in the last 7 days';
+    return card('Per agent per day, last 7 days', emptyState(what, 'Usage is counted as attempts end.'), { aside: toggle });
   }
   const chart = barChart({
     label: `${m.name} per agent per day`,
