@@ -8,11 +8,17 @@
 
 use crate::http_api::api_cluster;
 use std::path::PathBuf;
+use warden_tests::cluster::publish_with;
+use warden_tests::examples;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_signs_in_submits_a_run_and_shows_it_its_logs_nodes_and_usage() {
     let (c, _procs, _http, base) = api_cluster().await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // hello@2 with the example's manifest (its [tool] section shows on
+    // the agent's page); "hello" alone runs it, the newest.
+    let manifest = std::fs::read_to_string(root.join("../examples/hello/warden.toml")).unwrap();
+    publish_with(c.channel().await, examples::HELLO, "hello@2", &manifest).await;
     let shots = root.join("../target/console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let out = tokio::process::Command::new("python3")

@@ -9,19 +9,6 @@ import {
 
 const MAX_PAGES = 20;
 
-/** Every published version, following cursors (at most MAX_PAGES pages). */
-async function allVersions(query, signal) {
-  const versions = [];
-  let cursor;
-  for (let i = 0; i < MAX_PAGES; i += 1) {
-    const page = await api.get('/v1/agents', { ...query, limit: 1000, cursor }, { signal });
-    versions.push(...page.agents);
-    cursor = page.next_cursor;
-    if (!cursor) return { versions, complete: true };
-  }
-  return { versions, complete: false };
-}
-
 const newestFirst = (a, b) => b.published_unix_ms - a.published_unix_ms;
 
 export async function agentsPage(ctx) {
@@ -31,7 +18,8 @@ export async function agentsPage(ctx) {
     pageHeader('Agents', 'Published agents and their versions. Publish with warden publish FILE.wasm NAME@VERSION.'),
     h('section', { class: 'card' }, body));
 
-  const { versions, complete } = await allVersions({}, ctx.signal);
+  const { items: versions, complete } = await api.allPages('/v1/agents', { limit: 1000 }, 'agents',
+    { signal: ctx.signal, maxPages: MAX_PAGES });
   const groups = new Map();
   for (const v of versions) {
     const key = `${v.tenant}/${v.name}`;
@@ -51,13 +39,13 @@ export async function agentsPage(ctx) {
     const newest = list[0];
     const href = `#/agents/${encodeURIComponent(newest.name)}${showTenant ? `?tenant=${encodeURIComponent(newest.tenant)}` : ''}`;
     return h('tr', { class: 'clickable', 'data-href': href, 'data-agent': newest.name },
-      h('td', {}, h('a', { href, class: 'strong' }, newest.name), toolLine(newest.manifest)),
-      showTenant ? h('td', {}, newest.tenant) : null,
-      h('td', { class: 'mono' }, newest.version),
-      h('td', { class: 'num' }, fmtInt(list.length)),
-      h('td', { class: 'num' }, fmtBytes(newest.size)),
-      h('td', { class: 'mono', title: newest.digest }, shortDigest(newest.digest)),
-      h('td', { class: 'nowrap' }, timeAgo(newest.published_unix_ms)));
+      h('td', { 'data-col': 'agent' }, h('a', { href, class: 'strong' }, newest.name), toolLine(newest.manifest)),
+      showTenant ? h('td', { 'data-col': 'tenant' }, newest.tenant) : null,
+      h('td', { class: 'mono', 'data-col': 'newest' }, newest.version),
+      h('td', { class: 'num', 'data-col': 'versions' }, fmtInt(list.length)),
+      h('td', { class: 'num', 'data-col': 'size' }, fmtBytes(newest.size)),
+      h('td', { class: 'mono', title: newest.digest, 'data-col': 'digest' }, shortDigest(newest.digest)),
+      h('td', { class: 'nowrap', 'data-col': 'published' }, timeAgo(newest.published_unix_ms)));
   }));
   tbody.addEventListener('click', (e) => {
     const row = e.target.closest('tr[data-href]');
@@ -71,13 +59,19 @@ export async function agentsPage(ctx) {
 }
 
 /** The `description` of a manifest's [tool] section, if it has one. */
-export function toolDescription(manifest) {
+function toolDescription(manifest) {
   if (!manifest) return null;
   const section = /^\s*\[tool\]\s*$([\s\S]*?)(?=^\s*\[|(?![\s\S]))/m.exec(manifest);
   if (!section) return null;
   const m = /^\s*description\s*=\s*("(?:[^"\\]|\\.)*"|'[^']*')/m.exec(section[1]);
   if (!m) return '';
-  return m[1].startsWith('"') ? JSON.parse(m[1]) : m[1].slice(1, -1);
+  if (m[1].startsWith("'")) return m[1].slice(1, -1);
+  // A TOML basic string is nearly JSON; where it is not (a literal tab, \U0001F600), its raw text.
+  try {
+    return JSON.parse(m[1]);
+  } catch {
+    return m[1].slice(1, -1);
+  }
 }
 
 function toolLine(manifest) {
@@ -93,16 +87,15 @@ export async function agentPage(ctx, name) {
     h('nav', { class: 'breadcrumb', 'aria-label': 'Breadcrumb' }, h('a', { href: '#/agents' }, 'Agents'), h('span', {}, '/'), h('span', {}, name)),
     body);
 
+  // One name's versions, newest first.
   let versions;
   try {
-    const doc = await api.get(`/v1/agents/${encodeURIComponent(name)}`, { tenant }, { signal: ctx.signal });
-    versions = doc.versions;
+    ({ versions } = await api.get(`/v1/agents/${encodeURIComponent(name)}`, { tenant }, { signal: ctx.signal }));
   } catch (e) {
     // No such agent (in this tenant): the empty state below.
     if (e.status !== 404) throw e;
     versions = [];
   }
-  versions = versions.filter((v) => v.name === name).sort(newestFirst);
   if (!versions.length) {
     replace(body, emptyState(`No agent named ${name}`, 'It has no published version in this tenant.',
       h('a', { href: '#/agents', class: 'btn' }, 'All agents')));

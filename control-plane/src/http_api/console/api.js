@@ -12,7 +12,7 @@ export function configure({ bearer, unauthorized }) {
 }
 
 /** An error answer: the problem document's fields, or a network failure. */
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, problem = {}) {
     super(problem.detail || problem.title || (status ? `HTTP ${status}` : 'Network error'));
     this.name = 'ApiError';
@@ -78,37 +78,74 @@ export async function call(method, path, opts) {
 export const get = (path, query, opts = {}) => call('GET', path, { ...opts, query });
 export const post = (path, body, opts = {}) => call('POST', path, { ...opts, body });
 
+/**
+ * A GET whose integers keep every digit: one a float64 would round (past
+ * 2^53) becomes a JSON.rawJSON of its text, which JSON.stringify writes back
+ * as it was and jsonView shows as it is. (Browsers without JSON.rawJSON round it.)
+ */
+export async function getExact(path, opts = {}) {
+  const res = await send('GET', path, opts);
+  return JSON.parse(await res.text(), (key, value, context) =>
+    (JSON.rawJSON && context?.source && !Number.isSafeInteger(value) && /^-?\d+$/.test(context.source)
+      ? JSON.rawJSON(context.source) : value));
+}
+
+/**
+ * The `key` items of a list paged by `next_cursor`, at most `maxPages`
+ * pages of them: {items, complete} (complete: it got to the last page).
+ */
+export async function allPages(path, query, key, { signal, maxPages }) {
+  const items = [];
+  let cursor;
+  for (let i = 0; i < maxPages; i += 1) {
+    const page = await get(path, { ...query, cursor }, { signal });
+    items.push(...page[key]);
+    cursor = page.next_cursor;
+    if (!cursor) return { items, complete: true };
+  }
+  return { items, complete: false };
+}
+
 /** Who `bearer` is (null: no token); a 401 rejects without signing out. */
 export function whoami(bearer) {
   return call('GET', '/v1/whoami', { bearer, quiet401: true });
 }
 
 /**
- * Reads one Server-Sent Events response to its end, calling onEvent({event,
- * data, id}) for each event. Resolves when the server closes the stream;
- * rejects with an ApiError if it answers with an error, or on a network drop.
+ * Reads one Server-Sent Events response to its end, calling onOpen() once
+ * it has answered with a stream and onEvent({event, data, id}) for each
+ * event. Resolves when the server closes the stream; rejects with an
+ * ApiError if it answers with an error, or on a network drop.
  */
-export async function readEvents(path, { query, lastEventId, signal, onEvent }) {
+async function readEvents(path, { query, lastEventId, signal, onOpen, onEvent }) {
   const headers = { Accept: 'text/event-stream' };
   if (lastEventId) headers['Last-Event-ID'] = lastEventId;
   const res = await send('GET', path, { query, signal, headers });
   const type = res.headers.get('content-type') || '';
   if (!type.startsWith('text/event-stream')) {
+    res.body?.cancel().catch(() => {});
     throw new ApiError(res.status, { detail: `expected an event stream, got ${type || 'no content type'}` });
   }
+  onOpen();
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = sseParser(onEvent);
+  let finished = false;
   try {
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done) {
+        finished = true;
+        return;
+      }
       parser.push(value);
     }
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, { detail: 'The event stream was cut off.' });
   } finally {
-    reader.releaseLock();
+    // Left early (onEvent threw, a drop): close the response, or it keeps
+    // the server's stream open.
+    if (!finished) reader.cancel().catch(() => {});
   }
 }
 
@@ -117,7 +154,7 @@ export async function readEvents(path, { query, lastEventId, signal, onEvent }) 
  * stream"): fields `event`, `data` (lines joined with \n), `id`; lines
  * starting with ':' are comments (keep-alives); a blank line dispatches.
  */
-export function sseParser(onEvent) {
+function sseParser(onEvent) {
   let buffer = '';
   let event = '';
   let data = [];
@@ -155,24 +192,29 @@ export function sseParser(onEvent) {
 /**
  * Follows an event stream across drops: reconnects (1 s, doubling to 15 s)
  * sending the last event id seen, until an `end` event, a refusal (4xx other
- * than 429), or `signal` aborts. onStatus gets 'live' | 'reconnecting' |
- * 'ended' | 'failed' (with the error).
+ * than 429), or `signal` aborts. onStatus gets 'live' (once the server
+ * answers with a stream) | 'reconnecting' | 'ended' | 'failed' (with the
+ * error: a refusal, or the `problem` event the server sent before `end`).
  */
 export async function follow(path, { query, signal, onEvent, onStatus = () => {} }) {
   let lastEventId = null;
   let delay = 1000;
   while (!signal.aborted) {
     let ended = false;
+    let problem = null;
     try {
-      onStatus('live');
       await readEvents(path, {
         query,
         signal,
         lastEventId,
+        onOpen: () => onStatus('live'),
         onEvent(ev) {
           if (ev.id) lastEventId = ev.id;
           if (ev.event === 'end') ended = true;
-          else onEvent(ev);
+          else if (ev.event === 'problem') {
+            const doc = JSON.parse(ev.data);
+            problem = new ApiError(doc.status, doc);
+          } else onEvent(ev);
           delay = 1000;
         },
       });
@@ -184,7 +226,7 @@ export async function follow(path, { query, signal, onEvent, onStatus = () => {}
       }
     }
     if (ended) {
-      onStatus('ended');
+      onStatus(problem ? 'failed' : 'ended', problem);
       return;
     }
     onStatus('reconnecting');
@@ -194,9 +236,14 @@ export async function follow(path, { query, signal, onEvent, onStatus = () => {}
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
-export function sleep(ms, signal) {
+function sleep(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done);
   });
 }

@@ -282,7 +282,11 @@ function route() {
   }
   main.replaceChildren();
   window.scrollTo(0, 0);
-  const args = m.slice(1).map(decodeURIComponent);
+  const args = m.slice(1).map(decode);
+  if (args.includes(null)) {
+    location.replace('#/runs'); // a malformed % escape
+    return;
+  }
   Promise.resolve(r.page(context(controller, params), ...args)).catch((e) => {
     if (!controller.signal.aborted) showError(e);
   });
@@ -296,17 +300,25 @@ async function start() {
     if (!localStorage.getItem(THEME_KEY)) applyTheme(preferredTheme());
   });
   window.addEventListener('hashchange', () => {
-    if (readFragmentToken()) return;
+    const linked = fragmentToken();
     route();
+    if (linked) offerToken(linked);
   });
 
-  const fromFragment = readFragmentToken(false);
-  const token = fromFragment || sessionStorage.getItem(TOKEN_KEY);
+  const linked = fragmentToken();
+  await resume();
+  if (linked) offerToken(linked);
+}
+
+/** Signs in again with the tab's saved token, or none where none is needed; else the form. */
+async function resume() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) {
     try {
       signIn(token, await api.whoami(token));
     } catch (err) {
-      sessionStorage.removeItem(TOKEN_KEY);
+      // Only a refusal drops it: after a network error a reload may work.
+      if (err.status === 401) sessionStorage.removeItem(TOKEN_KEY);
       showSignIn(err.status === 401 ? 'That token was refused.' : err.detail);
     }
     return;
@@ -321,20 +333,45 @@ async function start() {
   showSignIn();
 }
 
-/**
- * A `#token=...` fragment: takes the token out of the address bar (and the
- * history) at once. With `signInNow`, signs in with it.
- */
-function readFragmentToken(signInNow = true) {
-  const m = /^#token=([^&]+)/.exec(location.hash);
-  if (!m) return null;
-  const token = decodeURIComponent(m[1]);
-  history.replaceState(null, '', `${location.pathname}${location.search}#/runs`);
-  if (signInNow) {
-    api.whoami(token).then((who) => signIn(token, who),
-      (err) => showSignIn(err.status === 401 ? 'That token was refused.' : err.detail));
+/** decodeURIComponent, or null for a malformed escape. */
+function decode(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return null;
   }
-  return token;
+}
+
+/**
+ * The token of a `#token=...` link, taken out of the address bar (and the
+ * history) at once, whatever happens next.
+ */
+function fragmentToken() {
+  const m = /^#token=([^&]*)/.exec(location.hash);
+  if (!m) return null;
+  history.replaceState(null, '', `${location.pathname}${location.search}#/runs`);
+  return decode(m[1]) || null;
+}
+
+/**
+ * A link's token is never used unasked (a link could sign the user into
+ * someone else's tenant): says whose it is and signs in only if told to;
+ * a session already open stays on a cancel.
+ */
+async function offerToken(token) {
+  let who;
+  try {
+    who = await api.whoami(token);
+  } catch (err) {
+    const text = err.status === 401 ? 'The token in that link was refused.' : err.detail;
+    if (session) showError(new Error(text));
+    else showSignIn(text);
+    return;
+  }
+  const now = session?.who;
+  const question = `Sign in as ${who.tenant} (${who.role})?${
+    now ? `\n\nThis ends your session as ${now.tenant || '—'} (${now.role || '—'}).` : ''}`;
+  if (window.confirm(question)) signIn(token, who);
 }
 
 start();

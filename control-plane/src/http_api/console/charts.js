@@ -9,7 +9,7 @@ import { h, s, replace, fmtCompact, fmtDuration } from './ui.js';
 const MAX_BAR = 36;
 
 /** A round step and top for an axis from 0 to `max` with about `ticks` ticks. */
-export function niceScale(max, ticks = 4, integer = false) {
+function niceScale(max, ticks = 4, integer = false) {
   if (!(max > 0)) return { top: integer ? ticks : 1, step: integer ? 1 : 0.25 };
   const raw = max / ticks;
   const mag = 10 ** Math.floor(Math.log10(raw));

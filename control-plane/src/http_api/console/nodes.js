@@ -2,7 +2,9 @@
 // and heartbeat (system role only).
 
 import * as api from './api.js';
-import { h, s, replace, badge, chips, emptyState, fmtBytes, fmtDuration, fmtInt, fmtTime, pageHeader, spinner, stat } from './ui.js';
+import {
+  h, s, replace, badge, chips, emptyState, fmtBytes, fmtDuration, fmtInt, fmtTime, pageHeader, setText, spinner, stat, syncRows,
+} from './ui.js';
 
 const POLL_MS = 3000;
 
@@ -14,6 +16,13 @@ export async function nodesPage(ctx) {
     pageHeader('Nodes', 'The machines that run agents: their state, free slots and last heartbeat.'),
     summary,
     h('section', { class: 'card' }, body));
+  const tbody = h('tbody', {});
+  const table = h('table', { class: 'table nodes-table' },
+    h('thead', {}, h('tr', {},
+      h('th', {}, 'Node'), h('th', {}, 'State'), h('th', {}, 'Slots'), h('th', { class: 'num' }, 'CPUs'),
+      h('th', { class: 'num' }, 'Memory'), h('th', { class: 'num' }, 'Disk free'), h('th', {}, 'Platform'),
+      h('th', { class: 'num' }, 'Heartbeat'), h('th', {}, 'Labels'))),
+    tbody);
 
   ctx.every(POLL_MS, async () => {
     let answer;
@@ -31,12 +40,10 @@ export async function nodesPage(ctx) {
       replace(body, emptyState('No nodes have joined', 'Start one with warden node --control-plane URL --join-token TOKEN.'));
       return true;
     }
-    replace(body, h('table', { class: 'table nodes-table' },
-      h('thead', {}, h('tr', {},
-        h('th', {}, 'Node'), h('th', {}, 'State'), h('th', {}, 'Slots'), h('th', { class: 'num' }, 'CPUs'),
-        h('th', { class: 'num' }, 'Memory'), h('th', { class: 'num' }, 'Disk free'), h('th', {}, 'Platform'),
-        h('th', { class: 'num' }, 'Heartbeat'), h('th', {}, 'Labels'))),
-      h('tbody', {}, nodes.map(nodeRow))));
+    // Rows are kept while their node is unchanged (but for its heartbeat's age), so a
+    // poll leaves focus and selection be.
+    syncRows(tbody, nodes, { id: (n) => n.node_id, key: nodeKey, build: nodeRow, refresh: refreshHeartbeat });
+    if (body.firstChild !== table) replace(body, table);
     return true;
   });
 }
@@ -49,6 +56,9 @@ function drawSummary(el, nodes) {
   const slots = ready.reduce((sum, n) => sum + n.slots, 0);
   const free = ready.reduce((sum, n) => sum + n.free_slots, 0);
   const active = nodes.reduce((sum, n) => sum + n.active_runs, 0);
+  const key = JSON.stringify([ready.length, nodes.length, slots, free, active]);
+  if (el.dataset.key === key) return; // unchanged: leave any selection be
+  el.dataset.key = key;
   replace(el,
     stat('Nodes ready', `${fmtInt(ready.length)} / ${fmtInt(nodes.length)}`, nodes.length - ready.length ? `${nodes.length - ready.length} not ready` : 'all ready'),
     stat('Slots free', `${fmtInt(free)} / ${fmtInt(slots)}`, 'on ready nodes'),
@@ -72,8 +82,20 @@ function heartbeatAge(ms) {
   return ms < 1000 ? `${(ms / 1000).toFixed(1)} s ago` : `${fmtDuration(ms)} ago`;
 }
 
+const isStale = (n) => n.heartbeat_age_ms > 15000;
+
+/** What a node's row shows but for the heartbeat's age (refreshHeartbeat's). */
+const nodeKey = (n) => JSON.stringify({
+  ...n, heartbeat_age_ms: null, last_heartbeat_unix_ms: null, stale: isStale(n), disk_free_bytes: fmtBytes(n.disk_free_bytes),
+});
+
+function refreshHeartbeat(tr, n) {
+  const cell = tr.querySelector('[data-col="heartbeat"]');
+  setText(cell, heartbeatAge(n.heartbeat_age_ms));
+  cell.title = `last heartbeat ${fmtTime(n.last_heartbeat_unix_ms)}`;
+}
+
 function nodeRow(n) {
-  const stale = n.heartbeat_age_ms > 15000;
   const accel = (n.accelerators || []).map((a) => `${a.kind} ${a.name}`).join(', ');
   return h('tr', { 'data-node': n.node_id },
     h('td', { class: 'nowrap' }, h('div', { class: 'strong mono' }, n.node_id), n.hostname && n.hostname !== n.node_id
@@ -84,7 +106,7 @@ function nodeRow(n) {
     h('td', { class: 'num' }, fmtBytes(n.memory_bytes)),
     h('td', { class: 'num' }, fmtBytes(n.disk_free_bytes)),
     h('td', { class: 'nowrap' }, [n.os, n.arch].filter(Boolean).join('/') || '—', accel ? h('div', { class: 'muted small' }, accel) : null),
-    h('td', { class: ['num', 'nowrap', stale ? 'warn-text' : null], title: `last heartbeat ${fmtTime(n.last_heartbeat_unix_ms)}` },
-      heartbeatAge(n.heartbeat_age_ms)),
+    h('td', { class: ['num', 'nowrap', isStale(n) ? 'warn-text' : null], 'data-col': 'heartbeat',
+      title: `last heartbeat ${fmtTime(n.last_heartbeat_unix_ms)}` }, heartbeatAge(n.heartbeat_age_ms)),
     h('td', {}, chips(n.labels)));
 }

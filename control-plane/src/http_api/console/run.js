@@ -7,6 +7,7 @@ import { timeline } from './charts.js';
 import {
   h, replace, badge, card, chips, copyButton, emptyState, facts, fmtAgo, fmtBytes, fmtClock, fmtDuration, fmtInt,
   fmtTime, fmtUsd, isEnded, jsonView, runDuration, shortDigest, shortId, spinner, stat, timeAgo, agentName, maySubmit,
+  refreshTimes, setText, totalTokens,
 } from './ui.js';
 
 const POLL_MS = 2000;
@@ -42,7 +43,7 @@ export async function runPage(ctx, id) {
     // Redrawn only on change, so a poll does not reset a Cancel half confirmed.
     update(head, JSON.stringify([run.state, run.cancel_requested, run.agent]),
       () => header(ctx, run, (next) => { run = next; render(); }));
-    head.querySelector('.elapsed').textContent = elapsed(run);
+    tick();
     replace(callouts, ...callout(run));
     update(overview, JSON.stringify([run.state, run.updated_unix_ms, run.labels, run.trace_id]), () => overviewCard(run));
     update(usage, JSON.stringify([run.usage, isEnded(run)]), () => usageCard(run.usage, isEnded(run)));
@@ -55,9 +56,19 @@ export async function runPage(ctx, id) {
     update(webhook, JSON.stringify(run.webhook || null), () => webhookCard(run.webhook));
   };
 
+  // Relative times ("5 s ago", "in 12 s") move on between polls, and after them.
+  const tick = () => {
+    if (!run) return;
+    setText(head.querySelector('.elapsed'), elapsed(run));
+    refreshTimes(ctx.main);
+    for (const el of ctx.main.querySelectorAll('[data-until]')) setText(el, untilText(Number(el.dataset.until)));
+  };
+  ctx.every(1000, tick);
+
   ctx.every(POLL_MS, async () => {
     try {
-      run = await api.get(`/v1/runs/${encodeURIComponent(id)}`, null, { signal: ctx.signal });
+      // Exact: the input and output may hold integers past 2^53.
+      run = await api.getExact(`/v1/runs/${encodeURIComponent(id)}`, { signal: ctx.signal });
     } catch (e) {
       if (e.status === 404 && !run) {
         sections.forEach((el) => replace(el));
@@ -153,7 +164,6 @@ function callout(run) {
 }
 
 function overviewCard(run) {
-  const trace = run.trace_id || run.traceparent;
   return card('Overview', facts([
     ['Agent', h('span', {}, h('a', { href: `#/agents/${encodeURIComponent(agentName(run.agent))}` }, run.agent))],
     ['Digest', h('span', { class: 'mono', title: run.digest }, shortDigest(run.digest))],
@@ -164,13 +174,13 @@ function overviewCard(run) {
     ['Input', fmtBytes(run.input_bytes)],
     ['Output', fmtBytes(run.output_bytes)],
     ['Labels', chips(run.labels)],
-    trace ? ['Trace', h('span', { class: 'mono' }, trace)] : null,
+    run.trace_id ? ['Trace', h('span', { class: 'mono' }, run.trace_id)] : null,
   ]));
 }
 
 /** What the run used: counted as its attempts end, so "—" until one has. */
 function usageCard(u = {}, ended = false) {
-  const tokens = (u.prompt_tokens || 0) + (u.completion_tokens || 0);
+  const tokens = totalTokens(u);
   const counted = ended || u.wall_time_ms > 0;
   const show = (text) => (counted ? text : '—');
   return card('Usage', h('div', { class: 'stats' },
@@ -191,17 +201,18 @@ function attemptsCard(run) {
   const now = Date.now();
   const ends = list.map((a) => a.ended_unix_ms || now);
   const to = Math.max(...ends, isEnded(run) ? run.updated_unix_ms : now);
+  // An attempt not started yet has started_unix_ms 0.
+  const took = (a) => (a.started_unix_ms ? fmtDuration((a.ended_unix_ms || now) - a.started_unix_ms) : '—');
   const rows = list.map((a) => {
     const outcome = a.outcome || 'running';
     const end = a.ended_unix_ms || now;
-    const took = fmtDuration(end - a.started_unix_ms);
     return {
       label: `Attempt ${a.attempt} · ${outcome}`,
       sublabel: a.node_id ? `on ${a.node_id}` : '',
       start: a.started_unix_ms || run.created_unix_ms,
       end,
       cls: `oc-${outcome}`,
-      title: [`Attempt ${a.attempt} on ${a.node_id || 'no node'}`, `${outcome} · ${took}`,
+      title: [`Attempt ${a.attempt} on ${a.node_id || 'no node'}`, `${outcome} · ${took(a)}`,
         `started ${fmtTime(a.started_unix_ms)}`, a.error ? `${a.error.kind}: ${a.error.message}` : null]
         .filter(Boolean).join('\n'),
     };
@@ -214,7 +225,7 @@ function attemptsCard(run) {
       h('td', { class: 'mono' }, a.node_id || '—'),
       h('td', {}, h('span', { class: ['outcome', `oc-${a.outcome || 'running'}`] }, a.outcome || 'running')),
       h('td', {}, h('span', { title: fmtTime(a.started_unix_ms) }, a.started_unix_ms ? fmtClock(a.started_unix_ms) : '—')),
-      h('td', { class: 'num' }, fmtDuration((a.ended_unix_ms || now) - a.started_unix_ms)),
+      h('td', { class: 'num' }, took(a)),
       h('td', { class: 'error-cell' }, a.error ? [h('code', {}, a.error.kind), ' ', a.error.message] : '')))));
   // Nodes' clocks may run a little ahead of the control plane's.
   const from = Math.min(run.created_unix_ms, ...rows.map((r) => r.start));
@@ -232,7 +243,7 @@ function webhookCard(hook) {
     facts([
       ['URL', h('span', { class: 'mono' }, hook.url || '—'), 'wide'],
       ['State', hook.state ? h('span', { class: ['badge', `badge-${HOOK_STATES[hook.state] || 'unknown'}`] }, hook.state) : null],
-      ['Next try', next ? h('span', { title: fmtTime(next) }, next > Date.now() ? `in ${fmtDuration(next - Date.now())}` : 'due now') : null],
+      ['Next try', next ? h('span', { title: fmtTime(next), 'data-until': next }, untilText(next)) : null],
       ['Tries', fmtInt(deliveries.length)],
     ]),
     deliveries.length
@@ -250,6 +261,12 @@ function webhookCard(hook) {
   ]);
 }
 
+/** "in 12 s", or "due now" once that time has come. */
+function untilText(unixMs) {
+  const ms = unixMs - Date.now();
+  return ms > 0 ? `in ${fmtDuration(ms)}` : 'due now';
+}
+
 // ---- logs -----------------------------------------------------------------------
 
 /** The log, followed live: lines as they come, resuming after drops. */
@@ -260,15 +277,21 @@ function logPanel(ctx, id) {
   const empty = h('div', { class: 'log-empty' }, 'No log lines yet.');
   box.append(empty);
   let lines = 0;
+  let atBottom = null; // whether the chunk being added found the box scrolled to its end
 
   const setStatus = (kind, text) => {
     status.dataset.status = kind;
     status.textContent = text;
   };
 
+  // The lines of one chunk of the stream come in one task: layout is read
+  // once before them and the box settled once after (a microtask).
   const add = (line) => {
+    if (atBottom === null) {
+      atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+      queueMicrotask(settle);
+    }
     if (empty.isConnected) empty.remove();
-    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
     const level = line.level || line.source;
     box.append(h('div', { class: ['log-line', `lv-${level}`], 'data-attempt': line.attempt },
       h('span', { class: 'log-time', title: fmtTime(line.unix_ms) }, fmtClock(line.unix_ms)),
@@ -277,9 +300,14 @@ function logPanel(ctx, id) {
       line.context ? h('span', { class: 'log-context' }, `${line.context}:`) : null,
       h('span', { class: 'log-msg' }, line.message)));
     lines += 1;
-    if (lines > MAX_LOG_LINES) box.querySelector('.log-line')?.remove();
-    count.textContent = `${fmtInt(lines)} line${lines === 1 ? '' : 's'}`;
+  };
+  const settle = () => {
+    while (box.childElementCount > MAX_LOG_LINES) box.firstElementChild.remove();
+    count.textContent = lines > MAX_LOG_LINES
+      ? `showing the last ${fmtInt(MAX_LOG_LINES)} of ${fmtInt(lines)} lines`
+      : `${fmtInt(lines)} line${lines === 1 ? '' : 's'}`;
     if (atBottom) box.scrollTop = box.scrollHeight;
+    atBottom = null;
   };
 
   const element = card('Logs', box, {
@@ -294,10 +322,6 @@ function logPanel(ctx, id) {
     signal: ctx.signal,
     onEvent(ev) {
       if (ev.event === 'line') add(JSON.parse(ev.data));
-      else if (ev.event === 'problem') {
-        const problem = JSON.parse(ev.data);
-        ctx.error(new api.ApiError(problem.status, problem));
-      }
     },
     onStatus(kind, err) {
       if (kind === 'live') setStatus('live', 'Following');

@@ -4,24 +4,19 @@
 import * as api from './api.js';
 import {
   h, replace, badge, chips, emptyState, fmtDuration, fmtInt, fmtUsd, pageHeader, RUN_STATES, runDuration,
-  shortId, spinner, stateLabel, timeAgo, totalTokens, fmtClock, maySubmit, isEnded,
+  shortId, spinner, stateLabel, timeAgo, totalTokens, fmtClock, maySubmit, isEnded, refreshTimes, setText, syncRows,
 } from './ui.js';
 
 const PAGE_SIZE = 50;
+const MAX_LIMIT = 1000; // the most runs the API gives in a page
 const POLL_MS = 2000;
-
-/** A page of runs for `filter` (state, agent: a name or name@version). */
-export function fetchRuns(filter, cursor, signal, limit = PAGE_SIZE) {
-  const agent = (filter.agent || '').trim();
-  return api.get('/v1/runs', { state: filter.state, agent, limit, cursor }, { signal });
-}
 
 export async function runsPage(ctx) {
   ctx.title('Runs');
   const filter = { state: ctx.params.get('state') || '', agent: ctx.params.get('agent') || '' };
-  let first = null; // the newest page, polled
-  let older = []; // runs of pages loaded with "Older"
-  let olderCursor = null;
+  // The newest `limit` runs, polled as one page: "Older" makes it longer.
+  let limit = PAGE_SIZE;
+  let page = null;
   let generation = 0;
 
   const submit = submitPanel(ctx, maySubmit(ctx.who) ? ctx.params.get('submit') : null);
@@ -52,7 +47,7 @@ export async function runsPage(ctx) {
     tbody);
   tbody.addEventListener('click', (e) => {
     const row = e.target.closest('tr[data-run]');
-    if (row && !e.target.closest('a')) ctx.go(`#/runs/${row.dataset.run}`);
+    if (row && !e.target.closest('a')) ctx.go(runHref(row.dataset.run));
   });
 
   ctx.main.append(
@@ -67,13 +62,8 @@ export async function runsPage(ctx) {
       body, more));
   replace(body, spinner('Loading runs…'));
 
-  const rows = () => {
-    const seen = new Set(first.runs.map((r) => r.run_id));
-    return first.runs.concat(older.filter((r) => !seen.has(r.run_id)));
-  };
-
   const render = () => {
-    const list = rows();
+    const list = page.runs;
     if (!list.length) {
       const filtered = filter.state || filter.agent;
       replace(body, filtered
@@ -82,20 +72,27 @@ export async function runsPage(ctx) {
           'Runs submitted here, with the CLI or over the API show up at once.',
           maySubmit(ctx.who) ? h('button', { type: 'button', class: 'btn', onclick: () => { if (submit.hidden) toggle.click(); } }, 'Submit a run') : null));
     } else {
-      replace(tbody, list.map(runRow));
+      // Rows are kept while their run is unchanged, so a poll leaves focus and selection be.
+      syncRows(tbody, list, { id: (run) => run.run_id, build: runRow, refresh: refreshRow });
       if (body.firstChild !== table) replace(body, table);
     }
-    const cursor = older.length ? olderCursor : first.next_cursor;
-    replace(more, cursor
-      ? h('button', { type: 'button', class: 'btn', onclick: loadOlder }, 'Older')
-      : list.length ? h('span', { class: 'muted' }, `${fmtInt(list.length)} run${list.length === 1 ? '' : 's'} — that's all of them`) : null);
+    let footer = null;
+    if (page.next_cursor && limit < MAX_LIMIT) footer = h('button', { type: 'button', class: 'btn', onclick: loadOlder }, 'Older');
+    else if (page.next_cursor) footer = h('span', { class: 'muted' }, `The newest ${fmtInt(list.length)} runs: filter to see older ones.`);
+    else if (list.length) footer = h('span', { class: 'muted' }, `${fmtInt(list.length)} run${list.length === 1 ? '' : 's'} — that's all of them`);
+    // Left alone while it says the same, or a poll would drop a click on it.
+    if (more.dataset.footer !== (footer?.textContent || '')) {
+      more.dataset.footer = footer?.textContent || '';
+      replace(more, footer);
+    }
   };
 
   const refresh = async () => {
     const gen = generation;
-    const page = await fetchRuns(filter, null, ctx.signal);
+    const agent = filter.agent.trim();
+    const answer = await api.get('/v1/runs', { state: filter.state, agent, limit }, { signal: ctx.signal });
     if (gen !== generation) return;
-    first = page;
+    page = answer;
     render();
     live.title = `Updated ${fmtClock(Date.now())}`;
   };
@@ -104,18 +101,10 @@ export async function runsPage(ctx) {
     const btn = e.currentTarget;
     btn.disabled = true;
     btn.textContent = 'Loading…';
-    const gen = generation;
-    try {
-      const page = await fetchRuns(filter, older.length ? olderCursor : first.next_cursor, ctx.signal);
-      if (gen !== generation) return;
-      older = older.concat(page.runs);
-      olderCursor = page.next_cursor || null;
-      render();
-    } catch (err) {
-      ctx.error(err);
-      btn.disabled = false;
-      btn.textContent = 'Older';
-    }
+    limit = Math.min(limit + PAGE_SIZE, MAX_LIMIT);
+    generation += 1; // a poll under way for fewer runs is stale
+    more.dataset.footer = ''; // redrawn by the refresh
+    await refresh().catch(ctx.error);
   }
 
   const onFilter = () => {
@@ -123,8 +112,7 @@ export async function runsPage(ctx) {
     filter.agent = agentInput.value.trim();
     ctx.setParams({ state: filter.state, agent: filter.agent });
     generation += 1;
-    older = [];
-    olderCursor = null;
+    limit = PAGE_SIZE;
     replace(body, spinner('Loading runs…'));
     refresh().catch(ctx.error);
   };
@@ -134,6 +122,7 @@ export async function runsPage(ctx) {
     clearTimeout(typing);
     typing = setTimeout(onFilter, 350);
   });
+  ctx.signal.addEventListener('abort', () => clearTimeout(typing));
   document.addEventListener('visibilitychange', () => {
     live.classList.toggle('paused', document.visibilityState !== 'visible');
     live.querySelector('.live-text').textContent = document.visibilityState === 'visible' ? 'Live' : 'Paused';
@@ -142,24 +131,32 @@ export async function runsPage(ctx) {
   ctx.every(POLL_MS, refresh);
 }
 
+const runHref = (id) => `#/runs/${encodeURIComponent(id)}`;
+
 function runRow(run) {
   const tokens = totalTokens(run.usage);
   const cost = run.usage?.cost_usd || 0;
   return h('tr', { 'data-run': run.run_id, class: 'clickable' },
-    h('td', { class: 'mono' }, h('a', { href: `#/runs/${run.run_id}`, title: run.run_id }, shortId(run.run_id))),
-    h('td', {}, h('span', { class: 'agent-ref' }, run.agent), Object.keys(run.labels || {}).length ? chips(run.labels) : null),
-    h('td', {}, badge(run.state), run.cancel_requested && !isEnded(run) ? h('span', { class: 'muted small' }, ' cancelling') : null),
-    h('td', { class: 'num' }, `${run.attempt}/${run.max_attempts}`),
-    h('td', { class: 'nowrap' }, timeAgo(run.created_unix_ms)),
-    h('td', { class: 'num' }, fmtDuration(runDuration(run))),
-    h('td', { class: ['num', tokens ? null : 'zero'] }, fmtInt(tokens)),
-    h('td', { class: ['num', cost ? null : 'zero'] }, fmtUsd(cost)));
+    h('td', { class: 'mono', 'data-col': 'run' }, h('a', { href: runHref(run.run_id), title: run.run_id }, shortId(run.run_id))),
+    h('td', { 'data-col': 'agent' }, h('span', { class: 'agent-ref' }, run.agent), Object.keys(run.labels || {}).length ? chips(run.labels) : null),
+    h('td', { 'data-col': 'state' }, badge(run.state), run.cancel_requested && !isEnded(run) ? h('span', { class: 'muted small' }, ' cancelling') : null),
+    h('td', { class: 'num', 'data-col': 'attempts' }, `${run.attempt}/${run.max_attempts}`),
+    h('td', { class: 'nowrap', 'data-col': 'created' }, timeAgo(run.created_unix_ms)),
+    h('td', { class: 'num', 'data-col': 'duration' }, fmtDuration(runDuration(run))),
+    h('td', { class: ['num', tokens ? null : 'zero'], 'data-col': 'tokens' }, fmtInt(tokens)),
+    h('td', { class: ['num', cost ? null : 'zero'], 'data-col': 'cost' }, fmtUsd(cost)));
+}
+
+/** A kept row's text that changes with time. */
+function refreshRow(tr, run) {
+  refreshTimes(tr);
+  setText(tr.querySelector('[data-col="duration"]'), fmtDuration(runDuration(run)));
 }
 
 // ---- submit -----------------------------------------------------------------
 
 /** `k=v` lines as labels, or the first problem found. */
-export function parseLabels(text) {
+function parseLabels(text) {
   const labels = {};
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i += 1) {
@@ -244,7 +241,7 @@ function submitPanel(ctx, preset) {
       const ref = agent.value.trim();
       const answer = await api.call('POST', '/v1/runs', { json: bodyOf(ref, dryRun), signal: ctx.signal });
       if (dryRun) replace(result, dryRunResult(answer));
-      else ctx.go(`#/runs/${answer.run_id}`);
+      else ctx.go(runHref(answer.run_id));
     } catch (err) {
       replace(result);
       ctx.error(err);

@@ -23,7 +23,9 @@ function setAttrs(el, attrs) {
     if (value == null || value === false) continue;
     if (key === 'class') el.setAttribute('class', Array.isArray(value) ? value.filter(Boolean).join(' ') : value);
     else if (key === 'dataset') Object.assign(el.dataset, value);
-    else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+    // Never an inline handler: `onclick: someText` is a bug, not markup to set.
+    else if (key.startsWith('on') && typeof value !== 'function') throw new TypeError(`${key} must be a function`);
+    else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
     else if (key === 'value' || key === 'checked' || key === 'selected' || key === 'disabled') el[key] = value;
     else el.setAttribute(key, value === true ? '' : String(value));
   }
@@ -91,13 +93,15 @@ export function fmtBytes(n) {
 /** 0.4 → "0.4 ms", 850 → "850 ms", 3200 → "3.2 s", 125000 → "2 min 5 s". */
 export function fmtDuration(ms) {
   if (ms == null || Number.isNaN(ms) || ms < 0) return '—';
-  if (ms < 1) return `${ms.toFixed(1)} ms`;
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 10_000) return `${(ms / 1000).toFixed(1)} s`;
-  if (ms < 60_000) return `${Math.round(ms / 1000)} s`;
-  const min = Math.floor(ms / 60_000);
+  if (ms < 0.95) return `${ms.toFixed(1)} ms`;
+  if (ms < 999.5) return `${Math.round(ms)} ms`;
+  if (ms < 9950) return `${(ms / 1000).toFixed(1)} s`;
+  // Whole seconds first, so 59.6 s is "1 min", not "60 s".
+  const secs = Math.round(ms / 1000);
+  if (secs < 60) return `${secs} s`;
+  const min = Math.floor(secs / 60);
   if (min < 60) {
-    const sec = Math.round((ms % 60_000) / 1000);
+    const sec = secs % 60;
     return sec && min < 10 ? `${min} min ${sec} s` : `${min} min`;
   }
   const hours = Math.floor(min / 60);
@@ -124,16 +128,26 @@ export function fmtTime(unixMs) {
   return unixMs ? absolute.format(new Date(unixMs)) : '—';
 }
 
-/** HH:MM:SS.mmm in local time, for log lines. */
+/** HH:MM:SS.mmm in local time, for log lines (slice(0, 5) for HH:MM). */
 export function fmtClock(unixMs) {
   const d = new Date(unixMs);
   const p = (n, w = 2) => String(n).padStart(w, '0');
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
 
-/** A relative time with the absolute one on hover. */
+/** A relative time with the absolute one on hover (`refreshTimes` keeps it current). */
 export function timeAgo(unixMs) {
   return h('time', { datetime: unixMs ? new Date(unixMs).toISOString() : null, title: fmtTime(unixMs) }, fmtAgo(unixMs));
+}
+
+/** Sets an element's text, leaving it alone (and any selection in it) when it is already that. */
+export function setText(el, text) {
+  if (el && el.textContent !== text) el.textContent = text;
+}
+
+/** Brings every `timeAgo` under `root` up to now. */
+export function refreshTimes(root) {
+  for (const el of root.querySelectorAll('time[datetime]')) setText(el, fmtAgo(Date.parse(el.dateTime)));
 }
 
 // ---- runs -----------------------------------------------------------------
@@ -150,11 +164,11 @@ export function stateLabel(state) {
 }
 
 /** A coloured state badge; live states get a pulsing dot. */
-export function badge(state, extra) {
+export function badge(state) {
   const live = state === 'running' || state === 'leased' || state === 'queued';
   return h('span', { class: ['badge', `badge-${state || 'unknown'}`], 'data-state': state || 'unknown' },
     live ? h('span', { class: 'badge-dot', 'aria-hidden': 'true' }) : null,
-    stateLabel(state), extra ? ` ${extra}` : null);
+    stateLabel(state));
 }
 
 export function shortId(id) {
@@ -232,6 +246,31 @@ export function copyButton(text, label = 'Copy') {
   return btn;
 }
 
+const synced = new WeakMap(); // a row syncRows made → [its item's id, key]
+
+/**
+ * Makes `tbody` show a row per item, in order. A row whose item's `key`
+ * (default: its JSON) is unchanged is kept, with any focus or selection in
+ * it, and given to `refresh` for its text that changes with time; others
+ * are made anew by `build`.
+ */
+export function syncRows(tbody, items, { id, key = JSON.stringify, build, refresh }) {
+  const old = new Map([...tbody.rows].map((tr) => [synced.get(tr)?.[0], tr]));
+  const rows = items.map((item) => {
+    const k = key(item);
+    let tr = old.get(id(item));
+    if (tr && synced.get(tr)[1] === k) refresh?.(tr, item);
+    else {
+      tr = build(item);
+      synced.set(tr, [id(item), k]);
+    }
+    return tr;
+  });
+  const keep = new Set(rows);
+  for (const tr of [...tbody.rows]) if (!keep.has(tr)) tr.remove();
+  rows.forEach((tr, i) => { if (tbody.rows[i] !== tr) tbody.insertBefore(tr, tbody.rows[i] || null); });
+}
+
 /** A definition list from [label, value, 'wide'?] (null values are skipped). */
 export function facts(pairs) {
   return h('dl', { class: 'facts' }, pairs.filter((p) => p && p[1] != null).map(([k, v, wide]) =>
@@ -257,6 +296,7 @@ export function jsonView(value) {
     if (v === null) tok('j-null', 'null');
     else if (typeof v === 'string') tok('j-str', JSON.stringify(v));
     else if (typeof v === 'number') tok('j-num', String(v));
+    else if (JSON.isRawJSON?.(v)) tok('j-num', v.rawJSON); // a number kept as written (api.getExact)
     else if (typeof v === 'boolean') tok('j-bool', String(v));
     else if (Array.isArray(v)) {
       if (!v.length) { out.push('[]'); return; }

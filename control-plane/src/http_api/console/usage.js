@@ -4,7 +4,8 @@
 import * as api from './api.js';
 import { barChart } from './charts.js';
 import {
-  h, replace, card, emptyState, fmtCompact, fmtDuration, fmtInt, fmtUsd, pageHeader, RUN_STATES, spinner, stat, stateLabel,
+  h, replace, card, emptyState, fmtClock, fmtCompact, fmtDuration, fmtInt, fmtUsd, isEnded, pageHeader, RUN_STATES, spinner,
+  stat, stateLabel, totalTokens,
 } from './ui.js';
 
 const HOUR_MS = 3_600_000;
@@ -13,21 +14,7 @@ const DAYS = 7;
 const MAX_PAGES = 10;
 const REFRESH_MS = 30_000;
 
-/** The runs made since `since` (Unix ms), at most MAX_PAGES pages of them. */
-async function runsSince(since, signal) {
-  const runs = [];
-  let cursor;
-  for (let i = 0; i < MAX_PAGES; i += 1) {
-    const page = await api.get('/v1/runs', { since_unix_ms: since, limit: 1000, cursor }, { signal });
-    runs.push(...page.runs);
-    cursor = page.next_cursor;
-    if (!cursor) return { runs, complete: true };
-  }
-  return { runs, complete: false };
-}
-
-const pad = (n) => String(n).padStart(2, '0');
-const clock = (ms) => { const d = new Date(ms); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
+const clock = (ms) => fmtClock(ms).slice(0, 5); // HH:MM
 const utcDay = (ms) => new Date(ms).toISOString().slice(0, 10);
 const dayLabel = (day) => new Date(`${day}T00:00:00Z`).toLocaleDateString(undefined, { month: 'short', day: 'numeric', timeZone: 'UTC' });
 
@@ -42,40 +29,52 @@ export async function usagePage(ctx) {
     totals, perMinute, perDay, table);
 
   let metric = null; // the per-day chart's measure, kept across refreshes
+  const runs = new Map(); // the last hour's runs by id, kept across refreshes
+  let gapBefore = 0; // runs made before this time may be missing (a fetch hit MAX_PAGES)
 
   ctx.every(REFRESH_MS, async () => {
     const now = Date.now();
-    const since = now - HOUR_MS;
+    const hourAgo = now - HOUR_MS;
     const todayStart = Date.parse(`${utcDay(now)}T00:00:00Z`);
     const usageSince = todayStart - (DAYS - 1) * DAY_MS;
-    const [recent, report] = await Promise.all([
-      runsSince(since, ctx.signal),
+    // Only the runs made since the newest one seen, and since the oldest
+    // one seen that had not ended (it may have since).
+    const known = [...runs.values()];
+    const newest = Math.max(hourAgo, ...known.map((r) => r.created_unix_ms));
+    const since = Math.min(newest, ...known.filter((r) => !isEnded(r)).map((r) => r.created_unix_ms));
+    const [fetched, report] = await Promise.all([
+      api.allPages('/v1/runs', { since_unix_ms: since, limit: 1000 }, 'runs', { signal: ctx.signal, maxPages: MAX_PAGES }),
       api.get('/v1/usage', { since_unix_ms: usageSince }, { signal: ctx.signal }),
     ]);
+    for (const r of fetched.items) runs.set(r.run_id, r);
+    for (const [id, r] of runs) if (r.created_unix_ms < hourAgo) runs.delete(id);
+    if (!fetched.complete) gapBefore = Math.max(gapBefore, fetched.items.at(-1)?.created_unix_ms || 0);
+    const recent = { runs: [...runs.values()], partial: gapBefore > hourAgo };
     const rows = report.usage || [];
-    drawTotals(totals, recent.runs, rows);
+    drawTotals(totals, recent, rows);
     replace(perMinute, minuteChart(recent, now));
     const days = Array.from({ length: DAYS }, (_, i) => utcDay(usageSince + i * DAY_MS));
-    if (!metric) metric = rows.some((r) => r.prompt_tokens + r.completion_tokens > 0) ? 'tokens' : 'attempts';
+    if (!metric) metric = rows.some((r) => totalTokens(r) > 0) ? 'tokens' : 'attempts';
     const redraw = () => replace(perDay, dayChart(rows, days, metric, (m) => { metric = m; redraw(); }));
     redraw();
     replace(table, usageTable(rows));
   });
 }
 
-function drawTotals(el, runs, rows) {
-  const ended = runs.filter((r) => ['succeeded', 'failed', 'dead_lettered', 'cancelled'].includes(r.state));
+function drawTotals(el, { runs, partial }, rows) {
+  const ended = runs.filter(isEnded);
   const ok = ended.filter((r) => r.state === 'succeeded').length;
   const sum = (f) => rows.reduce((a, r) => a + f(r), 0);
-  const tokens = sum((r) => r.prompt_tokens + r.completion_tokens);
+  const tokens = sum(totalTokens);
   replace(el,
-    stat('Runs, last hour', fmtInt(runs.length), ended.length ? `${Math.round((ok / ended.length) * 100)}% of ended runs succeeded` : 'none ended yet'),
+    stat('Runs, last hour', `${partial ? 'at least ' : ''}${fmtInt(runs.length)}`,
+      ended.length ? `${Math.round((ok / ended.length) * 100)}% of ended runs succeeded` : 'none ended yet'),
     stat('Attempts, 7 days', fmtInt(sum((r) => r.attempts)), `${fmtInt(sum((r) => r.succeeded))} succeeded`),
     stat('Tokens, 7 days', fmtInt(tokens), `${fmtInt(sum((r) => r.prompt_tokens))} in · ${fmtInt(sum((r) => r.completion_tokens))} out`),
     stat('Cost, 7 days', fmtUsd(sum((r) => r.cost_usd)), `${fmtDuration(sum((r) => r.wall_time_ms))} of wall time`));
 }
 
-function minuteChart({ runs, complete }, now) {
+function minuteChart({ runs, partial }, now) {
   const end = Math.floor(now / 60_000) * 60_000; // the current minute's start
   const start = end - 59 * 60_000;
   const counts = Array.from({ length: 60 }, () => ({}));
@@ -88,7 +87,7 @@ function minuteChart({ runs, complete }, now) {
     const t = start + i * 60_000;
     return { label: clock(t), tick: new Date(t).getMinutes() % 10 === 0 };
   });
-  const aside = complete ? null : h('span', { class: 'muted small' }, 'busier than the console pages through: oldest minutes are partial');
+  const aside = partial ? h('span', { class: 'muted small' }, 'busier than the console pages through: some minutes are partial') : null;
   if (!runs.length) {
     return card('Runs per minute, last hour', emptyState('No runs in the last hour', 'Submit one from the Runs page.'), { aside });
   }
@@ -112,7 +111,7 @@ function minuteChart({ runs, complete }, now) {
 }
 
 const METRICS = {
-  tokens: { name: 'Tokens', of: (r) => r.prompt_tokens + r.completion_tokens, format: fmtCompact, integer: true },
+  tokens: { name: 'Tokens', of: totalTokens, format: fmtCompact, integer: true },
   cost: { name: 'Cost', of: (r) => r.cost_usd, format: (v) => fmtUsd(v), integer: false },
   attempts: { name: 'Attempts', of: (r) => r.attempts, format: fmtCompact, integer: true },
 };
@@ -142,7 +141,7 @@ function dayChart(rows, days, metric, onMetric) {
     format: m.format,
     title: (ci) => {
       const lines = agents.map((a) => cell.get(`${days[ci]}|${a}`)).filter(Boolean)
-        .map((r) => `${r.agent}: ${fmtInt(r.prompt_tokens + r.completion_tokens)} tokens · ${fmtUsd(r.cost_usd)} · ${fmtInt(r.attempts)} attempts`);
+        .map((r) => `${r.agent}: ${fmtInt(totalTokens(r))} tokens · ${fmtUsd(r.cost_usd)} · ${fmtInt(r.attempts)} attempts`);
       return [days[ci], ...(lines.length ? lines : ['nothing ran'])].join('\n');
     },
   });
