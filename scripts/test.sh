@@ -10,8 +10,8 @@ if command -v rustup >/dev/null; then rustup target add wasm32-wasip2 >/dev/null
 # tests, started below for the whole run; Prometheus (and its promtool),
 # which the metrics tests start to scrape a node; Chromium, which the console
 # test drives. From PyPI: an independent OCI client (oras), bcrypt (for a
-# registry's htpasswd), schemathesis, the MCP SDK and Playwright (pointed at
-# Debian's Chromium: it downloads no browser).
+# registry's htpasswd), schemathesis, the MCP SDK, Playwright (pointed at
+# Debian's Chromium: it downloads no browser) and componentize-py.
 missing=""
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$missing postgresql"
@@ -30,6 +30,8 @@ python3 -c "import oras, bcrypt" 2>/dev/null || python3 -m pip install -q oras b
 command -v st >/dev/null 2>&1 || python3 -m pip install -q schemathesis
 python3 -c "import mcp, httpx2" 2>/dev/null || python3 -m pip install -q mcp
 python3 -c "import playwright" 2>/dev/null || python3 -m pip install -q playwright
+# componentize-py builds the Python SDK's example agents (guest-sdk/python).
+command -v componentize-py >/dev/null 2>&1 || python3 -m pip install -q componentize-py==0.25.1
 
 # One PostgreSQL and one Redis for the whole run, on free loopback ports, in
 # a temp dir; stopped and removed on exit. Each test makes its own database

@@ -35,6 +35,7 @@ mod node_lifecycle;
 mod oci;
 mod oci_guard;
 mod oci_layers;
+mod python_agents;
 mod quotas;
 mod replicas;
 mod run_lists;
