@@ -20,6 +20,15 @@ use warden_proto::v1::registry_service_server::RegistryService;
 /// Most versions `GET /v1/agents/{name}` answers with (the newest).
 const MAX_VERSIONS: usize = 1000;
 
+/// The tenant a query names, else the caller's own.
+fn named_or_own(named: Option<String>, caller: &Caller) -> String {
+    match (named, caller) {
+        (Some(tenant), _) => tenant,
+        (None, Caller::Client(client)) => client.tenant.clone(),
+        (None, _) => String::new(),
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -46,11 +55,7 @@ pub(super) async fn get_agent(
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     // One tenant's agent: the token's own unless another is named (a
     // system token's list would span every tenant).
-    let tenant = match (q.tenant, &caller) {
-        (Some(tenant), _) => tenant,
-        (None, Caller::Client(client)) => client.tenant.clone(),
-        (None, _) => String::new(),
-    };
+    let tenant = named_or_own(q.tenant, &caller);
     let mut versions = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -132,10 +137,6 @@ pub(super) async fn quotas(
         AuthService::get_quotas(&cp, r).await
     })
     .await?;
-    let tenant = match (q.tenant, &caller) {
-        (Some(tenant), _) => tenant,
-        (None, Caller::Client(client)) => client.tenant.clone(),
-        (None, _) => String::new(),
-    };
+    let tenant = named_or_own(q.tenant, &caller);
     Ok(Json(api::Quotas::of(&tenant, &answer)))
 }
