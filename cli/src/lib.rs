@@ -10,12 +10,15 @@ mod args;
 mod bridge;
 mod cluster;
 pub mod mock_llm;
+mod new;
 mod oci;
 mod output;
+mod project;
 mod registry;
 mod remote;
 mod run;
 mod runs;
+mod sdk;
 mod submit;
 mod usage;
 mod validator;
@@ -54,6 +57,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    New(new::NewArgs),
+    Build(project::BuildArgs),
     Run(run::RunArgs),
     Dev(cluster::DevArgs),
     ControlPlane(cluster::ControlPlaneArgs),
@@ -72,6 +77,7 @@ enum Command {
     Credentials(admin::CredentialsArgs),
     Webhooks(webhooks::WebhooksArgs),
     Bridge(bridge::BridgeArgs),
+    Sdk(sdk::SdkArgs),
     Completions(CompletionsArgs),
 }
 
@@ -154,6 +160,9 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::New(args) => new::new(args),
+            Command::Build(args) => project::build(args),
+            Command::Sdk(args) => sdk::sdk(args),
             Command::Run(args) => run::run(args).await,
             Command::Dev(args) => cluster::dev(args).await,
             Command::ControlPlane(args) => cluster::control_plane(args).await,

@@ -152,24 +152,15 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (name, version) = warden_core::split_reference(&args.reference)?;
-    let mut client = RegistryServiceClient::new(args.remote.channel().await?);
-    let mut chunks = vec![pb::PublishChunk {
-        part: Some(pb::publish_chunk::Part::Header(pb::PublishHeader {
-            name: name.into(),
-            version: version.into(),
-            size: bytes.len() as u64,
-            capabilities,
-            tenant: args.tenant.clone().unwrap_or_default(),
-        })),
-    }];
-    chunks.extend(bytes.chunks(1 << 20).map(|c| pb::PublishChunk {
-        part: Some(pb::publish_chunk::Part::Data(c.to_vec())),
-    }));
-    let resp = client
-        .publish(tokio_stream::iter(chunks))
-        .await
-        .map_err(status)?
-        .into_inner();
+    let resp = publish_to(
+        args.remote.channel().await?,
+        name,
+        version,
+        &bytes,
+        capabilities,
+        args.tenant.clone().unwrap_or_default(),
+    )
+    .await?;
     let note = if resp.created {
         ""
     } else {
@@ -185,6 +176,35 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         output::bytes(resp.size)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes `bytes` as `name@version` to the control plane's registry
+/// (for `tenant`, empty for the caller's own).
+pub(crate) async fn publish_to(
+    channel: crate::remote::Conn,
+    name: &str,
+    version: &str,
+    bytes: &[u8],
+    capabilities: String,
+    tenant: String,
+) -> anyhow::Result<pb::PublishResponse> {
+    let mut chunks = vec![pb::PublishChunk {
+        part: Some(pb::publish_chunk::Part::Header(pb::PublishHeader {
+            name: name.into(),
+            version: version.into(),
+            size: bytes.len() as u64,
+            capabilities,
+            tenant,
+        })),
+    }];
+    chunks.extend(bytes.chunks(1 << 20).map(|c| pb::PublishChunk {
+        part: Some(pb::publish_chunk::Part::Data(c.to_vec())),
+    }));
+    Ok(RegistryServiceClient::new(channel)
+        .publish(tokio_stream::iter(chunks))
+        .await
+        .map_err(status)?
+        .into_inner())
 }
 
 /// Checks that `bytes` are a component of the agent world, without a

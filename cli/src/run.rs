@@ -5,7 +5,7 @@ use crate::output;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use warden_core::{FailureKind, Manifest, RunFailure, Usage, grant_for};
@@ -24,18 +24,32 @@ use warden_oci::{OciRef, pull};
 /// Nothing is granted by default except key-value storage in the agent's
 /// own namespace: grant HTTP hosts with --allow-http, LLM models with
 /// --allow-model, a scratch directory with --scratch-dir.
+///
+/// Given an agent's directory (see `warden new`), it builds the agent first
+/// (when its sources changed) and runs it under the directory's warden.toml,
+/// with input.json as input unless --input says otherwise.
+///
+/// An LLM script stands in for the provider in an agent's tests: a JSON
+/// array whose items answer the agent's chat calls in order, each
+/// {"content": TEXT}, {"tool_calls": [{"name": TOOL, "arguments": {...}}]}
+/// or {"status": HTTP_ERROR} (429 is rate-limited), with optional
+/// "prompt_tokens" and "completion_tokens". A call beyond the script fails
+/// as a provider error.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   warden run hello.wasm --input '{\"name\":\"ada\"}'
   warden run fetch.wasm --input @req.json --allow-http 'https://*.example.com' --json
-  warden run agent.wasm --allow-model gpt-4o-mini --max-tokens 2000 --max-cost-usd 0.05")]
+  warden run agent.wasm --allow-model gpt-4o-mini --max-tokens 2000 --max-cost-usd 0.05
+  warden run ./my-agent --llm-script ./my-agent/llm-script.json")]
 pub(crate) struct RunArgs {
-    /// The agent component: a .wasm file built for wasm32-wasip2, or
-    /// oci://HOST/REPO:TAG to pull one (its capability manifest applies).
+    /// The agent: an agent's directory (built first), a component .wasm
+    /// built for wasm32-wasip2, or oci://HOST/REPO:TAG to pull one (its
+    /// capability manifest applies).
     agent: String,
 
     /// A capability manifest (TOML) for a local file: the grant flags must
-    /// stay within it, and no flags means what it declares.
+    /// stay within it, and no flags means what it declares. Default for a
+    /// directory: its warden.toml.
     #[arg(long, value_name = "FILE")]
     manifest: Option<PathBuf>,
 
@@ -43,8 +57,19 @@ pub(crate) struct RunArgs {
     oci: crate::oci::OciArgs,
 
     /// Input: JSON text, or @FILE to read it from a file, or @- for stdin.
-    #[arg(long, short, default_value = "null", value_name = "JSON|@FILE")]
-    input: String,
+    /// Default: null, or a directory's input.json.
+    #[arg(long, short, value_name = "JSON|@FILE")]
+    input: Option<String>,
+
+    /// Answer the agent's LLM calls from this script (JSON; see above)
+    /// instead of a provider.
+    #[arg(long, value_name = "FILE", conflicts_with = "mock_llm")]
+    llm_script: Option<PathBuf>,
+
+    /// Answer the agent's LLM calls with the mock's canned replies (as
+    /// `warden dev --mock-llm`) instead of a provider.
+    #[arg(long)]
+    mock_llm: bool,
 
     #[command(flatten)]
     budget: BudgetArgs,
@@ -101,11 +126,59 @@ impl LoadProgress for Spinner {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let input = read_input(&args.input)?;
+    let mut config = NodeConfig::load(args.node_config.as_deref())?;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    let script = match &args.llm_script {
+        Some(path) => Some(std::sync::Arc::new(crate::mock_llm::Script::load(path)?)),
+        None => None,
+    };
+    // An agent's directory: build it, then run what was built.
+    let project = match Path::new(&args.agent) {
+        dir if dir.is_dir() => Some(crate::project::Project::open(dir)?),
+        _ => None,
+    };
+    let (agent, manifest, input) = match &project {
+        Some(p) => {
+            let sdk = crate::sdk::Sdk::unpacked(&config.data_dir)?;
+            let out = p.default_output();
+            if !p.is_fresh(&sdk, &out) {
+                p.build(&sdk, &out)?;
+            }
+            let input = args.input.clone().or_else(|| {
+                let file = p.dir.join("input.json");
+                file.is_file().then(|| format!("@{}", file.display()))
+            });
+            (
+                out.display().to_string(),
+                args.manifest.clone().or_else(|| p.manifest()),
+                input,
+            )
+        }
+        None => (
+            args.agent.clone(),
+            args.manifest.clone(),
+            args.input.clone(),
+        ),
+    };
+    let input = read_input(input.as_deref().unwrap_or("null"))?;
+    let stand_in = match &script {
+        Some(script) => Some(script.clone().start().await?),
+        None if args.mock_llm => Some(crate::mock_llm::start().await?),
+        None => None,
+    };
+    if let Some(url) = stand_in {
+        config.llm.base_url = Some(url);
+        config
+            .llm
+            .default_model
+            .get_or_insert_with(|| "scripted".into());
+    }
     let asked = args.grant.grant()?;
     // `rules`: the capability manifest the run is held to, if any (`Some(None)`
     // for an OCI artifact without one: it may use nothing).
-    let (bytes, file_name, default_name, rules) = match OciRef::parse(&args.agent) {
+    let (bytes, file_name, default_name, rules) = match OciRef::parse(&agent) {
         Some(oci) => {
             let oci = oci?;
             let pulled = pull(
@@ -124,7 +197,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             (pulled.bytes, oci.to_string(), name, Some(manifest))
         }
         None => {
-            let path = PathBuf::from(&args.agent);
+            let path = PathBuf::from(&agent);
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("cannot read agent component {}", path.display()))?;
             let file_name = path
@@ -133,14 +206,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let stem = path
                 .file_stem()
                 .map_or_else(|| "agent".into(), |s| s.to_string_lossy().into_owned());
-            let rules = match &args.manifest {
+            let rules = match &manifest {
                 Some(m) => Some(Some(read_manifest(m)?.1)),
                 None => None,
             };
             (bytes, file_name, stem, rules)
         }
     };
-    let name = args.name.clone().unwrap_or(default_name);
+    let name = args
+        .name
+        .clone()
+        .or_else(|| project.as_ref().map(|p| p.name.clone()))
+        .unwrap_or(default_name);
     // The grant and budget a node would give this run: the manifest's
     // declaration narrowed by the flags, and the flags' budget over the
     // manifest's [budget] over the defaults.
@@ -156,10 +233,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let budget = args.budget.request().or(&declared).resolve();
     budget.check()?;
 
-    let mut config = NodeConfig::load(args.node_config.as_deref())?;
-    if let Some(dir) = &args.data_dir {
-        config.data_dir = dir.clone();
-    }
     // The engine's memory slots need only be as large as this run's budget.
     config.limits.max_memory_bytes = config.limits.max_memory_bytes.min(budget.max_memory_bytes);
     config.engine.pool_slots = 4;
@@ -185,5 +258,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
 
+    if let Some(script) = &script {
+        let (asked, replies) = script.used();
+        if asked != replies {
+            eprintln!(
+                "note: the agent made {asked} chat call{} and the LLM script has {replies} repl{}",
+                if asked == 1 { "" } else { "s" },
+                if replies == 1 { "y" } else { "ies" }
+            );
+        }
+    }
     Ok(output::print_outcome(&outcome, args.json))
 }

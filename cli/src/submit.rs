@@ -18,15 +18,30 @@ use warden_proto::v1::run_service_client::RunServiceClient;
 /// reference (the control plane resolves the tag to a digest once and pulls
 /// the component). The grant is what the agent's capability manifest
 /// declares, narrowed by the grant flags; asking for more is refused.
+///
+/// For a quick try against a dev cluster, AGENT may be an agent's directory
+/// (built first, with its warden.toml) or a .wasm file (with --manifest):
+/// it is published as NAME@dev-HASH (the same build, the same version; no
+/// version bump needed) and that version is submitted.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  warden submit research@1.2.0 --input @question.json --wait
+  warden submit ./my-agent --wait              # build, publish a dev version, run
+  warden submit agent.wasm --manifest warden.toml --input '{}'")]
 pub(crate) struct SubmitArgs {
     /// NAME@VERSION of a published agent, NAME alone (its newest
-    /// version), or oci://HOST/REPO:TAG.
+    /// version), oci://HOST/REPO:TAG, or a local agent directory or .wasm.
     agent: String,
 
-    /// Input: JSON text, or @FILE, or @- for stdin.
-    #[arg(long, short, default_value = "null", value_name = "JSON|@FILE")]
-    input: String,
+    /// The capability manifest for a local .wasm (a directory's is its
+    /// warden.toml).
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+
+    /// Input: JSON text, or @FILE, or @- for stdin. Default: null, or a
+    /// local agent directory's input.json.
+    #[arg(long, short, value_name = "JSON|@FILE")]
+    input: Option<String>,
 
     /// Submit one run per line of this JSON Lines file (- for stdin), in
     /// batches of 1,000 per call; prints one run id per line, in order.
@@ -179,8 +194,12 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         budget.check()?;
     }
     let budget = pb::Budget::from(&budget);
+    let (agent, default_input) = match publish_local(&args).await? {
+        Some(local) => local,
+        None => (args.agent.clone(), None),
+    };
     let request = |input: String| pb::SubmitRequest {
-        agent: args.agent.clone(),
+        agent: agent.clone(),
         input,
         budget: Some(budget),
         grant: Some(grant.clone()),
@@ -202,7 +221,8 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         )
         .await;
     }
-    let input = read_input(&args.input)?;
+    let input = args.input.clone().or(default_input);
+    let input = read_input(input.as_deref().unwrap_or("null"))?;
     let mut client = args.remote.runs().await?;
     let answer = client
         .submit(request(input))
@@ -229,6 +249,70 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let run = wait_for(&mut client, &run.run_id, args.json).await?;
     Ok(output::print_outcome(&outcome_of(&run), args.json))
+}
+
+/// A local agent (a directory, built first, or a .wasm file) published as
+/// a dev version: its reference, and a directory's input.json as `@FILE`.
+/// `None` when `args.agent` names no local file or directory.
+async fn publish_local(args: &SubmitArgs) -> anyhow::Result<Option<(String, Option<String>)>> {
+    use sha2::Digest;
+    let path = Path::new(&args.agent);
+    let mut input = None;
+    let (wasm, name, manifest) = if path.is_dir() {
+        let project = crate::project::Project::open(path)?;
+        let sdk = crate::sdk::Sdk::unpacked(&crate::sdk::data_dir(None))?;
+        let out = project.default_output();
+        if !project.is_fresh(&sdk, &out) {
+            project.build(&sdk, &out)?;
+        }
+        let manifest = args.manifest.clone().or_else(|| project.manifest());
+        let file = project.dir.join("input.json");
+        input = file.is_file().then(|| format!("@{}", file.display()));
+        (out, project.name, manifest)
+    } else if path.is_file() && path.extension().is_some_and(|e| e == "wasm") {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::project::check_name(&name).with_context(|| {
+            format!(
+                "the file's name is the agent's name, and `{}` is not a valid one",
+                output::safe(&name)
+            )
+        })?;
+        (path.to_path_buf(), name, args.manifest.clone())
+    } else if args.manifest.is_some() {
+        bail!(
+            "--manifest is for a local agent (a directory or .wasm file), and {} is neither",
+            output::safe(&args.agent)
+        );
+    } else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    let capabilities = match &manifest {
+        Some(path) => crate::args::read_manifest(path)?.0,
+        None => String::new(),
+    };
+    let mut hash = sha2::Sha256::new();
+    hash.update(&bytes);
+    hash.update(capabilities.as_bytes());
+    let version = format!("dev-{}", &hex::encode(hash.finalize())[..12]);
+    let resp = crate::registry::publish_to(
+        args.remote.channel().await?,
+        &name,
+        &version,
+        &bytes,
+        capabilities,
+        String::new(),
+    )
+    .await?;
+    eprintln!(
+        "published {name}@{version} ({}){}",
+        output::bytes(resp.size),
+        if resp.created { "" } else { ", unchanged" }
+    );
+    Ok(Some((format!("{name}@{version}"), input)))
 }
 
 /// What a dry run found: each problem, or that the submit would be taken.

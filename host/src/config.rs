@@ -45,8 +45,9 @@ impl Default for NodeConfig {
     }
 }
 
-/// `$XDG_DATA_HOME/warden`, else `~/.local/share/warden`, else `./.warden`.
-fn default_data_dir() -> PathBuf {
+/// `$XDG_DATA_HOME/warden`, else `~/.local/share/warden`, else `./.warden`:
+/// where nodes and `warden run` keep their data unless told otherwise.
+pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(dir).join("warden");
     }

@@ -460,6 +460,10 @@ pub(crate) async fn dev(mut args: DevArgs) -> anyhow::Result<ExitCode> {
             base_url.trim_end_matches("/v1")
         );
         config.llm.base_url = Some(base_url);
+        config
+            .llm
+            .default_model
+            .get_or_insert_with(|| "mock".into());
     }
     run_node(&args.node, vec![url], None, config, admin, None).await?;
     let _ = stop.send(());

@@ -1,6 +1,7 @@
 //! Warden's integration tests: real guest components (built by
 //! `tests/build.rs`) run through the real host, one module per area.
 
+mod agent_projects;
 mod agents;
 mod audit;
 mod authorization;
@@ -54,10 +55,21 @@ use warden_host::{FailureKind, RunOutcome};
 
 /// Runs the `warden` CLI with its data under `data`; panics if it panicked.
 pub(crate) fn warden(data: &Path, args: &[&str]) -> Output {
+    warden_in(
+        &std::env::current_dir().expect("a working directory"),
+        data,
+        args,
+    )
+}
+
+/// [`warden`] in the working directory `cwd`.
+pub(crate) fn warden_in(cwd: &Path, data: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_warden-cli"))
         .args(args)
+        .current_dir(cwd)
         .env("WARDEN_DATA_DIR", data)
         .env_remove("WARDEN_CONFIG")
+        .env_remove("WARDEN_LLM_BASE_URL")
         .output()
         .expect("warden runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
