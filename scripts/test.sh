@@ -11,13 +11,15 @@ if command -v rustup >/dev/null; then rustup target add wasm32-wasip2 >/dev/null
 # which the metrics tests start to scrape a node; Chromium, which the console
 # test drives. From PyPI: an independent OCI client (oras), bcrypt (for a
 # registry's htpasswd), schemathesis, the MCP SDK, Playwright (pointed at
-# Debian's Chromium: it downloads no browser) and componentize-py.
+# Debian's Chromium: it downloads no browser) and componentize-py. From npm:
+# componentize-js and esbuild.
 missing=""
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$missing postgresql"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 if [ -n "$missing" ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
   echo "installing$missing (Debian) for the tests"
@@ -30,8 +32,12 @@ python3 -c "import oras, bcrypt" 2>/dev/null || python3 -m pip install -q oras b
 command -v st >/dev/null 2>&1 || python3 -m pip install -q schemathesis
 python3 -c "import mcp, httpx2" 2>/dev/null || python3 -m pip install -q mcp
 python3 -c "import playwright" 2>/dev/null || python3 -m pip install -q playwright
-# componentize-py builds the Python SDK's example agents (guest-sdk/python).
+# componentize-py builds Python agents (guest-sdk/python); componentize-js
+# and esbuild (npm, global) build JavaScript agents (guest-sdk/js).
 command -v componentize-py >/dev/null 2>&1 || python3 -m pip install -q componentize-py==0.25.1
+npm_root=$(npm root -g)
+[ -d "$npm_root/@bytecodealliance/componentize-js" ] && [ -d "$npm_root/esbuild" ] \
+  || npm install -g --silent @bytecodealliance/componentize-js@0.23.0 esbuild@0.28.2
 
 # One PostgreSQL and one Redis for the whole run, on free loopback ports, in
 # a temp dir; stopped and removed on exit. Each test makes its own database

@@ -22,6 +22,7 @@ mod sdk;
 mod submit;
 mod usage;
 mod validator;
+mod watch;
 mod webhooks;
 
 use clap::{Parser, Subcommand};

@@ -216,7 +216,13 @@ impl Project {
         let Ok(built) = std::fs::metadata(out).and_then(|m| m.modified()) else {
             return false;
         };
-        newest(&self.dir, true).max(newest(&sdk.root, false)) < built
+        self.sources_changed_at().max(newest(&sdk.root, false)) < built
+    }
+
+    /// When a source file of the agent last changed (build output and
+    /// caches aside).
+    pub(crate) fn sources_changed_at(&self) -> SystemTime {
+        newest(&self.dir, true)
     }
 }
 

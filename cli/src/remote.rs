@@ -87,6 +87,17 @@ pub(crate) fn client_tls(
 }
 
 impl Remote {
+    /// The control plane at `url` on this machine, plaintext, no token
+    /// (`warden dev`'s own).
+    pub(crate) fn local(url: String) -> Remote {
+        Remote {
+            control_plane: url,
+            ca: None,
+            token: None,
+            insecure: false,
+        }
+    }
+
     /// A run service client that reads messages as large as a control
     /// plane may send.
     pub(crate) async fn runs(

@@ -255,6 +255,12 @@ pub(crate) struct DevArgs {
     /// trying Warden with no provider; overrides [llm] base_url.
     #[arg(long)]
     pub(super) mock_llm: bool,
+
+    /// An agent's directory to build and publish now and again whenever
+    /// its sources change, as NAME@dev-TIME-HASH: `warden submit NAME`
+    /// runs the newest. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub(super) watch: Vec<std::path::PathBuf>,
 }
 
 /// `--max-component`: at least a byte, at most 1 GiB.

@@ -424,6 +424,7 @@ pub(crate) async fn dev(mut args: DevArgs) -> anyhow::Result<ExitCode> {
         args.node.node_config.as_deref(),
         args.data.data_dir.as_ref(),
     )?;
+    let watched = crate::watch::projects(&args.watch)?;
     for addr in std::iter::once(args.server.listen).chain(args.server.http_listen) {
         if !addr.ip().is_loopback() {
             anyhow::bail!(
@@ -464,6 +465,12 @@ pub(crate) async fn dev(mut args: DevArgs) -> anyhow::Result<ExitCode> {
             .llm
             .default_model
             .get_or_insert_with(|| "mock".into());
+    }
+    if !watched.is_empty() {
+        let sdk = crate::sdk::Sdk::unpacked(&config.data_dir)?;
+        for project in watched {
+            tokio::spawn(crate::watch::watch(project, sdk.clone(), url.clone()));
+        }
     }
     run_node(&args.node, vec![url], None, config, admin, None).await?;
     let _ = stop.send(());

@@ -128,6 +128,11 @@ fn a_python_agent_from_an_empty_directory() {
 }
 
 #[test]
+fn a_js_agent_from_an_empty_directory() {
+    new_build_run("js");
+}
+
+#[test]
 fn a_rust_agent_from_an_empty_directory() {
     new_build_run("rust");
 }
@@ -169,20 +174,26 @@ fn what_a_new_user_gets_wrong_is_named() {
     assert!(said.contains("cannot name a Rust agent"), "{said}");
 
     // The toolchain missing: the error says how to install it.
+    let without_path = |dir: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_warden-cli"))
+            .args(["build", dir])
+            .current_dir(home)
+            .env("WARDEN_DATA_DIR", &data)
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        failed(&out, 2)
+    };
     ok(&warden_in(home, &data, &["new", "--lang", "python", "py"]));
-    let out = Command::new(env!("CARGO_BIN_EXE_warden-cli"))
-        .args(["build", "py"])
-        .current_dir(home)
-        .env("WARDEN_DATA_DIR", &data)
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
-    let said = failed(&out, 2);
+    let said = without_path("py");
     assert!(
         said.contains("componentize-py is not installed")
             && said.contains("pip install componentize-py=="),
         "{said}"
     );
+    ok(&warden_in(home, &data, &["new", "--lang", "js", "js"]));
+    let said = without_path("js");
+    assert!(said.contains("Node.js is not installed"), "{said}");
 
     // A broken agent: the builder's own message comes through.
     std::fs::write(home.join("py/app.py"), "def run(:\n").unwrap();

@@ -36,7 +36,7 @@ mod node_lifecycle;
 mod oci;
 mod oci_guard;
 mod oci_layers;
-mod python_agents;
+mod ports;
 mod quotas;
 mod replicas;
 mod run_lists;

@@ -1,6 +1,6 @@
-//! Agents in Python: the Python SDK's ports of `kv-counter` and
-//! `research-agent` (`examples/python/`), built with componentize-py as
-//! `guest-sdk/python/build.sh` builds them, run through a real node with
+//! Agents in Python and JavaScript: the SDKs' ports of `kv-counter` and
+//! `research-agent` (`examples/python/`, `examples/js/`), built with `warden
+//! build` (componentize-py, componentize-js), run through a real node with
 //! the fake OpenAI-compatible server: the same inputs give the Rust
 //! examples' outputs.
 
@@ -16,30 +16,35 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `examples/python/NAME` built into `target/python-agents/NAME.wasm`, again
-/// only when a source (its app.py, the SDK, the WIT) is newer.
-fn built(name: &str) -> PathBuf {
+/// `examples/LANG/NAME` built by `warden build` into
+/// `target/LANG-agents/NAME.wasm`, again only when a source (the agent, the
+/// SDK, the WIT) is newer.
+fn built(lang: &str, name: &str) -> PathBuf {
     let root = root();
-    let out = root.join(format!("target/python-agents/{name}.wasm"));
-    let agent = root.join("examples/python").join(name);
-    let sources = [
-        agent.join("app.py"),
-        root.join("guest-sdk/python/warden"),
-        root.join("wit"),
-    ];
+    let out = root.join(format!("target/{lang}-agents/{name}.wasm"));
+    let agent = root.join("examples").join(lang).join(name);
+    let sdk = match lang {
+        "python" => root.join("guest-sdk/python/warden"),
+        _ => root.join("guest-sdk/js"),
+    };
+    let sources = [agent.clone(), sdk, root.join("wit")];
     let built_at = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
     let stale = built_at.is_none_or(|at| sources.iter().any(|s| newest(s) > at));
     if stale {
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let status = std::process::Command::new("sh")
-            .arg(root.join("guest-sdk/python/build.sh"))
-            .arg(&agent)
-            .arg(&out)
-            .status()
-            .expect("sh runs");
+        let data = root.join(format!("target/{lang}-agents/data"));
+        let done = crate::warden(
+            &data,
+            &[
+                "build",
+                agent.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
         assert!(
-            status.success(),
-            "building {name} with componentize-py failed"
+            done.status.success(),
+            "warden build {name} ({lang}) failed: {}",
+            String::from_utf8_lossy(&done.stderr)
         );
     }
     out
@@ -75,8 +80,12 @@ async fn outcome(c: &TestCluster, agent: &str, input: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_ports_of_kv_counter_and_research_agent_give_the_rust_outputs() {
-    let (kv_py, research_py) = (built("kv-counter"), built("research-agent"));
+async fn python_and_js_ports_of_kv_counter_and_research_agent_give_the_rust_outputs() {
+    let (kv_py, research_py) = (
+        built("python", "kv-counter"),
+        built("python", "research-agent"),
+    );
+    let (kv_js, research_js) = (built("js", "kv-counter"), built("js", "research-agent"));
     let llm = FakeOpenAi::start();
     let web = llm.server().url();
     let (c, _cp) = TestCluster::start(&[]);
@@ -98,6 +107,7 @@ async fn python_ports_of_kv_counter_and_research_agent_give_the_rust_outputs() {
     for (path, reference, manifest) in [
         (examples::KV_COUNTER, "kv-rs@1", &kv_manifest),
         (kv_py.to_str().unwrap(), "kv-py@1", &kv_manifest),
+        (kv_js.to_str().unwrap(), "kv-js@1", &kv_manifest),
         (
             examples::RESEARCH_AGENT,
             "research-rs@1",
@@ -106,6 +116,11 @@ async fn python_ports_of_kv_counter_and_research_agent_give_the_rust_outputs() {
         (
             research_py.to_str().unwrap(),
             "research-py@1",
+            &research_manifest,
+        ),
+        (
+            research_js.to_str().unwrap(),
+            "research-js@1",
             &research_manifest,
         ),
     ] {
@@ -121,7 +136,9 @@ async fn python_ports_of_kv_counter_and_research_agent_give_the_rust_outputs() {
     ] {
         let rust = outcome(&c, "kv-rs@1", input).await;
         let python = outcome(&c, "kv-py@1", input).await;
-        assert_eq!(python, rust, "kv-counter, input {input}");
+        assert_eq!(python, rust, "kv-counter in Python, input {input}");
+        let js = outcome(&c, "kv-js@1", input).await;
+        assert_eq!(js, rust, "kv-counter in JS, input {input}");
     }
 
     // The tool loop: fetch, save a note, answer; and out of tokens.
@@ -130,13 +147,19 @@ async fn python_ports_of_kv_counter_and_research_agent_give_the_rust_outputs() {
     let rust = outcome(&c, "research-rs@1", &question).await;
     assert_eq!(rust["stopped"], "answered", "{rust}");
     let python = outcome(&c, "research-py@1", &question).await;
-    assert_eq!(python, rust, "research-agent");
+    assert_eq!(python, rust, "research-agent in Python");
+    let js = outcome(&c, "research-js@1", &question).await;
+    assert_eq!(js, rust, "research-agent in JS");
     let tight = format!(
         r#"{{"question":"What is Wasm? Start at {web}/docs/wasm","model":"m","max_steps":1}}"#
     );
-    assert_eq!(
-        outcome(&c, "research-py@1", &tight).await,
-        outcome(&c, "research-rs@1", &tight).await,
-        "research-agent with one step"
-    );
+    let rust = outcome(&c, "research-rs@1", &tight).await;
+    assert_eq!(rust["stopped"], "max_steps", "{rust}");
+    for port in ["research-py@1", "research-js@1"] {
+        assert_eq!(
+            outcome(&c, port, &tight).await,
+            rust,
+            "{port} with one step"
+        );
+    }
 }
