@@ -29,7 +29,13 @@ pub(crate) async fn watch(project: Project, sdk: Sdk, url: String) {
         if seen != Some(stamp) {
             seen = Some(stamp);
             let (p, s, o) = (project.clone(), sdk.clone(), out.clone());
-            let built = tokio::task::spawn_blocking(move || p.build(&s, &o)).await;
+            // A build newer than the sources (from `warden build`) is used
+            // as it is.
+            let built = tokio::task::spawn_blocking(move || match p.is_fresh(&s, &o) {
+                true => Ok(()),
+                false => p.build(&s, &o),
+            })
+            .await;
             match built {
                 Ok(Ok(())) => match publish(&project, &remote, &out, &mut published).await {
                     Ok(Some(reference)) => println!(

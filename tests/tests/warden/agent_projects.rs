@@ -91,7 +91,13 @@ fn new_build_run(lang: &str) {
     let (_dev, url) = dev(
         env!("CARGO_BIN_EXE_warden-cli").as_ref(),
         &home.join("dev"),
-        &["--slots", "1", "--mock-llm"],
+        &[
+            "--slots",
+            "1",
+            "--mock-llm",
+            "--watch",
+            dir.to_str().unwrap(),
+        ],
         &cluster::log_dir(home),
     );
     let submit = |args: &[&str]| {
@@ -120,6 +126,35 @@ fn new_build_run(lang: &str) {
     let again = submit(&["submit", &name]);
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains(", unchanged"), "{said}");
+
+    // `dev --watch DIR`: an edit is rebuilt and published as the newest
+    // version, which a submit of the bare name runs. (Rust only: cargo
+    // rebuilds in seconds; the watcher is the same for every language.)
+    if lang == "rust" {
+        let source = dir.join("src/lib.rs");
+        let code = std::fs::read_to_string(&source).unwrap();
+        let edited = code.replace("Write a one-line greeting", "Write a warm greeting");
+        assert_ne!(code, edited);
+        std::fs::write(&source, edited).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        loop {
+            let run = json(&submit(&[
+                "submit", &name, "--input", "{}", "--wait", "--json",
+            ]));
+            let greeting = run["output"]["greeting"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if greeting.contains("Write a warm greeting") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watcher did not publish the edit: {run}"
+            );
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
 }
 
 #[test]
