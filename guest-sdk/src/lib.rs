@@ -19,8 +19,17 @@
 //! }
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2` (the crate
-//! type is `cdylib`) and run it with `warden run target/wasm32-wasip2/release/NAME.wasm`.
+//! `warden new --lang rust NAME` makes such a crate (type `cdylib`), with
+//! the dependency on this SDK that `warden sdk --lang rust` prints:
+//!
+//! ```toml
+//! [dependencies]
+//! warden-sdk = { path = "/home/you/.local/share/warden/sdk/0.1.0-…/guest-sdk" }
+//! ```
+//!
+//! `warden build` compiles it (`cargo build --release --target
+//! wasm32-wasip2`) into `target/NAME.wasm`, and `warden run .` builds and runs
+//! it; `warden run . --llm-script FILE` answers its LLM calls from a script.
 //!
 //! The agent reaches the world only through what the run was granted:
 //! [`llm`] (chat with tools, embeddings), [`http`] (GET/POST over
