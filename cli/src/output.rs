@@ -77,7 +77,12 @@ pub(crate) fn usage_line(u: &Usage) -> String {
     }
     parts.push(format!("mem {}", bytes(u.peak_memory_bytes)));
     if u.llm_calls > 0 {
-        let mut llm = format!("llm {} calls, {} tokens", u.llm_calls, u.total_tokens());
+        let mut llm = format!(
+            "llm {} call{}, {} tokens",
+            u.llm_calls,
+            if u.llm_calls == 1 { "" } else { "s" },
+            u.total_tokens()
+        );
         if u.cost_usd > 0.0 {
             llm.push_str(&format!(", ${:.6}", u.cost_usd));
         }

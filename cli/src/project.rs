@@ -73,6 +73,9 @@ impl Project {
 
     /// Builds the component into `out`; progress on stderr.
     pub(crate) fn build(&self, sdk: &Sdk, out: &Path) -> anyhow::Result<()> {
+        // The builders run in the agent's directory.
+        let out = &std::path::absolute(out)
+            .with_context(|| format!("cannot resolve {}", out.display()))?;
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -113,6 +116,8 @@ impl Project {
         let size = std::fs::metadata(out)
             .with_context(|| format!("the build wrote no {}", out.display()))?
             .len();
+        // Which SDK made it, for `is_fresh`.
+        let _ = std::fs::write(sdk_stamp(out), sdk.id());
         eprintln!(
             "built {} ({}) in {:.1} s",
             shown(out),
@@ -207,8 +212,8 @@ impl Project {
         Ok(())
     }
 
-    /// Whether `out` is newer than every source file of the agent and than
-    /// the SDK it was built with (Rust: never; cargo knows best).
+    /// Whether `out` is newer than every source file of the agent and was
+    /// built with this SDK (Rust: never; cargo knows best).
     pub(crate) fn is_fresh(&self, sdk: &Sdk, out: &Path) -> bool {
         if self.lang == Lang::Rust {
             return false;
@@ -216,7 +221,8 @@ impl Project {
         let Ok(built) = std::fs::metadata(out).and_then(|m| m.modified()) else {
             return false;
         };
-        self.sources_changed_at().max(newest(&sdk.root, false)) < built
+        let stamp = std::fs::read_to_string(sdk_stamp(out)).unwrap_or_default();
+        stamp == sdk.id() && self.sources_changed_at() < built
     }
 
     /// When a source file of the agent last changed (build output and
@@ -224,6 +230,13 @@ impl Project {
     pub(crate) fn sources_changed_at(&self) -> SystemTime {
         newest(&self.dir, true)
     }
+}
+
+/// Beside a build: the id of the SDK it was built with.
+fn sdk_stamp(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".sdk");
+    PathBuf::from(name)
 }
 
 /// The newest modification time of the files under `path`, skipping build

@@ -233,8 +233,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let budget = args.budget.request().or(&declared).resolve();
     budget.check()?;
 
-    // The engine's memory slots need only be as large as this run's budget.
-    config.limits.max_memory_bytes = config.limits.max_memory_bytes.min(budget.max_memory_bytes);
+    // The engine's slots stay node-sized (the run's own budget is enforced
+    // per run, and says `memory_limit` when an agent starts above it), so
+    // the compile cache is the one a node with this config uses.
     config.engine.pool_slots = 4;
     let sandbox = Sandbox::from_config(&config)?;
 

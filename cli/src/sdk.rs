@@ -39,6 +39,14 @@ pub(crate) struct Sdk {
 }
 
 impl Sdk {
+    /// VERSION-HASH: the same for the same SDK wherever it is unpacked.
+    pub(crate) fn id(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     pub(crate) fn wit(&self) -> PathBuf {
         self.root.join("wit")
     }

@@ -20,7 +20,8 @@ use warden_proto::v1::run_service_client::RunServiceClient;
 /// declares, narrowed by the grant flags; asking for more is refused.
 ///
 /// For a quick try against a dev cluster, AGENT may be an agent's directory
-/// (built first, with its warden.toml) or a .wasm file (with --manifest):
+/// written as a path (`./my-agent`: built first, with its warden.toml) or a
+/// .wasm file (with --manifest):
 /// it is published as NAME@dev-HASH (the same build, the same version; no
 /// version bump needed) and that version is submitted.
 #[derive(Debug, Args)]
@@ -30,7 +31,8 @@ use warden_proto::v1::run_service_client::RunServiceClient;
   warden submit agent.wasm --manifest warden.toml --input '{}'")]
 pub(crate) struct SubmitArgs {
     /// NAME@VERSION of a published agent, NAME alone (its newest
-    /// version), oci://HOST/REPO:TAG, or a local agent directory or .wasm.
+    /// version), oci://HOST/REPO:TAG, or a local agent: a directory written
+    /// as a path (./NAME) or a .wasm file.
     agent: String,
 
     /// The capability manifest for a local .wasm (a directory's is its
@@ -257,8 +259,14 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 async fn publish_local(args: &SubmitArgs) -> anyhow::Result<Option<(String, Option<String>)>> {
     use sha2::Digest;
     let path = Path::new(&args.agent);
+    // A directory only when written as a path (`./greeter`): `greeter`
+    // alone is the published agent (its newest version).
+    let looks_like_path = args.agent.contains(std::path::MAIN_SEPARATOR)
+        || args.agent.contains('/')
+        || args.agent == "."
+        || args.agent == "..";
     let mut input = None;
-    let (wasm, name, manifest) = if path.is_dir() {
+    let (wasm, name, manifest) = if path.is_dir() && looks_like_path {
         let project = crate::project::Project::open(path)?;
         let sdk = crate::sdk::Sdk::unpacked(&crate::sdk::data_dir(None))?;
         let out = project.default_output();

@@ -109,7 +109,8 @@ fn new_build_run(lang: &str) {
             .output()
             .unwrap()
     };
-    let run = submit(&["submit", &name, "--wait", "--json"]);
+    let local = format!("./{name}");
+    let run = submit(&["submit", &local, "--wait", "--json"]);
     let said = String::from_utf8_lossy(&run.stderr).into_owned();
     let run = json(&run);
     assert_eq!(run["status"], "ok", "{run}\n{said}");
@@ -123,7 +124,7 @@ fn new_build_run(lang: &str) {
         "the mock LLM's answer: {run}"
     );
     // The same build again: the same version, unchanged.
-    let again = submit(&["submit", &name]);
+    let again = submit(&["submit", &local]);
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains(", unchanged"), "{said}");
 
@@ -138,9 +139,12 @@ fn new_build_run(lang: &str) {
         std::fs::write(&source, edited).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         loop {
-            let run = json(&submit(&[
-                "submit", &name, "--input", "{}", "--wait", "--json",
-            ]));
+            // `NAME` alone is the published agent, though `./NAME` is a
+            // directory here: nothing is built or published by the submit.
+            let out = submit(&["submit", &name, "--input", "{}", "--wait", "--json"]);
+            let said = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!said.contains("published"), "{said}");
+            let run = json(&out);
             let greeting = run["output"]["greeting"]
                 .as_str()
                 .unwrap_or_default()
