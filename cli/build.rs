@@ -36,9 +36,8 @@ fn skipped(name: &str) -> bool {
 
 fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
     let path = root.join(rel);
-    println!("cargo:rerun-if-changed={}", path.display());
     if path.is_dir() {
-        let mut names: Vec<String> = std::fs::read_dir(&path)
+        let all: Vec<String> = std::fs::read_dir(&path)
             .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()))
             .map(|e| {
                 e.expect("a directory entry")
@@ -46,13 +45,22 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
                     .to_string_lossy()
                     .into_owned()
             })
-            .filter(|n| !skipped(n))
             .collect();
+        // Cargo scans a directory it is told to watch whole: not one that
+        // holds installed packages or caches (its files are watched one by
+        // one below; a file added beside them is seen with the next change
+        // to another).
+        let heavy = |n: &String| matches!(n.as_str(), "node_modules" | "__pycache__" | "target");
+        if !all.iter().any(heavy) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+        let mut names: Vec<String> = all.into_iter().filter(|n| !skipped(n)).collect();
         names.sort();
         for name in names {
             walk(root, &format!("{rel}/{name}"), out);
         }
     } else if path.is_file() {
+        println!("cargo:rerun-if-changed={}", path.display());
         out.push(rel.to_string());
     }
 }

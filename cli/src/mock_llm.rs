@@ -228,7 +228,7 @@ impl Script {
                 "model": body["model"].as_str().unwrap_or("scripted"),
                 "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
                 "usage": { "prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion },
+                           "total_tokens": prompt.saturating_add(completion) },
             })),
         )
     }

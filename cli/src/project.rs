@@ -76,11 +76,20 @@ impl Project {
         // The builders run in the agent's directory.
         let out = &std::path::absolute(out)
             .with_context(|| format!("cannot resolve {}", out.display()))?;
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
+        let parent = out.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        // Built beside `out` and renamed over it: a reader (another build,
+        // a publish) sees the old component or the new one, never a part.
+        let staged = tempfile::Builder::new()
+            .prefix(".build-")
+            .suffix(".wasm")
+            .tempfile_in(parent)
+            .with_context(|| format!("cannot create a file in {}", parent.display()))?
+            .into_temp_path();
+        let (final_out, out) = (out, &staged.to_path_buf());
         let started = Instant::now();
+        let started_at = SystemTime::now();
         match self.lang {
             Lang::Rust => self.build_rust(out)?,
             Lang::Python => {
@@ -108,19 +117,31 @@ impl Project {
                 self.run_tool(
                     cmd,
                     "componentize-js",
-                    "Node.js is not installed: install Node.js 20 or newer (Debian: `apt-get \
+                    "Node.js is not installed: install Node.js 18 or newer (Debian: `apt-get \
                      install nodejs npm`), then the JS toolchain as `warden build` will say",
                 )?;
             }
         }
         let size = std::fs::metadata(out)
-            .with_context(|| format!("the build wrote no {}", out.display()))?
+            .ok()
+            .filter(|m| m.len() > 0)
+            .with_context(|| format!("{} wrote no component", self.lang))?
             .len();
+        // Dated when the build started: a source saved while it ran is
+        // newer, so the next look builds again.
+        std::fs::File::options()
+            .write(true)
+            .open(out)
+            .and_then(|f| f.set_modified(started_at))
+            .with_context(|| format!("cannot date {}", out.display()))?;
+        staged
+            .persist(final_out)
+            .with_context(|| format!("cannot write {}", final_out.display()))?;
         // Which SDK made it, for `is_fresh`.
-        let _ = std::fs::write(sdk_stamp(out), sdk.id());
+        let _ = std::fs::write(sdk_stamp(final_out), sdk.id());
         eprintln!(
             "built {} ({}) in {:.1} s",
-            shown(out),
+            shown(final_out),
             output::bytes(size),
             started.elapsed().as_secs_f64()
         );
@@ -181,7 +202,7 @@ impl Project {
         }
         eprintln!("building {} (rust) with cargo", self.name);
         let built = Command::new("cargo")
-            .args(["build", "--release", "--target", TARGET])
+            .args(["build", "--lib", "--release", "--target", TARGET])
             .arg("--message-format=json-render-diagnostics")
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -239,14 +260,19 @@ fn sdk_stamp(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The newest modification time of the files under `path`, skipping build
-/// output and caches (and, at the top of an agent directory, `target/`).
+/// The newest modification time of the files under `path`: files only (a
+/// directory's own time moves when an editor makes a swap file), symlinks
+/// not followed, build output, caches and dot files skipped (and, at the
+/// top of an agent directory, `target/`).
 fn newest(path: &Path, top: bool) -> SystemTime {
-    let own = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return SystemTime::UNIX_EPOCH;
+    };
+    if !meta.is_dir() {
+        return meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    }
     let Ok(entries) = std::fs::read_dir(path) else {
-        return own;
+        return SystemTime::UNIX_EPOCH;
     };
     entries
         .filter_map(Result::ok)
@@ -254,12 +280,11 @@ fn newest(path: &Path, top: bool) -> SystemTime {
             let name = e.file_name();
             let name = name.to_string_lossy();
             !(name.starts_with('.')
-                || name == "__pycache__"
-                || name == "node_modules"
+                || matches!(&*name, "__pycache__" | "node_modules" | "venv")
                 || (top && name == "target"))
         })
         .map(|e| newest(&e.path(), false))
-        .fold(own, std::cmp::max)
+        .fold(SystemTime::UNIX_EPOCH, std::cmp::max)
 }
 
 fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -278,7 +303,12 @@ pub(crate) fn shown(path: &Path) -> String {
 /// The name of the agent in `dir`: the directory's, if the registry
 /// accepts it.
 pub(crate) fn name_of(dir: &Path) -> anyhow::Result<String> {
-    let name = dir
+    // `.` and `..` name the directories they stand for.
+    let full = dir
+        .canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let name = full
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();

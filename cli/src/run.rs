@@ -134,6 +134,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(std::sync::Arc::new(crate::mock_llm::Script::load(path)?)),
         None => None,
     };
+    // Checked before any build.
+    let asked = args.grant.grant()?;
     // An agent's directory: build it, then run what was built.
     let project = match Path::new(&args.agent) {
         dir if dir.is_dir() => Some(crate::project::Project::open(dir)?),
@@ -175,7 +177,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .default_model
             .get_or_insert_with(|| "scripted".into());
     }
-    let asked = args.grant.grant()?;
     // `rules`: the capability manifest the run is held to, if any (`Some(None)`
     // for an OCI artifact without one: it may use nothing).
     let (bytes, file_name, default_name, rules) = match OciRef::parse(&agent) {

@@ -89,6 +89,9 @@ impl Sdk {
             env!("CARGO_PKG_VERSION"),
             &hex::encode(hash.finalize())[..12]
         );
+        // Absolute: the builders run in the agent's directory.
+        let data_dir = std::path::absolute(data_dir)
+            .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
         let parent = data_dir.join("sdk");
         let root = parent.join(&id);
         if root.is_dir() {
@@ -96,7 +99,12 @@ impl Sdk {
         }
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
-        let staging = tempfile_dir(&parent, &id)?;
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{id}."))
+            .suffix(".partial")
+            .tempdir_in(&parent)
+            .with_context(|| format!("cannot create a directory in {}", parent.display()))?
+            .keep();
         for (path, bytes) in embedded::FILES {
             let file = staging.join(path);
             if let Some(dir) = file.parent() {
@@ -127,14 +135,6 @@ pub(crate) fn data_dir(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(warden_host::config::default_data_dir)
 }
 
-/// A new empty directory beside the final one, for staging.
-fn tempfile_dir(parent: &Path, id: &str) -> anyhow::Result<PathBuf> {
-    let dir = parent.join(format!(".{id}.{}.partial", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
-}
-
 /// `text` as a TOML basic string.
 pub(crate) fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
@@ -149,7 +149,7 @@ pub(crate) fn toml_string(text: &str) -> String {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   warden sdk
-  warden sdk --lang rust >> Cargo.toml   # under [dependencies]")]
+  warden sdk --lang rust      # the line for [dependencies] in a Rust agent's Cargo.toml")]
 pub(crate) struct SdkArgs {
     /// Print only what this language needs.
     #[arg(long, value_enum)]

@@ -261,10 +261,16 @@ async fn publish_local(args: &SubmitArgs) -> anyhow::Result<Option<(String, Opti
     let path = Path::new(&args.agent);
     // A directory only when written as a path (`./greeter`): `greeter`
     // alone is the published agent (its newest version).
-    let looks_like_path = args.agent.contains(std::path::MAIN_SEPARATOR)
-        || args.agent.contains('/')
-        || args.agent == "."
-        || args.agent == "..";
+    let looks_like_path =
+        args.agent.contains(std::path::MAIN_SEPARATOR) || args.agent == "." || args.agent == "..";
+    let is_wasm = path.is_file() && path.extension().is_some_and(|e| e == "wasm");
+    if args.dry_run && ((path.is_dir() && looks_like_path) || is_wasm) {
+        bail!(
+            "--dry-run checks a published agent and publishes nothing: publish {} first \
+             (`warden submit` without --dry-run does, as a dev version)",
+            output::safe(&args.agent)
+        );
+    }
     let mut input = None;
     let (wasm, name, manifest) = if path.is_dir() && looks_like_path {
         let project = crate::project::Project::open(path)?;
@@ -277,7 +283,7 @@ async fn publish_local(args: &SubmitArgs) -> anyhow::Result<Option<(String, Opti
         let file = project.dir.join("input.json");
         input = file.is_file().then(|| format!("@{}", file.display()));
         (out, project.name, manifest)
-    } else if path.is_file() && path.extension().is_some_and(|e| e == "wasm") {
+    } else if is_wasm {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -289,6 +295,12 @@ async fn publish_local(args: &SubmitArgs) -> anyhow::Result<Option<(String, Opti
             )
         })?;
         (path.to_path_buf(), name, args.manifest.clone())
+    } else if path.is_dir() && args.manifest.is_some() {
+        bail!(
+            "{0} is a directory here, but `{0}` alone names a published agent: write ./{0} to \
+             submit the directory",
+            output::safe(&args.agent)
+        );
     } else if args.manifest.is_some() {
         bail!(
             "--manifest is for a local agent (a directory or .wasm file), and {} is neither",

@@ -43,7 +43,15 @@ pub(crate) async fn watch(project: Project, sdk: Sdk, url: String) {
                         project.name
                     ),
                     Ok(None) => eprintln!("{}: the build did not change", project.name),
-                    Err(e) => eprintln!("error: {}: cannot publish: {e:#}", project.name),
+                    Err(e) => {
+                        eprintln!(
+                            "error: {}: cannot publish (trying again): {e:#}",
+                            project.name
+                        );
+                        // Look again (the build is fresh: publish only).
+                        seen = None;
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
                 },
                 Ok(Err(e)) => eprintln!("error: {e:#}\n(watching {} for the fix)", project.name),
                 Err(e) => eprintln!("error: {}: the build stopped: {e}", project.name),

@@ -97,10 +97,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl ComponentCache {
-    pub fn new(dir: PathBuf, engine: &Engine, max_bytes: u64) -> std::io::Result<Self> {
+    /// A cache in `dir` for artifacts of `engine`, checked against the
+    /// compile bounds `shape_key` (`CompileLimits::shape_key`).
+    pub fn new(
+        dir: PathBuf,
+        engine: &Engine,
+        max_bytes: u64,
+        shape_key: &str,
+    ) -> std::io::Result<Self> {
         warden_core::files::private_dir(&dir)?;
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
+        shape_key.hash(&mut h);
         let engine_hash = hex::encode(&h.0.finalize()[..8]);
         let key = load_or_create_key(&Self::key_path(&dir))?;
         Ok(ComponentCache {

@@ -48,6 +48,22 @@ pub struct CompileLimits {
     pub max_memory_bytes: u64,
 }
 
+impl CompileLimits {
+    /// The bounds on a component's shape, as text: part of the compile
+    /// cache's key, so that an artifact is used only under the bounds it
+    /// was checked against (the cache skips the walk).
+    pub fn shape_key(&self) -> String {
+        format!(
+            "{}/{}/{}/{}/{}",
+            self.max_component_bytes,
+            self.max_functions,
+            self.max_function_bytes,
+            self.max_locals,
+            self.max_nesting
+        )
+    }
+}
+
 impl Default for CompileLimits {
     fn default() -> Self {
         CompileLimits {

@@ -142,7 +142,13 @@ impl AgentEngine {
 
         let cache = match cache_dir {
             Some(dir) => Some(
-                ComponentCache::new(dir.clone(), &engine, config.cache_max_bytes).map_err(|e| {
+                ComponentCache::new(
+                    dir.clone(),
+                    &engine,
+                    config.cache_max_bytes,
+                    &config.compile.shape_key(),
+                )
+                .map_err(|e| {
                     LoadError::Host(format!(
                         "cannot create compile cache {}: {e}",
                         dir.display()
@@ -241,8 +247,9 @@ impl AgentEngine {
             Some(c) => (c, LoadSource::Cache),
             None => {
                 // The compile bounds guard the compiler: a cached artifact
-                // is past it (and this walk of every function body was a
-                // quarter of a warm load).
+                // was checked against these same bounds (they are part of
+                // the cache key), and this walk of every function body was
+                // a quarter of a warm load.
                 crate::compile::check_shape(name, bytes, &inner.config.compile)?;
                 progress.compiling(bytes.len());
                 let compiled = self.compile(name, &digest, bytes);

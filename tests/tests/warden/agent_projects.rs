@@ -257,3 +257,112 @@ fn what_a_new_user_gets_wrong_is_named() {
         "{said}"
     );
 }
+
+/// `warden run --llm-script`: tool calls, a scripted failure and a script
+/// that runs out, each as the agent sees it; `warden run --mock-llm`.
+#[test]
+fn an_llm_script_answers_in_order_and_says_when_it_runs_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, data) = (tmp.path(), tmp.path().join("data"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let research = root.join("examples/research-agent/warden.toml");
+    let script = |name: &str, text: &str| {
+        let path = home.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let run = |script: &str, input: &str| {
+        warden_in(
+            home,
+            &data,
+            &[
+                "run",
+                warden_tests::examples::RESEARCH_AGENT,
+                "--manifest",
+                research.to_str().unwrap(),
+                "--llm-script",
+                script,
+                "--input",
+                input,
+                "--json",
+            ],
+        )
+    };
+    let question = r#"{"question":"What is Wasm?","model":"m"}"#;
+
+    // A tool call, then the answer: the agent's loop runs on the script.
+    let tools = script(
+        "tools.json",
+        r#"[{"tool_calls": [{"name": "save_note", "arguments": {"key": "k", "text": "scripted"}}]},
+            {"content": "Wasm is a portable binary format.", "completion_tokens": 7}]"#,
+    );
+    let out = run(&tools, question);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let done = json(&out);
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(
+        done["output"]["answer"],
+        "Wasm is a portable binary format."
+    );
+    assert_eq!(
+        done["output"]["tools_used"],
+        serde_json::json!(["save_note"])
+    );
+    assert_eq!(done["output"]["stopped"], "answered");
+    assert_eq!(done["usage"]["llm_calls"], 2);
+    assert!(!said.contains("note:"), "every reply used: {said}");
+
+    // A scripted 429 is the provider rate limiting, as the agent sees it.
+    let limited = script("limited.json", r#"[{"status": 429}]"#);
+    let done = json(&run(&limited, question));
+    assert_eq!(done["error"]["kind"], "guest_error", "{done}");
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limiting"),
+        "{done}"
+    );
+
+    // A call past the script's end fails, and the run says so.
+    let short = script("short.json", "[]");
+    let out = run(&short, question);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let done = json(&out);
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has 0 replies and this is chat call 1"),
+        "{done}"
+    );
+    assert!(
+        said.contains("the agent made 1 chat call and the LLM script has 0 replies"),
+        "{said}"
+    );
+
+    // --mock-llm: the canned stand-in, a default model included.
+    let summarize = root.join("examples/llm-summarize/warden.toml");
+    let done = json(&warden_in(
+        home,
+        &data,
+        &[
+            "run",
+            warden_tests::examples::LLM_SUMMARIZE,
+            "--manifest",
+            summarize.to_str().unwrap(),
+            "--mock-llm",
+            "--input",
+            r#"{"text":"Warden runs agents under hard budgets.","max_words":5}"#,
+            "--json",
+        ],
+    ));
+    assert_eq!(done["status"], "ok", "{done}");
+    assert!(
+        done["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Summary: "),
+        "{done}"
+    );
+}
