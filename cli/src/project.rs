@@ -66,6 +66,21 @@ impl Project {
         self.dir.join("target").join(format!("{}.wasm", self.name))
     }
 
+    /// The default build, built first unless it is fresh.
+    pub(crate) fn ensure_built(&self, sdk: &Sdk) -> anyhow::Result<PathBuf> {
+        let out = self.default_output();
+        if !self.is_fresh(sdk, &out) {
+            self.build(sdk, &out)?;
+        }
+        Ok(out)
+    }
+
+    /// The agent's test input, `input.json`, as `@FILE`, if it has one.
+    pub(crate) fn default_input(&self) -> Option<String> {
+        let file = self.dir.join("input.json");
+        file.is_file().then(|| format!("@{}", file.display()))
+    }
+
     /// The capability manifest, if the directory has one.
     pub(crate) fn manifest(&self) -> Option<PathBuf> {
         Some(self.dir.join("warden.toml")).filter(|m| m.is_file())

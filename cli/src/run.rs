@@ -143,19 +143,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let (agent, manifest, input) = match &project {
         Some(p) => {
-            let sdk = crate::sdk::Sdk::unpacked(&config.data_dir)?;
-            let out = p.default_output();
-            if !p.is_fresh(&sdk, &out) {
-                p.build(&sdk, &out)?;
-            }
-            let input = args.input.clone().or_else(|| {
-                let file = p.dir.join("input.json");
-                file.is_file().then(|| format!("@{}", file.display()))
-            });
+            let out = p.ensure_built(&crate::sdk::Sdk::unpacked(&config.data_dir)?)?;
             (
                 out.display().to_string(),
                 args.manifest.clone().or_else(|| p.manifest()),
-                input,
+                args.input.clone().or_else(|| p.default_input()),
             )
         }
         None => (

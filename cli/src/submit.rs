@@ -274,14 +274,9 @@ async fn publish_local(args: &SubmitArgs) -> anyhow::Result<Option<(String, Opti
     let mut input = None;
     let (wasm, name, manifest) = if path.is_dir() && looks_like_path {
         let project = crate::project::Project::open(path)?;
-        let sdk = crate::sdk::Sdk::unpacked(&crate::sdk::data_dir(None))?;
-        let out = project.default_output();
-        if !project.is_fresh(&sdk, &out) {
-            project.build(&sdk, &out)?;
-        }
+        let out = project.ensure_built(&crate::sdk::Sdk::unpacked(&crate::sdk::data_dir(None))?)?;
         let manifest = args.manifest.clone().or_else(|| project.manifest());
-        let file = project.dir.join("input.json");
-        input = file.is_file().then(|| format!("@{}", file.display()));
+        input = project.default_input();
         (out, project.name, manifest)
     } else if is_wasm {
         let name = path

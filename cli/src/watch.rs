@@ -21,23 +21,18 @@ pub(crate) fn projects(dirs: &[PathBuf]) -> anyhow::Result<Vec<Project>> {
 /// control plane at `url`.
 pub(crate) async fn watch(project: Project, sdk: Sdk, url: String) {
     let remote = Remote::local(url);
-    let out = project.default_output();
     let mut seen: Option<SystemTime> = None;
     let mut published: Option<Vec<u8>> = None;
     loop {
         let stamp = project.sources_changed_at();
         if seen != Some(stamp) {
             seen = Some(stamp);
-            let (p, s, o) = (project.clone(), sdk.clone(), out.clone());
+            let (p, s) = (project.clone(), sdk.clone());
             // A build newer than the sources (from `warden build`) is used
             // as it is.
-            let built = tokio::task::spawn_blocking(move || match p.is_fresh(&s, &o) {
-                true => Ok(()),
-                false => p.build(&s, &o),
-            })
-            .await;
+            let built = tokio::task::spawn_blocking(move || p.ensure_built(&s)).await;
             match built {
-                Ok(Ok(())) => match publish(&project, &remote, &out, &mut published).await {
+                Ok(Ok(out)) => match publish(&project, &remote, &out, &mut published).await {
                     Ok(Some(reference)) => println!(
                         "published {reference}: `warden submit {}` runs it",
                         project.name

@@ -39,8 +39,6 @@ pub struct AgentComponent {
     pub(crate) pre: AgentPre<RunState>,
     /// sha256 of the component bytes, hex.
     pub digest: String,
-    /// Size of the component, in bytes.
-    pub size: usize,
 }
 
 impl AgentComponent {
@@ -59,7 +57,6 @@ impl std::fmt::Debug for AgentComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentComponent")
             .field("digest", &self.digest)
-            .field("size", &self.size)
             .finish()
     }
 }
@@ -237,35 +234,51 @@ impl AgentEngine {
         progress: &dyn LoadProgress,
     ) -> Result<(AgentComponent, LoadSource), LoadError> {
         check_is_component(name, bytes)?;
-        let inner = &self.inner;
         let digest = sha256_hex(bytes);
-        let cached = inner
+        if let Some(component) = self.load_cached(name, &digest)? {
+            return Ok((component, LoadSource::Cache));
+        }
+        // The compile bounds guard the compiler: a cached artifact was
+        // checked against these same bounds (they are part of the cache
+        // key), and this walk of every function body was a quarter of a
+        // warm load.
+        crate::compile::check_shape(name, bytes, &self.inner.config.compile)?;
+        progress.compiling(bytes.len());
+        let compiled = self.compile(name, &digest, bytes);
+        progress.done();
+        let pre = self.pre_instantiate(name, &compiled?)?;
+        Ok((AgentComponent { pre, digest }, LoadSource::Compiled))
+    }
+
+    /// The component whose sha256 is `digest` (hex), from the compile cache
+    /// and pre-instantiated, without its bytes: a node that ran it before
+    /// (in this process or an earlier one) needs neither the component nor
+    /// its hash. `None` when the cache has no intact entry for it, or there
+    /// is no cache.
+    pub fn load_cached(
+        &self,
+        name: &str,
+        digest: &str,
+    ) -> Result<Option<AgentComponent>, LoadError> {
+        let inner = &self.inner;
+        // The digest names files: only a sha256 in hex may.
+        let is_sha256 = digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let Some(component) = inner
             .cache
             .as_ref()
-            .and_then(|c| c.load(&inner.engine, &digest));
-        let (component, source) = match cached {
-            Some(c) => (c, LoadSource::Cache),
-            None => {
-                // The compile bounds guard the compiler: a cached artifact
-                // was checked against these same bounds (they are part of
-                // the cache key), and this walk of every function body was
-                // a quarter of a warm load.
-                crate::compile::check_shape(name, bytes, &inner.config.compile)?;
-                progress.compiling(bytes.len());
-                let compiled = self.compile(name, &digest, bytes);
-                progress.done();
-                (compiled?, LoadSource::Compiled)
-            }
+            .filter(|_| is_sha256)
+            .and_then(|c| c.load(&inner.engine, digest))
+        else {
+            return Ok(None);
         };
         let pre = self.pre_instantiate(name, &component)?;
-        Ok((
-            AgentComponent {
-                pre,
-                digest,
-                size: bytes.len(),
-            },
-            source,
-        ))
+        Ok(Some(AgentComponent {
+            pre,
+            digest: digest.to_string(),
+        }))
     }
 
     /// Compiles `bytes`: in a compile worker if this process has one, else

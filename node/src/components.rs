@@ -1,6 +1,8 @@
 //! [`ComponentStore`]: components by digest for this node: in memory
-//! (compiled, pre-instantiated; the [`MAX_LOADED`] most recently used), on
-//! disk (`data_dir/blobs`, verified against the digest on every read,
+//! (compiled, pre-instantiated; the [`MAX_LOADED`] most recently used), in
+//! the compile cache (found by digest, authenticated; the component's bytes
+//! are not needed then), on disk (`data_dir/blobs`, verified against the
+//! digest on every read,
 //! bounded like the compile cache with least-recently-used eviction),
 //! fetched from the registry once, with concurrent fetches of one digest
 //! deduplicated.
@@ -41,6 +43,13 @@ pub(super) struct ComponentStore {
 
 fn host_error(message: String) -> RunFailure {
     RunFailure::new(FailureKind::HostError, message)
+}
+
+fn load_failure(e: LoadError) -> RunFailure {
+    match e {
+        LoadError::Invalid(m) => RunFailure::new(FailureKind::InvalidComponent, m),
+        LoadError::Host(m) => host_error(m),
+    }
 }
 
 impl ComponentStore {
@@ -135,12 +144,64 @@ impl ComponentStore {
         digest: &str,
     ) -> Result<AgentComponent, RunFailure> {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        // Compiled here before: the compile cache has it by digest, and
+        // the component's bytes are not needed.
+        let cached = {
+            let (sandbox, hex) = (sandbox.clone(), hex.to_string());
+            tokio::task::spawn_blocking(move || sandbox.engine().load_cached(&hex, &hex))
+                .await
+                .map_err(|e| host_error(e.to_string()))?
+                .map_err(load_failure)?
+        };
+        if let Some(component) = cached {
+            self.count_load("disk");
+            self.count_compile("cache");
+            return Ok(component);
+        }
+        let bytes = self.blob(sandbox, digest, hex).await?;
+        let sandbox = sandbox.clone();
+        let digest = digest.to_string();
+        let started = std::time::Instant::now();
+        let (component, source) =
+            tokio::task::spawn_blocking(move || sandbox.engine().load(&digest, &bytes, &Quiet))
+                .await
+                .map_err(|e| host_error(e.to_string()))?
+                .map_err(load_failure)?;
+        match source {
+            LoadSource::Cache => self.count_compile("cache"),
+            LoadSource::Compiled => {
+                self.metrics
+                    .compile_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.count_compile("compiled");
+            }
+        }
+        Ok(component)
+    }
+
+    /// Counts a load by whether it compiled.
+    fn count_compile(&self, result: &'static str) {
+        tracing::Span::current().record("warden.component.compile", result);
+        self.metrics
+            .compiles
+            .get_or_create(&crate::metrics::CompileLabel { result })
+            .inc();
+    }
+
+    /// The component's bytes, verified against `hex`: from the blob cache,
+    /// else fetched from the registry and kept there.
+    async fn blob(
+        &self,
+        sandbox: &Sandbox,
+        digest: &str,
+        hex: &str,
+    ) -> Result<Vec<u8>, RunFailure> {
         let path = self.dir.join(format!("{hex}.wasm"));
-        let bytes = match std::fs::read(&path) {
+        match std::fs::read(&path) {
             Ok(bytes) if sha256_hex(&bytes) == hex => {
                 touch(&path);
                 self.count_load("disk");
-                bytes
+                Ok(bytes)
             }
             _ => {
                 self.count_load("registry");
@@ -156,35 +217,9 @@ impl ComponentStore {
                 if let Err(e) = evict_lru(&self.dir, sandbox.engine().cache_max_bytes(), &path) {
                     tracing::warn!(error = %e, "cannot evict old component blobs");
                 }
-                bytes
+                Ok(bytes)
             }
-        };
-        let sandbox = sandbox.clone();
-        let digest = digest.to_string();
-        let started = std::time::Instant::now();
-        let (component, source) =
-            tokio::task::spawn_blocking(move || sandbox.engine().load(&digest, &bytes, &Quiet))
-                .await
-                .map_err(|e| host_error(e.to_string()))?
-                .map_err(|e| match e {
-                    LoadError::Invalid(m) => RunFailure::new(FailureKind::InvalidComponent, m),
-                    LoadError::Host(m) => host_error(m),
-                })?;
-        let result = match source {
-            LoadSource::Cache => "cache",
-            LoadSource::Compiled => {
-                self.metrics
-                    .compile_duration
-                    .observe(started.elapsed().as_secs_f64());
-                "compiled"
-            }
-        };
-        tracing::Span::current().record("warden.component.compile", result);
-        self.metrics
-            .compiles
-            .get_or_create(&crate::metrics::CompileLabel { result })
-            .inc();
-        Ok(component)
+        }
     }
 
     async fn fetch(&self, digest: &str) -> Result<Vec<u8>, RunFailure> {

@@ -4,8 +4,11 @@
 //!   its `InstancePre` (pooling allocator), one call, store dropped.
 //! - `per_run/native_process_spawn`: spawning a native program that does the
 //!   same echo (the process-per-run design).
-//! - `load/{cold_compile,warm_cache}`: the largest example, compiled from
-//!   scratch vs loaded from the on-disk cache (checksum + deserialize).
+//! - `load/{cold_compile,warm_cache,warm_cache_by_digest}`: the largest
+//!   example, compiled from scratch vs loaded from the on-disk cache: from
+//!   its bytes (what `warden run FILE` does: hash them, then the cache) and
+//!   by its digest (what a node does: it knows the digest, and needs no
+//!   bytes when the cache has the component).
 //!
 //! Run: `cargo bench -p warden-tests --bench run_hello`. Results go in
 //! docs/BENCHMARKS.md.
@@ -85,6 +88,15 @@ fn load_times(c: &mut Criterion) {
                 .load("research_agent", &bytes, &Quiet)
                 .unwrap();
             assert_eq!(source, warden_host::LoadSource::Cache);
+        })
+    });
+    let digest = warden_host::cache::sha256_hex(&bytes);
+    group.bench_function("warm_cache_by_digest", |b| {
+        b.iter(|| {
+            warm.engine()
+                .load_cached("research_agent", &digest)
+                .unwrap()
+                .expect("in the cache")
         })
     });
     group.finish();

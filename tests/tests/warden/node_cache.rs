@@ -1,6 +1,7 @@
 //! The node's component cache across nodes and restarts, in one process
 //! with a real control plane over gRPC: each node fetches a component once,
-//! keeps it across restarts, re-fetches a damaged blob, and pre-warms.
+//! keeps it across restarts (compiled: the blob is not even read then),
+//! re-fetches a damaged blob, and pre-warms.
 
 use std::time::Duration;
 use warden_core::RunState;
@@ -59,9 +60,11 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     );
     assert_eq!(cp.component_fetches(), 2, "one fetch per node, not per run");
 
-    // Restarted on the same data dir: the blob survived, no fetch at all.
+    // Restarted on the same data dir: no fetch at all. The compile cache
+    // has the component by digest, so the blob is not needed either.
     a.stop().await;
     b.stop().await;
+    std::fs::remove_dir_all(dir_a.join("blobs")).unwrap();
     let a = start(&url, "a", &dir_a, &[]);
     let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
     wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
@@ -71,8 +74,9 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     assert_eq!(
         a.agent.component_fetches(),
         0,
-        "the blob survived the restart"
+        "the compiled component survived the restart"
     );
+    assert!(!dir_a.join("blobs").exists(), "the blob was not needed");
     assert_eq!(cp.component_fetches(), 2);
     a.stop().await;
 
@@ -99,7 +103,9 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     );
     c.stop().await;
 
-    // A damaged blob is detected and fetched again, never loaded.
+    // A damaged blob is detected and fetched again, never loaded (with the
+    // compile cache gone, the blob is what the node has).
+    std::fs::remove_dir_all(dir_b.join("cache")).unwrap();
     let blob = std::fs::read_dir(dir_b.join("blobs"))
         .unwrap()
         .map(|e| e.unwrap().path())
