@@ -185,9 +185,9 @@ impl ControlPlane {
 
     /// Adds this control plane's metrics to `registry` (for
     /// `--admin-addr`), each named `warden_…`.
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+    pub fn register_metrics(&self, registry: &mut warden_telemetry::metrics::Registry) {
         self.metrics
-            .register(registry.sub_registry_with_prefix(warden_core::METRICS_PREFIX));
+            .register(&mut registry.prefixed(warden_core::METRICS_PREFIX));
     }
 
     /// This control plane as the admin endpoints report on it: ready while

@@ -4,33 +4,38 @@
 //! age, nodes) are the whole cluster's, from the store.
 
 use crate::ControlPlane;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use warden_telemetry::label_set;
+use warden_telemetry::metrics::{
+    Counter, Family, Gauge, Histogram, Prefixed, Unit, exponential_buckets,
+};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct OutcomeLabel {
     /// `recorded`, `already_recorded` or `rejected` (results); `delivered`,
     /// `retry` or `failed` (webhook tries).
     pub(crate) outcome: &'static str,
 }
+label_set!(OutcomeLabel { outcome });
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct RunsLabel {
     state: &'static str,
     tenant: String,
     agent: String,
 }
+label_set!(RunsLabel {
+    state,
+    tenant,
+    agent
+});
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct StateLabel {
     state: String,
 }
+label_set!(StateLabel { state });
 
 /// Everything a control plane counts.
 #[derive(Clone)]
@@ -74,7 +79,7 @@ impl ControlPlaneMetrics {
             .inc();
     }
 
-    pub(crate) fn register(&self, r: &mut Registry) {
+    pub(crate) fn register(&self, r: &mut Prefixed<'_>) {
         let m = self.clone();
         r.register(
             "runs_submitted",

@@ -22,6 +22,8 @@ pub mod files;
 pub mod grant;
 pub mod id;
 pub mod manifest;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod pattern;
 #[cfg(feature = "proto")]
 pub mod proto;

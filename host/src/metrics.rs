@@ -4,18 +4,15 @@
 //! (sent, failed, denied and why). Labels are bounded: models beyond the
 //! first [`MAX_MODELS`] seen are counted as `other`.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use warden_core::label_set;
+use warden_core::metrics::{Counter, Family, Histogram, Registry, Unit, exponential_buckets};
 
 /// Distinct model names kept as label values.
 pub const MAX_MODELS: usize = 64;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct GenAiLabels {
     pub gen_ai_operation_name: &'static str,
     pub gen_ai_provider_name: &'static str,
@@ -23,8 +20,14 @@ pub struct GenAiLabels {
     /// Empty when the call succeeded, else the error's name.
     pub error_type: &'static str,
 }
+label_set!(GenAiLabels {
+    gen_ai_operation_name,
+    gen_ai_provider_name,
+    gen_ai_request_model,
+    error_type
+});
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct TokenLabels {
     pub gen_ai_operation_name: &'static str,
     pub gen_ai_provider_name: &'static str,
@@ -32,14 +35,21 @@ pub struct TokenLabels {
     /// `input` or `output`.
     pub gen_ai_token_type: &'static str,
 }
+label_set!(TokenLabels {
+    gen_ai_operation_name,
+    gen_ai_provider_name,
+    gen_ai_request_model,
+    gen_ai_token_type
+});
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct HttpLabels {
     /// `response` (an answer came, any status), `error` (no answer:
     /// connect, TLS, timeout), or `denied_policy`, `denied_address`,
     /// `denied_budget` (refused before sending).
     pub outcome: &'static str,
 }
+label_set!(HttpLabels { outcome });
 
 /// The capabilities' metrics, shared by every run of a node.
 #[derive(Clone, Debug)]
@@ -50,39 +60,23 @@ pub struct HostMetrics {
     models: Arc<Mutex<HashSet<String>>>,
 }
 
-/// `value` escaped for a label in the Prometheus and OpenMetrics text
-/// formats (`\\`, `\"`, `\n`): prometheus-client writes label values as
-/// they are, so a model name a guest chose could otherwise end the label
-/// and write metrics of its own into the node's exposition. Only its first
-/// 256 bytes are kept.
-fn escape_label(value: &str) -> String {
+/// `value`'s first 256 bytes (cut at a character's edge): a model name is
+/// the guest's word. The registry escapes label values for the text format.
+fn cut(value: &str) -> String {
     let mut end = value.len().min(256);
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    let mut out = String::with_capacity(end);
-    for c in value[..end].chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    value[..end].to_string()
 }
 
 impl Default for HostMetrics {
     fn default() -> Self {
         HostMetrics {
             // The GenAI conventions' advice: 10 ms to ~82 s.
-            operation_duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.01, 2.0, 14))
-            }),
+            operation_duration: Family::new(|| Histogram::new(exponential_buckets(0.01, 2.0, 14))),
             // 1 to 4^13 (~67 M) tokens.
-            token_usage: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(1.0, 4.0, 14))
-            }),
+            token_usage: Family::new(|| Histogram::new(exponential_buckets(1.0, 4.0, 14))),
             http_requests: Family::default(),
             models: Arc::default(),
         }
@@ -93,19 +87,20 @@ impl HostMetrics {
     /// Adds every metric to `registry`: the GenAI ones as OpenTelemetry
     /// names them, Warden's own named `warden_…`.
     pub fn register(&self, r: &mut Registry) {
-        r.register_with_unit(
-            "gen_ai_client_operation_duration",
+        let mut gen_ai = r.prefixed("gen_ai_client");
+        gen_ai.register_with_unit(
+            "operation_duration",
             "GenAI operation duration (gen_ai.client.operation.duration): LLM calls by operation, provider, model and error type",
             Unit::Seconds,
             self.operation_duration.clone(),
         );
-        r.register(
-            "gen_ai_client_token_usage",
+        gen_ai.register(
+            "token_usage",
             "Tokens used per LLM call (gen_ai.client.token.usage), by operation, provider, model and token type (input, output)",
             self.token_usage.clone(),
         );
         // Warden's own, unlike the GenAI ones: `warden_http_client_requests`.
-        r.sub_registry_with_prefix(warden_core::METRICS_PREFIX).register(
+        r.prefixed(warden_core::METRICS_PREFIX).register(
             "http_client_requests",
             "Outgoing HTTP requests of agents by outcome: response, error, or denied (denied_policy: not on the grant's allow-list; denied_address: a refused address after DNS; denied_budget: over the run's request budget)",
             self.http_requests.clone(),
@@ -113,16 +108,17 @@ impl HostMetrics {
     }
 
     /// `model` (the guest's word, with a `*` grant) as a label value:
-    /// itself among the first [`MAX_MODELS`] seen, else `other`; escaped
-    /// as the exposition format wants ([`escape_label`]).
+    /// itself (its first 256 bytes) among the first [`MAX_MODELS`] seen,
+    /// else `other`.
     fn model(&self, model: &str) -> String {
+        let model = cut(model);
         let mut seen = self.models.lock().unwrap();
-        if seen.contains(model) {
-            return escape_label(model);
+        if seen.contains(&model) {
+            return model;
         }
         if seen.len() < MAX_MODELS {
-            seen.insert(model.to_string());
-            return escape_label(model);
+            seen.insert(model.clone());
+            return model;
         }
         "other".to_string()
     }
@@ -184,12 +180,11 @@ mod tests {
     #[test]
     fn a_model_name_cannot_write_metrics_into_the_exposition() {
         let metrics = HostMetrics::default();
-        let mut registry = prometheus_client::registry::Registry::with_prefix("warden");
+        let mut registry = warden_core::metrics::Registry::default();
         metrics.register(&mut registry);
         let hostile = "m\"} 1\nwarden_forged_total 999\n# \\";
         metrics.llm_call("chat", hostile, 0.5, (3, 4), "");
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = registry.encode().unwrap();
         assert!(
             !text.lines().any(|l| l.starts_with("warden_forged")),
             "{text}"
@@ -199,8 +194,7 @@ mod tests {
         // A long name is cut, at a character's edge.
         let long = "é".repeat(200);
         metrics.llm_call("chat", &long, 0.5, (1, 1), "");
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = registry.encode().unwrap();
         assert!(
             text.contains(&format!("model=\"{}\"", "é".repeat(128))),
             "{text}"
@@ -208,7 +202,7 @@ mod tests {
         assert!(!text.contains(&"é".repeat(129)), "{text}");
         // Every sample line is one metric: name, labels, value.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("warden_"), "{line:?} in {text}");
+            assert!(line.starts_with("gen_ai_client_"), "{line:?} in {text}");
         }
     }
 }

@@ -209,10 +209,10 @@ impl NodeAgent {
 
     /// Adds this node's metrics to `registry` (for `--admin-addr`): its
     /// own named `warden_…`, the GenAI ones as OpenTelemetry names them.
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+    pub fn register_metrics(&self, registry: &mut warden_telemetry::metrics::Registry) {
         self.sandbox.metrics().register(registry);
         self.metrics
-            .register(registry.sub_registry_with_prefix(warden_core::METRICS_PREFIX));
+            .register(&mut registry.prefixed(warden_core::METRICS_PREFIX));
     }
 
     /// This node as the admin endpoints report on it: ready while

@@ -4,36 +4,41 @@
 //! ids.
 
 use crate::NodeAgent;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use warden_telemetry::label_set;
+use warden_telemetry::metrics::{
+    Counter, Family, Gauge, Histogram, Prefixed, Unit, exponential_buckets,
+};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct AgentLabel {
     /// The run's tenant: two tenants' agents of one name are not one.
     pub(crate) tenant: String,
     pub(crate) agent: String,
 }
+label_set!(AgentLabel { tenant, agent });
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct KindLabel {
     pub(crate) kind: String,
 }
+label_set!(KindLabel { kind });
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct AgentKindLabel {
     /// The run's tenant: two tenants' agents of one name are not one.
     pub(crate) tenant: String,
     pub(crate) agent: String,
     pub(crate) kind: String,
 }
+label_set!(AgentKindLabel {
+    tenant,
+    agent,
+    kind
+});
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct TokenLabel {
     /// The run's tenant: two tenants' agents of one name are not one.
     pub(crate) tenant: String,
@@ -41,21 +46,28 @@ pub(crate) struct TokenLabel {
     /// `input` or `output`.
     pub(crate) token_type: &'static str,
 }
+label_set!(TokenLabel {
+    tenant,
+    agent,
+    token_type
+});
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct SourceLabel {
     /// Where a component came from: `memory` (loaded before), `disk` (the
-    /// blob cache) or `registry` (fetched).
+    /// compile cache or the blob cache) or `registry` (fetched).
     pub(crate) source: &'static str,
 }
+label_set!(SourceLabel { source });
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct CompileLabel {
     /// `cache` (the compile cache had it) or `compiled`.
     pub(crate) result: &'static str,
 }
+label_set!(CompileLabel { result });
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+type Histograms<L> = Family<L, Histogram>;
 
 fn seconds() -> Histogram {
     // 1 ms to about 2 min.
@@ -115,11 +127,11 @@ impl Default for NodeMetrics {
             lease_stream_errors: Counter::default(),
             lease_stream_reconnects: Counter::default(),
             lease_processing_duration: seconds(),
-            agent_execution_duration: Family::new_with_constructor(seconds),
+            agent_execution_duration: Family::new(seconds),
             agent_tokens: Family::default(),
-            agent_cost_usd: Family::new_with_constructor(dollars),
-            agent_fuel_consumed: Family::new_with_constructor(fuel),
-            agent_peak_memory: Family::new_with_constructor(bytes),
+            agent_cost_usd: Family::new(dollars),
+            agent_fuel_consumed: Family::new(fuel),
+            agent_peak_memory: Family::new(bytes),
             component_loads: Family::default(),
             component_load_duration: seconds(),
             compiles: Family::default(),
@@ -134,7 +146,7 @@ impl Default for NodeMetrics {
 
 impl NodeMetrics {
     /// Adds every metric to `registry`.
-    pub(crate) fn register(&self, r: &mut Registry) {
+    pub(crate) fn register(&self, r: &mut Prefixed<'_>) {
         let m = self.clone();
         r.register(
             "leases_received",
@@ -211,7 +223,7 @@ impl NodeMetrics {
         );
         r.register(
             "component_loads",
-            "Components a run needed, by source: memory (loaded before), disk (blob cache) or registry (fetched)",
+            "Components a run needed, by source: memory (loaded before), disk (the compile cache or the blob cache) or registry (fetched)",
             m.component_loads,
         );
         r.register_with_unit(

@@ -13,10 +13,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::registry::Registry;
+use metrics::Registry;
 use std::sync::Arc;
 
-pub use prometheus_client;
+pub use warden_core::{label_set, metrics};
 
 mod otlp_env;
 pub mod otlp_metrics;
@@ -67,14 +67,24 @@ impl Admin {
     /// Every metric, refreshed, in the OpenMetrics text format.
     pub async fn metrics(&self) -> String {
         let _scrape = self.scrape.lock().await;
+        self.refresh().await;
+        self.registry.encode().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot encode metrics");
+            String::new()
+        })
+    }
+
+    /// Every metric's values, refreshed (for the OTLP push).
+    pub async fn read(&self) -> Vec<metrics::Reading> {
+        let _scrape = self.scrape.lock().await;
+        self.refresh().await;
+        self.registry.read()
+    }
+
+    async fn refresh(&self) {
         for c in &self.components {
             c.refresh().await;
         }
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
-        out
     }
 
     /// Whether every component is ready, and the JSON `/readyz` answers.
@@ -193,13 +203,13 @@ pub async fn serve(
 
 /// Histogram buckets for durations in milliseconds: 1 ms to about 2 min.
 pub fn millisecond_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 18)
+    metrics::exponential_buckets(1.0, 2.0, 18)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus_client::metrics::counter::Counter;
+    use metrics::Counter;
 
     struct Fixed(&'static str, Vec<String>);
 
@@ -220,7 +230,9 @@ mod tests {
     async fn readiness_names_what_is_not_ready_and_metrics_are_openmetrics() {
         let mut registry = Registry::default();
         let counter = Counter::<u64>::default();
-        registry.register("things", "Things done", counter.clone());
+        registry
+            .prefixed("test")
+            .register("things", "Things done", counter.clone());
         counter.inc_by(2);
         let admin = Admin::new(
             registry,
@@ -231,13 +243,13 @@ mod tests {
         );
         let text = admin.metrics().await;
         assert!(
-            text.contains("# TYPE things counter\nthings_total 2\n"),
+            text.contains("# TYPE test_things counter\ntest_things_total 2\n"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(
             classic(&text),
-            "# HELP things_total Things done.\n# TYPE things_total counter\nthings_total 2\n"
+            "# HELP test_things_total Things done.\n# TYPE test_things_total counter\ntest_things_total 2\n"
         );
         let (ready, body) = admin.readiness().await;
         assert!(!ready);

@@ -13,7 +13,7 @@ pub(super) struct AdminParts {
     pub(super) addr: Option<SocketAddr>,
     /// The OpenTelemetry service name for metrics pushed over OTLP.
     pub(super) service: &'static str,
-    pub(super) registry: warden_telemetry::prometheus_client::registry::Registry,
+    pub(super) registry: warden_telemetry::metrics::Registry,
     pub(super) components: Vec<Arc<dyn warden_telemetry::Component>>,
 }
 

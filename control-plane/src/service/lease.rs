@@ -233,7 +233,7 @@ impl ControlPlane {
 }
 
 /// Counts a lease stream as open until dropped.
-struct OpenStream(prometheus_client::metrics::gauge::Gauge);
+struct OpenStream(warden_telemetry::metrics::Gauge);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {

@@ -19,10 +19,9 @@ async fn fetch(sb: &Sandbox, url: &str, allow: &[&str]) -> Value {
 
 /// The sandbox's `warden_http_client_requests_total` sample for `outcome`.
 fn requests(sb: &Sandbox, outcome: &str) -> u64 {
-    let mut registry = prometheus_client::registry::Registry::default();
+    let mut registry = warden_telemetry::metrics::Registry::default();
     sb.metrics().register(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let text = registry.encode().unwrap();
     let sample = format!("warden_http_client_requests_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&sample))
