@@ -4,9 +4,9 @@
 //! Deserializing a precompiled artifact runs its machine code, so the cache
 //! only loads artifacts it wrote itself: every artifact has a sidecar with
 //! its MAC (keyed BLAKE3) under a key only this data dir holds (`cache.key`
-//! beside the cache, mode 0600, made on first use), checked in constant time on
-//! the bytes in memory, and those same bytes are what gets deserialized (no
-//! window between the check and the load). A plain checksum would not do:
+//! beside the cache, mode 0600, made on first use), checked in constant
+//! time over the open file, which wasmtime then maps by its descriptor
+//! (the file checked, not whatever its name points to by then). A plain checksum would not do:
 //! whoever can write the artifact can rewrite its checksum too. A missing,
 //! truncated or tampered entry is a miss: it is logged and deleted, and the
 //! component is compiled again.
@@ -159,28 +159,23 @@ impl ComponentCache {
     /// The cached component for `digest`, if an entry this cache wrote
     /// exists, unaltered.
     pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
-        let bytes = std::fs::read(self.artifact_path(digest)).ok()?;
+        let path = self.artifact_path(digest);
+        let mut file = std::fs::File::open(&path).ok()?;
         let Ok(tag) = std::fs::read_to_string(self.mac_path(digest)) else {
             return None;
         };
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
+        mac.update_reader(&mut file).ok()?;
         // `blake3::Hash` compares in constant time.
-        let authentic = blake3::Hash::from_hex(tag.trim()).is_ok_and(|tag| tag == self.mac(&bytes));
+        let authentic = blake3::Hash::from_hex(tag.trim()).is_ok_and(|tag| tag == mac.finalize());
         if !authentic {
             tracing::warn!(%digest, "cached artifact failed its authentication (not written by this node, or altered); deleted, recompiling");
             self.discard(digest);
             return None;
         }
-        if !matches!(
-            Engine::detect_precompiled(&bytes),
-            Some(wasmtime::Precompiled::Component)
-        ) {
-            tracing::warn!(%digest, "cached artifact is not a precompiled component; recompiling");
-            return None;
-        }
-        let component = deserialize_own(engine, &bytes);
-        match component {
+        match deserialize_own_file(engine, &file) {
             Ok(c) => {
-                touch(&self.artifact_path(digest));
+                touch(&path);
                 Some(c)
             }
             Err(e) => {
@@ -210,20 +205,41 @@ impl ComponentCache {
     }
 }
 
-/// Deserializes an artifact this node made: one read back from the cache
-/// after its MAC checked, or one its own compile worker just wrote to a
-/// pipe. The one unsafe call in Warden.
+/// Deserializes an artifact this node's compile worker just wrote to a
+/// pipe (the same binary): bytes in memory, copied into executable memory.
 pub(crate) fn deserialize_own(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: the caller guarantees `bytes` are an artifact wasmtime
-    // produced for this engine's configuration on this machine, unmodified:
-    // either they carry a valid MAC under this data dir's secret key (which
-    // only `store_artifact` computes; the file name carries the engine hash)
-    // or they come straight from this process's compile worker (the same
-    // binary) over a pipe. They are in memory, not mapped from a file, so a
-    // later change on disk cannot change them.
+    // SAFETY: `bytes` are an artifact wasmtime produced for this engine's
+    // configuration on this machine, unmodified: they come straight from
+    // this process's compile worker over a pipe, and are in memory, so no
+    // change on disk can change them.
     #[expect(unsafe_code, reason = "deserializing our own artifact")]
     unsafe {
         Component::deserialize(engine, bytes)
+    }
+}
+
+/// Deserializes the cached artifact open as `file`, whose MAC was just
+/// checked: wasmtime maps it (no copy), named by its descriptor, not its
+/// path, so it is the file that was checked even if the path was renamed
+/// over since.
+fn deserialize_own_file(engine: &Engine, file: &std::fs::File) -> wasmtime::Result<Component> {
+    use std::os::fd::AsRawFd;
+    let by_descriptor = if cfg!(target_os = "linux") {
+        format!("/proc/self/fd/{}", file.as_raw_fd())
+    } else {
+        format!("/dev/fd/{}", file.as_raw_fd())
+    };
+    // SAFETY: the file holds an artifact wasmtime produced for this
+    // engine's configuration (the engine hash is in its name): its MAC,
+    // under this data dir's secret key, which only `store_artifact`
+    // computes, was checked over its contents through this same open file.
+    // The cache never changes a file in place (it writes a new one and
+    // renames it) and never truncates one, so the contents stay as checked
+    // while mapped; changing them in place takes writing this node's own
+    // mode-0600 files, which means being able to read its key as well.
+    #[expect(unsafe_code, reason = "deserializing our own artifact")]
+    unsafe {
+        Component::deserialize_file(engine, by_descriptor)
     }
 }
 
