@@ -250,7 +250,7 @@ impl Project {
 
     /// Whether `out` is newer than every source file of the agent and was
     /// built with this SDK (Rust: never; cargo knows best).
-    pub(crate) fn is_fresh(&self, sdk: &Sdk, out: &Path) -> bool {
+    fn is_fresh(&self, sdk: &Sdk, out: &Path) -> bool {
         if self.lang == Lang::Rust {
             return false;
         }

@@ -27,12 +27,13 @@ pub type Labels = Vec<(&'static str, String)>;
 
 /// A metric's label set: a struct of named values.
 pub trait LabelSet: Clone + Hash + Eq + Send + Sync + std::fmt::Debug + 'static {
-    /// The labels, in the struct's order.
+    /// The labels, in order.
     fn labels(&self) -> Labels;
 }
 
-/// Makes a struct a [`LabelSet`], naming every field in order (a field
-/// left out does not compile): `label_set!(AgentLabel { tenant, agent });`.
+/// Makes a struct a [`LabelSet`]: `label_set!(AgentLabel { tenant, agent });`
+/// names every field (one left out does not compile), in the order the
+/// labels are written (the struct's, by convention).
 #[macro_export]
 macro_rules! label_set {
     ($ty:ident { $($field:ident),+ $(,)? }) => {
@@ -64,40 +65,26 @@ pub struct HistogramValue {
     pub counts: Vec<u64>,
 }
 
-/// A metric whose values can be read.
+/// A metric whose values can be read (its kind is
+/// [`EncodeMetric::metric_type`]).
 pub trait Metric: EncodeMetric + Send + Sync + std::fmt::Debug + 'static {
-    /// Counter, gauge or histogram.
-    fn kind(&self) -> MetricType;
-
     /// Its readings, by label set.
     fn read(&self) -> Vec<(Labels, Value)>;
 }
 
 impl Metric for Counter {
-    fn kind(&self) -> MetricType {
-        MetricType::Counter
-    }
-
     fn read(&self) -> Vec<(Labels, Value)> {
         vec![(Vec::new(), Value::Number(self.get() as f64))]
     }
 }
 
 impl Metric for Gauge {
-    fn kind(&self) -> MetricType {
-        MetricType::Gauge
-    }
-
     fn read(&self) -> Vec<(Labels, Value)> {
         vec![(Vec::new(), Value::Number(self.get() as f64))]
     }
 }
 
 impl Metric for Gauge<f64, AtomicU64> {
-    fn kind(&self) -> MetricType {
-        MetricType::Gauge
-    }
-
     fn read(&self) -> Vec<(Labels, Value)> {
         vec![(Vec::new(), Value::Number(self.get()))]
     }
@@ -124,8 +111,12 @@ impl Histogram {
         }
     }
 
-    /// Counts `v` in the first bucket whose bound is at least `v`.
+    /// Counts `v` in the first bucket whose bound is at least `v` (NaN is
+    /// not counted).
     pub fn observe(&self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
         let mut h = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = h.bounds.partition_point(|bound| *bound < v);
         h.counts[bucket] += 1;
@@ -162,10 +153,6 @@ impl EncodeMetric for Histogram {
 }
 
 impl Metric for Histogram {
-    fn kind(&self) -> MetricType {
-        MetricType::Histogram
-    }
-
     fn read(&self) -> Vec<(Labels, Value)> {
         vec![(Vec::new(), Value::Histogram(self.value()))]
     }
@@ -175,7 +162,6 @@ impl Metric for Histogram {
 pub struct Family<L, M> {
     metrics: Arc<RwLock<HashMap<L, M>>>,
     make: fn() -> M,
-    kind: MetricType,
 }
 
 impl<L, M> Clone for Family<L, M> {
@@ -183,7 +169,6 @@ impl<L, M> Clone for Family<L, M> {
         Family {
             metrics: self.metrics.clone(),
             make: self.make,
-            kind: self.kind,
         }
     }
 }
@@ -194,19 +179,18 @@ impl<L, M> std::fmt::Debug for Family<L, M> {
     }
 }
 
-impl<L: LabelSet, M: Metric + Default> Default for Family<L, M> {
+impl<L: LabelSet, M: Metric + TypedMetric + Default> Default for Family<L, M> {
     fn default() -> Self {
         Family::new(M::default)
     }
 }
 
-impl<L: LabelSet, M: Metric> Family<L, M> {
+impl<L: LabelSet, M: Metric + TypedMetric> Family<L, M> {
     /// A family whose metrics `make` makes (a histogram's buckets).
     pub fn new(make: fn() -> M) -> Family<L, M> {
         Family {
             metrics: Arc::default(),
             make,
-            kind: make().kind(),
         }
     }
 
@@ -241,14 +225,10 @@ impl<L: LabelSet, M: Metric> Family<L, M> {
 /// `value` escaped for a label in the text formats (`\\`, `\"`, `\n`):
 /// prometheus-client writes label values as they are, so a value a guest or
 /// a tenant chose could otherwise end the label and write metrics of its
-/// own. Only its first 256 bytes are kept.
+/// own.
 fn escape(value: &str) -> String {
-    let mut end = value.len().min(256);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut out = String::with_capacity(end);
-    for c in value[..end].chars() {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
@@ -259,7 +239,7 @@ fn escape(value: &str) -> String {
     out
 }
 
-impl<L: LabelSet, M: Metric> EncodeMetric for Family<L, M> {
+impl<L: LabelSet, M: Metric + TypedMetric> EncodeMetric for Family<L, M> {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (labels, metric) in self.read_lock().iter() {
             let escaped: Vec<(&str, String)> = labels
@@ -273,7 +253,7 @@ impl<L: LabelSet, M: Metric> EncodeMetric for Family<L, M> {
     }
 
     fn metric_type(&self) -> MetricType {
-        self.kind
+        M::TYPE
     }
 
     fn is_empty(&self) -> bool {
@@ -281,11 +261,7 @@ impl<L: LabelSet, M: Metric> EncodeMetric for Family<L, M> {
     }
 }
 
-impl<L: LabelSet, M: Metric> Metric for Family<L, M> {
-    fn kind(&self) -> MetricType {
-        self.kind
-    }
-
+impl<L: LabelSet, M: Metric + TypedMetric> Metric for Family<L, M> {
     fn read(&self) -> Vec<(Labels, Value)> {
         self.read_lock()
             .iter()
@@ -367,7 +343,7 @@ impl Registry {
                     },
                     help: r.help.clone(),
                     unit,
-                    kind: r.metric.kind(),
+                    kind: r.metric.metric_type(),
                     values: r.metric.read(),
                 }
             })

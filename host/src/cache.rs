@@ -159,21 +159,35 @@ impl ComponentCache {
     /// The cached component for `digest`, if an entry this cache wrote
     /// exists, unaltered.
     pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        if !is_sha256(digest) {
+            return None;
+        }
         let path = self.artifact_path(digest);
         let mut file = std::fs::File::open(&path).ok()?;
-        let Ok(tag) = std::fs::read_to_string(self.mac_path(digest)) else {
-            return None;
-        };
+        let tag = std::fs::read_to_string(self.mac_path(digest)).ok()?;
+        let tag = blake3::Hash::from_hex(tag.trim()).ok();
         let mut mac = blake3::Hasher::new_keyed(&self.key);
         mac.update_reader(&mut file).ok()?;
         // `blake3::Hash` compares in constant time.
-        let authentic = blake3::Hash::from_hex(tag.trim()).is_ok_and(|tag| tag == mac.finalize());
-        if !authentic {
+        if tag != Some(mac.finalize()) {
             tracing::warn!(%digest, "cached artifact failed its authentication (not written by this node, or altered); deleted, recompiling");
             self.discard(digest);
             return None;
         }
-        match deserialize_own_file(engine, &file) {
+        let loaded = deserialize_own_file(engine, &file).or_else(|e| {
+            // Where the open file cannot be mapped by its descriptor (no
+            // /proc), its bytes, read through the same descriptor and
+            // checked again, are deserialized instead.
+            tracing::debug!(%digest, error = %e, "cannot map the cached artifact; reading it");
+            let mut bytes = Vec::new();
+            std::io::Seek::rewind(&mut file)?;
+            std::io::Read::read_to_end(&mut file, &mut bytes)?;
+            if tag != Some(self.mac(&bytes)) {
+                wasmtime::bail!("the artifact changed while it was read");
+            }
+            deserialize_own(engine, &bytes)
+        });
+        match loaded {
             Ok(c) => {
                 touch(&path);
                 Some(c)
@@ -197,6 +211,11 @@ impl ComponentCache {
     /// Writes a serialized artifact this process (or its compile worker)
     /// made for `digest`, with its MAC.
     pub fn store_artifact(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+        if !is_sha256(digest) {
+            return Err(std::io::Error::other(format!(
+                "{digest:?} is not a sha256 in hex"
+            )));
+        }
         let tag = self.mac(bytes).to_hex();
         write_atomic(&self.dir, &self.artifact_path(digest), bytes)?;
         write_atomic(&self.dir, &self.mac_path(digest), tag.as_bytes())?;
@@ -205,13 +224,25 @@ impl ComponentCache {
     }
 }
 
-/// Deserializes an artifact this node's compile worker just wrote to a
-/// pipe (the same binary): bytes in memory, copied into executable memory.
+/// Whether `digest` is a sha256 in lowercase hex: only such a name may name
+/// a file here.
+pub fn is_sha256(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Deserializes an artifact this node made, in memory: one its compile
+/// worker just wrote to a pipe (the same binary), or a cache entry read
+/// and checked where it could not be mapped.
 pub(crate) fn deserialize_own(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `bytes` are an artifact wasmtime produced for this engine's
     // configuration on this machine, unmodified: they come straight from
-    // this process's compile worker over a pipe, and are in memory, so no
-    // change on disk can change them.
+    // this process's compile worker over a pipe, or carry a valid MAC under
+    // this data dir's secret key, which only `store_artifact` computes (the
+    // file name carries the engine hash). They are in memory, so no change
+    // on disk can change them.
     #[expect(unsafe_code, reason = "deserializing our own artifact")]
     unsafe {
         Component::deserialize(engine, bytes)
@@ -222,6 +253,7 @@ pub(crate) fn deserialize_own(engine: &Engine, bytes: &[u8]) -> wasmtime::Result
 /// checked: wasmtime maps it (no copy), named by its descriptor, not its
 /// path, so it is the file that was checked even if the path was renamed
 /// over since.
+#[cfg(unix)]
 fn deserialize_own_file(engine: &Engine, file: &std::fs::File) -> wasmtime::Result<Component> {
     use std::os::fd::AsRawFd;
     let by_descriptor = if cfg!(target_os = "linux") {
@@ -241,6 +273,11 @@ fn deserialize_own_file(engine: &Engine, file: &std::fs::File) -> wasmtime::Resu
     unsafe {
         Component::deserialize_file(engine, by_descriptor)
     }
+}
+
+#[cfg(not(unix))]
+fn deserialize_own_file(_: &Engine, _: &std::fs::File) -> wasmtime::Result<Component> {
+    wasmtime::bail!("mapping by descriptor needs a unix")
 }
 
 /// Marks `path` as just used (its modification time is the LRU clock).

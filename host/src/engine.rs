@@ -238,16 +238,36 @@ impl AgentEngine {
         if let Some(component) = self.load_cached(name, &digest)? {
             return Ok((component, LoadSource::Cache));
         }
+        Ok((
+            self.compile_new(name, &digest, bytes, progress)?,
+            LoadSource::Compiled,
+        ))
+    }
+
+    /// Validates, compiles and pre-instantiates a component the caller
+    /// found missing from the cache ([`AgentEngine::load_cached`]), whose
+    /// sha256 it checked is `digest`; the result goes to the cache.
+    pub fn compile_new(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        progress: &dyn LoadProgress,
+    ) -> Result<AgentComponent, LoadError> {
+        check_is_component(name, bytes)?;
         // The compile bounds guard the compiler: a cached artifact was
         // checked against these same bounds (they are part of the cache
         // key), and this walk of every function body was a quarter of a
         // warm load.
         crate::compile::check_shape(name, bytes, &self.inner.config.compile)?;
         progress.compiling(bytes.len());
-        let compiled = self.compile(name, &digest, bytes);
+        let compiled = self.compile(name, digest, bytes);
         progress.done();
         let pre = self.pre_instantiate(name, &compiled?)?;
-        Ok((AgentComponent { pre, digest }, LoadSource::Compiled))
+        Ok(AgentComponent {
+            pre,
+            digest: digest.to_string(),
+        })
     }
 
     /// The component whose sha256 is `digest` (hex), from the compile cache

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use warden_core::{FailureKind, RunFailure};
 use warden_host::Sandbox;
 use warden_host::cache::{evict_lru, sha256_hex, touch};
-use warden_host::engine::{AgentComponent, LoadError, LoadSource, Quiet};
+use warden_host::engine::{AgentComponent, LoadError, Quiet};
 use warden_proto::v1 as pb;
 use warden_proto::v1::registry_service_client::RegistryServiceClient;
 
@@ -154,28 +154,26 @@ impl ComponentStore {
                 .map_err(load_failure)?
         };
         if let Some(component) = cached {
+            // The blob stays as recent as its use (for the blob cache's
+            // eviction), though it was not read.
+            touch(&self.dir.join(format!("{hex}.wasm")));
             self.count_load("disk");
             self.count_compile("cache");
             return Ok(component);
         }
         let bytes = self.blob(sandbox, digest, hex).await?;
-        let sandbox = sandbox.clone();
-        let digest = digest.to_string();
+        let (sandbox, hex) = (sandbox.clone(), hex.to_string());
         let started = std::time::Instant::now();
-        let (component, source) =
-            tokio::task::spawn_blocking(move || sandbox.engine().load(&digest, &bytes, &Quiet))
-                .await
-                .map_err(|e| host_error(e.to_string()))?
-                .map_err(load_failure)?;
-        match source {
-            LoadSource::Cache => self.count_compile("cache"),
-            LoadSource::Compiled => {
-                self.metrics
-                    .compile_duration
-                    .observe(started.elapsed().as_secs_f64());
-                self.count_compile("compiled");
-            }
-        }
+        let component = tokio::task::spawn_blocking(move || {
+            sandbox.engine().compile_new(&hex, &hex, &bytes, &Quiet)
+        })
+        .await
+        .map_err(|e| host_error(e.to_string()))?
+        .map_err(load_failure)?;
+        self.metrics
+            .compile_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.count_compile("compiled");
         Ok(component)
     }
 

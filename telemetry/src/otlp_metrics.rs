@@ -136,8 +136,11 @@ fn to_otlp(
             })
             .collect()
     };
+    // A family with no label set yet has nothing to say (`/metrics` leaves
+    // it out too).
     let metrics = readings
         .into_iter()
+        .filter(|r| !r.values.is_empty())
         .filter_map(|r| {
             let data = match r.kind {
                 MetricType::Counter => metric::Data::Sum(Sum {
@@ -220,15 +223,22 @@ mod tests {
         warden.register("leases_received", "Leases", leases.clone());
         let took = crate::metrics::Histogram::new([0.1, 1.0]);
         warden.register_with_unit("run_duration", "Durations", Unit::Seconds, took.clone());
+        let by_agent = Family::<RunLabels, crate::metrics::Histogram>::new(|| {
+            crate::metrics::Histogram::new([1.0])
+        });
+        warden.register("fuel", "Fuel by agent", by_agent.clone());
+        let unused = Family::<RunLabels, Counter>::default();
+        warden.register("unused", "Never counted", unused.clone());
         let labels = RunLabels {
             state: "queued".into(),
             agent: "a \"b\"\nc".into(),
         };
         runs.get_or_create(&labels).set(3);
         leases.inc_by(7);
-        for v in [0.0625, 0.5, 1.0, 4.0] {
+        for v in [0.0625, 0.5, 1.0, 4.0, f64::NAN] {
             took.observe(v);
         }
+        by_agent.get_or_create(&labels).observe(2.0);
 
         let request = to_otlp(registry.read(), &Resource::default(), 1, 2);
         let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
@@ -277,8 +287,18 @@ mod tests {
         let p = &h.data_points[0];
         assert_eq!((p.count, p.sum), (4, Some(5.5625)));
         assert_eq!(p.explicit_bounds, [0.1, 1.0]);
-        // A value on a bound is in that bound's bucket.
+        // A value on a bound is in that bound's bucket; NaN is in none.
         assert_eq!(p.bucket_counts, [1, 2, 1]);
+        let Some(metric::Data::Histogram(fuel)) = &by_name("warden_fuel").data else {
+            panic!("not a histogram")
+        };
+        let p = &fuel.data_points[0];
+        assert_eq!((p.count, p.bucket_counts.as_slice()), (1, &[0, 1][..]));
+        assert_eq!(p.attributes.len(), 2, "the family's labels: {p:?}");
+        assert!(
+            metrics.iter().all(|m| m.name != "warden_unused"),
+            "a family with no label set is left out"
+        );
 
         // `/metrics`: the same values, the label escaped.
         let text = registry.encode().unwrap();
@@ -289,6 +309,7 @@ mod tests {
             "warden_run_duration_seconds_bucket{le=\"0.1\"} 1",
             "warden_run_duration_seconds_bucket{le=\"1.0\"} 3",
             "warden_run_duration_seconds_bucket{le=\"+Inf\"} 4",
+            "warden_fuel_bucket{le=\"+Inf\",state=\"queued\",agent=\"a \\\"b\\\"\\nc\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }

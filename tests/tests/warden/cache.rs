@@ -33,6 +33,51 @@ fn second_load_is_warm_and_a_flipped_byte_is_rebuilt() {
     assert_eq!(load(&sandbox(dir.path(), None)), LoadSource::Compiled);
 }
 
+/// A node finds a component it compiled before by digest alone; a digest
+/// that is not a sha256 in hex names no file, however it is spelled.
+#[test]
+fn a_node_finds_a_compiled_component_by_digest_and_nothing_else_names_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(examples::HELLO).unwrap();
+    let digest = warden_host::cache::sha256_hex(&bytes);
+    let sb = sandbox(dir.path(), None);
+    assert!(sb.engine().load_cached("hello", &digest).unwrap().is_none());
+    sb.engine().load("hello", &bytes, &Quiet).unwrap();
+    let found = sandbox(dir.path(), None)
+        .engine()
+        .load_cached("hello", &digest)
+        .unwrap()
+        .expect("in the cache");
+    assert_eq!(found.digest, digest);
+
+    // A real entry (artifact and MAC) copied to where a traversing name
+    // would point is not read.
+    for entry in std::fs::read_dir(dir.path().join("cache")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if let Some(rest) = name.strip_prefix(&format!("{digest}-")) {
+            std::fs::copy(&path, dir.path().join(format!("x-{rest}"))).unwrap();
+        }
+    }
+    let upper = digest.to_uppercase();
+    for bad in ["../x", "", &upper, &digest[..63]] {
+        assert!(
+            sb.engine().load_cached("hello", bad).unwrap().is_none(),
+            "{bad:?} found something"
+        );
+    }
+    let cache = warden_host::cache::ComponentCache::new(
+        dir.path().join("other"),
+        &wasmtime::Engine::default(),
+        1 << 30,
+        "",
+    )
+    .unwrap();
+    let refused = cache.store_artifact("../escape", b"bytes").unwrap_err();
+    assert!(refused.to_string().contains("not a sha256"), "{refused}");
+    assert!(!dir.path().join("escape").exists());
+}
+
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()

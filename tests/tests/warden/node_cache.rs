@@ -103,8 +103,19 @@ async fn nodes_sharing_nothing_each_fetch_once_and_keep_it_across_restarts() {
     );
     c.stop().await;
 
-    // A damaged blob is detected and fetched again, never loaded (with the
-    // compile cache gone, the blob is what the node has).
+    // With the compile cache gone, the blob is what the node has: intact,
+    // it is read, not fetched.
+    std::fs::remove_dir_all(dir_b.join("cache")).unwrap();
+    let b = start(&url, "b", &dir_b, &[]);
+    let id = submit(ch.clone(), "hello@1", "{}", |_| {}).await;
+    wait_run(ch.clone(), &id, Duration::from_secs(60), |r| {
+        state(r) == RunState::Succeeded
+    })
+    .await;
+    assert_eq!(b.agent.component_fetches(), 0, "the intact blob was used");
+    b.stop().await;
+
+    // A damaged blob is detected and fetched again, never loaded.
     std::fs::remove_dir_all(dir_b.join("cache")).unwrap();
     let blob = std::fs::read_dir(dir_b.join("blobs"))
         .unwrap()
