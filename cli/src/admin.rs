@@ -104,21 +104,25 @@ pub(crate) async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
                     .collect();
                 println!("{}", serde_json::Value::Array(docs));
             } else {
-                println!(
-                    "{:<18}  {:<16}  {:<9}  {:<20}  {:<20}  DESCRIPTION",
-                    "ID", "TENANT", "ROLE", "EXPIRES", "REVOKED"
-                );
+                let mut table = crate::output::Table::new(&[
+                    "ID",
+                    "TENANT",
+                    "ROLE",
+                    "EXPIRES",
+                    "REVOKED",
+                    "DESCRIPTION",
+                ]);
                 for t in &tokens {
-                    println!(
-                        "{:<18}  {:<16}  {:<9}  {:<20}  {:<20}  {}",
-                        t.id,
-                        safe(&t.tenant),
-                        t.role,
+                    table.row(vec![
+                        t.id.clone(),
+                        safe(&t.tenant).into_owned(),
+                        t.role.to_string(),
                         when(t.expires_unix_ms),
                         when(t.revoked_unix_ms),
-                        safe(&t.description)
-                    );
+                        safe(&t.description).into_owned(),
+                    ]);
                 }
+                table.print();
             }
         }
         TokensCommand::Revoke { id } => {
@@ -197,21 +201,19 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", serde_json::Value::Array(docs));
     } else {
-        println!(
-            "{:<20}  {:<12}  {:<18}  {:<16}  TARGET  DETAIL",
-            "AT", "TENANT", "ACTOR", "ACTION"
-        );
+        let mut table =
+            crate::output::Table::new(&["AT", "TENANT", "ACTOR", "ACTION", "TARGET", "DETAIL"]);
         for e in &entries {
-            println!(
-                "{:<20}  {:<12}  {:<18}  {:<16}  {}  {}",
+            table.row(vec![
                 when(e.at_unix_ms),
-                safe(&e.tenant),
-                safe(&e.actor),
-                e.action,
-                safe(&e.target),
-                safe(&e.detail)
-            );
+                safe(&e.tenant).into_owned(),
+                safe(&e.actor).into_owned(),
+                e.action.to_string(),
+                safe(&e.target).into_owned(),
+                safe(&e.detail).into_owned(),
+            ]);
         }
+        table.print();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -517,15 +519,15 @@ pub(crate) async fn credentials(args: CredentialsArgs) -> anyhow::Result<ExitCod
             } else if list.is_empty() {
                 println!("no registry credentials");
             } else {
-                println!("{:<32}  {:<24}  CREATED", "REGISTRY", "USERNAME");
+                let mut table = crate::output::Table::new(&["REGISTRY", "USERNAME", "CREATED"]);
                 for c in &list {
-                    println!(
-                        "{:<32}  {:<24}  {}",
-                        safe(&c.registry),
-                        safe(&c.username),
-                        when(c.created_unix_ms)
-                    );
+                    table.row(vec![
+                        safe(&c.registry).into_owned(),
+                        safe(&c.username).into_owned(),
+                        when(c.created_unix_ms),
+                    ]);
                 }
+                table.print();
             }
         }
         CredentialsCommand::Delete { registry, tenant } => {

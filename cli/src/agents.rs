@@ -148,17 +148,21 @@ fn print_versions(found: &[pb::ResolveResponse], json: bool) {
         println!("no agents published");
         return;
     }
-    println!(
-        "{:<12}  {:<20}  {:<12}  {:<19}  {:>10}  {:<20}  MANIFEST",
-        "TENANT", "AGENT", "VERSION", "DIGEST", "SIZE", "PUBLISHED"
-    );
+    let mut table = output::Table::new(&[
+        "TENANT",
+        "AGENT",
+        "VERSION",
+        "DIGEST",
+        ">SIZE",
+        "PUBLISHED",
+        "MANIFEST",
+    ]);
     for c in found {
-        println!(
-            "{:<12}  {:<20}  {:<12}  {:<19}  {:>10}  {:<20}  {}",
-            safe(&c.tenant),
-            safe(&c.name),
-            safe(&c.version),
-            c.digest.get(..19).unwrap_or(&c.digest),
+        table.row(vec![
+            safe(&c.tenant).into_owned(),
+            safe(&c.name).into_owned(),
+            safe(&c.version).into_owned(),
+            c.digest.get(..19).unwrap_or(&c.digest).to_string(),
             output::bytes(c.size),
             when(c.created_unix_ms),
             if c.capabilities.is_empty() {
@@ -166,8 +170,10 @@ fn print_versions(found: &[pb::ResolveResponse], json: bool) {
             } else {
                 "yes"
             }
-        );
+            .to_string(),
+        ]);
     }
+    table.print();
 }
 
 fn print_one(c: &pb::ResolveResponse, json: bool) {

@@ -165,3 +165,89 @@ pub(crate) fn print_outcome(outcome: &RunOutcome, as_json: bool) -> ExitCode {
         ExitCode::from(EXIT_RUN_FAILED)
     }
 }
+
+/// A table for the terminal: a header row, then one row per item, each
+/// column as wide as its widest cell (two spaces between columns).
+pub(crate) struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns named by `header`; one whose name starts with `>` holds
+    /// numbers and is aligned right (the `>` is not shown).
+    pub(crate) fn new(header: &[&'static str]) -> Table {
+        Table {
+            header: header.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (text shown as it is: pass it through [`safe`] first
+    /// where a user chose it).
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as lines, without trailing spaces.
+    pub(crate) fn render(&self) -> String {
+        let header: Vec<String> = self
+            .header
+            .iter()
+            .map(|h| h.trim_start_matches('>').to_string())
+            .collect();
+        let width = |i: usize| {
+            std::iter::once(&header)
+                .chain(&self.rows)
+                .filter_map(|row| row.get(i))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..header.len()).map(width).collect();
+        let mut out = String::new();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                let w = widths.get(i).copied().unwrap_or(0);
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                if self.header.get(i).is_some_and(|h| h.starts_with('>')) {
+                    line.push_str(&format!("{cell:>w$}"));
+                } else {
+                    line.push_str(&format!("{cell:<w$}"));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    pub(crate) fn print(&self) {
+        print!("{}", self.render());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn columns_fit_their_widest_cell_and_numbers_align_right() {
+        let mut t = Table::new(&["AGENT", ">SIZE", "NOTE"]);
+        t.row(vec![
+            "greeter@dev-1765000000-0a1b2c3d".into(),
+            "12 KiB".into(),
+            "".into(),
+        ]);
+        t.row(vec!["é".into(), "3 B".into(), "x".into()]);
+        assert_eq!(
+            t.render(),
+            "AGENT                              SIZE  NOTE\n\
+             greeter@dev-1765000000-0a1b2c3d  12 KiB\n\
+             é                                   3 B  x\n"
+        );
+    }
+}

@@ -375,23 +375,21 @@ async fn join_tokens(
                     .collect();
                 println!("{}", serde_json::Value::Array(docs));
             } else {
-                println!(
-                    "{:<16}  {:<20}  {:<20}  {:<24}  LABELS",
-                    "ID", "CREATED", "EXPIRES", "STATE"
-                );
+                let mut table =
+                    output::Table::new(&["ID", "CREATED", "EXPIRES", "STATE", "LABELS"]);
                 for t in &tokens {
                     let mut labels: Vec<_> =
                         t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     labels.sort();
-                    println!(
-                        "{:<16}  {:<20}  {:<20}  {:<24}  {}",
-                        t.id,
+                    table.row(vec![
+                        t.id.clone(),
                         rfc3339(t.created_unix_ms),
                         rfc3339(t.expires_unix_ms),
-                        state(t),
-                        safe(&labels.join(","))
-                    );
+                        state(t).to_string(),
+                        safe(&labels.join(",")).into_owned(),
+                    ]);
                 }
+                table.print();
             }
         }
         JoinTokenCommand::Revoke { id } => {
@@ -439,19 +437,19 @@ pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
         let docs: Vec<_> = nodes.iter().map(warden_api::Node::from).collect();
         println!("{}", serde_json::to_value(docs).unwrap_or_default());
     } else {
-        println!(
-            "{:<28}  {:<9}  {:>6}  {:>4}  {:>5}  {:>4}  {:>10}  {:>10}  {:<16}  {:>9}  LABELS",
+        let mut table = output::Table::new(&[
             "NODE",
             "STATE",
-            "ACTIVE",
-            "FREE",
-            "SLOTS",
-            "CPUS",
-            "MEMORY",
-            "DISK FREE",
+            ">ACTIVE",
+            ">FREE",
+            ">SLOTS",
+            ">CPUS",
+            ">MEMORY",
+            ">DISK FREE",
             "ACCELERATORS",
-            "HEARTBEAT"
-        );
+            ">HEARTBEAT",
+            "LABELS",
+        ]);
         for n in &nodes {
             let cap = n.capacity.clone().unwrap_or_default();
             let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -460,21 +458,21 @@ pub(crate) async fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
             } else {
                 format!("{}× {}", cap.accelerators.len(), cap.accelerators[0].name)
             };
-            println!(
-                "{:<28}  {:<9}  {:>6}  {:>4}  {:>5}  {:>4}  {:>10}  {:>10}  {:<16}  {:>9}  {}",
-                safe(&n.node_id),
-                node_state(n),
-                n.active_runs,
-                n.free_slots,
-                cap.slots,
-                cap.cpu_cores,
+            table.row(vec![
+                safe(&n.node_id).into_owned(),
+                node_state(n).to_string(),
+                n.active_runs.to_string(),
+                n.free_slots.to_string(),
+                cap.slots.to_string(),
+                cap.cpu_cores.to_string(),
                 output::bytes(cap.memory_bytes),
                 output::bytes(cap.disk_free_bytes),
-                safe(&accelerators),
+                safe(&accelerators).into_owned(),
                 format!("{:.1}s ago", heartbeat_age_ms(n) as f64 / 1000.0),
-                safe(&labels.join(","))
-            );
+                safe(&labels.join(",")).into_owned(),
+            ]);
         }
+        table.print();
     }
     Ok(ExitCode::SUCCESS)
 }
