@@ -63,11 +63,7 @@ pub struct HostMetrics {
 /// `value`'s first 256 bytes (cut at a character's edge): a model name is
 /// the guest's word. The registry escapes label values for the text format.
 fn cut(value: &str) -> String {
-    let mut end = value.len().min(256);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    value[..end].to_string()
+    value[..value.floor_char_boundary(256)].to_string()
 }
 
 impl Default for HostMetrics {
